@@ -1,0 +1,168 @@
+//! A small MQTT client for the gate, on rumqttc: connect, publish a request on
+//! `Module/HD_Handler/msgid`, wait for the reply on the same topic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
+
+/// Why a request through the gate failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The MQTT connection failed or closed.
+    Connection(String),
+    /// No reply arrived in time.
+    Timeout(String),
+    /// The reply was not the gate's JSON.
+    BadReply(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connection(e) => write!(f, "MQTT connection: {e}"),
+            ClientError::Timeout(t) => write!(f, "no reply on {t} in time"),
+            ClientError::BadReply(e) => write!(f, "reply is not the gate's JSON: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// One client connection to the gate.
+pub struct GateClient {
+    client: AsyncClient,
+    pending: Pending,
+    next: Mutex<u64>,
+    task: tokio::task::JoinHandle<()>,
+    /// How long `request` waits for a reply.
+    pub timeout: Duration,
+}
+
+impl GateClient {
+    /// Connects as `client_id` to the gate at `host:port` and waits for the CONNACK.
+    pub async fn connect(
+        client_id: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<GateClient, ClientError> {
+        let mut opts = MqttOptions::new(client_id, host, port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
+        // Wait for the CONNACK before handing the client out.
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => return Err(ClientError::Connection(e.to_string())),
+            }
+        }
+        let pending: Pending = Arc::default();
+        let task = tokio::spawn(pump(eventloop, pending.clone()));
+        Ok(GateClient {
+            client,
+            pending,
+            next: Mutex::new(0),
+            task,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Sends `body` to `Module/Handler/<msgid>` and returns the gate's reply.
+    pub async fn request(
+        &self,
+        module_handler: &str,
+        body: &[u8],
+        qos: QoS,
+    ) -> Result<Value, ClientError> {
+        let msgid = {
+            let mut n = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            *n
+        };
+        let topic = format!("{module_handler}/{msgid}");
+        self.request_on(&topic, body, qos).await
+    }
+
+    /// Sends `body` on exactly `topic` and waits for the reply on it.
+    pub async fn request_on(
+        &self,
+        topic: &str,
+        body: &[u8],
+        qos: QoS,
+    ) -> Result<Value, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string(), tx);
+        self.client
+            .publish(topic, qos, false, body.to_vec())
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(ClientError::Connection("connection closed".into())),
+            Err(_) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(topic);
+                Err(ClientError::Timeout(topic.to_string()))
+            }
+        }
+    }
+
+    /// Publishes without waiting for anything.
+    pub async fn publish(&self, topic: &str, body: &[u8], qos: QoS) -> Result<(), ClientError> {
+        self.client
+            .publish(topic, qos, false, body.to_vec())
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))
+    }
+
+    /// Disconnects cleanly.
+    pub async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+async fn pump(mut eventloop: EventLoop, pending: Pending) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let waiter = pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&p.topic);
+                let value = serde_json::from_slice::<Value>(&p.payload).unwrap_or_else(|e| {
+                    Value::String(ClientError::BadReply(e.to_string()).to_string())
+                });
+                match waiter {
+                    Some(tx) => {
+                        let _ = tx.send(value);
+                    }
+                    None => tracing::debug!(topic = %p.topic, "reply nobody waits for"),
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "client connection ended");
+                // Dropping the waiters tells every pending request that the connection is gone.
+                pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                return;
+            }
+        }
+    }
+}

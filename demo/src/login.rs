@@ -1,0 +1,88 @@
+//! The `Login` module: `HD_Login` binds a user to the connection; `track`, `track2`, `track3`
+//! form the call chain of mqantserver's tracing demo. None of them contains span code.
+
+use std::time::Duration;
+
+use mqrs_runtime::{rpc, rpc_module, App, Session};
+use serde::{Deserialize, Serialize};
+
+/// Handles logins and the tracing demo chain.
+pub struct Login {
+    app: App,
+}
+
+/// Body of `Login/HD_Login`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginRequest {
+    /// User name; any non-empty name is accepted in the demo.
+    #[serde(default)]
+    pub user_name: String,
+    /// Password; any non-empty password is accepted in the demo.
+    #[serde(default)]
+    pub pass_word: String,
+}
+
+/// Reply of `Login/HD_Login`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginReply {
+    /// The bound user id.
+    pub user_id: String,
+}
+
+impl Login {
+    /// The module, calling other modules through `app`.
+    pub fn new(app: &App) -> Self {
+        Login { app: app.clone() }
+    }
+}
+
+#[rpc_module]
+impl Login {
+    /// Logs a user in: binds the user name to the client's session at the gate.
+    #[rpc(name = "HD_Login")]
+    async fn login(&self, mut session: Session, msg: LoginRequest) -> Result<LoginReply, String> {
+        if msg.user_name.is_empty() || msg.pass_word.is_empty() {
+            return Err("userName and passWord must both be non-empty".into());
+        }
+        self.app.bind(&mut session, msg.user_name.clone()).await?;
+        Ok(LoginReply {
+            user_id: msg.user_name,
+        })
+    }
+
+    /// First link of the demo chain.
+    #[rpc]
+    async fn track(&self, session: Session) -> Result<String, String> {
+        session.span().set_attribute("track", "track测试");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.app
+            .call::<_, String>("Login", "track2", &session, ())
+            .await?;
+        Ok("My is Login Module".into())
+    }
+
+    /// Second link: calls `track3` about 69 % of the time.
+    #[rpc]
+    async fn track2(&self, session: Session) -> Result<String, String> {
+        session
+            .span()
+            .set_attribute("track", "track 第二个测试函数");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if rand::random::<f64>() < 0.69 {
+            LoginClient::new(&self.app).track3(&session).await?;
+        }
+        Ok("My is Login Module".into())
+    }
+
+    /// Last link.
+    #[rpc]
+    async fn track3(&self, session: &Session) -> Result<String, String> {
+        session
+            .span()
+            .set_attribute("track", "track 第三个测试函数");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok("My is Login Module".into())
+    }
+}

@@ -1,0 +1,303 @@
+//! `App`: the modules of one process, their lifecycle (start, run until Ctrl-C or `stop`,
+//! graceful shutdown) and the services around them (gate, trace store, viewer).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::error::RpcError;
+use crate::gate::{self, Publish};
+use crate::rpc::registry::linked_methods;
+use crate::rpc::{ModuleRef, Registry, RpcModule};
+use crate::session::Session;
+use crate::trace::{StoreLimits, TraceStore, Tracing};
+use crate::transport::{InProcess, Transport};
+
+/// Decides per client request whether a trace is started (mqant's `OnRequestTracing`).
+pub type TracingHook = Arc<dyn Fn(&Session, &Publish) -> bool + Send + Sync>;
+
+/// Why the app could not start or take a module.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Two modules with one name.
+    #[error("a module named `{0}` is already added")]
+    DuplicateModule(&'static str),
+    /// Some `#[rpc]` registrations of a module are missing from the binary.
+    #[error(
+        "module `{module}` declares handlers {missing:?} but their registrations are not linked \
+         into this binary; reference the crate that defines `{module}` from your binary \
+         (e.g. `use that_crate as _;`)"
+    )]
+    MissingRegistrations {
+        /// Module name.
+        module: &'static str,
+        /// Handlers whose registration is missing.
+        missing: Vec<&'static str>,
+    },
+    /// A listener could not be opened.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// Which service.
+        what: &'static str,
+        /// Address tried.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Addresses the running services listen on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addrs {
+    /// The MQTT gate, when enabled.
+    pub gate: Option<SocketAddr>,
+    /// The trace viewer and API, when enabled.
+    pub viewer: Option<SocketAddr>,
+}
+
+struct Inner {
+    config: Config,
+    registry: Arc<Registry>,
+    transport: Arc<dyn Transport>,
+    tracing: Tracing,
+    hook: RwLock<TracingHook>,
+    modules: Mutex<Vec<(&'static str, ModuleRef)>>,
+    shutdown: watch::Sender<bool>,
+    addrs: Mutex<Addrs>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A handle to the application; cheap to clone, shared by every module.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+impl App {
+    /// An app with these settings, the in-process transport, and no modules yet.
+    pub fn new(config: Config) -> App {
+        let registry = Arc::new(Registry::default());
+        let store = config.trace.store.then(|| {
+            Arc::new(TraceStore::new(StoreLimits {
+                max_traces: config.trace.max_traces,
+                max_bytes: config.trace.max_bytes,
+                max_spans_per_trace: config.trace.max_spans_per_trace,
+            }))
+        });
+        App {
+            inner: Arc::new(Inner {
+                transport: Arc::new(InProcess::new(registry.clone())),
+                registry,
+                tracing: Tracing::new(store),
+                hook: RwLock::new(Arc::new(|_: &Session, _: &Publish| true)),
+                modules: Mutex::new(Vec::new()),
+                shutdown: watch::channel(false).0,
+                addrs: Mutex::new(Addrs::default()),
+                tasks: Mutex::new(Vec::new()),
+                config,
+            }),
+        }
+    }
+
+    /// Adds a module made with `#[rpc_module]`; its `#[rpc]` handlers become callable.
+    pub fn add_module<M: RpcModule>(&self, module: M) -> Result<(), AppError> {
+        let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if modules.iter().any(|(n, _)| *n == M::NAME) || self.inner.registry.has_module(M::NAME) {
+            return Err(AppError::DuplicateModule(M::NAME));
+        }
+        let linked: Vec<_> = linked_methods(M::NAME).collect();
+        let missing: Vec<&'static str> = M::METHODS
+            .iter()
+            .copied()
+            .filter(|m| !linked.iter().any(|l| l.method == *m))
+            .collect();
+        if !missing.is_empty() {
+            return Err(AppError::MissingRegistrations {
+                module: M::NAME,
+                missing,
+            });
+        }
+        let instance: ModuleRef = Arc::new(module);
+        let tracer = self.inner.tracing.tracer(M::NAME);
+        for m in linked {
+            let (invoke, instance) = (m.invoke, instance.clone());
+            self.inner.registry.add(
+                M::NAME,
+                m.method,
+                Box::new(move |s, a| invoke(instance.clone(), s, a)),
+                tracer.clone(),
+            );
+        }
+        modules.push((M::NAME, instance));
+        tracing::debug!(
+            module = M::NAME,
+            handlers = M::METHODS.len(),
+            "module added"
+        );
+        Ok(())
+    }
+
+    /// Sets the rule that decides which client requests are traced (default: all).
+    pub fn set_on_request_tracing(
+        &self,
+        hook: impl Fn(&Session, &Publish) -> bool + Send + Sync + 'static,
+    ) {
+        *self.inner.hook.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(hook);
+    }
+
+    /// Binds `userid` to the session, here and in the gate's copy for later requests.
+    pub async fn bind(
+        &self,
+        session: &mut Session,
+        userid: impl Into<String>,
+    ) -> Result<(), RpcError> {
+        let userid = userid.into();
+        session.set_userid(userid.clone());
+        self.call::<_, ()>(gate::GATE_MODULE, "Bind", session, (userid,))
+            .await
+    }
+
+    /// Opens the gate and the viewer as configured; returns their addresses.
+    pub async fn start(&self) -> Result<Addrs, AppError> {
+        let cfg = &self.inner.config;
+        let mut addrs = Addrs::default();
+        if cfg.gate.enabled {
+            let (addr, task) = gate::start(self, cfg.gate.clone(), self.inner.shutdown.subscribe())
+                .await
+                .map_err(|source| AppError::Bind {
+                    what: "the MQTT gate",
+                    addr: cfg.gate.tcp_addr,
+                    source,
+                })?;
+            tracing::info!("gate listening on mqtt://{addr}");
+            addrs.gate = Some(addr);
+            self.push_task(task);
+        }
+        if let (true, Some(store)) = (cfg.trace.viewer, self.inner.tracing.store()) {
+            let (addr, task) = crate::trace::api::serve(
+                store.clone(),
+                cfg.trace.viewer_addr,
+                self.inner.shutdown.subscribe(),
+            )
+            .await
+            .map_err(|source| AppError::Bind {
+                what: "the trace viewer",
+                addr: cfg.trace.viewer_addr,
+                source,
+            })?;
+            tracing::info!("trace viewer on http://{addr}/");
+            addrs.viewer = Some(addr);
+            self.push_task(task);
+        }
+        *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+        Ok(addrs)
+    }
+
+    /// Starts, then runs until Ctrl-C or [`App::stop`], then shuts down gracefully.
+    pub async fn run(&self) -> Result<(), AppError> {
+        self.start().await?;
+        let mut rx = self.inner.shutdown.subscribe();
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot listen for Ctrl-C; run until stopped");
+                    let _ = self.inner.shutdown.subscribe().wait_for(|v| *v).await;
+                } else {
+                    tracing::info!("Ctrl-C: shutting down");
+                }
+            }
+            _ = rx.wait_for(|v| *v) => {}
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Asks a running app to shut down.
+    pub fn stop(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    /// Stops listeners, waits up to 5 s for them, flushes tracing and releases the modules.
+    pub async fn shutdown(&self) {
+        self.stop();
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a service did not stop within 5 s");
+            }
+        }
+        self.inner.tracing.shutdown();
+        self.inner.registry.clear();
+        self.inner
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        tracing::info!("app stopped");
+    }
+
+    fn push_task(&self, t: JoinHandle<()>) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(t);
+    }
+
+    /// The addresses bound by [`App::start`].
+    pub fn addrs(&self) -> Addrs {
+        *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The app's name (service name for spans not started by a module).
+    pub fn name(&self) -> &str {
+        &self.inner.config.app.name
+    }
+
+    /// The embedded trace store, when enabled.
+    pub fn trace_store(&self) -> Option<Arc<TraceStore>> {
+        self.inner.tracing.store().cloned()
+    }
+
+    /// Every callable `Module/method`.
+    pub fn handlers(&self) -> Vec<String> {
+        self.inner.registry.names()
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub(crate) fn transport(&self) -> &dyn Transport {
+        &*self.inner.transport
+    }
+
+    pub(crate) fn tracing(&self) -> &Tracing {
+        &self.inner.tracing
+    }
+
+    pub(crate) fn rpc_timeout(&self) -> Duration {
+        self.inner.config.rpc_timeout()
+    }
+
+    pub(crate) fn tracing_hook(&self) -> TracingHook {
+        self.inner
+            .hook
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

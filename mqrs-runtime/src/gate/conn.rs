@@ -1,0 +1,261 @@
+//! One client connection: the MQTT 3.1.1 state machine (CONNECT first, within a timeout; sizes
+//! checked from the fixed header; keepalive), a bounded outgoing queue drained by a writer task,
+//! and a bound on requests in flight. Generic over the byte stream, so WebSocket can reuse it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
+    SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::Gate;
+use crate::session::{Session, SessionData};
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed MQTT packet: {0}")]
+    Codec(#[from] CodecError),
+    #[error("connection closed in the middle of a packet")]
+    TruncatedPacket,
+}
+
+/// The state a connection shares with the gate: its session facts and its outgoing queue.
+pub(crate) struct ConnShared {
+    pub(crate) data: Mutex<SessionData>,
+    tx: mpsc::Sender<Packet>,
+    next_pkid: Mutex<u16>,
+}
+
+impl ConnShared {
+    /// A fresh copy of the connection's session, with no trace context.
+    pub(crate) fn session(&self) -> Session {
+        Session::new(self.data.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Queues a publish to the client; waits while the queue is full.
+    pub(crate) async fn publish(&self, topic: String, qos: QoS, payload: Vec<u8>) {
+        let mut p = Publish::new(topic, qos, payload);
+        if qos != QoS::AtMostOnce {
+            let mut id = self.next_pkid.lock().unwrap_or_else(|p| p.into_inner());
+            *id = if *id == u16::MAX { 1 } else { *id + 1 };
+            p.pkid = *id;
+        }
+        // A closed queue means the client is gone; the reply has nowhere to go.
+        let _ = self.tx.send(Packet::Publish(p)).await;
+    }
+}
+
+/// Reads one packet; `Ok(None)` on a clean end of stream between packets.
+async fn read_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Packet>, ConnError> {
+    loop {
+        match Packet::read(buf, max) {
+            Ok(p) => return Ok(Some(p)),
+            Err(CodecError::InsufficientBytes(n)) => buf.reserve(n.min(max)),
+            Err(e) => return Err(e.into()),
+        }
+        if rd.read_buf(buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(ConnError::TruncatedPacket)
+            };
+        }
+    }
+}
+
+async fn writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Packet>, max: usize) {
+    let mut out = BytesMut::with_capacity(4096);
+    while let Some(p) = rx.recv().await {
+        let mut next = Some(p);
+        // Batch whatever is already queued into one write.
+        while let Some(p) = next {
+            if let Err(e) = p.write(&mut out, max) {
+                tracing::warn!(error = %e, "gate: cannot encode an outgoing packet; dropped");
+            }
+            next = if out.len() < 64 * 1024 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Serves one client until it disconnects, breaks the protocol, goes silent, or the app stops.
+pub(crate) async fn serve<S>(
+    gate: Arc<Gate>,
+    stream: S,
+    network: &'static str,
+    peer: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let cfg = &gate.cfg;
+    let (mut rd, wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::with_capacity(1024);
+    let first = tokio::time::timeout(
+        Duration::from_millis(cfg.connect_timeout_ms),
+        read_packet(&mut rd, &mut buf, cfg.max_packet_size),
+    )
+    .await;
+    let connect = match first {
+        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Ok(Some(other))) => {
+            tracing::debug!(%peer, packet = ?packet_name(&other), "gate: first packet is not CONNECT; closing");
+            return Ok(());
+        }
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(ConnError::Codec(CodecError::InvalidProtocolLevel(level)))) => {
+            tracing::debug!(%peer, level, "gate: unsupported MQTT protocol level");
+            let mut out = BytesMut::new();
+            let _ = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false).write(&mut out);
+            let mut wr = wr;
+            let _ = wr.write_all(&out).await;
+            return Ok(());
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            tracing::debug!(%peer, "gate: no CONNECT within the connect timeout; closing");
+            return Ok(());
+        }
+    };
+
+    let (tx, rx) = mpsc::channel(cfg.outgoing_queue.max(1));
+    let writer_task = tokio::spawn(writer(wr, rx, cfg.max_packet_size.max(1 << 20)));
+    let conn = Arc::new(ConnShared {
+        data: Mutex::new(SessionData {
+            sessionid: gate.new_session_id(),
+            network: network.to_string(),
+            ip: peer.clone(),
+            serverid: gate.server_id.clone(),
+            ..Default::default()
+        }),
+        tx: tx.clone(),
+        next_pkid: Mutex::new(0),
+    });
+    let sessionid = conn.session().sessionid().to_string();
+    gate.register(&sessionid, conn.clone());
+    tracing::debug!(%peer, %sessionid, client_id = %connect.client_id, "gate: client connected");
+    let _ = tx
+        .send(Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        )))
+        .await;
+
+    let keepalive = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let inflight = Arc::new(Semaphore::new(cfg.max_inflight.max(1)));
+    let result = loop {
+        let read = read_packet(&mut rd, &mut buf, cfg.max_packet_size);
+        let packet = tokio::select! {
+            _ = shutdown.changed() => break Ok(()),
+            r = async {
+                match keepalive {
+                    Some(d) => tokio::time::timeout(d, read).await.unwrap_or(Ok(None)),
+                    None => read.await,
+                }
+            } => r,
+        };
+        let packet = match packet {
+            Ok(Some(p)) => p,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let reply = match packet {
+            Packet::Publish(p) => {
+                let ack = match p.qos {
+                    QoS::AtMostOnce => None,
+                    QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(p.pkid))),
+                    QoS::ExactlyOnce => Some(Packet::PubRec(PubRec::new(p.pkid))),
+                };
+                if let Some(ack) = ack {
+                    let _ = tx.send(ack).await;
+                }
+                let Ok(permit) = inflight.clone().acquire_owned().await else {
+                    break Ok(());
+                };
+                let (gate, conn) = (gate.clone(), conn.clone());
+                tokio::spawn(async move {
+                    super::request::handle(&gate, &conn, p).await;
+                    drop(permit);
+                });
+                None
+            }
+            Packet::PubRel(r) => Some(Packet::PubComp(PubComp::new(r.pkid))),
+            Packet::Subscribe(s) => {
+                let codes = s
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        SubscribeReasonCode::Success(match f.qos {
+                            QoS::AtMostOnce => QoS::AtMostOnce,
+                            _ => QoS::AtLeastOnce,
+                        })
+                    })
+                    .collect();
+                Some(Packet::SubAck(SubAck::new(s.pkid, codes)))
+            }
+            Packet::Unsubscribe(u) => Some(Packet::UnsubAck(UnsubAck::new(u.pkid))),
+            Packet::PingReq => Some(Packet::PingResp),
+            Packet::Disconnect => break Ok(()),
+            Packet::Connect(_) => {
+                tracing::debug!(%peer, "gate: second CONNECT is a protocol violation; closing");
+                break Ok(());
+            }
+            // Acks for our own QoS 1/2 replies: nothing is retransmitted, so nothing to track.
+            _ => None,
+        };
+        if let Some(r) = reply {
+            if tx.send(r).await.is_err() {
+                break Ok(());
+            }
+        }
+    };
+    gate.unregister(&sessionid);
+    drop(tx);
+    drop(conn);
+    // In-flight requests hold the connection; the writer ends when the last one finishes.
+    let _ = writer_task.await;
+    tracing::debug!(%peer, %sessionid, "gate: client disconnected");
+    result
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}

@@ -1,0 +1,87 @@
+//! One client request: route by topic, apply the `HD_` rule, start the root span when
+//! `on_request_tracing` says so, call the handler, reply on the request topic, end the span.
+
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+use opentelemetry::KeyValue;
+use rumqttc::mqttbytes::v4::Publish;
+use rumqttc::mqttbytes::QoS;
+
+use super::conn::ConnShared;
+use super::topic::{body_to_args, encode_reply, parse_topic, wants_reply};
+use super::Gate;
+use crate::error::RpcError;
+use crate::rpc::dispatch::{record_error, EndOnDrop};
+use crate::session::Session;
+
+/// Handles one PUBLISH from a client.
+pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
+    let session = conn.session();
+    let traced = (gate.app.tracing_hook())(&session, &publish);
+    let (session, root) = if traced {
+        let (s, guard) = start_root(gate, session, &publish);
+        (s, Some(guard))
+    } else {
+        (session, None)
+    };
+    let result = call(gate, &session, &publish).await;
+    if let (Err(e), Some(root)) = (&result, &root) {
+        record_error(&root.0, e);
+    }
+    if wants_reply(&publish.topic) {
+        let trace_id = root.as_ref().map(|_| session.trace_id()).unwrap_or(None);
+        let payload = encode_reply(result, trace_id.as_deref());
+        let qos = match publish.qos {
+            QoS::AtMostOnce => QoS::AtMostOnce,
+            _ => QoS::AtLeastOnce,
+        };
+        conn.publish(publish.topic.clone(), qos, payload).await;
+    } else if let Err(e) = result {
+        tracing::debug!(topic = %publish.topic, error = %e, "gate: request without msgid failed");
+    }
+    // The root span ends here, after the reply has been handed to the connection.
+    drop(root);
+}
+
+async fn call(gate: &Gate, session: &Session, publish: &Publish) -> Result<Vec<u8>, RpcError> {
+    let topic = parse_topic(&publish.topic).map_err(|reason| RpcError::BadArgs {
+        method: publish.topic.clone(),
+        reason,
+    })?;
+    if !topic.handler.starts_with("HD_") {
+        return Err(RpcError::NotClientReachable(format!(
+            "{}/{}",
+            topic.module, topic.handler
+        )));
+    }
+    let args = body_to_args(topic.handler, &publish.payload)?;
+    gate.app
+        .call_raw(topic.module, topic.handler, session, args)
+        .await
+}
+
+fn start_root(gate: &Gate, session: Session, publish: &Publish) -> (Session, EndOnDrop) {
+    let route = match parse_topic(&publish.topic) {
+        Ok(t) => format!("{}/{}", t.module, t.handler),
+        Err(_) => "invalid-topic".to_string(),
+    };
+    let tracer = &gate.tracer.tracer;
+    let mut attrs = vec![
+        KeyValue::new("network.protocol.name", "mqtt"),
+        KeyValue::new("network.transport", "tcp"),
+        KeyValue::new("client.address", session.ip().to_string()),
+        KeyValue::new("mqrs.topic", publish.topic.clone()),
+        KeyValue::new("mqrs.qos", publish.qos as i64),
+        KeyValue::new("session.id", session.sessionid().to_string()),
+    ];
+    if !session.userid().is_empty() {
+        attrs.push(KeyValue::new("user.id", session.userid().to_string()));
+    }
+    let span = tracer
+        .span_builder(format!("gate {route}"))
+        .with_kind(SpanKind::Server)
+        .with_attributes(attrs)
+        .start_with_context(tracer, &opentelemetry::Context::new());
+    let cx = opentelemetry::Context::new().with_span(span);
+    let s = session.with_trace(cx.clone(), gate.tracer.clone());
+    (s, EndOnDrop(cx))
+}

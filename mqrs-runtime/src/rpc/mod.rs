@@ -1,0 +1,77 @@
+//! RPC: the registry of handlers, the calling side and the serving side, each creating its
+//! span in exactly one place.
+
+pub mod call;
+pub mod dispatch;
+pub mod registry;
+
+pub use registry::{HandlerFuture, InvokeFn, ModuleRef, Registry, Route, RpcMethod, RpcModule};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::RpcError;
+
+/// Turns a handler's return value into the JSON reply or an error; implemented for `Result<T, E>`.
+pub trait IntoReply {
+    /// The success type carried back to the caller.
+    type Ok;
+    /// Encodes the value for the wire.
+    fn into_reply(self, method: &str) -> Result<Vec<u8>, RpcError>;
+}
+
+impl<T: Serialize, E: std::fmt::Display> IntoReply for Result<T, E> {
+    type Ok = T;
+    fn into_reply(self, method: &str) -> Result<Vec<u8>, RpcError> {
+        match self {
+            Ok(v) => serde_json::to_vec(&v).map_err(|e| RpcError::BadReply {
+                method: method.to_string(),
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(RpcError::Handler(e.to_string())),
+        }
+    }
+}
+
+/// Decodes a handler's arguments: a JSON array matching the tuple `T`.
+pub fn decode_args<T: DeserializeOwned>(method: &str, args: &[u8]) -> Result<T, RpcError> {
+    serde_json::from_slice(args).map_err(|e| RpcError::BadArgs {
+        method: method.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Checks that a handler without arguments got none: empty input, `null` or `[]`.
+pub fn decode_no_args(method: &str, args: &[u8]) -> Result<(), RpcError> {
+    let trimmed = args.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"null" || trimmed == b"[]" {
+        return Ok(());
+    }
+    Err(RpcError::BadArgs {
+        method: method.to_string(),
+        reason: format!(
+            "takes no arguments but got {}",
+            String::from_utf8_lossy(&trimmed[..trimmed.len().min(64)])
+        ),
+    })
+}
+
+/// Encodes call arguments (a tuple) as JSON.
+pub fn encode_args<A: Serialize + ?Sized>(method: &str, args: &A) -> Result<Vec<u8>, RpcError> {
+    serde_json::to_vec(args).map_err(|e| RpcError::BadArgs {
+        method: method.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Downcasts the registered instance to the module type the shim was generated for.
+pub fn downcast<M: Send + Sync + 'static>(
+    module: ModuleRef,
+    method: &str,
+) -> Result<std::sync::Arc<M>, RpcError> {
+    module.downcast::<M>().map_err(|_| {
+        RpcError::Unavailable(format!(
+            "`{method}` is registered with an instance of another type"
+        ))
+    })
+}

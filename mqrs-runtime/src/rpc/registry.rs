@@ -1,0 +1,139 @@
+//! The handler registry: what `#[rpc_module]` submits through `inventory`, and the routes an app
+//! builds from it for the modules it runs.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use crate::error::RpcError;
+use crate::session::Session;
+use crate::trace::ServiceTracer;
+
+/// The future a dispatch shim returns: the handler's reply encoded as JSON, or an error.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send>>;
+
+/// A running module instance, type-erased.
+pub type ModuleRef = Arc<dyn Any + Send + Sync>;
+
+/// The signature of a macro-generated dispatch shim.
+pub type InvokeFn = fn(ModuleRef, Session, Vec<u8>) -> HandlerFuture;
+
+/// One `#[rpc]` handler as registered by `#[rpc_module]` at link time.
+#[derive(Debug)]
+pub struct RpcMethod {
+    /// Module name, e.g. `Login`.
+    pub module: &'static str,
+    /// Handler name, e.g. `track`.
+    pub method: &'static str,
+    /// The dispatch shim.
+    pub invoke: InvokeFn,
+}
+
+inventory::collect!(RpcMethod);
+
+/// Implemented by `#[rpc_module]`: the module's name and the handlers it declared.
+pub trait RpcModule: Send + Sync + 'static {
+    /// Module name used in routing, e.g. `Login`.
+    const NAME: &'static str;
+    /// Names of the module's `#[rpc]` handlers, to check that all registrations were linked.
+    const METHODS: &'static [&'static str];
+}
+
+/// A type-erased handler body: session and JSON args in, JSON reply out.
+pub type HandlerFn = Box<dyn Fn(Session, Vec<u8>) -> HandlerFuture + Send + Sync>;
+
+/// A resolved handler: its full name, its body and the tracer of its module.
+pub struct Route {
+    /// `Module/method`.
+    pub name: Arc<str>,
+    pub(crate) handler: HandlerFn,
+    pub(crate) tracer: ServiceTracer,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route").field("name", &self.name).finish()
+    }
+}
+
+/// The routes of one module, by handler name.
+type ModuleRoutes = HashMap<Box<str>, Arc<Route>>;
+
+/// All routes of one app, by module and handler name.
+#[derive(Default)]
+pub struct Registry {
+    modules: RwLock<HashMap<Box<str>, ModuleRoutes>>,
+}
+
+impl Registry {
+    /// Finds a route, or says whether the module or the handler is missing.
+    pub fn resolve(&self, module: &str, method: &str) -> Result<Arc<Route>, RpcError> {
+        let g = self.modules.read().unwrap_or_else(|p| p.into_inner());
+        let m = g
+            .get(module)
+            .ok_or_else(|| RpcError::UnknownModule(module.to_string()))?;
+        m.get(method)
+            .cloned()
+            .ok_or_else(|| RpcError::UnknownMethod {
+                module: module.to_string(),
+                method: method.to_string(),
+            })
+    }
+
+    /// True when a module of that name is registered.
+    pub fn has_module(&self, module: &str) -> bool {
+        self.modules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(module)
+    }
+
+    /// Adds one route; replaces any previous route of the same name.
+    pub(crate) fn add(
+        &self,
+        module: &str,
+        method: &str,
+        handler: HandlerFn,
+        tracer: ServiceTracer,
+    ) {
+        let route = Arc::new(Route {
+            name: Arc::from(format!("{module}/{method}")),
+            handler,
+            tracer,
+        });
+        self.modules
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(module.into())
+            .or_default()
+            .insert(method.into(), route);
+    }
+
+    /// Drops every route (and with them the module instances they hold).
+    pub(crate) fn clear(&self) {
+        self.modules
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Names of every `Module/method`, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let g = self.modules.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = g
+            .iter()
+            .flat_map(|(m, hs)| hs.keys().map(move |h| format!("{m}/{h}")))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// The `inventory` registrations of one module.
+pub(crate) fn linked_methods(module: &str) -> impl Iterator<Item = &'static RpcMethod> + '_ {
+    inventory::iter::<RpcMethod>
+        .into_iter()
+        .filter(move |m| m.module == module)
+}

@@ -1,0 +1,248 @@
+//! `Session`: who is calling (user, connection, gate) and which trace the call belongs to.
+//!
+//! A session is cheap to clone (two reference counts). Inside a process its trace context
+//! travels in binary form; only when it is serialized does it become a W3C `traceparent`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use opentelemetry::trace::{SpanRef, TraceContextExt};
+use opentelemetry::{Context, Key, KeyValue, Value};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::trace::context::{format_traceparent, parse_traceparent};
+use crate::trace::ServiceTracer;
+
+/// The identity and connection facts of one client, as the gate sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionData {
+    /// User id bound by a login handler; empty while anonymous.
+    #[serde(default)]
+    pub userid: String,
+    /// Unique id of the client connection at its gate.
+    #[serde(default)]
+    pub sessionid: String,
+    /// Transport the client used: `tcp` or `ws`.
+    #[serde(default)]
+    pub network: String,
+    /// Remote address of the client, `ip:port`.
+    #[serde(default)]
+    pub ip: String,
+    /// Id of the gate server that holds the connection.
+    #[serde(default)]
+    pub serverid: String,
+    /// Free-form settings carried with the session.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The trace a call belongs to: the current span and the tracer of the module running it.
+#[derive(Clone)]
+pub(crate) struct TraceCx {
+    pub(crate) cx: Context,
+    /// `None` when the context arrived from another process and no module has taken it up yet.
+    pub(crate) tracer: Option<ServiceTracer>,
+}
+
+/// What a handler knows about its caller; passed as the first argument of every `#[rpc]` handler.
+#[derive(Clone, Default)]
+pub struct Session {
+    data: Arc<SessionData>,
+    trace: Option<TraceCx>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("data", &self.data)
+            .field("traceparent", &self.traceparent())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session with the given facts and no trace.
+    pub fn new(data: SessionData) -> Self {
+        Session {
+            data: Arc::new(data),
+            trace: None,
+        }
+    }
+
+    /// All facts of the session.
+    pub fn data(&self) -> &SessionData {
+        &self.data
+    }
+
+    /// The bound user id, empty while anonymous.
+    pub fn userid(&self) -> &str {
+        &self.data.userid
+    }
+
+    /// The connection's session id.
+    pub fn sessionid(&self) -> &str {
+        &self.data.sessionid
+    }
+
+    /// The client transport, `tcp` or `ws`.
+    pub fn network(&self) -> &str {
+        &self.data.network
+    }
+
+    /// The client address.
+    pub fn ip(&self) -> &str {
+        &self.data.ip
+    }
+
+    /// The id of the gate that holds the connection.
+    pub fn serverid(&self) -> &str {
+        &self.data.serverid
+    }
+
+    /// True when no user id is bound.
+    pub fn is_guest(&self) -> bool {
+        self.data.userid.is_empty()
+    }
+
+    /// One setting, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data.settings.get(key).map(String::as_str)
+    }
+
+    /// Sets a setting on this copy of the session (not pushed to the gate).
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        Arc::make_mut(&mut self.data)
+            .settings
+            .insert(key.into(), value.into());
+    }
+
+    /// Removes a setting from this copy of the session.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        Arc::make_mut(&mut self.data).settings.remove(key)
+    }
+
+    /// Sets the user id on this copy only; use [`App::bind`](crate::App::bind) to reach the gate too.
+    pub fn set_userid(&mut self, userid: impl Into<String>) {
+        Arc::make_mut(&mut self.data).userid = userid.into();
+    }
+
+    /// The span of the handler now running, for adding tags; a no-op handle when untraced.
+    ///
+    /// ```
+    /// # let session = mqrs_runtime::Session::default();
+    /// session.span().set_attribute("room", "lobby");
+    /// ```
+    pub fn span(&self) -> SessionSpan<'_> {
+        SessionSpan(self.trace.as_ref().map(|t| t.cx.span()))
+    }
+
+    /// True when this call is part of a sampled trace.
+    pub fn is_traced(&self) -> bool {
+        self.trace
+            .as_ref()
+            .is_some_and(|t| t.cx.span().span_context().is_sampled())
+    }
+
+    /// The 32-hex trace id when traced.
+    pub fn trace_id(&self) -> Option<String> {
+        let t = self.trace.as_ref()?;
+        let sc = t.cx.span().span_context().clone();
+        sc.is_valid().then(|| sc.trace_id().to_string())
+    }
+
+    /// The W3C `traceparent` of the current span, when traced.
+    pub fn traceparent(&self) -> Option<String> {
+        let t = self.trace.as_ref()?;
+        format_traceparent(t.cx.span().span_context())
+    }
+
+    /// The same session without any trace context.
+    pub fn untraced(&self) -> Session {
+        Session {
+            data: self.data.clone(),
+            trace: None,
+        }
+    }
+
+    pub(crate) fn trace_cx(&self) -> Option<&TraceCx> {
+        self.trace.as_ref()
+    }
+
+    pub(crate) fn with_trace(&self, cx: Context, tracer: ServiceTracer) -> Session {
+        Session {
+            data: self.data.clone(),
+            trace: Some(TraceCx {
+                cx,
+                tracer: Some(tracer),
+            }),
+        }
+    }
+}
+
+/// A handle to the current span for adding tags; does nothing when the call is not traced.
+pub struct SessionSpan<'a>(Option<SpanRef<'a>>);
+
+impl SessionSpan<'_> {
+    /// Adds a tag (mqant's `Span().SetTag`).
+    pub fn set_attribute(&self, key: impl Into<Key>, value: impl Into<Value>) {
+        if let Some(s) = &self.0 {
+            s.set_attribute(KeyValue::new(key, value));
+        }
+    }
+
+    /// Adds a timestamped event (a Jaeger "log") with attributes.
+    pub fn add_event(&self, name: impl Into<String>, attributes: Vec<KeyValue>) {
+        if let Some(s) = &self.0 {
+            s.add_event(name.into(), attributes);
+        }
+    }
+
+    /// True when tags set now will be recorded.
+    pub fn is_recording(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.is_recording())
+    }
+}
+
+#[derive(Serialize)]
+struct WireOut<'a> {
+    #[serde(flatten)]
+    data: &'a SessionData,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    #[serde(flatten)]
+    data: SessionData,
+    #[serde(default)]
+    traceparent: Option<String>,
+}
+
+impl Serialize for Session {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireOut {
+            data: &self.data,
+            traceparent: self.traceparent(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Session {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireIn::deserialize(d)?;
+        let trace = w
+            .traceparent
+            .as_deref()
+            .and_then(parse_traceparent)
+            .map(|sc| TraceCx {
+                cx: Context::new().with_remote_span_context(sc),
+                tracer: None,
+            });
+        Ok(Session {
+            data: Arc::new(w.data),
+            trace,
+        })
+    }
+}

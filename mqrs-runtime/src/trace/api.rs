@@ -1,0 +1,391 @@
+//! The viewer's HTTP side: a Jaeger-compatible query API over the embedded store (readable by
+//! the Jaeger UI and Grafana's Jaeger data source) and the first HTML page.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::store::{StoredSpan, StoredTrace, TagValue, TraceQuery, TraceStore};
+
+const PAGE: &str = include_str!("ui.html");
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 1500;
+
+/// The API's routes over `store`.
+pub fn router(store: Arc<TraceStore>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/trace/{id}", get(page))
+        .route("/api/services", get(services))
+        .route(
+            "/api/services/{service}/operations",
+            get(service_operations),
+        )
+        .route("/api/operations", get(operations))
+        .route("/api/traces", get(find_traces))
+        .route("/api/traces/{id}", get(get_trace))
+        .route("/api/dependencies", get(dependencies))
+        .route("/api/stats", get(stats))
+        .fallback(not_found)
+        .with_state(store)
+}
+
+/// Binds `addr` and serves the API until `shutdown` turns true.
+pub async fn serve(
+    store: Arc<TraceStore>,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(store);
+    let task = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|v| *v).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "trace viewer stopped on error");
+        }
+    });
+    Ok((local, task))
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+fn envelope(data: Value) -> Json<Value> {
+    let total = data.as_array().map_or(0, Vec::len);
+    Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
+}
+
+fn error(status: StatusCode, msg: String) -> Response {
+    (
+        status,
+        Json(json!({"data": null, "total": 0, "limit": 0, "offset": 0,
+                    "errors": [{"code": status.as_u16(), "msg": msg}]})),
+    )
+        .into_response()
+}
+
+async fn services(State(store): State<Arc<TraceStore>>) -> Json<Value> {
+    envelope(json!(store.services()))
+}
+
+async fn service_operations(
+    State(store): State<Arc<TraceStore>>,
+    Path(service): Path<String>,
+) -> Json<Value> {
+    let mut names: Vec<String> = store
+        .operations(&service)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.dedup();
+    envelope(json!(names))
+}
+
+async fn operations(
+    State(store): State<Arc<TraceStore>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(service) = q.get("service") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "parameter 'service' is required".into(),
+        );
+    };
+    let kind = q.get("spanKind").filter(|k| !k.is_empty());
+    let ops: Vec<Value> = store
+        .operations(service)
+        .into_iter()
+        .filter(|(_, k)| kind.is_none_or(|want| want == k))
+        .map(|(name, k)| json!({"name": name, "spanKind": k}))
+        .collect();
+    envelope(Value::Array(ops)).into_response()
+}
+
+async fn stats(State(store): State<Arc<TraceStore>>) -> Json<Value> {
+    Json(json!(store.stats()))
+}
+
+/// Parses a Go-style duration (`1h`, `2d`, `1.5s`, `100ms`, `250us`, `1h30m`) into microseconds.
+pub fn parse_duration_us(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let (mut rest, mut total) = (s, 0f64);
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_end] {
+            "ns" => 0.001,
+            "us" | "µs" | "μs" => 1.0,
+            "ms" => 1e3,
+            "s" => 1e6,
+            "m" => 60e6,
+            "h" => 3600e6,
+            "d" => 86_400e6,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += value * factor;
+    }
+    (total.is_finite() && total >= 0.0 && total < u64::MAX as f64).then_some(total as u64)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Builds a store query from Jaeger's search parameters; the error names the bad parameter.
+pub fn parse_query(q: &HashMap<String, String>) -> Result<TraceQuery, String> {
+    let nonempty = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let dur = |k: &str| -> Result<Option<u64>, String> {
+        nonempty(k)
+            .map(|v| {
+                parse_duration_us(v)
+                    .ok_or_else(|| format!("cannot parse {k} '{v}': use e.g. 1.2s, 100ms, 500us"))
+            })
+            .transpose()
+    };
+    let int = |k: &str| -> Result<Option<u64>, String> {
+        nonempty(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("cannot parse {k} '{v}' as an integer"))
+            })
+            .transpose()
+    };
+    let mut query = TraceQuery {
+        service: nonempty("service").map(str::to_string),
+        operation: nonempty("operation")
+            .filter(|o| *o != "all")
+            .map(str::to_string),
+        min_duration_us: dur("minDuration")?,
+        max_duration_us: dur("maxDuration")?,
+        start_us: int("start")?,
+        end_us: int("end")?,
+        limit: int("limit")?.map_or(DEFAULT_LIMIT, |l| (l as usize).clamp(1, MAX_LIMIT)),
+        tags: Vec::new(),
+    };
+    if let Some(lb) = nonempty("lookback").filter(|l| *l != "custom") {
+        let d = parse_duration_us(lb)
+            .ok_or_else(|| format!("cannot parse lookback '{lb}': use e.g. 1h or 2d"))?;
+        let end = query.end_us.unwrap_or_else(now_us);
+        query.start_us = Some(query.start_us.unwrap_or(0).max(end.saturating_sub(d)));
+    }
+    if let Some(tags) = nonempty("tags") {
+        let map: HashMap<String, Value> =
+            serde_json::from_str(tags).map_err(|e| format!("tags must be a JSON object: {e}"))?;
+        query.tags = map
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect();
+    }
+    for tag in q.iter().filter(|(k, _)| *k == "tag").map(|(_, v)| v) {
+        let (k, v) = tag
+            .split_once(':')
+            .ok_or_else(|| format!("tag '{tag}' must be key:value"))?;
+        query.tags.push((k.to_string(), v.to_string()));
+    }
+    Ok(query)
+}
+
+async fn find_traces(
+    State(store): State<Arc<TraceStore>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    match parse_query(&q) {
+        Ok(query) => {
+            let traces: Vec<Value> = store.find(&query).iter().map(jaeger_trace).collect();
+            envelope(Value::Array(traces)).into_response()
+        }
+        Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+/// Parses a Jaeger trace id: up to 32 hex digits.
+pub fn parse_trace_id(s: &str) -> Option<u128> {
+    (!s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u128::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+async fn get_trace(State(store): State<Arc<TraceStore>>, Path(id): Path<String>) -> Response {
+    let Some(tid) = parse_trace_id(&id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("'{id}' is not a trace id (up to 32 hex digits)"),
+        );
+    };
+    match store.trace(tid) {
+        Some(t) => envelope(json!([jaeger_trace(&t)])).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("trace {id} not found")),
+    }
+}
+
+async fn dependencies(State(store): State<Arc<TraceStore>>) -> impl IntoResponse {
+    let query = TraceQuery {
+        limit: usize::MAX,
+        ..Default::default()
+    };
+    let mut counts: HashMap<(String, String), u64> = HashMap::new();
+    for t in store.find(&query) {
+        let by_id: HashMap<u64, &StoredSpan> = t.spans.iter().map(|s| (s.span_id, s)).collect();
+        for s in &t.spans {
+            if let Some(p) = s.parent_span_id.and_then(|p| by_id.get(&p)) {
+                if p.service != s.service {
+                    *counts
+                        .entry((p.service.to_string(), s.service.to_string()))
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut deps: Vec<Value> = counts
+        .into_iter()
+        .map(|((parent, child), n)| json!({"parent": parent, "child": child, "callCount": n}))
+        .collect();
+    deps.sort_by_key(|v| v.to_string());
+    envelope(Value::Array(deps))
+}
+
+fn tag_json(key: &str, v: &TagValue) -> Value {
+    let (ty, val) = match v {
+        TagValue::Str(s) => ("string", json!(s)),
+        TagValue::Bool(b) => ("bool", json!(b)),
+        TagValue::I64(i) => ("int64", json!(i)),
+        TagValue::F64(f) => ("float64", json!(f)),
+    };
+    json!({"key": key, "type": ty, "value": val})
+}
+
+/// A trace in Jaeger's JSON shape, one process per service.
+pub fn jaeger_trace(t: &StoredTrace) -> Value {
+    let trace_id = t.spans.first().map_or(0, |s| s.trace_id);
+    let tid = format!("{trace_id:032x}");
+    let mut processes = serde_json::Map::new();
+    let mut pid_of: HashMap<&str, String> = HashMap::new();
+    let spans: Vec<Value> = t
+        .spans
+        .iter()
+        .map(|s| {
+            let n = pid_of.len();
+            let pid = pid_of
+                .entry(&s.service)
+                .or_insert_with(|| {
+                    let pid = format!("p{}", n + 1);
+                    processes.insert(pid.clone(), json!({"serviceName": &*s.service, "tags": []}));
+                    pid
+                })
+                .clone();
+            let mut tags: Vec<Value> = s.tags.iter().map(|(k, v)| tag_json(k, v)).collect();
+            tags.push(tag_json("span.kind", &TagValue::Str(s.kind.into())));
+            if let Some(e) = &s.error {
+                tags.push(tag_json("error", &TagValue::Bool(true)));
+                tags.push(tag_json("otel.status_code", &TagValue::Str("ERROR".into())));
+                tags.push(tag_json("otel.status_description", &TagValue::Str(e.clone())));
+            }
+            let references: Vec<Value> = s
+                .parent_span_id
+                .map(|p| json!({"refType": "CHILD_OF", "traceID": tid, "spanID": format!("{p:016x}")}))
+                .into_iter()
+                .collect();
+            let logs: Vec<Value> = s
+                .events
+                .iter()
+                .map(|e| {
+                    let mut fields = vec![tag_json("event", &TagValue::Str(e.name.clone()))];
+                    fields.extend(e.tags.iter().map(|(k, v)| tag_json(k, v)));
+                    json!({"timestamp": e.time_us, "fields": fields})
+                })
+                .collect();
+            json!({
+                "traceID": tid,
+                "spanID": format!("{:016x}", s.span_id),
+                "flags": 1,
+                "operationName": s.name,
+                "references": references,
+                "startTime": s.start_us,
+                "duration": s.duration_us,
+                "tags": tags,
+                "logs": logs,
+                "processID": pid,
+                "warnings": null,
+            })
+        })
+        .collect();
+    json!({"traceID": tid, "spans": spans, "processes": processes, "warnings": null})
+}
+
+/// Answers unknown paths with a JSON error, like Jaeger.
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_us("1h"), Some(3_600_000_000));
+        assert_eq!(parse_duration_us("2d"), Some(172_800_000_000));
+        assert_eq!(parse_duration_us("1.5s"), Some(1_500_000));
+        assert_eq!(parse_duration_us("100ms"), Some(100_000));
+        assert_eq!(parse_duration_us("250us"), Some(250));
+        assert_eq!(parse_duration_us("1h30m"), Some(5_400_000_000));
+        for bad in ["", "10", "ms", "1x", "-1s", "1..2s"] {
+            assert_eq!(parse_duration_us(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn query_parameters() {
+        let q: HashMap<String, String> = [
+            ("service", "Login"),
+            ("operation", "Login/track"),
+            ("limit", "5"),
+            ("minDuration", "10ms"),
+            ("tags", r#"{"track":"track测试","http.status":200}"#),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let tq = parse_query(&q).expect("valid");
+        assert_eq!(tq.limit, 5);
+        assert_eq!(tq.min_duration_us, Some(10_000));
+        assert!(tq.tags.contains(&("http.status".into(), "200".into())));
+        let bad: HashMap<String, String> = [("minDuration".to_string(), "soon".to_string())].into();
+        assert!(parse_query(&bad).expect_err("bad").contains("minDuration"));
+    }
+
+    #[test]
+    fn trace_ids() {
+        assert_eq!(parse_trace_id("ff"), Some(255));
+        assert_eq!(parse_trace_id(&"f".repeat(33)), None);
+        assert_eq!(parse_trace_id("xyz"), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! Tracing: one tracer per module (its `service.name`), spans fed into the embedded store,
+//! the W3C text form for process boundaries, and the HTTP viewer.
+
+pub mod api;
+pub mod context;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
+use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
+use opentelemetry_sdk::Resource;
+
+pub use store::{StoreLimits, StoreStats, StoredSpan, TagValue, TraceQuery, TraceStore};
+
+/// A tracer bound to one service (module), shared by every span that module records.
+#[derive(Clone, Debug)]
+pub struct ServiceTracer {
+    /// Service name, e.g. `Login`.
+    pub name: Arc<str>,
+    /// The SDK tracer whose resource carries that `service.name`.
+    pub tracer: SdkTracer,
+}
+
+/// Owns the per-service tracer providers and where their spans go.
+pub struct Tracing {
+    store: Option<Arc<TraceStore>>,
+    services: Mutex<HashMap<Arc<str>, (SdkTracerProvider, ServiceTracer)>>,
+}
+
+impl Tracing {
+    /// Tracing whose finished spans go to `store` (none: spans are created but kept nowhere).
+    pub fn new(store: Option<Arc<TraceStore>>) -> Self {
+        Tracing {
+            store,
+            services: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The embedded store, when enabled.
+    pub fn store(&self) -> Option<&Arc<TraceStore>> {
+        self.store.as_ref()
+    }
+
+    /// The tracer for `service`, created on first use.
+    pub fn tracer(&self, service: &str) -> ServiceTracer {
+        let mut map = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, t)) = map.get(service) {
+            return t.clone();
+        }
+        let name: Arc<str> = Arc::from(service);
+        let mut builder = SdkTracerProvider::builder().with_resource(
+            Resource::builder_empty()
+                .with_service_name(service.to_string())
+                .build(),
+        );
+        if let Some(store) = &self.store {
+            builder = builder.with_span_processor(StoreProcessor {
+                store: store.clone(),
+                service: name.clone(),
+            });
+        }
+        let provider = builder.build();
+        let tracer = ServiceTracer {
+            name: name.clone(),
+            tracer: provider.tracer("mqrs"),
+        };
+        map.insert(name, (provider, tracer.clone()));
+        tracer
+    }
+
+    /// Flushes and shuts every provider down.
+    pub fn shutdown(&self) {
+        let map = std::mem::take(&mut *self.services.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, (provider, _)) in map {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Hands each finished span to the embedded store, tagged with its service.
+#[derive(Debug)]
+struct StoreProcessor {
+    store: Arc<TraceStore>,
+    service: Arc<str>,
+}
+
+impl std::fmt::Debug for TraceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceStore")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl SpanProcessor for StoreProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        self.store.insert(to_stored(span, self.service.clone()));
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn tag_value(v: Value) -> TagValue {
+    match v {
+        Value::Bool(b) => TagValue::Bool(b),
+        Value::I64(i) => TagValue::I64(i),
+        Value::F64(f) => TagValue::F64(f),
+        Value::String(s) => TagValue::Str(s.into()),
+        other => TagValue::Str(other.to_string()),
+    }
+}
+
+fn tags(kvs: Vec<KeyValue>) -> Vec<(String, TagValue)> {
+    kvs.into_iter()
+        .map(|kv| (kv.key.to_string(), tag_value(kv.value)))
+        .collect()
+}
+
+/// Converts the SDK's finished span into the store's form.
+pub(crate) fn to_stored(s: SpanData, service: Arc<str>) -> StoredSpan {
+    let parent = u64::from_be_bytes(s.parent_span_id.to_bytes());
+    let start_us = micros(s.start_time);
+    StoredSpan {
+        trace_id: u128::from_be_bytes(s.span_context.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(s.span_context.span_id().to_bytes()),
+        parent_span_id: (parent != 0).then_some(parent),
+        name: s.name.into_owned(),
+        service,
+        kind: match s.span_kind {
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+            SpanKind::Producer => "producer",
+            SpanKind::Consumer => "consumer",
+            SpanKind::Internal => "internal",
+        },
+        start_us,
+        duration_us: micros(s.end_time).saturating_sub(start_us),
+        tags: tags(s.attributes),
+        events: s
+            .events
+            .events
+            .into_iter()
+            .map(|e| store::StoredEvent {
+                time_us: micros(e.timestamp),
+                name: e.name.into_owned(),
+                tags: tags(e.attributes),
+            })
+            .collect(),
+        error: match s.status {
+            Status::Error { description } => Some(description.into_owned()),
+            _ => None,
+        },
+    }
+}

@@ -1,0 +1,436 @@
+//! The embedded trace store: finished spans kept in memory, bounded by trace count and bytes.
+//!
+//! Oldest traces are evicted first; every span that is evicted or refused is counted. The store
+//! is fed through [`TraceStore::insert`], so any source (the SDK processor here, an OTLP
+//! receiver later) can fill it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A tag value as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagValue {
+    /// Text.
+    Str(String),
+    /// Boolean.
+    Bool(bool),
+    /// Integer.
+    I64(i64),
+    /// Floating point.
+    F64(f64),
+}
+
+impl TagValue {
+    /// The value as text, for matching tag queries.
+    pub fn as_text(&self) -> String {
+        match self {
+            TagValue::Str(s) => s.clone(),
+            TagValue::Bool(b) => b.to_string(),
+            TagValue::I64(i) => i.to_string(),
+            TagValue::F64(f) => f.to_string(),
+        }
+    }
+}
+
+/// A timestamped event within a span (a Jaeger "log").
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Microseconds since the Unix epoch.
+    pub time_us: u64,
+    /// Event name.
+    pub name: String,
+    /// Event attributes.
+    pub tags: Vec<(String, TagValue)>,
+}
+
+/// One finished span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSpan {
+    /// 16-byte trace id.
+    pub trace_id: u128,
+    /// 8-byte span id.
+    pub span_id: u64,
+    /// Parent span id, `None` for a root.
+    pub parent_span_id: Option<u64>,
+    /// Operation name, e.g. `Login/track`.
+    pub name: String,
+    /// Service (module) that recorded the span.
+    pub service: Arc<str>,
+    /// `server`, `client`, `internal`, `producer` or `consumer`.
+    pub kind: &'static str,
+    /// Start, microseconds since the Unix epoch.
+    pub start_us: u64,
+    /// Duration in microseconds.
+    pub duration_us: u64,
+    /// Attributes.
+    pub tags: Vec<(String, TagValue)>,
+    /// Events.
+    pub events: Vec<StoredEvent>,
+    /// `Some(description)` when the span ended with an error status.
+    pub error: Option<String>,
+}
+
+impl StoredSpan {
+    fn approx_bytes(&self) -> usize {
+        let tags = |t: &[(String, TagValue)]| -> usize {
+            t.iter()
+                .map(|(k, v)| {
+                    k.len()
+                        + 16
+                        + match v {
+                            TagValue::Str(s) => s.len(),
+                            _ => 8,
+                        }
+                })
+                .sum()
+        };
+        160 + self.name.len()
+            + tags(&self.tags)
+            + self
+                .events
+                .iter()
+                .map(|e| 32 + e.name.len() + tags(&e.tags))
+                .sum::<usize>()
+            + self.error.as_ref().map_or(0, String::len)
+    }
+}
+
+/// Caps of the store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// Most traces kept.
+    pub max_traces: usize,
+    /// Most bytes (approximate) kept over all spans.
+    pub max_bytes: usize,
+    /// Most spans kept for one trace; later spans of it are dropped.
+    pub max_spans_per_trace: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_traces: 10_000,
+            max_bytes: 64 << 20,
+            max_spans_per_trace: 2_000,
+        }
+    }
+}
+
+/// Counters of what the store holds and what it dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Traces held now.
+    pub traces: usize,
+    /// Spans held now.
+    pub spans: usize,
+    /// Approximate bytes held now.
+    pub bytes: usize,
+    /// Spans accepted since start.
+    pub spans_received: u64,
+    /// Spans removed by eviction of old traces, or refused by a cap.
+    pub spans_dropped: u64,
+}
+
+/// One trace's spans as held by the store.
+#[derive(Debug, Clone, Default)]
+pub struct StoredTrace {
+    /// Spans in arrival order.
+    pub spans: Vec<StoredSpan>,
+    bytes: usize,
+    /// Earliest span start.
+    pub start_us: u64,
+    /// Latest span end.
+    pub end_us: u64,
+}
+
+/// Filters of a trace search; a trace matches when one of its spans passes them all.
+#[derive(Debug, Clone, Default)]
+pub struct TraceQuery {
+    /// Service that recorded the span.
+    pub service: Option<String>,
+    /// Operation (span name).
+    pub operation: Option<String>,
+    /// Tags that must all be present on the span with these values.
+    pub tags: Vec<(String, String)>,
+    /// Minimum span duration, µs.
+    pub min_duration_us: Option<u64>,
+    /// Maximum span duration, µs.
+    pub max_duration_us: Option<u64>,
+    /// Span start at or after, µs since epoch.
+    pub start_us: Option<u64>,
+    /// Span start at or before, µs since epoch.
+    pub end_us: Option<u64>,
+    /// Most traces returned, newest first.
+    pub limit: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    traces: HashMap<u128, StoredTrace>,
+    order: VecDeque<u128>,
+    bytes: usize,
+    spans: usize,
+    operations: BTreeMap<Arc<str>, BTreeSet<(String, &'static str)>>,
+}
+
+/// The bounded in-memory store of finished spans.
+pub struct TraceStore {
+    inner: Mutex<Inner>,
+    limits: StoreLimits,
+    received: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl TraceStore {
+    /// An empty store with these caps.
+    pub fn new(limits: StoreLimits) -> Self {
+        TraceStore {
+            inner: Mutex::new(Inner::default()),
+            limits,
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent-enough data; keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a finished span, evicting the oldest traces when a cap is exceeded.
+    pub fn insert(&self, span: StoredSpan) {
+        let size = span.approx_bytes();
+        if size > self.limits.max_bytes {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let is_new = !inner.traces.contains_key(&span.trace_id);
+        if is_new {
+            while inner.traces.len() >= self.limits.max_traces.max(1) && self.evict_oldest(inner) {}
+        }
+        while inner.bytes + size > self.limits.max_bytes {
+            if inner.order.front() == Some(&span.trace_id) {
+                // Only this trace is left to evict: refuse the span rather than the trace.
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if !self.evict_oldest(inner) {
+                break;
+            }
+        }
+        if is_new {
+            inner.order.push_back(span.trace_id);
+        }
+        let trace = inner.traces.entry(span.trace_id).or_default();
+        if trace.spans.len() >= self.limits.max_spans_per_trace {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let end = span.start_us + span.duration_us;
+        if trace.spans.is_empty() || span.start_us < trace.start_us {
+            trace.start_us = span.start_us;
+        }
+        trace.end_us = trace.end_us.max(end);
+        trace.bytes += size;
+        inner.bytes += size;
+        inner.spans += 1;
+        inner
+            .operations
+            .entry(span.service.clone())
+            .or_default()
+            .insert((span.name.clone(), span.kind));
+        trace.spans.push(span);
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn evict_oldest(&self, inner: &mut Inner) -> bool {
+        let Some(id) = inner.order.pop_front() else {
+            return false;
+        };
+        if let Some(t) = inner.traces.remove(&id) {
+            inner.bytes -= t.bytes;
+            inner.spans -= t.spans.len();
+            self.dropped
+                .fetch_add(t.spans.len() as u64, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StoreStats {
+        let g = self.lock();
+        StoreStats {
+            traces: g.traces.len(),
+            spans: g.spans,
+            bytes: g.bytes,
+            spans_received: self.received.load(Ordering::Relaxed),
+            spans_dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Services that have recorded spans, sorted.
+    pub fn services(&self) -> Vec<String> {
+        self.lock()
+            .operations
+            .keys()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// Operations of one service with their span kinds, sorted.
+    pub fn operations(&self, service: &str) -> Vec<(String, &'static str)> {
+        self.lock()
+            .operations
+            .get(service)
+            .map(|ops| ops.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One trace by id.
+    pub fn trace(&self, id: u128) -> Option<StoredTrace> {
+        self.lock().traces.get(&id).cloned()
+    }
+
+    /// Traces matching the query, newest first.
+    pub fn find(&self, q: &TraceQuery) -> Vec<StoredTrace> {
+        let g = self.lock();
+        let mut hits: Vec<&StoredTrace> = g
+            .traces
+            .values()
+            .filter(|t| t.spans.iter().any(|s| span_matches(s, q)))
+            .collect();
+        hits.sort_by_key(|t| std::cmp::Reverse(t.start_us));
+        hits.into_iter().take(q.limit).cloned().collect()
+    }
+}
+
+fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
+    if q.service.as_deref().is_some_and(|v| v != &*s.service) {
+        return false;
+    }
+    if q.operation.as_deref().is_some_and(|v| v != s.name) {
+        return false;
+    }
+    if q.min_duration_us.is_some_and(|v| s.duration_us < v)
+        || q.max_duration_us.is_some_and(|v| s.duration_us > v)
+    {
+        return false;
+    }
+    if q.start_us.is_some_and(|v| s.start_us < v) || q.end_us.is_some_and(|v| s.start_us > v) {
+        return false;
+    }
+    q.tags.iter().all(|(k, v)| {
+        let has =
+            |tags: &[(String, TagValue)]| tags.iter().any(|(tk, tv)| tk == k && tv.as_text() == *v);
+        has(&s.tags)
+            || (k == "error" && v == "true" && s.error.is_some())
+            || (k == "span.kind" && v == s.kind)
+            || s.events.iter().any(|e| has(&e.tags))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(trace: u128, id: u64, name: &str, pad: usize) -> StoredSpan {
+        StoredSpan {
+            trace_id: trace,
+            span_id: id,
+            parent_span_id: None,
+            name: name.into(),
+            service: Arc::from("Login"),
+            kind: "server",
+            start_us: 1_000 + trace as u64,
+            duration_us: 10,
+            tags: vec![("pad".into(), TagValue::Str("x".repeat(pad)))],
+            events: vec![],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn evicts_oldest_trace_by_count_and_counts_drops() {
+        let store = TraceStore::new(StoreLimits {
+            max_traces: 2,
+            ..Default::default()
+        });
+        store.insert(span(1, 1, "a", 0));
+        store.insert(span(1, 2, "a", 0));
+        store.insert(span(2, 3, "b", 0));
+        store.insert(span(3, 4, "c", 0));
+        assert!(store.trace(1).is_none(), "oldest trace should be gone");
+        assert!(store.trace(2).is_some() && store.trace(3).is_some());
+        let st = store.stats();
+        assert_eq!((st.traces, st.spans, st.spans_dropped), (2, 2, 2));
+    }
+
+    #[test]
+    fn evicts_by_bytes() {
+        let one = span(1, 1, "a", 1000).approx_bytes();
+        let store = TraceStore::new(StoreLimits {
+            max_bytes: one * 2 + 10,
+            ..Default::default()
+        });
+        for t in 1..=5 {
+            store.insert(span(t, t as u64, "a", 1000));
+        }
+        let st = store.stats();
+        assert_eq!(st.traces, 2);
+        assert!(st.bytes <= one * 2 + 10);
+        assert_eq!(st.spans_dropped, 3);
+        assert!(store.trace(5).is_some() && store.trace(4).is_some());
+    }
+
+    #[test]
+    fn refuses_oversized_span_and_caps_spans_per_trace() {
+        let store = TraceStore::new(StoreLimits {
+            max_bytes: 500,
+            max_spans_per_trace: 2,
+            ..Default::default()
+        });
+        store.insert(span(1, 1, "big", 10_000));
+        assert_eq!(store.stats().spans, 0);
+        for id in 1..=3 {
+            store.insert(span(2, id, "a", 0));
+        }
+        let st = store.stats();
+        assert_eq!((st.spans, st.spans_dropped), (2, 2));
+    }
+
+    #[test]
+    fn find_filters_and_orders_newest_first() {
+        let store = TraceStore::new(StoreLimits::default());
+        for t in 1..=4u128 {
+            let mut s = span(t, t as u64, if t % 2 == 0 { "even" } else { "odd" }, 0);
+            s.duration_us = t as u64 * 100;
+            store.insert(s);
+        }
+        let q = TraceQuery {
+            operation: Some("even".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let ids: Vec<u128> = store.find(&q).iter().map(|t| t.spans[0].trace_id).collect();
+        assert_eq!(ids, vec![4, 2]);
+        let q = TraceQuery {
+            min_duration_us: Some(250),
+            limit: 1,
+            ..Default::default()
+        };
+        let ids: Vec<u128> = store.find(&q).iter().map(|t| t.spans[0].trace_id).collect();
+        assert_eq!(ids, vec![4]);
+        let q = TraceQuery {
+            tags: vec![("pad".into(), "".into())],
+            service: Some("Nope".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(store.find(&q).is_empty());
+        assert_eq!(store.services(), vec!["Login".to_string()]);
+        assert_eq!(store.operations("Login").len(), 2);
+    }
+}
