@@ -71,6 +71,19 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// The root of a trace started by [`App::start_trace`]; ends when dropped.
+pub struct RootSpan {
+    session: Session,
+    _end: crate::rpc::dispatch::EndOnDrop,
+}
+
+impl RootSpan {
+    /// The session that carries this trace.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
 /// A handle to the application; cheap to clone, shared by every module.
 #[derive(Clone)]
 pub struct App {
@@ -159,6 +172,23 @@ impl App {
         session.set_userid(userid.clone());
         self.call::<_, ()>(gate::GATE_MODULE, "Bind", session, (userid,))
             .await
+    }
+
+    /// Starts a new trace outside the gate (a timer, a background job): a root INTERNAL span
+    /// named `name`, recorded under the app's name; calls made with [`RootSpan::session`] nest
+    /// under it, and it ends when the returned value is dropped.
+    pub fn start_trace(&self, name: impl Into<String>, session: &Session) -> RootSpan {
+        use opentelemetry::trace::{TraceContextExt, Tracer};
+        let tracer = self.inner.tracing.tracer(self.name());
+        let span = tracer
+            .tracer
+            .span_builder(name.into())
+            .start_with_context(&tracer.tracer, &opentelemetry::Context::new());
+        let cx = opentelemetry::Context::new().with_span(span);
+        RootSpan {
+            session: session.with_trace(cx.clone(), tracer),
+            _end: crate::rpc::dispatch::EndOnDrop(cx),
+        }
     }
 
     /// Opens the gate and the viewer as configured; returns their addresses.

@@ -37,7 +37,7 @@ pub mod session;
 pub mod trace;
 pub mod transport;
 
-pub use app::{Addrs, App, AppError};
+pub use app::{Addrs, App, AppError, RootSpan};
 pub use config::Config;
 pub use error::RpcError;
 pub use mqrs_macros::{rpc, rpc_module};

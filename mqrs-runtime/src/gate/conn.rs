@@ -10,7 +10,7 @@ use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
-use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -119,20 +119,19 @@ where
     )
     .await;
     let connect = match first {
-        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Ok(Some(Packet::Connect(c)))) if c.protocol == Protocol::V4 => c,
+        Ok(Ok(Some(Packet::Connect(_))))
+        | Ok(Err(ConnError::Codec(CodecError::InvalidProtocolLevel(_))))
+        | Ok(Err(ConnError::Codec(CodecError::InvalidProtocol))) => {
+            tracing::debug!(%peer, "gate: client asked for a protocol other than MQTT 3.1.1");
+            refuse(wr, ConnectReturnCode::RefusedProtocolVersion).await;
+            return Ok(());
+        }
         Ok(Ok(Some(other))) => {
-            tracing::debug!(%peer, packet = ?packet_name(&other), "gate: first packet is not CONNECT; closing");
+            tracing::debug!(%peer, packet = packet_name(&other), "gate: first packet is not CONNECT; closing");
             return Ok(());
         }
         Ok(Ok(None)) => return Ok(()),
-        Ok(Err(ConnError::Codec(CodecError::InvalidProtocolLevel(level)))) => {
-            tracing::debug!(%peer, level, "gate: unsupported MQTT protocol level");
-            let mut out = BytesMut::new();
-            let _ = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false).write(&mut out);
-            let mut wr = wr;
-            let _ = wr.write_all(&out).await;
-            return Ok(());
-        }
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             tracing::debug!(%peer, "gate: no CONNECT within the connect timeout; closing");
@@ -239,6 +238,15 @@ where
     let _ = writer_task.await;
     tracing::debug!(%peer, %sessionid, "gate: client disconnected");
     result
+}
+
+/// Answers a CONNECT with a refusal and closes.
+async fn refuse<W: AsyncWrite + Unpin>(mut wr: W, code: ConnectReturnCode) {
+    let mut out = BytesMut::new();
+    if ConnAck::new(code, false).write(&mut out).is_ok() {
+        let _ = wr.write_all(&out).await;
+    }
+    let _ = wr.shutdown().await;
 }
 
 fn packet_name(p: &Packet) -> &'static str {

@@ -42,6 +42,20 @@ impl Drop for EndOnDrop {
     }
 }
 
+/// Marks a SERVER span as cancelled if the handler is dropped before it finishes (the caller
+/// timed out or went away); disarmed when the handler completes.
+struct CancelMark<'a>(&'a Context, bool);
+
+impl Drop for CancelMark<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            let span = self.0.span();
+            span.set_attribute(KeyValue::new("error.type", "cancelled"));
+            span.set_status(Status::error("cancelled: the caller stopped waiting"));
+        }
+    }
+}
+
 /// Runs `route` for one call, inside a SERVER span when the session is traced.
 pub async fn dispatch(
     route: Arc<Route>,
@@ -57,10 +71,12 @@ pub async fn dispatch(
         .with_kind(SpanKind::Server)
         .with_attributes(rpc_attributes(&route.name, &session))
         .start_with_context(tracer, &parent.cx);
-    let cx = parent.cx.with_span(span);
-    let guard = EndOnDrop(cx.clone());
-    let inner = session.with_trace(cx, route.tracer.clone());
+    let guard = EndOnDrop(parent.cx.with_span(span));
+    let mut cancel = CancelMark(&guard.0, true);
+    let inner = session.with_trace(guard.0.clone(), route.tracer.clone());
     let result = run(&route, inner, args).await;
+    cancel.1 = false;
+    drop(cancel);
     if let Err(e) = &result {
         record_error(&guard.0, e);
     }

@@ -1,0 +1,197 @@
+//! Shared helpers for the integration tests: start the demo app on free ports, talk HTTP to
+//! the viewer, wait for traces to arrive.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use demo::client::GateClient;
+use mqrs_runtime::{App, Config};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A running demo app and its addresses.
+pub struct Running {
+    pub app: App,
+    pub gate: SocketAddr,
+    pub viewer: SocketAddr,
+}
+
+/// Starts the demo app (Gate, Login, Chat, viewer) on free loopback ports.
+pub async fn start_demo(tweak: impl FnOnce(&mut Config)) -> Running {
+    let mut cfg = Config::ephemeral();
+    tweak(&mut cfg);
+    let app = demo::build_app(cfg).expect("demo app builds");
+    let addrs = app.start().await.expect("demo app starts");
+    Running {
+        app,
+        gate: addrs.gate.expect("gate enabled"),
+        viewer: addrs.viewer.expect("viewer enabled"),
+    }
+}
+
+impl Running {
+    /// A connected client with a unique id.
+    pub async fn client(&self, id: &str) -> GateClient {
+        GateClient::connect(id, "127.0.0.1", self.gate.port())
+            .await
+            .expect("client connects to the gate")
+    }
+
+    /// A client that has logged in as `user`.
+    pub async fn logged_in(&self, user: &str) -> GateClient {
+        let c = self.client(&format!("test-{user}")).await;
+        let body = serde_json::json!({"userName": user, "passWord": "pw"}).to_string();
+        let r = c
+            .request("Login/HD_Login", body.as_bytes(), rumqttc::QoS::AtLeastOnce)
+            .await
+            .expect("login reply");
+        assert_eq!(r["Error"], "", "login failed: {r}");
+        c
+    }
+
+    /// GET from the viewer; returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        http_get(self.viewer, path).await
+    }
+
+    /// Waits until the trace has at least `min_spans` spans and returns it (Jaeger JSON).
+    pub async fn wait_trace(&self, id: &str, min_spans: usize) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = self.get(&format!("/api/traces/{id}")).await;
+            if status == 200 {
+                let t = body["data"][0].clone();
+                if t["spans"].as_array().map_or(0, Vec::len) >= min_spans {
+                    return t;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "trace {id} did not reach {min_spans} spans: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Running {
+    /// Waits for a complete `HD_JoinChat` trace: root present and 7 spans, or 9 with `track3`.
+    pub async fn wait_chat_trace(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let t = self.wait_trace(id, 7).await;
+            let all = spans(&t);
+            let has_root = all.iter().any(|s| s.parent.is_none());
+            let has3 = all.iter().any(|s| s.name == "Login/track3");
+            if has_root && (!has3 || all.len() >= 9) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "trace {id} incomplete: {t}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let (status, body) = http_get_text(addr, path).await;
+    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, v)
+}
+
+/// GET returning the status and the body as text.
+pub async fn http_get_text(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect viewer");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write request");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read response");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .expect("HTTP response has a head");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A span of a Jaeger trace, by the fields tests look at.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub id: String,
+    pub parent: Option<String>,
+    pub name: String,
+    pub service: String,
+    pub kind: String,
+    pub start: u64,
+    pub duration: u64,
+    pub tags: Value,
+}
+
+impl Span {
+    pub fn tag(&self, key: &str) -> Option<Value> {
+        self.tags
+            .as_array()?
+            .iter()
+            .find(|t| t["key"] == key)
+            .map(|t| t["value"].clone())
+    }
+}
+
+/// Flattens a Jaeger trace into spans.
+pub fn spans(trace: &Value) -> Vec<Span> {
+    trace["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(|s| {
+            let pid = s["processID"].as_str().expect("processID");
+            let tags = s["tags"].clone();
+            let kind = tags
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["key"] == "span.kind"))
+                .map(|t| t["value"].as_str().unwrap_or("").to_string())
+                .unwrap_or_default();
+            Span {
+                id: s["spanID"].as_str().expect("spanID").to_string(),
+                parent: s["references"][0]["spanID"].as_str().map(str::to_string),
+                name: s["operationName"].as_str().expect("name").to_string(),
+                service: trace["processes"][pid]["serviceName"]
+                    .as_str()
+                    .expect("service")
+                    .to_string(),
+                kind,
+                start: s["startTime"].as_u64().expect("startTime"),
+                duration: s["duration"].as_u64().expect("duration"),
+                tags,
+            }
+        })
+        .collect()
+}
