@@ -127,7 +127,7 @@ fn ok_type(output: &ReturnType) -> TokenStream {
             }
         }
     }
-    quote!(<#ty as ::mqrs_runtime::rpc::IntoReply>::Ok)
+    quote_spanned!(ty.span()=> <#ty as ::mqrs_runtime::rpc::IntoReply>::Ok)
 }
 
 fn client(m: &Module) -> TokenStream {
@@ -141,6 +141,15 @@ fn client(m: &Module) -> TokenStream {
         let params = args.iter().map(|(i, t)| quote!(#i: #t));
         let names: Vec<&Ident> = args.iter().map(|(i, _)| i).collect();
         let ok = ok_type(&h.func.sig.output);
+        // Spanned on the handler's return type, so a type that is not a `Result` is reported there.
+        let ret_span = match &h.func.sig.output {
+            ReturnType::Type(_, t) => t.span(),
+            ReturnType::Default => Span::call_site(),
+        };
+        let ret = quote_spanned!(ret_span=> ::std::result::Result<#ok, ::mqrs_runtime::RpcError>);
+        let ok_bound = quote_spanned!(ret_span=>
+            for<'__mqrs> #ok: ::mqrs_runtime::__private::serde::de::DeserializeOwned
+        );
         let user_docs: Vec<&syn::Attribute> = h
             .func
             .attrs
@@ -160,10 +169,10 @@ fn client(m: &Module) -> TokenStream {
                 &self,
                 session: &::mqrs_runtime::Session,
                 #(#params),*
-            ) -> ::std::result::Result<#ok, ::mqrs_runtime::RpcError>
+            ) -> #ret
             where
                 #(for<'__mqrs> #arg_types: ::mqrs_runtime::__private::serde::Serialize,)*
-                for<'__mqrs> #ok: ::mqrs_runtime::__private::serde::de::DeserializeOwned,
+                #ok_bound
             {
                 self.app.call(#module_name, #method_name, session, (#(#names,)*)).await
             }

@@ -19,12 +19,28 @@ use proc_macro::TokenStream;
 pub fn rpc_module(attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = proc_macro2::TokenStream::from(attr);
     let item = syn::parse_macro_input!(item as syn::Item);
-    match model::Module::parse(attr, item).and_then(|m| {
-        validate::check(&m)?;
-        Ok(expand::module(&m))
-    }) {
-        Ok(ts) => ts.into(),
-        Err(e) => e.to_compile_error().into(),
+    let fallback = match &item {
+        // Not an impl block: keep the item so the only error is ours.
+        syn::Item::Impl(_) => proc_macro2::TokenStream::new(),
+        other => quote::ToTokens::to_token_stream(other),
+    };
+    let module = match model::Module::parse(attr, item) {
+        Ok(m) => m,
+        Err(e) => {
+            let mut out = e.to_compile_error();
+            out.extend(fallback);
+            return out.into();
+        }
+    };
+    match validate::check(&module) {
+        Ok(()) => expand::module(&module).into(),
+        Err(e) => {
+            // Keep the impl block (its `#[rpc]` marks made inert) so that code using the module
+            // does not add errors of its own to ours.
+            let mut out = e.to_compile_error();
+            out.extend(quote::ToTokens::to_token_stream(&module.item));
+            out.into()
+        }
     }
 }
 

@@ -113,3 +113,54 @@ impl Handler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<Module> {
+        Module::parse(attr, syn::parse2(item).expect("item parses"))
+    }
+
+    #[test]
+    fn reads_names_renames_and_skips_plain_methods() {
+        let m = parse(
+            quote!(),
+            quote! {
+                impl crate::Login {
+                    #[rpc] async fn track(&self, s: Session) -> Result<(), String> { Ok(()) }
+                    #[mqrs_runtime::rpc(name = "HD_Login")] async fn login(&self, s: Session) -> Result<(), String> { Ok(()) }
+                    fn helper(&self) {}
+                }
+            },
+        )
+        .expect("parses");
+        assert_eq!(m.name, "Login");
+        assert_eq!(m.type_ident, "Login");
+        let names: Vec<&str> = m.handlers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["track", "HD_Login"]);
+        // The attributes stay, marked as handled, so the user's `rpc` import stays used.
+        let marked = quote::ToTokens::to_token_stream(&m.item).to_string();
+        assert_eq!(marked.matches("__mqrs_in_module").count(), 2, "{marked}");
+    }
+
+    #[test]
+    fn module_name_argument() {
+        let m = parse(quote!(name = "Chat2"), quote!(impl Chat {})).expect("parses");
+        assert_eq!(m.name, "Chat2");
+        let e = parse(quote!(title = "x"), quote!(impl Chat {}))
+            .err()
+            .expect("rejected");
+        assert!(e.to_string().contains("expected `name"), "{e}");
+        let e = parse(
+            quote!(),
+            quote!(
+                struct Chat;
+            ),
+        )
+        .err()
+        .expect("rejected");
+        assert!(e.to_string().contains("inherent `impl` block"), "{e}");
+    }
+}

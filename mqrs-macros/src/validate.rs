@@ -136,11 +136,32 @@ fn check_handler(h: &Handler, errors: &mut Vec<syn::Error>) {
             ));
         }
     }
-    if let ReturnType::Default = sig.output {
-        errors.push(syn::Error::new(
+    match &sig.output {
+        ReturnType::Default => errors.push(syn::Error::new(
             sig.paren_token.span.close(),
             "#[rpc] handlers return `Result<T, E>` with T: Serialize and E: Display",
-        ));
+        )),
+        ReturnType::Type(_, ty) if plainly_not_result(ty) => errors.push(syn::Error::new(
+            ty.span(),
+            format!(
+                "#[rpc] handlers return `Result<T, E>` with T: Serialize and E: Display, found `{}`",
+                quote::ToTokens::to_token_stream(&**ty)
+            ),
+        )),
+        ReturnType::Type(..) => {}
+    }
+}
+
+/// True for return types that cannot be a `Result` alias: tuples, references, and paths with
+/// neither generic arguments nor `Result` in their name. Anything else is left to the compiler.
+fn plainly_not_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| {
+            matches!(s.arguments, syn::PathArguments::None)
+                && !s.ident.to_string().contains("Result")
+        }),
+        Type::Tuple(_) | Type::Reference(_) | Type::Array(_) | Type::Slice(_) => true,
+        _ => false,
     }
 }
 
@@ -152,5 +173,47 @@ fn check_pattern(pat: &Pat, errors: &mut Vec<syn::Error>) {
             other.span(),
             "unsupported argument pattern in an #[rpc] handler: use a plain name such as `msg`",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn errors(item: proc_macro2::TokenStream) -> Vec<String> {
+        let m = Module::parse(quote!(), syn::parse2(item).expect("item")).expect("model");
+        match check(&m) {
+            Ok(()) => vec![],
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn accepts_session_by_value_and_by_reference() {
+        assert!(errors(quote! {
+            impl M {
+                #[rpc] async fn a(&self, s: Session) -> Result<(), String> { Ok(()) }
+                #[rpc] async fn b(&self, s: &mqrs_runtime::Session, x: i32) -> Reply<u8> { Ok(1) }
+            }
+        })
+        .is_empty());
+    }
+
+    #[test]
+    fn reports_every_violation_at_once() {
+        let e = errors(quote! {
+            impl M {
+                #[rpc] fn a(&self, s: String) -> Result<(), String> { Ok(()) }
+                #[rpc] async fn b(&mut self, s: Session) -> String { String::new() }
+                #[rpc] async fn c(&self, s: &mut Session) -> Result<(), String> { Ok(()) }
+            }
+        });
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(e[0].contains("async fn"));
+        assert!(e[1].contains("must be `Session` or `&Session`, found `String`"));
+        assert!(e[2].contains("`&self`"));
+        assert!(e[3].contains("found `String`"));
+        assert!(e[4].contains("found `& mut Session`"), "{}", e[4]);
     }
 }

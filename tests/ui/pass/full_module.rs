@@ -1,0 +1,59 @@
+//! Everything a handler may look like, and the typed client it gets.
+use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session};
+use serde::Deserialize;
+
+/// Only `Deserialize`: the handler compiles; only calling its client would need `Serialize`.
+#[derive(Deserialize)]
+pub struct OnlyIn {
+    pub x: i32,
+}
+
+pub struct Everything {
+    app: App,
+}
+
+type Reply<T> = Result<T, String>;
+
+#[rpc_module(name = "Every")]
+impl Everything {
+    /// Plain.
+    #[rpc]
+    async fn by_value(&self, session: Session) -> Result<String, String> {
+        Ok(session.userid().to_string())
+    }
+
+    #[rpc]
+    async fn by_ref(&self, session: &Session, a: i64, mut b: Vec<u8>) -> Result<usize, RpcError> {
+        b.push(a as u8);
+        let _ = session;
+        Ok(b.len())
+    }
+
+    #[rpc(name = "HD_Renamed")]
+    async fn renamed(&self, _session: Session, _ignored: OnlyIn) -> Reply<()> {
+        Ok(())
+    }
+
+    #[rpc]
+    async fn calls_other(&self, session: Session) -> Result<usize, RpcError> {
+        EverythingClient::new(&self.app).by_ref(&session, 1, vec![2]).await
+    }
+
+    /// Not a handler: left alone.
+    fn helper(&self) -> u8 {
+        1
+    }
+}
+
+fn main() {
+    use mqrs_runtime::rpc::RpcModule;
+    assert_eq!(<Everything as RpcModule>::NAME, "Every");
+    assert_eq!(
+        <Everything as RpcModule>::METHODS,
+        &["by_value", "by_ref", "HD_Renamed", "calls_other"]
+    );
+    let app = App::new(Config::default());
+    let m = Everything { app: app.clone() };
+    assert_eq!(m.helper(), 1);
+    app.add_module(m).expect("all registrations linked");
+}
