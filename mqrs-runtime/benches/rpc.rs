@@ -1,0 +1,199 @@
+//! `cargo bench -p mqrs-runtime --bench rpc`: the cost of an mqrs in-process call, untraced and
+//! traced, beside the floor it is judged against — a bare tokio mpsc request + oneshot reply
+//! with serde_json both ways. Prints p50 latency with one call in flight, throughput, and the
+//! ratios to the floor (targets: untraced ≤ 2x, traced ≤ 4x).
+
+use std::time::{Duration, Instant};
+
+use mqrs_runtime::{rpc, rpc_module, App, Config, Session};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// A 49-byte JSON body, as in the field notes' floors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Msg {
+    #[serde(rename = "roomName")]
+    room_name: String,
+    #[serde(rename = "userName")]
+    user_name: String,
+    seq: u32,
+}
+
+fn msg() -> Msg {
+    Msg {
+        room_name: "mqant".into(),
+        user_name: "user1".into(),
+        seq: 123,
+    }
+}
+
+struct Bench;
+
+#[rpc_module]
+impl Bench {
+    #[rpc]
+    async fn echo(&self, _session: Session, m: Msg) -> Result<Msg, String> {
+        Ok(m)
+    }
+}
+
+type Req = (Vec<u8>, oneshot::Sender<Vec<u8>>);
+
+async fn floor_server(mut rx: mpsc::Receiver<Req>) {
+    while let Some((body, reply)) = rx.recv().await {
+        let m: Msg = serde_json::from_slice(&body).expect("floor decode");
+        let _ = reply.send(serde_json::to_vec(&m).expect("floor encode"));
+    }
+}
+
+async fn floor_call(tx: &mpsc::Sender<Req>, m: &Msg) -> Msg {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send((serde_json::to_vec(m).expect("encode"), rtx))
+        .await
+        .expect("send");
+    serde_json::from_slice(&rrx.await.expect("reply")).expect("decode")
+}
+
+struct Sample {
+    p50_ns: f64,
+    calls_per_s: f64,
+}
+
+/// Runs `f` sequentially `n` times; returns median latency and throughput.
+async fn measure<F, Fut>(n: usize, mut f: F) -> Sample
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..n / 10 {
+        f().await;
+    }
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        f().await;
+        lat.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    lat.sort();
+    Sample {
+        p50_ns: lat[n / 2].as_nanos() as f64,
+        calls_per_s: n as f64 / total.as_secs_f64(),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+// One thread, as the floors in the field notes were measured: a cross-thread wake-up would
+// dominate every path alike and hide what mqrs itself costs.
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let n: usize = std::env::var("MQRS_BENCH_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let mut cfg = Config::ephemeral();
+    cfg.gate.enabled = false;
+    cfg.trace.viewer = false;
+    // A store big enough that the traced run measures inserting, not evicting.
+    cfg.trace.max_traces = 1_000;
+    let app = App::new(cfg);
+    app.add_module(Bench).expect("module");
+    let (tx, rx) = mpsc::channel::<Req>(64);
+    tokio::spawn(floor_server(rx));
+    let m = msg();
+    assert_eq!(serde_json::to_vec(&m).expect("json").len(), 49);
+    let plain = Session::default();
+    // Traced calls are grouped 50 to a trace (a new root every 50 calls), so the store keeps
+    // every span and evicts whole old traces at its cap, as it does under steady load.
+    let root = std::cell::RefCell::new((app.start_trace("bench", &plain), 0u32));
+    let traced_session = || {
+        let mut r = root.borrow_mut();
+        r.1 += 1;
+        if r.1 == 50 {
+            *r = (app.start_trace("bench", &plain), 0);
+        }
+        r.0.session().clone()
+    };
+
+    let (mut floor, mut untraced, mut with_spans) = (vec![], vec![], vec![]);
+    let (mut floor_tp, mut untraced_tp, mut traced_tp) = (vec![], vec![], vec![]);
+    for _ in 0..3 {
+        let s = measure(n, || async {
+            std::hint::black_box(floor_call(&tx, &m).await);
+        })
+        .await;
+        floor.push(s.p50_ns);
+        floor_tp.push(s.calls_per_s);
+        let s = measure(n, || async {
+            let r: Msg = app
+                .call("Bench", "echo", &plain, (&m,))
+                .await
+                .expect("call");
+            std::hint::black_box(r);
+        })
+        .await;
+        untraced.push(s.p50_ns);
+        untraced_tp.push(s.calls_per_s);
+        let s = measure(n, || async {
+            let traced = traced_session();
+            let r: Msg = app
+                .call("Bench", "echo", &traced, (&m,))
+                .await
+                .expect("call");
+            std::hint::black_box(r);
+        })
+        .await;
+        with_spans.push(s.p50_ns);
+        traced_tp.push(s.calls_per_s);
+    }
+    let (f, u, t) = (median(floor), median(untraced), median(with_spans));
+    println!("mqrs in-process RPC, {n} sequential calls x 3 runs (medians), 49-byte JSON body");
+    println!(
+        "{:<58} {:>10} {:>12} {:>8}",
+        "path", "p50", "calls/s", "x floor"
+    );
+    let row = |name: &str, p50: f64, tp: Vec<f64>| {
+        println!(
+            "{name:<58} {:>8.2}µs {:>12.0} {:>7.2}x",
+            p50 / 1000.0,
+            median(tp),
+            p50 / f
+        );
+    };
+    row(
+        "floor: tokio mpsc + oneshot, serde_json both ways",
+        f,
+        floor_tp,
+    );
+    row(
+        "mqrs app.call, tracing off (untraced session)",
+        u,
+        untraced_tp,
+    );
+    row(
+        "mqrs app.call, traced (CLIENT + SERVER span, stored)",
+        t,
+        traced_tp,
+    );
+    let ok_u = u <= 2.0 * f;
+    let ok_t = t <= 4.0 * f;
+    println!(
+        "targets: untraced <= 2x floor: {} ({:.2}x); traced <= 4x floor: {} ({:.2}x)",
+        if ok_u { "met" } else { "MISSED" },
+        u / f,
+        if ok_t { "met" } else { "MISSED" },
+        t / f
+    );
+    drop(root);
+    let stats = app.trace_store().expect("store").stats();
+    println!(
+        "store after run: {} traces, {} spans held; {} spans evicted with old traces by the cap",
+        stats.traces, stats.spans, stats.spans_dropped
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

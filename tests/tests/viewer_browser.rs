@@ -1,0 +1,105 @@
+//! The viewer page in a real browser: headless Chromium loads it from the running demo, runs
+//! its JavaScript against the API, and the rendered DOM must show the trace list and the
+//! nested timeline. Needs `chromium` (installed by `.ci/run`); set MQRS_SKIP_BROWSER=1 to skip.
+
+mod common;
+
+use std::process::Command;
+
+use common::{spans, start_demo};
+use rumqttc::QoS;
+
+/// Renders `url` headless and returns the DOM after scripts ran.
+fn render(url: &str) -> Option<String> {
+    if std::env::var_os("MQRS_SKIP_BROWSER").is_some() {
+        eprintln!("MQRS_SKIP_BROWSER set: not rendering {url}");
+        return None;
+    }
+    let profile = std::env::temp_dir().join(format!(
+        "mqrs-chromium-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("chromium must be installed for the viewer test (apt-get install chromium), or set MQRS_SKIP_BROWSER=1");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_page_renders_trace_list_and_timeline() {
+    let d = start_demo(|_| {}).await;
+    let c = d.logged_in("ivy").await;
+    let r = c
+        .request(
+            "Chat/HD_JoinChat",
+            br#"{"roomName":"ui"}"#,
+            QoS::AtLeastOnce,
+        )
+        .await
+        .expect("reply");
+    let id = r["TraceId"].as_str().expect("traced").to_string();
+    let trace = d.wait_chat_trace(&id).await;
+    let n = spans(&trace).len();
+
+    let base = format!("http://{}", d.viewer);
+    let page = format!("{base}/trace/{id}");
+    let dom = tokio::task::spawn_blocking(move || render(&page))
+        .await
+        .expect("render task");
+    let Some(dom) = dom else { return };
+    assert_eq!(
+        dom.matches("class=\"span-row\"").count(),
+        n,
+        "one row per span:\n{dom}"
+    );
+    assert!(
+        dom.contains("<h2 id=\"trace-title\">gate Chat/HD_JoinChat</h2>"),
+        "{dom}"
+    );
+    assert!(dom.contains("track测试"), "tags are in the DOM: {dom}");
+    // The deepest always-present span, Login/track2 SERVER, sits six levels below the root.
+    assert!(dom.contains("data-depth=\"6\""), "nested timeline: {dom}");
+
+    let list = format!("{base}/");
+    let dom = tokio::task::spawn_blocking(move || render(&list))
+        .await
+        .expect("render task");
+    let dom = dom.expect("rendered");
+    assert!(
+        dom.contains(&format!("data-trace-id=\"{id}\"")),
+        "trace listed: {dom}"
+    );
+    assert!(
+        dom.contains("<option value=\"Login\">Login</option>"),
+        "services loaded: {dom}"
+    );
+    d.app.shutdown().await;
+}
