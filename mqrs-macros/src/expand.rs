@@ -20,8 +20,18 @@ pub fn module(m: &Module) -> TokenStream {
     let client = client(m);
     let doc =
         format!(" mqrs: `{module_name}` is an RPC module with the handlers listed in `METHODS`.");
+    let lifecycle = if m.lifecycle {
+        quote!()
+    } else {
+        quote! {
+            /// mqrs: no start or stop hooks (use `#[rpc_module(lifecycle)]` to write your own).
+            impl ::mqrs_runtime::Lifecycle for #self_ty {}
+        }
+    };
     quote! {
         #item
+
+        #lifecycle
 
         #[doc = #doc]
         impl ::mqrs_runtime::rpc::RpcModule for #self_ty {

@@ -14,6 +14,8 @@ pub struct Module {
     pub type_ident: Ident,
     /// Its handlers, in source order.
     pub handlers: Vec<Handler>,
+    /// `#[rpc_module(lifecycle)]`: the user implements `Lifecycle` themselves.
+    pub lifecycle: bool,
 }
 
 /// One `#[rpc]` method.
@@ -26,25 +28,37 @@ pub struct Handler {
     pub attr_span: Span,
 }
 
-fn name_arg(tokens: TokenStream, what: &str) -> syn::Result<Option<LitStr>> {
+/// Arguments of `#[rpc_module(..)]` or `#[rpc(..)]`.
+#[derive(Default)]
+struct Args {
+    name: Option<LitStr>,
+    lifecycle: bool,
+}
+
+fn parse_args(tokens: TokenStream, module: bool) -> syn::Result<Args> {
+    let mut args = Args::default();
     if tokens.is_empty() {
-        return Ok(None);
+        return Ok(args);
     }
-    let mut name = None;
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("__mqrs_in_module") {
+        if meta.path.is_ident("__mqrs_in_module") && !module {
             Ok(())
         } else if meta.path.is_ident("name") {
-            name = Some(meta.value()?.parse::<LitStr>()?);
+            args.name = Some(meta.value()?.parse::<LitStr>()?);
             Ok(())
+        } else if meta.path.is_ident("lifecycle") && module {
+            args.lifecycle = true;
+            Ok(())
+        } else if module {
+            Err(meta.error(
+                "unsupported #[rpc_module] argument; expected `name = \"...\"` or `lifecycle`",
+            ))
         } else {
-            Err(meta.error(format!(
-                "unsupported {what} argument; expected `name = \"...\"`"
-            )))
+            Err(meta.error("unsupported #[rpc] argument; expected `name = \"...\"`"))
         }
     });
     syn::parse::Parser::parse2(parser, tokens)?;
-    Ok(name)
+    Ok(args)
 }
 
 fn is_rpc_attr(a: &Attribute) -> bool {
@@ -54,7 +68,7 @@ fn is_rpc_attr(a: &Attribute) -> bool {
 impl Module {
     /// Reads the attribute arguments and the item.
     pub fn parse(attr: TokenStream, item: Item) -> syn::Result<Module> {
-        let name = name_arg(attr, "#[rpc_module]")?;
+        let args = parse_args(attr, true)?;
         let Item::Impl(mut item) = item else {
             return Err(syn::Error::new(
                 item.span(),
@@ -80,7 +94,7 @@ impl Module {
             let attr = f.attrs[pos].clone();
             let rename = match &attr.meta {
                 syn::Meta::Path(_) => None,
-                syn::Meta::List(l) => name_arg(l.tokens.clone(), "#[rpc]")?,
+                syn::Meta::List(l) => parse_args(l.tokens.clone(), false)?.name,
                 syn::Meta::NameValue(nv) => {
                     return Err(syn::Error::new(nv.span(), "use `#[rpc(name = \"...\")]`"))
                 }
@@ -96,7 +110,10 @@ impl Module {
             });
         }
         Ok(Module {
-            name: name.map_or_else(|| type_ident.to_string(), |l| l.value()),
+            name: args
+                .name
+                .map_or_else(|| type_ident.to_string(), |l| l.value()),
+            lifecycle: args.lifecycle,
             item,
             type_ident,
             handlers,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,6 +39,14 @@ pub enum AppError {
         /// Handlers whose registration is missing.
         missing: Vec<&'static str>,
     },
+    /// A module's `on_start` failed.
+    #[error("module `{module}` failed to start: {reason}")]
+    ModuleStart {
+        /// Module name.
+        module: &'static str,
+        /// What its `on_start` returned.
+        reason: String,
+    },
     /// A listener could not be opened.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
@@ -48,6 +57,16 @@ pub enum AppError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+type StartHook = Box<dyn Fn(App) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+type StopHook = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A module the app runs: its name and its lifecycle hooks (which hold the instance).
+struct ModuleEntry {
+    name: &'static str,
+    start: StartHook,
+    stop: StopHook,
 }
 
 /// Addresses the running services listen on.
@@ -65,7 +84,7 @@ struct Inner {
     transport: Arc<dyn Transport>,
     tracing: Tracing,
     hook: RwLock<TracingHook>,
-    modules: Mutex<Vec<(&'static str, ModuleRef)>>,
+    modules: Mutex<Vec<ModuleEntry>>,
     shutdown: watch::Sender<bool>,
     addrs: Mutex<Addrs>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -119,7 +138,7 @@ impl App {
     /// Adds a module made with `#[rpc_module]`; its `#[rpc]` handlers become callable.
     pub fn add_module<M: RpcModule>(&self, module: M) -> Result<(), AppError> {
         let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if modules.iter().any(|(n, _)| *n == M::NAME) || self.inner.registry.has_module(M::NAME) {
+        if modules.iter().any(|m| m.name == M::NAME) || self.inner.registry.has_module(M::NAME) {
             return Err(AppError::DuplicateModule(M::NAME));
         }
         let linked: Vec<_> = linked_methods(M::NAME).collect();
@@ -134,7 +153,8 @@ impl App {
                 missing,
             });
         }
-        let instance: ModuleRef = Arc::new(module);
+        let typed = Arc::new(module);
+        let instance: ModuleRef = typed.clone();
         let tracer = self.inner.tracing.tracer(M::NAME);
         for m in linked {
             let (invoke, instance) = (m.invoke, instance.clone());
@@ -145,7 +165,18 @@ impl App {
                 tracer.clone(),
             );
         }
-        modules.push((M::NAME, instance));
+        let (a, b) = (typed.clone(), typed);
+        modules.push(ModuleEntry {
+            name: M::NAME,
+            start: Box::new(move |app: App| {
+                let m = a.clone();
+                Box::pin(async move { m.on_start(&app).await })
+            }),
+            stop: Box::new(move || {
+                let m = b.clone();
+                Box::pin(async move { m.on_stop().await })
+            }),
+        });
         tracing::debug!(
             module = M::NAME,
             handlers = M::METHODS.len(),
@@ -193,6 +224,19 @@ impl App {
 
     /// Opens the gate and the viewer as configured; returns their addresses.
     pub async fn start(&self) -> Result<Addrs, AppError> {
+        let starts: Vec<(&'static str, BoxFuture<'static, Result<(), String>>)> = self
+            .inner
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|m| (m.name, (m.start)(self.clone())))
+            .collect();
+        for (module, fut) in starts {
+            fut.await
+                .map_err(|reason| AppError::ModuleStart { module, reason })?;
+            tracing::debug!(module, "module started");
+        }
         let cfg = &self.inner.config;
         let mut addrs = Addrs::default();
         if cfg.gate.enabled {
@@ -264,13 +308,18 @@ impl App {
                 tracing::warn!("a service did not stop within 5 s");
             }
         }
+        let modules =
+            std::mem::take(&mut *self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()));
+        for m in modules.iter().rev() {
+            if tokio::time::timeout(Duration::from_secs(5), (m.stop)())
+                .await
+                .is_err()
+            {
+                tracing::warn!(module = m.name, "on_stop did not finish within 5 s");
+            }
+        }
         self.inner.tracing.shutdown();
         self.inner.registry.clear();
-        self.inner
-            .modules
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
         tracing::info!("app stopped");
     }
 

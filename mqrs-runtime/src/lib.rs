@@ -41,6 +41,7 @@ pub use app::{Addrs, App, AppError, RootSpan};
 pub use config::Config;
 pub use error::RpcError;
 pub use mqrs_macros::{rpc, rpc_module};
+pub use rpc::Lifecycle;
 pub use session::{Session, SessionData};
 
 /// Items the macros' generated code refers to; not part of the public API.

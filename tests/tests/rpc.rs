@@ -237,3 +237,78 @@ async fn session_serializes_with_traceparent_and_back() {
         serde_json::from_str(r#"{"userid":"x","traceparent":"00-zz-zz-01"}"#).expect("parse");
     assert!(!bad.is_traced());
 }
+
+pub struct Hooked {
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    fail: bool,
+}
+
+#[rpc_module(lifecycle)]
+impl Hooked {
+    #[rpc]
+    async fn ping(&self, _session: Session) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl mqrs_runtime::Lifecycle for Hooked {
+    async fn on_start(&self, app: &App) -> Result<(), String> {
+        self.log
+            .lock()
+            .expect("log")
+            .push(format!("start {}", app.name()));
+        if self.fail {
+            return Err("database unreachable".into());
+        }
+        Ok(())
+    }
+
+    async fn on_stop(&self) {
+        self.log.lock().expect("log").push("stop".into());
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_hooks_run_on_start_and_shutdown() {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut cfg = Config::ephemeral();
+    cfg.gate.enabled = false;
+    cfg.trace.viewer = false;
+    let app = App::new(cfg.clone());
+    app.add_module(Hooked {
+        log: log.clone(),
+        fail: false,
+    })
+    .expect("added");
+    let e = app
+        .add_module(Hooked {
+            log: log.clone(),
+            fail: false,
+        })
+        .expect_err("twice");
+    assert_eq!(e.to_string(), "a module named `Hooked` is already added");
+    app.start().await.expect("starts");
+    app.call::<_, ()>("Hooked", "ping", &Session::default(), ())
+        .await
+        .expect("ping");
+    app.shutdown().await;
+    assert_eq!(*log.lock().expect("log"), ["start mqrs", "stop"]);
+    let e = app
+        .call::<_, ()>("Hooked", "ping", &Session::default(), ())
+        .await
+        .expect_err("stopped");
+    assert_eq!(e, RpcError::UnknownModule("Hooked".into()));
+
+    let failing = App::new(cfg);
+    failing
+        .add_module(Hooked {
+            log: log.clone(),
+            fail: true,
+        })
+        .expect("added");
+    let e = failing.start().await.expect_err("on_start failed");
+    assert_eq!(
+        e.to_string(),
+        "module `Hooked` failed to start: database unreachable"
+    );
+}

@@ -5,7 +5,9 @@ pub mod call;
 pub mod dispatch;
 pub mod registry;
 
-pub use registry::{HandlerFuture, InvokeFn, ModuleRef, Registry, Route, RpcMethod, RpcModule};
+pub use registry::{
+    HandlerFuture, InvokeFn, Lifecycle, ModuleRef, Registry, Route, RpcMethod, RpcModule,
+};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
