@@ -49,10 +49,7 @@ async fn error_replies_keep_the_connection_usable() {
     }
     // Still usable after all of that, on both QoS levels.
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-        let r = c
-            .request("Chat/HD_JoinChat", br#"{"roomName":"after"}"#, qos)
-            .await
-            .expect("reply");
+        let r = common::join_chat(&c, "after", qos).await;
         assert_eq!(r["Error"], "", "{qos:?}: {r}");
         assert_eq!(r["Result"]["users"], serde_json::json!(["bob"]));
     }
@@ -63,10 +60,7 @@ async fn error_replies_keep_the_connection_usable() {
 async fn anonymous_requests_are_answered_but_not_traced() {
     let d = start_demo(|_| {}).await;
     let c = d.client("anon").await;
-    let r = c
-        .request("Chat/HD_JoinChat", br#"{"roomName":"x"}"#, QoS::AtLeastOnce)
-        .await
-        .expect("reply");
+    let r = common::join_chat(&c, "x", QoS::AtLeastOnce).await;
     assert!(
         r["Error"].as_str().expect("text").contains("not logged in"),
         "{r}"
@@ -94,10 +88,7 @@ async fn anonymous_requests_are_answered_but_not_traced() {
         "no span may be recorded for anonymous requests"
     );
     // After login the same connection is traced, as the demo's on_request_tracing says.
-    let r = c
-        .request("Chat/HD_JoinChat", br#"{"roomName":"x"}"#, QoS::AtLeastOnce)
-        .await
-        .expect("reply");
+    let r = common::join_chat(&c, "x", QoS::AtLeastOnce).await;
     assert!(r["TraceId"].is_string(), "{r}");
     d.app.shutdown().await;
 }
@@ -109,26 +100,12 @@ async fn trace_context_does_not_leak_into_the_next_request() {
     d.app
         .set_on_request_tracing(|_, p| p.payload.windows(5).any(|w| w == b"TRACE"));
     let c = d.logged_in("dave").await;
-    let r1 = c
-        .request(
-            "Chat/HD_JoinChat",
-            br#"{"roomName":"TRACE"}"#,
-            QoS::AtLeastOnce,
-        )
-        .await
-        .expect("reply");
+    let r1 = common::join_chat(&c, "TRACE", QoS::AtLeastOnce).await;
     let id = r1["TraceId"].as_str().expect("traced").to_string();
     let t = d.wait_chat_trace(&id).await;
     let spans_after_first = d.app.trace_store().expect("store").stats().spans;
     for _ in 0..3 {
-        let r = c
-            .request(
-                "Chat/HD_JoinChat",
-                br#"{"roomName":"quiet"}"#,
-                QoS::AtLeastOnce,
-            )
-            .await
-            .expect("reply");
+        let r = common::join_chat(&c, "quiet", QoS::AtLeastOnce).await;
         assert_eq!(r["Error"], "");
         assert!(
             r.get("TraceId").is_none(),
@@ -236,14 +213,7 @@ async fn oversized_publish_closes_only_that_connection() {
         .expect("event");
     assert_eq!(topic, "<closed>");
     let c = d.logged_in("fine").await;
-    let r = c
-        .request(
-            "Chat/HD_JoinChat",
-            br#"{"roomName":"ok"}"#,
-            QoS::AtLeastOnce,
-        )
-        .await
-        .expect("others still served");
+    let r = common::join_chat(&c, "ok", QoS::AtLeastOnce).await;
     assert_eq!(r["Error"], "");
     d.app.shutdown().await;
 }
@@ -340,14 +310,7 @@ async fn connect_rules_and_hostile_bytes() {
 
     // The gate still serves well-behaved clients.
     let c = d.logged_in("survivor").await;
-    let r = c
-        .request(
-            "Chat/HD_JoinChat",
-            br#"{"roomName":"ok"}"#,
-            QoS::AtLeastOnce,
-        )
-        .await
-        .expect("reply");
+    let r = common::join_chat(&c, "ok", QoS::AtLeastOnce).await;
     assert_eq!(r["Error"], "");
     d.app.shutdown().await;
 }

@@ -115,14 +115,7 @@ fn assert_chat_tree(all: &[Span], user: &str) -> bool {
 async fn join_chat_produces_the_nested_trace() {
     let d = start_demo(|_| {}).await;
     let c = d.logged_in("alice").await;
-    let r = c
-        .request(
-            "Chat/HD_JoinChat",
-            br#"{"roomName":"mqant"}"#,
-            QoS::AtLeastOnce,
-        )
-        .await
-        .expect("reply");
+    let r = common::join_chat(&c, "mqant", QoS::AtLeastOnce).await;
     assert_eq!(r["Error"], "");
     assert_eq!(r["Result"]["roomName"], "mqant");
     assert_eq!(r["Result"]["users"], serde_json::json!(["alice"]));
@@ -148,10 +141,7 @@ async fn track3_is_called_about_69_percent_of_the_time() {
     .await;
     for round in 0..10 {
         for c in &clients {
-            let r = c
-                .request("Chat/HD_JoinChat", br#"{"roomName":"r"}"#, QoS::AtMostOnce)
-                .await
-                .expect("reply");
+            let r = common::join_chat(c, "r", QoS::AtMostOnce).await;
             assert_eq!(r["Error"], "", "round {round}: {r}");
             ids.push(r["TraceId"].as_str().expect("trace id").to_string());
         }
@@ -190,14 +180,7 @@ async fn concurrent_clients_traces_never_mix() {
             let c = d.logged_in(&user).await;
             let mut ids = Vec::new();
             for _ in 0..4 {
-                let r = c
-                    .request(
-                        "Chat/HD_JoinChat",
-                        br#"{"roomName":"busy"}"#,
-                        QoS::AtLeastOnce,
-                    )
-                    .await
-                    .expect("reply");
+                let r = common::join_chat(&c, "busy", QoS::AtLeastOnce).await;
                 assert_eq!(r["Error"], "");
                 ids.push(r["TraceId"].as_str().expect("trace id").to_string());
             }

@@ -13,14 +13,7 @@ async fn jaeger_query_api() {
     let c = d.logged_in("gina").await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let r = c
-            .request(
-                "Chat/HD_JoinChat",
-                br#"{"roomName":"api"}"#,
-                QoS::AtLeastOnce,
-            )
-            .await
-            .expect("reply");
+        let r = common::join_chat(&c, "api", QoS::AtLeastOnce).await;
         ids.push(r["TraceId"].as_str().expect("traced").to_string());
     }
     let bad = c
@@ -191,14 +184,7 @@ async fn store_caps_evict_oldest_and_count_drops() {
     let c = d.logged_in("hal").await;
     let mut ids = Vec::new();
     for _ in 0..4 {
-        let r = c
-            .request(
-                "Chat/HD_JoinChat",
-                br#"{"roomName":"cap"}"#,
-                QoS::AtLeastOnce,
-            )
-            .await
-            .expect("reply");
+        let r = common::join_chat(&c, "cap", QoS::AtLeastOnce).await;
         let id = r["TraceId"].as_str().expect("traced").to_string();
         d.wait_chat_trace(&id).await;
         ids.push(id);

@@ -57,14 +57,7 @@ fn rand_suffix() -> u64 {
 async fn viewer_page_renders_trace_list_and_timeline() {
     let d = start_demo(|_| {}).await;
     let c = d.logged_in("ivy").await;
-    let r = c
-        .request(
-            "Chat/HD_JoinChat",
-            br#"{"roomName":"ui"}"#,
-            QoS::AtLeastOnce,
-        )
-        .await
-        .expect("reply");
+    let r = common::join_chat(&c, "ui", QoS::AtLeastOnce).await;
     let id = r["TraceId"].as_str().expect("traced").to_string();
     let trace = d.wait_chat_trace(&id).await;
     let n = spans(&trace).len();

@@ -93,6 +93,14 @@ impl Running {
     }
 }
 
+/// Sends `Chat/HD_JoinChat` for `room` and returns the gate's reply.
+pub async fn join_chat(c: &GateClient, room: &str, qos: rumqttc::QoS) -> Value {
+    let body = serde_json::json!({ "roomName": room }).to_string();
+    c.request("Chat/HD_JoinChat", body.as_bytes(), qos)
+        .await
+        .expect("HD_JoinChat reply")
+}
+
 /// A minimal HTTP/1.1 GET over a raw socket.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
     let (status, body) = http_get_text(addr, path).await;
