@@ -49,7 +49,7 @@ impl Chat {
 impl Chat {
     /// Joins a room; requires a logged-in user.
     #[rpc(name = "HD_JoinChat")]
-    async fn join_chat(&self, session: Session, msg: JoinChat) -> Result<JoinReply, String> {
+    async fn join_chat(&self, mut session: Session, msg: JoinChat) -> Result<JoinReply, String> {
         if session.is_guest() {
             return Err("not logged in: call Login/HD_Login first".into());
         }
@@ -68,9 +68,18 @@ impl Chat {
             room.insert(session.userid().to_string());
             room.iter().cloned().collect()
         };
+        // Remember the room on the connection: later requests carry it in their session.
+        session.set("room", msg.room_name.clone());
+        self.app.push(&session).await?;
         Ok(JoinReply {
             room_name: msg.room_name,
             users,
         })
+    }
+
+    /// The room this connection joined last, from the session the gate keeps.
+    #[rpc(name = "HD_CurrentRoom")]
+    async fn current_room(&self, session: Session) -> Result<Option<String>, String> {
+        Ok(session.get("room").map(str::to_string))
     }
 }

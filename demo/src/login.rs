@@ -52,6 +52,14 @@ impl Login {
         })
     }
 
+    /// Logs the user out: the connection is anonymous again.
+    #[rpc(name = "HD_Logout")]
+    async fn logout(&self, mut session: Session) -> Result<String, String> {
+        let user = session.userid().to_string();
+        self.app.unbind(&mut session).await?;
+        Ok(user)
+    }
+
     /// First link of the demo chain.
     #[rpc]
     async fn track(&self, session: Session) -> Result<String, String> {

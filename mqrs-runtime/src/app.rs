@@ -222,6 +222,24 @@ impl App {
         }
     }
 
+    /// Removes the user id from the session, here and at the gate (mqant's `UnBind`).
+    pub async fn unbind(&self, session: &mut Session) -> Result<(), RpcError> {
+        session.set_userid("");
+        self.call::<_, ()>(gate::GATE_MODULE, "UnBind", session, ())
+            .await
+    }
+
+    /// Stores the session's settings at the gate, so later requests carry them (mqant's `Push`).
+    pub async fn push(&self, session: &Session) -> Result<(), RpcError> {
+        self.call::<_, ()>(
+            gate::GATE_MODULE,
+            "Push",
+            session,
+            (&session.data().settings,),
+        )
+        .await
+    }
+
     /// Opens the gate and the viewer as configured; returns their addresses.
     pub async fn start(&self) -> Result<Addrs, AppError> {
         let starts: Vec<(&'static str, BoxFuture<'static, Result<(), String>>)> = self

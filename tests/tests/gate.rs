@@ -314,3 +314,116 @@ async fn connect_rules_and_hostile_bytes() {
     assert_eq!(r["Error"], "");
     d.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_is_dropped_after_one_and_a_half_keepalives() {
+    let d = start_demo(|_| {}).await;
+    let mut s = TcpStream::connect(d.gate).await.expect("connect");
+    // keep_alive = 1 s
+    s.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 1, b'k',
+    ])
+    .await
+    .expect("write");
+    let started = std::time::Instant::now();
+    let got = read_until_closed(&mut s, Duration::from_secs(4)).await;
+    assert_eq!(got, vec![0x20, 2, 0, 0]);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed too early: {waited:?}"
+    );
+    d.app.shutdown().await;
+}
+
+/// A small deterministic generator, so a failure can be replayed from its seed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = (self.next() as usize % max) + 1;
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_never_take_the_gate_down() {
+    // A panic in a connection task would be contained by tokio; count them instead.
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        previous(info);
+    }));
+    let d = start_demo(|c| c.gate.connect_timeout_ms = 500).await;
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    for i in 0..300 {
+        let mut s = TcpStream::connect(d.gate).await.expect("connect");
+        let mut input = Vec::new();
+        if i % 3 != 0 {
+            input.extend_from_slice(CONNECT_V4);
+        }
+        // Mostly valid fixed headers with random bodies, sometimes pure noise.
+        let mut junk = rng.bytes(200);
+        if i % 2 == 0 {
+            junk[0] = [0x30, 0x32, 0x82, 0xA2, 0xC0, 0xE0, 0x62][i % 7];
+        }
+        input.extend_from_slice(&junk);
+        s.write_all(&input).await.expect("write");
+        s.shutdown().await.expect("half-close");
+        let _ = read_until_closed(&mut s, Duration::from_secs(3)).await;
+    }
+    let c = d.logged_in("after-noise").await;
+    let r = common::join_chat(&c, "calm", QoS::AtLeastOnce).await;
+    assert_eq!(r["Error"], "");
+    assert_eq!(
+        PANICS.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the gate panicked on input"
+    );
+    d.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_change_the_session_the_gate_keeps() {
+    let d = start_demo(|_| {}).await;
+    let c = d.logged_in("kim").await;
+    let r = c
+        .request("Chat/HD_CurrentRoom", b"", QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert_eq!(r["Result"], Value::Null, "no room yet: {r}");
+    common::join_chat(&c, "lobby", QoS::AtLeastOnce).await;
+    let r = c
+        .request("Chat/HD_CurrentRoom", b"", QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert_eq!(r["Result"], "lobby", "pushed setting: {r}");
+    // Another connection has its own session.
+    let other = d.logged_in("lee").await;
+    let r = other
+        .request("Chat/HD_CurrentRoom", b"", QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert_eq!(r["Result"], Value::Null);
+    // Logout unbinds: the next join is refused and not traced.
+    let r = c
+        .request("Login/HD_Logout", b"", QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert_eq!(r["Result"], "kim");
+    let r = common::join_chat(&c, "lobby", QoS::AtLeastOnce).await;
+    assert!(
+        r["Error"].as_str().expect("text").contains("not logged in"),
+        "{r}"
+    );
+    assert!(r.get("TraceId").is_none());
+    d.app.shutdown().await;
+}

@@ -92,15 +92,23 @@ fn assert_chat_tree(all: &[Span], user: &str) -> bool {
         assert_eq!(s.tag("rpc.method").expect("rpc.method"), s.name.as_str());
         assert_eq!(s.tag("user.id").expect("user.id"), user, "{}", s.name);
     }
+    // HD_JoinChat pushes the room to the gate: Chat -> Gate/Push, beside Login/track.
+    let push_c = child(all, chat, "Gate/Push", "client");
+    let push = child(all, push_c, "Gate/Push", "server");
+    assert_eq!(
+        (push_c.service.as_str(), push.service.as_str()),
+        ("Chat", "Gate")
+    );
+    assert_within(chat, push_c);
     let has3 = all.iter().any(|s| s.name == "Login/track3");
     if has3 {
         let t3c = child(all, track2, "Login/track3", "client");
         let t3 = child(all, t3c, "Login/track3", "server");
         assert_within(track2, t3c);
         assert_eq!(t3.service, "Login");
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 11);
     } else {
-        assert_eq!(all.len(), 7);
+        assert_eq!(all.len(), 9);
     }
     // Exactly one SERVER span per handler name.
     let mut servers: HashMap<&str, usize> = HashMap::new();
