@@ -43,6 +43,7 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let config = match parse_args() {
         Ok(c) => c,
@@ -58,6 +59,7 @@ async fn main() -> ExitCode {
     let result = async {
         let app = demo::build_app(config)?;
         tracing::info!(handlers = ?app.handlers(), "modules ready");
+        tracing::info!("try it: cargo run -p demo --bin client -- --users 3 --requests 5");
         app.run().await
     }
     .await;

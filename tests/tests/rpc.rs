@@ -312,3 +312,26 @@ async fn lifecycle_hooks_run_on_start_and_shutdown() {
         "module `Hooked` failed to start: database unreachable"
     );
 }
+
+/// A module whose declared handlers have no `inventory` registration, as when the linker drops
+/// the crate that defines them.
+pub struct Unlinked;
+
+impl mqrs_runtime::Lifecycle for Unlinked {}
+
+impl mqrs_runtime::rpc::RpcModule for Unlinked {
+    const NAME: &'static str = "Unlinked";
+    const METHODS: &'static [&'static str] = &["ghost"];
+}
+
+#[test]
+fn missing_registrations_are_an_error_that_explains_the_linking_rule() {
+    let app = App::new(Config::ephemeral());
+    let e = app.add_module(Unlinked).expect_err("registrations missing");
+    let text = e.to_string();
+    assert!(
+        text.contains("module `Unlinked` declares handlers [\"ghost\"]"),
+        "{text}"
+    );
+    assert!(text.contains("reference the crate"), "{text}");
+}
