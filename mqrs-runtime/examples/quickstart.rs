@@ -22,9 +22,15 @@ impl Login {
         session.span().set_attribute("track", "track测试"); // a tag on this call's span
         tokio::time::sleep(Duration::from_millis(10)).await;
         self.app
-            .call::<_, String>("Login", "track2", &session, ())
+            .call::<_, u32>("Login", "track2", &session, ())
             .await?; // nests one level
         Ok("My is Login Module".into())
+    }
+
+    #[rpc] // `&Session` works too
+    async fn track2(&self, session: &Session) -> Result<u32, String> {
+        session.span().set_attribute("depth", 2);
+        Ok(2)
     }
 }
 
