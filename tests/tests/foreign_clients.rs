@@ -49,3 +49,85 @@ async fn paho_python_client_logs_in_joins_and_gets_traced_replies() {
     assert!(err.contains("not reachable from clients"), "{err}");
     d.app.shutdown().await;
 }
+
+/// Runs `mosquitto_pub` (the C client from Debian's mosquitto-clients) against the gate.
+async fn mosquitto_pub(port: u16, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", "mosq-test"])
+        .args(args)
+        .output()
+        .await
+        .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients), or set MQRS_SKIP_FOREIGN=1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_pub_completes_qos_0_1_2_flows_and_v5_is_refused() {
+    if std::env::var_os("MQRS_SKIP_FOREIGN").is_some() {
+        eprintln!("MQRS_SKIP_FOREIGN set: skipping mosquitto_pub");
+        return;
+    }
+    let d = start_demo(|_| {}).await;
+    d.app.set_on_request_tracing(|_, _| true);
+    let port = d.gate.port();
+    for qos in ["0", "1", "2"] {
+        let room = format!("{{\"roomName\":\"q{qos}\"}}");
+        let out = mosquitto_pub(port, &["-q", qos, "-t", "Chat/HD_JoinChat", "-m", &room]).await;
+        assert!(
+            out.status.success(),
+            "QoS {qos}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Each publish reached the handler (traced, failing because nobody logged in).
+    let store = d.app.trace_store().expect("store");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let q = mqrs_runtime::trace::TraceQuery {
+            operation: Some("gate Chat/HD_JoinChat".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let roots: Vec<_> = store
+            .find(&q)
+            .into_iter()
+            .flat_map(|t| t.spans)
+            .filter(|s| s.parent_span_id.is_none())
+            .collect();
+        if roots.len() == 3 {
+            assert!(roots.iter().all(|s| s
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("not logged in"))));
+            let mut qos: Vec<String> = roots
+                .iter()
+                .filter_map(|s| {
+                    s.tags
+                        .iter()
+                        .find(|(k, _)| k == "mqrs.qos")
+                        .map(|(_, v)| v.as_text())
+                })
+                .collect();
+            qos.sort();
+            assert_eq!(qos, ["0", "1", "2"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "saw {} of 3 requests",
+            roots.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = mosquitto_pub(
+        port,
+        &["-V", "mqttv5", "-t", "Chat/HD_JoinChat", "-m", "{}"],
+    )
+    .await;
+    assert!(!out.status.success(), "MQTT 5 must be refused");
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("protocol") || err.contains("unsupported"),
+        "{err}"
+    );
+    d.app.shutdown().await;
+}

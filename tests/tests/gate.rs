@@ -254,10 +254,22 @@ async fn connect_rules_and_hostile_bytes() {
         .await
         .is_empty());
 
-    // MQTT 5 CONNECT: refused with "unacceptable protocol version".
+    // MQTT 5 CONNECT: refused with a v5 CONNACK, reason 0x84 "unsupported protocol version".
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(&[
         0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 1, b'v',
+    ])
+    .await
+    .expect("write");
+    assert_eq!(
+        read_until_closed(&mut s, Duration::from_secs(3)).await,
+        vec![0x20, 3, 0, 0x84, 0]
+    );
+
+    // MQTT 3.1 ("MQIsdp", level 3): refused with the 3.1.1 code 1.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&[
+        0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 1, b'o',
     ])
     .await
     .expect("write");

@@ -10,7 +10,7 @@ use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
-use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use rumqttc::mqttbytes::{check, Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -26,6 +26,8 @@ pub(crate) enum ConnError {
     Codec(#[from] CodecError),
     #[error("connection closed in the middle of a packet")]
     TruncatedPacket,
+    #[error("MQTT 5 CONNECT")]
+    Mqtt5,
 }
 
 /// The state a connection shares with the gate: its session facts and its outgoing queue.
@@ -54,15 +56,22 @@ impl ConnShared {
     }
 }
 
-/// Reads one packet; `Ok(None)` on a clean end of stream between packets.
+/// Reads one packet; `Ok(None)` on a clean end of stream between packets. With `first`, an
+/// MQTT 5 CONNECT is recognised from its protocol level before the 3.1.1 decoder sees it.
 async fn read_packet<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     max: usize,
+    first: bool,
 ) -> Result<Option<Packet>, ConnError> {
     loop {
-        match Packet::read(buf, max) {
-            Ok(p) => return Ok(Some(p)),
+        match check(buf.iter(), max) {
+            Ok(header) => {
+                if first && connect_level(&buf[..header.frame_length()]) == Some(5) {
+                    return Err(ConnError::Mqtt5);
+                }
+                return Ok(Some(Packet::read(buf, max)?));
+            }
             Err(CodecError::InsufficientBytes(n)) => buf.reserve(n.min(max)),
             Err(e) => return Err(e.into()),
         }
@@ -74,6 +83,21 @@ async fn read_packet<R: AsyncRead + Unpin>(
             };
         }
     }
+}
+
+/// The protocol level of a complete CONNECT frame named "MQTT", if it is one.
+fn connect_level(frame: &[u8]) -> Option<u8> {
+    if frame.first()? >> 4 != 1 {
+        return None;
+    }
+    // Fixed header: one type byte, then 1 to 4 bytes of remaining length.
+    let mut i = 1;
+    while frame.get(i)? & 0x80 != 0 && i < 4 {
+        i += 1;
+    }
+    let vh = i + 1;
+    (frame.get(vh..vh + 6)? == [0, 4, b'M', b'Q', b'T', b'T'])
+        .then(|| frame.get(vh + 6).copied())?
 }
 
 async fn writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Packet>, max: usize) {
@@ -115,13 +139,20 @@ where
     let mut buf = BytesMut::with_capacity(1024);
     let first = tokio::time::timeout(
         Duration::from_millis(cfg.connect_timeout_ms),
-        read_packet(&mut rd, &mut buf, cfg.max_packet_size),
+        read_packet(&mut rd, &mut buf, cfg.max_packet_size, true),
     )
     .await;
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(c)))) if c.protocol == Protocol::V4 => c,
-        Ok(Ok(Some(Packet::Connect(_))))
-        | Ok(Err(ConnError::Codec(CodecError::InvalidProtocolLevel(_))))
+        Ok(Ok(Some(Packet::Connect(_)))) | Ok(Err(ConnError::Mqtt5)) => {
+            // An MQTT 5 client reads only a v5 CONNACK: reason 0x84, unsupported protocol version.
+            tracing::debug!(%peer, "gate: MQTT 5 CONNECT refused; the gate speaks MQTT 3.1.1");
+            let mut wr = wr;
+            let _ = wr.write_all(&[0x20, 0x03, 0x00, 0x84, 0x00]).await;
+            let _ = wr.shutdown().await;
+            return Ok(());
+        }
+        Ok(Err(ConnError::Codec(CodecError::InvalidProtocolLevel(_))))
         | Ok(Err(ConnError::Codec(CodecError::InvalidProtocol))) => {
             tracing::debug!(%peer, "gate: client asked for a protocol other than MQTT 3.1.1");
             refuse(wr, ConnectReturnCode::RefusedProtocolVersion).await;
@@ -166,7 +197,7 @@ where
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let inflight = Arc::new(Semaphore::new(cfg.max_inflight.max(1)));
     let result = loop {
-        let read = read_packet(&mut rd, &mut buf, cfg.max_packet_size);
+        let read = read_packet(&mut rd, &mut buf, cfg.max_packet_size, false);
         let packet = tokio::select! {
             _ = shutdown.changed() => break Ok(()),
             r = async {

@@ -83,6 +83,34 @@ mod tests {
         }
     }
 
+    /// Our text form must agree with the OpenTelemetry SDK's own W3C propagator both ways.
+    #[test]
+    fn agrees_with_the_sdk_propagator() {
+        use opentelemetry::propagation::TextMapPropagator;
+        use opentelemetry::trace::TraceContextExt;
+        use opentelemetry::Context;
+        use opentelemetry_sdk::propagation::TraceContextPropagator;
+        use std::collections::HashMap;
+
+        let prop = TraceContextPropagator::new();
+        for tp in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        ] {
+            let ours = parse_traceparent(tp).expect("ours parses");
+            let mut carrier = HashMap::new();
+            prop.inject_context(
+                &Context::new().with_remote_span_context(ours.clone()),
+                &mut carrier,
+            );
+            assert_eq!(carrier.get("traceparent").map(String::as_str), Some(tp));
+            let theirs = prop.extract(&carrier);
+            let sc = theirs.span().span_context().clone();
+            assert_eq!(format_traceparent(&sc).as_deref(), Some(tp));
+            assert_eq!(sc, ours);
+        }
+    }
+
     #[test]
     fn unsampled_flag_is_kept() {
         let sc = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
