@@ -160,6 +160,28 @@ async fn jaeger_query_api() {
     assert!(v["spans"].as_u64().expect("spans") >= 21);
     assert_eq!(v["spans_dropped"], 0);
 
+    // Per-operation latency of server spans.
+    let (st, v) = d.get("/api/latency?lookback=1h&spanKind=server").await;
+    assert_eq!(st, 200);
+    let track = v["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|o| o["operation"] == "Login/track")
+        .expect("Login/track listed")
+        .clone();
+    assert_eq!(
+        (track["service"].clone(), track["count"].clone()),
+        ("Login".into(), 3.into())
+    );
+    assert!(track["p50_us"].as_u64().expect("p50") >= 20_000, "{track}");
+    assert!(
+        track["p50_us"].as_u64() <= track["p95_us"].as_u64()
+            && track["p95_us"].as_u64() <= track["max_us"].as_u64()
+    );
+    let (st, _) = d.get("/api/latency?lookback=forever").await;
+    assert_eq!(st, 400);
+
     // The page itself.
     let (st, html) = http_get_text(d.viewer, "/").await;
     assert_eq!(st, 200);

@@ -94,5 +94,9 @@ async fn viewer_page_renders_trace_list_and_timeline() {
         dom.contains("<option value=\"Login\">Login</option>"),
         "services loaded: {dom}"
     );
+    assert!(
+        dom.contains("data-operation=\"Login/track2\""),
+        "latency table rendered: {dom}"
+    );
     d.app.shutdown().await;
 }

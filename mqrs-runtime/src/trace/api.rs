@@ -35,6 +35,7 @@ pub fn router(store: Arc<TraceStore>) -> Router {
         .route("/api/traces/{id}", get(get_trace))
         .route("/api/dependencies", get(dependencies))
         .route("/api/stats", get(stats))
+        .route("/api/latency", get(latency))
         .fallback(not_found)
         .with_state(store)
 }
@@ -112,6 +113,27 @@ async fn operations(
         .into_iter()
         .filter(|(_, k)| kind.is_none_or(|want| want == k))
         .map(|(name, k)| json!({"name": name, "spanKind": k}))
+        .collect();
+    envelope(Value::Array(ops)).into_response()
+}
+
+async fn latency(
+    State(store): State<Arc<TraceStore>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let lookback = q.get("lookback").map(String::as_str).unwrap_or("1h");
+    let Some(d) = parse_duration_us(lookback) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("cannot parse lookback '{lookback}': use e.g. 1h or 2d"),
+        );
+    };
+    let kind = q.get("spanKind").filter(|k| !k.is_empty());
+    let ops: Vec<Value> = store
+        .latency(now_us().saturating_sub(d))
+        .into_iter()
+        .filter(|o| kind.is_none_or(|k| k == o.kind))
+        .map(|o| json!(o))
         .collect();
     envelope(Value::Array(ops)).into_response()
 }

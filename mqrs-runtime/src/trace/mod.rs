@@ -15,7 +15,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
-pub use store::{StoreLimits, StoreStats, StoredSpan, TagValue, TraceQuery, TraceStore};
+pub use store::{OpLatency, StoreLimits, StoreStats, StoredSpan, TagValue, TraceQuery, TraceStore};
 
 /// A tracer bound to one service (module), shared by every span that module records.
 #[derive(Clone, Debug)]

@@ -165,6 +165,31 @@ pub struct TraceQuery {
     pub limit: usize,
 }
 
+/// Latency figures of one operation over the spans held, in microseconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpLatency {
+    /// Service that recorded the spans.
+    pub service: String,
+    /// Operation name.
+    pub operation: String,
+    /// Span kind.
+    pub kind: &'static str,
+    /// Spans counted.
+    pub count: usize,
+    /// Spans that ended with an error.
+    pub errors: usize,
+    /// Mean duration.
+    pub avg_us: u64,
+    /// Median duration.
+    pub p50_us: u64,
+    /// 95th percentile.
+    pub p95_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Longest duration.
+    pub max_us: u64,
+}
+
 #[derive(Default)]
 struct Inner {
     traces: HashMap<u128, StoredTrace>,
@@ -292,6 +317,45 @@ impl TraceStore {
     /// One trace by id.
     pub fn trace(&self, id: u128) -> Option<StoredTrace> {
         self.lock().traces.get(&id).cloned()
+    }
+
+    /// Per-operation latency over the spans held that started at or after `since_us`, slowest
+    /// p95 first.
+    pub fn latency(&self, since_us: u64) -> Vec<OpLatency> {
+        // (service, operation, kind) -> (durations, error count)
+        type Key<'a> = (Arc<str>, &'a str, &'static str);
+        let mut groups: HashMap<Key<'_>, (Vec<u64>, usize)> = HashMap::new();
+        let g = self.lock();
+        for s in g.traces.values().flat_map(|t| &t.spans) {
+            if s.start_us >= since_us {
+                let e = groups
+                    .entry((s.service.clone(), s.name.as_str(), s.kind))
+                    .or_default();
+                e.0.push(s.duration_us);
+                e.1 += usize::from(s.error.is_some());
+            }
+        }
+        let pct = |v: &[u64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        let mut out: Vec<OpLatency> = groups
+            .into_iter()
+            .map(|((service, op, kind), (mut d, errors))| {
+                d.sort_unstable();
+                OpLatency {
+                    service: service.to_string(),
+                    operation: op.to_string(),
+                    kind,
+                    count: d.len(),
+                    errors,
+                    avg_us: d.iter().sum::<u64>() / d.len() as u64,
+                    p50_us: pct(&d, 0.50),
+                    p95_us: pct(&d, 0.95),
+                    p99_us: pct(&d, 0.99),
+                    max_us: d[d.len() - 1],
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.p95_us.cmp(&a.p95_us).then(a.operation.cmp(&b.operation)));
+        out
     }
 
     /// Traces matching the query, newest first.
@@ -432,5 +496,25 @@ mod tests {
         assert!(store.find(&q).is_empty());
         assert_eq!(store.services(), vec!["Login".to_string()]);
         assert_eq!(store.operations("Login").len(), 2);
+    }
+
+    #[test]
+    fn latency_percentiles_per_operation() {
+        let store = TraceStore::new(StoreLimits::default());
+        for i in 1..=100u64 {
+            let mut s = span(i as u128, i, "op", 0);
+            s.duration_us = i;
+            s.error = (i % 10 == 0).then(|| "e".to_string());
+            store.insert(s);
+        }
+        let l = store.latency(0);
+        assert_eq!(l.len(), 1);
+        let op = &l[0];
+        assert_eq!((op.count, op.errors, op.max_us), (100, 10, 100));
+        assert_eq!(
+            (op.p50_us, op.p95_us, op.p99_us, op.avg_us),
+            (51, 95, 99, 50)
+        );
+        assert!(store.latency(u64::MAX).is_empty());
     }
 }
