@@ -300,6 +300,16 @@ async fn connect_rules_and_hostile_bytes() {
         assert_eq!(got, vec![0x20, 2, 0, 0], "{junk:?}");
     }
 
+    // An empty client id without clean session is refused with code 2 (identifier rejected).
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60, 0, 0])
+        .await
+        .expect("write");
+    assert_eq!(
+        read_until_closed(&mut s, Duration::from_secs(3)).await,
+        vec![0x20, 2, 0, 2]
+    );
+
     // A second CONNECT is a protocol violation.
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(CONNECT_V4).await.expect("write");

@@ -143,7 +143,15 @@ where
     )
     .await;
     let connect = match first {
-        Ok(Ok(Some(Packet::Connect(c)))) if c.protocol == Protocol::V4 => c,
+        Ok(Ok(Some(Packet::Connect(c)))) if c.protocol == Protocol::V4 => {
+            if c.client_id.is_empty() && !c.clean_session {
+                // MQTT 3.1.1 §3.1.3.1: a zero-length client id needs a clean session.
+                tracing::debug!(%peer, "gate: empty client id without clean session; refused");
+                refuse(wr, ConnectReturnCode::BadClientId).await;
+                return Ok(());
+            }
+            c
+        }
         Ok(Ok(Some(Packet::Connect(_)))) | Ok(Err(ConnError::Mqtt5)) => {
             // An MQTT 5 client reads only a v5 CONNACK: reason 0x84, unsupported protocol version.
             tracing::debug!(%peer, "gate: MQTT 5 CONNECT refused; the gate speaks MQTT 3.1.1");
