@@ -155,6 +155,8 @@ async fn recording_client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_msgid_means_no_reply_and_replies_use_the_request_topic() {
     let d = start_demo(|_| {}).await;
+    // Trace everything here, so the finished login is visible in the store.
+    d.app.set_on_request_tracing(|_, _| true);
     let (client, mut rx) = recording_client(d.gate.port(), "rec").await;
     client
         .publish(
@@ -165,8 +167,22 @@ async fn no_msgid_means_no_reply_and_replies_use_the_request_topic() {
         )
         .await
         .expect("publish");
-    // Requests of one connection run concurrently; give the unanswered login time to finish.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Requests of one connection run concurrently: wait until the unanswered login has
+    // finished (its root span is stored when the request is done).
+    let store = d.app.trace_store().expect("store");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let login_done = || {
+        let q = mqrs_runtime::trace::TraceQuery {
+            operation: Some("gate Login/HD_Login".into()),
+            limit: 1,
+            ..Default::default()
+        };
+        !store.find(&q).is_empty()
+    };
+    while !login_done() {
+        assert!(std::time::Instant::now() < deadline, "login never finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     client
         .publish(
             "Chat/HD_JoinChat/abc",
