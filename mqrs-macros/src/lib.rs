@@ -1,8 +1,10 @@
 //! Procedural macros of mqrs: `#[rpc_module]` on an `impl` block and `#[rpc]` on its handlers.
 //!
-//! The work is split as in dtolnay's crates: [`model`] reads the `impl` block into plain data,
-//! [`validate`] applies every rule and reports all violations at once with precise spans, and
-//! [`expand`] writes the registration, the dispatch shims and the typed client.
+//! The work is split as in dtolnay's crates: `model` reads the `impl` block into plain data,
+//! `validate` applies every rule and reports all violations at once with precise spans, and
+//! `expand` writes the registration, the dispatch shims and the typed client.
+
+#![warn(missing_docs)]
 
 mod expand;
 mod model;

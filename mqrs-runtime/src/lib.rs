@@ -26,6 +26,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 extern crate self as mqrs_runtime;
 
 pub mod app;
