@@ -23,7 +23,11 @@ async fn error_replies_keep_the_connection_usable() {
             b"{}",
             "module `Chat` has no handler `HD_Nope`",
         ),
-        ("Chat/HD_JoinChat/10", b"{\"roomName\":", "not valid JSON"),
+        (
+            "Chat/HD_JoinChat/10",
+            b"{\"roomName\":",
+            "bad arguments for `Chat/HD_JoinChat`: body starts with '{' but is not valid JSON",
+        ),
         (
             "Chat/HD_JoinChat/11",
             b"{\"roomName\":\"\"}",

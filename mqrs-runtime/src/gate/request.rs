@@ -7,7 +7,7 @@ use rumqttc::mqttbytes::v4::Publish;
 use rumqttc::mqttbytes::QoS;
 
 use super::conn::ConnShared;
-use super::topic::{body_to_args, encode_reply, parse_topic, wants_reply};
+use super::topic::{body_to_args, encode_reply, parse_topic, wants_reply, ClientTopic};
 use super::Gate;
 use crate::error::RpcError;
 use crate::rpc::dispatch::{record_error, EndOnDrop};
@@ -16,19 +16,26 @@ use crate::session::Session;
 /// Handles one PUBLISH from a client.
 pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
     let session = conn.session();
+    let topic = parse_topic(&publish.topic);
     let traced = (gate.app.tracing_hook())(&session, &publish);
     let (session, root) = if traced {
-        let (s, guard) = start_root(gate, session, &publish);
+        let (s, guard) = start_root(gate, session, &publish, topic.as_ref().ok());
         (s, Some(guard))
     } else {
         (session, None)
     };
-    let result = call(gate, &session, &publish).await;
+    let result = match topic {
+        Ok(t) => call(gate, &session, &t, &publish.payload).await,
+        Err(reason) => Err(RpcError::BadArgs {
+            method: publish.topic.clone(),
+            reason,
+        }),
+    };
     if let (Err(e), Some(root)) = (&result, &root) {
         record_error(&root.0, e);
     }
     if wants_reply(&publish.topic) {
-        let trace_id = root.as_ref().map(|_| session.trace_id()).unwrap_or(None);
+        let trace_id = root.as_ref().and_then(|_| session.trace_id());
         let payload = encode_reply(result, trace_id.as_deref());
         let qos = match publish.qos {
             QoS::AtMostOnce => QoS::AtMostOnce,
@@ -42,32 +49,36 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
     drop(root);
 }
 
-async fn call(gate: &Gate, session: &Session, publish: &Publish) -> Result<Vec<u8>, RpcError> {
-    let topic = parse_topic(&publish.topic).map_err(|reason| RpcError::BadArgs {
-        method: publish.topic.clone(),
-        reason,
-    })?;
+async fn call(
+    gate: &Gate,
+    session: &Session,
+    topic: &ClientTopic<'_>,
+    body: &[u8],
+) -> Result<Vec<u8>, RpcError> {
+    let name = format!("{}/{}", topic.module, topic.handler);
     if !topic.handler.starts_with("HD_") {
-        return Err(RpcError::NotClientReachable(format!(
-            "{}/{}",
-            topic.module, topic.handler
-        )));
+        return Err(RpcError::NotClientReachable(name));
     }
-    let args = body_to_args(topic.handler, &publish.payload)?;
+    let args = body_to_args(&name, body)?;
     gate.app
         .call_raw(topic.module, topic.handler, session, args)
         .await
 }
 
-fn start_root(gate: &Gate, session: Session, publish: &Publish) -> (Session, EndOnDrop) {
-    let route = match parse_topic(&publish.topic) {
-        Ok(t) => format!("{}/{}", t.module, t.handler),
-        Err(_) => "invalid-topic".to_string(),
+fn start_root(
+    gate: &Gate,
+    session: Session,
+    publish: &Publish,
+    topic: Option<&ClientTopic<'_>>,
+) -> (Session, EndOnDrop) {
+    let route = match topic {
+        Some(t) => format!("{}/{}", t.module, t.handler),
+        None => "invalid-topic".to_string(),
     };
     let tracer = &gate.tracer.tracer;
     let mut attrs = vec![
         KeyValue::new("network.protocol.name", "mqtt"),
-        KeyValue::new("network.transport", "tcp"),
+        KeyValue::new("network.transport", session.network().to_string()),
         KeyValue::new("client.address", session.ip().to_string()),
         KeyValue::new("mqrs.topic", publish.topic.clone()),
         KeyValue::new("mqrs.qos", publish.qos as i64),
