@@ -51,6 +51,21 @@ async fn error_replies_keep_the_connection_usable() {
         );
         assert_eq!(r["Result"], Value::Null, "{topic}");
     }
+    // Module@ServerId: this process answers for its own server id only.
+    let r = c
+        .request_on("Chat@elsewhere/HD_JoinChat/13", b"{}", QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert_eq!(r["Error"], "unknown module `Chat@elsewhere`");
+    let r = c
+        .request_on(
+            "Chat@gate-1/HD_JoinChat/14",
+            br#"{"roomName":"sid"}"#,
+            QoS::AtLeastOnce,
+        )
+        .await
+        .expect("reply");
+    assert_eq!(r["Error"], "", "{r}");
     // Still usable after all of that, on both QoS levels.
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
         let r = common::join_chat(&c, "after", qos).await;

@@ -59,6 +59,10 @@ async fn call(
     if !topic.handler.starts_with("HD_") {
         return Err(RpcError::NotClientReachable(name));
     }
+    // Every module of this process answers under the app's server id.
+    if let Some(sid) = topic.server_id.filter(|sid| *sid != gate.server_id) {
+        return Err(RpcError::UnknownModule(format!("{}@{sid}", topic.module)));
+    }
     let args = body_to_args(&name, body)?;
     gate.app
         .call_raw(topic.module, topic.handler, session, args)
