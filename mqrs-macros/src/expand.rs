@@ -115,6 +115,7 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
             ::mqrs_runtime::rpc::RpcMethod {
                 module: #module_name,
                 method: #method_name,
+                type_id: ::std::any::TypeId::of::<#self_ty>,
                 invoke: #shim_fn,
             }
         }

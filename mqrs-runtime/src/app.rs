@@ -24,6 +24,9 @@ pub type TracingHook = Arc<dyn Fn(&Session, &Publish) -> bool + Send + Sync>;
 /// Why the app could not start or take a module.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// The name belongs to a built-in module.
+    #[error("the module name `{0}` is reserved for the built-in gate")]
+    ReservedName(&'static str),
     /// Two modules with one name.
     #[error("a module named `{0}` is already added")]
     DuplicateModule(&'static str),
@@ -141,7 +144,10 @@ impl App {
         if modules.iter().any(|m| m.name == M::NAME) || self.inner.registry.has_module(M::NAME) {
             return Err(AppError::DuplicateModule(M::NAME));
         }
-        let linked: Vec<_> = linked_methods(M::NAME).collect();
+        if M::NAME == gate::GATE_MODULE {
+            return Err(AppError::ReservedName(M::NAME));
+        }
+        let linked: Vec<_> = linked_methods::<M>().collect();
         let missing: Vec<&'static str> = M::METHODS
             .iter()
             .copied()

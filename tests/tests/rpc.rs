@@ -335,3 +335,41 @@ fn missing_registrations_are_an_error_that_explains_the_linking_rule() {
     );
     assert!(text.contains("reference the crate"), "{text}");
 }
+
+/// Same module name as `Calc`, different type: its handlers must not be mixed with Calc's.
+pub struct OtherCalc;
+
+#[rpc_module(name = "Calc")]
+impl OtherCalc {
+    #[rpc]
+    async fn add(&self, _session: Session, a: i64, b: i64) -> Result<i64, String> {
+        Ok(a * b)
+    }
+}
+
+pub struct Gate;
+
+#[rpc_module]
+impl Gate {}
+
+#[tokio::test]
+async fn module_names_are_checked() {
+    let app = App::new(Config::ephemeral());
+    app.add_module(OtherCalc).expect("added");
+    // Only OtherCalc's registration was taken, not Calc's seven handlers of the same name.
+    assert_eq!(app.handlers(), ["Calc/add"]);
+    let product: i64 = app
+        .call("Calc", "add", &Session::default(), (6, 7))
+        .await
+        .expect("call");
+    assert_eq!(product, 42);
+    let e = app
+        .add_module(Calc { app: app.clone() })
+        .expect_err("name taken");
+    assert_eq!(e.to_string(), "a module named `Calc` is already added");
+    let e = app.add_module(Gate).expect_err("reserved");
+    assert_eq!(
+        e.to_string(),
+        "the module name `Gate` is reserved for the built-in gate"
+    );
+}

@@ -27,6 +27,8 @@ pub struct RpcMethod {
     pub module: &'static str,
     /// Handler name, e.g. `track`.
     pub method: &'static str,
+    /// The module's Rust type, so two types that share a module name never mix.
+    pub type_id: fn() -> std::any::TypeId,
     /// The dispatch shim.
     pub invoke: InvokeFn,
 }
@@ -148,9 +150,9 @@ impl Registry {
     }
 }
 
-/// The `inventory` registrations of one module.
-pub(crate) fn linked_methods(module: &str) -> impl Iterator<Item = &'static RpcMethod> + '_ {
+/// The `inventory` registrations of module type `M`.
+pub(crate) fn linked_methods<M: RpcModule>() -> impl Iterator<Item = &'static RpcMethod> {
     inventory::iter::<RpcMethod>
         .into_iter()
-        .filter(move |m| m.module == module)
+        .filter(|m| m.module == M::NAME && (m.type_id)() == std::any::TypeId::of::<M>())
 }
