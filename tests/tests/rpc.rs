@@ -373,3 +373,36 @@ async fn module_names_are_checked() {
         "the module name `Gate` is reserved for the built-in gate"
     );
 }
+
+pub struct Counter {
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[rpc_module]
+impl Counter {
+    #[rpc]
+    async fn hit(&self, _session: Session, n: usize) -> Result<(), String> {
+        self.hits.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn call_nr_runs_without_waiting_for_a_reply() {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = App::new(Config::ephemeral());
+    app.add_module(Counter { hits: hits.clone() })
+        .expect("added");
+    let s = Session::default();
+    app.call_nr("Counter", "hit", &s, (2,));
+    app.call_nr("Counter", "hit", &s, (3,));
+    app.call_nr("Counter", "nope", &s, ()); // logged, not a panic
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while hits.load(std::sync::atomic::Ordering::SeqCst) != 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "call_nr calls did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
