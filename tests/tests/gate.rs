@@ -484,3 +484,55 @@ async fn handlers_change_the_session_the_gate_keeps() {
     assert!(r.get("TraceId").is_none());
     d.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_resend_is_acknowledged_but_handled_once() {
+    use rumqttc::mqttbytes::v4::Packet as P;
+    let d = start_demo(|_| {}).await;
+    let mut s = TcpStream::connect(d.gate).await.expect("connect");
+    s.write_all(CONNECT_V4).await.expect("write");
+    let topic = b"Chat/HD_CurrentRoom/q2";
+    let publish = |dup: bool| {
+        let mut p = vec![
+            if dup { 0x3C } else { 0x34 },
+            (2 + topic.len() + 2) as u8,
+            0,
+            topic.len() as u8,
+        ];
+        p.extend_from_slice(topic);
+        p.extend_from_slice(&[0, 9]); // packet id 9, empty body
+        p
+    };
+    s.write_all(&publish(false)).await.expect("write");
+    s.write_all(&publish(true)).await.expect("write");
+    s.write_all(&[0x62, 2, 0, 9]).await.expect("write PUBREL");
+    let mut buf = bytes::BytesMut::new();
+    let (mut pubrecs, mut pubcomps, mut replies) = (0, 0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        let mut chunk = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(1000), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+        while let Ok(p) = P::read(&mut buf, 1 << 20) {
+            match p {
+                P::PubRec(r) => {
+                    assert_eq!(r.pkid, 9);
+                    pubrecs += 1;
+                }
+                P::PubComp(c) => {
+                    assert_eq!(c.pkid, 9);
+                    pubcomps += 1;
+                }
+                P::Publish(p) => {
+                    assert_eq!(p.topic, "Chat/HD_CurrentRoom/q2");
+                    replies += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!((pubrecs, pubcomps, replies), (2, 1, 1));
+    d.app.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! checked from the fixed header; keepalive), a bounded outgoing queue drained by a writer task,
 //! and a bound on requests in flight. Generic over the byte stream, so WebSocket can reuse it.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -204,6 +205,8 @@ where
     let keepalive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let inflight = Arc::new(Semaphore::new(cfg.max_inflight.max(1)));
+    // QoS 2 packet ids received and not yet released; at most 65,535 entries by construction.
+    let mut qos2_pending: HashSet<u16> = HashSet::new();
     let result = loop {
         let read = read_packet(&mut rd, &mut buf, cfg.max_packet_size, false);
         let packet = tokio::select! {
@@ -227,8 +230,14 @@ where
                     QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(p.pkid))),
                     QoS::ExactlyOnce => Some(Packet::PubRec(PubRec::new(p.pkid))),
                 };
+                // QoS 2 is exactly once: a packet id seen and not yet released by PUBREL is a
+                // resend, acknowledged again but not handled again.
+                let resend = p.qos == QoS::ExactlyOnce && !qos2_pending.insert(p.pkid);
                 if let Some(ack) = ack {
                     let _ = tx.send(ack).await;
+                }
+                if resend {
+                    continue;
                 }
                 let Ok(permit) = inflight.clone().acquire_owned().await else {
                     break Ok(());
@@ -240,7 +249,10 @@ where
                 });
                 None
             }
-            Packet::PubRel(r) => Some(Packet::PubComp(PubComp::new(r.pkid))),
+            Packet::PubRel(r) => {
+                qos2_pending.remove(&r.pkid);
+                Some(Packet::PubComp(PubComp::new(r.pkid)))
+            }
             Packet::Subscribe(s) => {
                 let codes = s
                     .filters
