@@ -148,7 +148,7 @@ where
             if c.client_id.is_empty() && !c.clean_session {
                 // MQTT 3.1.1 §3.1.3.1: a zero-length client id needs a clean session.
                 tracing::debug!(%peer, "gate: empty client id without clean session; refused");
-                refuse(wr, ConnectReturnCode::BadClientId).await;
+                refuse(wr, &connack_v4(ConnectReturnCode::BadClientId)).await;
                 return Ok(());
             }
             c
@@ -156,15 +156,13 @@ where
         Ok(Ok(Some(Packet::Connect(_)))) | Ok(Err(ConnError::Mqtt5)) => {
             // An MQTT 5 client reads only a v5 CONNACK: reason 0x84, unsupported protocol version.
             tracing::debug!(%peer, "gate: MQTT 5 CONNECT refused; the gate speaks MQTT 3.1.1");
-            let mut wr = wr;
-            let _ = wr.write_all(&[0x20, 0x03, 0x00, 0x84, 0x00]).await;
-            let _ = wr.shutdown().await;
+            refuse(wr, &[0x20, 0x03, 0x00, 0x84, 0x00]).await;
             return Ok(());
         }
         Ok(Err(ConnError::Codec(CodecError::InvalidProtocolLevel(_))))
         | Ok(Err(ConnError::Codec(CodecError::InvalidProtocol))) => {
             tracing::debug!(%peer, "gate: client asked for a protocol other than MQTT 3.1.1");
-            refuse(wr, ConnectReturnCode::RefusedProtocolVersion).await;
+            refuse(wr, &connack_v4(ConnectReturnCode::RefusedProtocolVersion)).await;
             return Ok(());
         }
         Ok(Ok(Some(other))) => {
@@ -181,9 +179,10 @@ where
 
     let (tx, rx) = mpsc::channel(cfg.outgoing_queue.max(1));
     let writer_task = tokio::spawn(writer(wr, rx, cfg.max_packet_size.max(1 << 20)));
+    let sessionid = gate.new_session_id();
     let conn = Arc::new(ConnShared {
         data: Mutex::new(SessionData {
-            sessionid: gate.new_session_id(),
+            sessionid: sessionid.clone(),
             network: network.to_string(),
             ip: peer.clone(),
             serverid: gate.server_id.clone(),
@@ -192,7 +191,6 @@ where
         tx: tx.clone(),
         next_pkid: Mutex::new(0),
     });
-    let sessionid = conn.session().sessionid().to_string();
     gate.register(&sessionid, conn.clone());
     tracing::debug!(%peer, %sessionid, client_id = %connect.client_id, "gate: client connected");
     let _ = tx
@@ -292,12 +290,18 @@ where
 }
 
 /// Answers a CONNECT with a refusal and closes.
-async fn refuse<W: AsyncWrite + Unpin>(mut wr: W, code: ConnectReturnCode) {
-    let mut out = BytesMut::new();
-    if ConnAck::new(code, false).write(&mut out).is_ok() {
-        let _ = wr.write_all(&out).await;
-    }
+/// Sends a refusing CONNACK and closes.
+async fn refuse<W: AsyncWrite + Unpin>(mut wr: W, connack: &[u8]) {
+    let _ = wr.write_all(connack).await;
     let _ = wr.shutdown().await;
+}
+
+/// An MQTT 3.1.1 CONNACK with `code`.
+fn connack_v4(code: ConnectReturnCode) -> BytesMut {
+    let mut out = BytesMut::new();
+    // Encoding a CONNACK into a growable buffer cannot fail.
+    let _ = ConnAck::new(code, false).write(&mut out);
+    out
 }
 
 fn packet_name(p: &Packet) -> &'static str {

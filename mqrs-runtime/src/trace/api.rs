@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::store::{StoredSpan, StoredTrace, TagValue, TraceQuery, TraceStore};
+use super::store::{StoredTrace, TagValue, TraceQuery, TraceStore};
 
 const PAGE: &str = include_str!("ui.html");
 const DEFAULT_LIMIT: usize = 20;
@@ -269,28 +269,11 @@ async fn get_trace(State(store): State<Arc<TraceStore>>, Path(id): Path<String>)
 }
 
 async fn dependencies(State(store): State<Arc<TraceStore>>) -> impl IntoResponse {
-    let query = TraceQuery {
-        limit: usize::MAX,
-        ..Default::default()
-    };
-    let mut counts: HashMap<(String, String), u64> = HashMap::new();
-    for t in store.find(&query) {
-        let by_id: HashMap<u64, &StoredSpan> = t.spans.iter().map(|s| (s.span_id, s)).collect();
-        for s in &t.spans {
-            if let Some(p) = s.parent_span_id.and_then(|p| by_id.get(&p)) {
-                if p.service != s.service {
-                    *counts
-                        .entry((p.service.to_string(), s.service.to_string()))
-                        .or_default() += 1;
-                }
-            }
-        }
-    }
-    let mut deps: Vec<Value> = counts
+    let deps: Vec<Value> = store
+        .dependencies()
         .into_iter()
-        .map(|((parent, child), n)| json!({"parent": parent, "child": child, "callCount": n}))
+        .map(|(parent, child, n)| json!({"parent": parent, "child": child, "callCount": n}))
         .collect();
-    deps.sort_by_key(|v| v.to_string());
     envelope(Value::Array(deps))
 }
 

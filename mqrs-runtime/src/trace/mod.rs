@@ -89,14 +89,6 @@ struct StoreProcessor {
     service: Arc<str>,
 }
 
-impl std::fmt::Debug for TraceStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TraceStore")
-            .field("stats", &self.stats())
-            .finish()
-    }
-}
-
 impl SpanProcessor for StoreProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 

@@ -199,6 +199,14 @@ struct Inner {
     operations: BTreeMap<Arc<str>, BTreeSet<(String, &'static str)>>,
 }
 
+impl std::fmt::Debug for TraceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceStore")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
 /// The bounded in-memory store of finished spans.
 pub struct TraceStore {
     inner: Mutex<Inner>,
@@ -358,6 +366,29 @@ impl TraceStore {
         out
     }
 
+    /// Calls between services over the spans held: `(parent service, child service, count)`
+    /// for every span whose parent was recorded by another service, sorted.
+    pub fn dependencies(&self) -> Vec<(String, String, u64)> {
+        let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
+        let g = self.lock();
+        for t in g.traces.values() {
+            let service_of: HashMap<u64, &str> =
+                t.spans.iter().map(|s| (s.span_id, &*s.service)).collect();
+            for s in &t.spans {
+                let parent = s.parent_span_id.and_then(|p| service_of.get(&p));
+                if let Some(&p) = parent.filter(|p| **p != &*s.service) {
+                    *counts.entry((p, &*s.service)).or_default() += 1;
+                }
+            }
+        }
+        let mut deps: Vec<(String, String, u64)> = counts
+            .into_iter()
+            .map(|((p, c), n)| (p.to_string(), c.to_string(), n))
+            .collect();
+        deps.sort();
+        deps
+    }
+
     /// Traces matching the query, newest first.
     pub fn find(&self, q: &TraceQuery) -> Vec<StoredTrace> {
         let g = self.lock();
@@ -496,6 +527,24 @@ mod tests {
         assert!(store.find(&q).is_empty());
         assert_eq!(store.services(), vec!["Login".to_string()]);
         assert_eq!(store.operations("Login").len(), 2);
+    }
+
+    #[test]
+    fn dependencies_count_cross_service_parent_links() {
+        let store = TraceStore::new(StoreLimits::default());
+        let mut root = span(1, 1, "gate", 0);
+        root.service = Arc::from("Gate");
+        let mut a = span(1, 2, "Login/track", 0);
+        a.parent_span_id = Some(1);
+        let mut b = span(1, 3, "Login/track2", 0);
+        b.parent_span_id = Some(2);
+        for s in [root, a, b] {
+            store.insert(s);
+        }
+        assert_eq!(
+            store.dependencies(),
+            vec![("Gate".into(), "Login".into(), 1)]
+        );
     }
 
     #[test]
