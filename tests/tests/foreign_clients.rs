@@ -1,5 +1,6 @@
-//! The gate with an MQTT client from another language: Eclipse Paho for Python
-//! (`pip install paho-mqtt`, done by `.ci/run`). Set MQRS_SKIP_FOREIGN=1 to skip.
+//! The gate with MQTT clients nobody on the team wrote: Eclipse Paho for Python
+//! (`pip install paho-mqtt`) and the C `mosquitto_pub` (Debian's mosquitto-clients), both
+//! installed by `.ci/run`. Set MQRS_SKIP_FOREIGN=1 to skip.
 
 mod common;
 
