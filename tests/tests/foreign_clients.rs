@@ -1,26 +1,25 @@
-//! The gate with MQTT clients nobody on the team wrote: Eclipse Paho for Python
-//! (`pip install paho-mqtt`) and the C `mosquitto_pub` (Debian's mosquitto-clients), both
-//! installed by `.ci/run`. Set MQRS_SKIP_FOREIGN=1 to skip.
+//! The gate with MQTT clients nobody on the team wrote: Eclipse Paho for Python and the C
+//! `mosquitto_pub` (Debian's mosquitto-clients). README's test command, `cargo xtask test`,
+//! installs both; without them these tests fail and say so.
 
 mod common;
 
-use common::{spans, start_demo};
+use std::time::Duration;
+
+use common::{spans, start_demo, tools};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_python_client_logs_in_joins_and_gets_traced_replies() {
-    if std::env::var_os("MQRS_SKIP_FOREIGN").is_some() {
-        eprintln!("MQRS_SKIP_FOREIGN set: skipping the Paho client");
-        return;
-    }
+    let python = tools::paho_python();
     let d = start_demo(|_| {}).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/paho_chat.py");
     let port = d.gate.port().to_string();
-    let out = tokio::process::Command::new("python3")
-        .args([script, &port, "pat"])
-        .output()
-        .await
-        .expect("python3 must be installed (with paho-mqtt), or set MQRS_SKIP_FOREIGN=1");
+    let out = tools::run(
+        tokio::process::Command::new(python).args([script, &port, "pat"]),
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(
         out.status.success(),
         "paho client failed: {}{}",
@@ -53,20 +52,26 @@ async fn paho_python_client_logs_in_joins_and_gets_traced_replies() {
 
 /// Runs `mosquitto_pub` (the C client from Debian's mosquitto-clients) against the gate.
 async fn mosquitto_pub(port: u16, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", "mosq-test"])
-        .args(args)
-        .output()
-        .await
-        .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients), or set MQRS_SKIP_FOREIGN=1")
+    let exe = tools::require("mosquitto_pub", "mosquitto-clients");
+    tools::run(
+        tokio::process::Command::new(exe)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-i",
+                "mosq-test",
+            ])
+            .args(args),
+        Duration::from_secs(20),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_pub_completes_qos_0_1_2_flows_and_v5_is_refused() {
-    if std::env::var_os("MQRS_SKIP_FOREIGN").is_some() {
-        eprintln!("MQRS_SKIP_FOREIGN set: skipping mosquitto_pub");
-        return;
-    }
+    tools::require("mosquitto_pub", "mosquitto-clients");
     let d = start_demo(|_| {}).await;
     d.app.set_on_request_tracing(|_, _| true);
     let port = d.gate.port();
@@ -81,7 +86,7 @@ async fn mosquitto_pub_completes_qos_0_1_2_flows_and_v5_is_refused() {
     }
     // Each publish reached the handler (traced, failing because nobody logged in).
     let store = d.app.trace_store().expect("store");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let q = mqrs_runtime::trace::TraceQuery {
             operation: Some("gate Chat/HD_JoinChat".into()),
@@ -117,7 +122,7 @@ async fn mosquitto_pub_completes_qos_0_1_2_flows_and_v5_is_refused() {
             "saw {} of 3 requests",
             roots.len()
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let out = mosquitto_pub(
         port,

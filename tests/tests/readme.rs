@@ -20,8 +20,8 @@ fn readme_settings_block_parses_and_matches_the_defaults() {
 fn readme_names_the_test_command_that_ci_runs() {
     let readme = include_str!("../../README.md");
     let ci = include_str!("../../.ci/run");
-    assert!(readme.contains("```sh\ncargo test --workspace\n```"));
-    assert!(ci.contains("\ncargo test --workspace 2>&1"));
+    assert!(readme.contains("```sh\ncargo xtask test\n```"));
+    assert!(ci.contains("\ncargo xtask test 2>&1"));
     assert!(readme.contains("```sh\ncargo run -p demo\n```"));
     assert!(ci.contains("\ncargo run -q -p demo >"));
 }

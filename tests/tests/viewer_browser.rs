@@ -1,49 +1,49 @@
 //! The viewer page in a real browser: headless Chromium loads it from the running demo, runs
 //! its JavaScript against the API, and the rendered DOM must show the trace list and the
-//! nested timeline. Needs `chromium` (installed by `.ci/run`); set MQRS_SKIP_BROWSER=1 to skip.
+//! nested timeline. README's test command, `cargo xtask test`, installs Chromium; without it
+//! this test fails and says so.
 
 mod common;
 
-use std::process::Command;
+use std::time::Duration;
 
-use common::{spans, start_demo};
+use common::{spans, start_demo, tools};
 use rumqttc::QoS;
 
-/// Renders `url` headless and returns the DOM after scripts ran.
-fn render(url: &str) -> Option<String> {
-    if std::env::var_os("MQRS_SKIP_BROWSER").is_some() {
-        eprintln!("MQRS_SKIP_BROWSER set: not rendering {url}");
-        return None;
-    }
+/// Renders `url` in headless Chromium and returns the DOM after scripts ran.
+async fn render(url: &str) -> String {
+    let chromium = tools::require("chromium", "chromium");
     let profile = std::env::temp_dir().join(format!(
         "mqrs-chromium-{}-{}",
         std::process::id(),
         rand_suffix()
     ));
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .expect("chromium must be installed for the viewer test (apt-get install chromium), or set MQRS_SKIP_BROWSER=1");
+    let out = tools::run(
+        tokio::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("--dump-dom")
+            .arg(url),
+        Duration::from_secs(60),
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&profile);
     assert!(
         out.status.success(),
         "chromium failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(String::from_utf8_lossy(&out.stdout).to_string())
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn rand_suffix() -> u64 {
@@ -64,10 +64,7 @@ async fn viewer_page_renders_trace_list_and_timeline() {
 
     let base = format!("http://{}", d.viewer);
     let page = format!("{base}/trace/{id}");
-    let dom = tokio::task::spawn_blocking(move || render(&page))
-        .await
-        .expect("render task");
-    let Some(dom) = dom else { return };
+    let dom = render(&page).await;
     assert_eq!(
         dom.matches("class=\"span-row\"").count(),
         n,
@@ -82,10 +79,7 @@ async fn viewer_page_renders_trace_list_and_timeline() {
     assert!(dom.contains("data-depth=\"6\""), "nested timeline: {dom}");
 
     let list = format!("{base}/");
-    let dom = tokio::task::spawn_blocking(move || render(&list))
-        .await
-        .expect("render task");
-    let dom = dom.expect("rendered");
+    let dom = render(&list).await;
     assert!(
         dom.contains(&format!("data-trace-id=\"{id}\"")),
         "trace listed: {dom}"

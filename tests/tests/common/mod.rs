@@ -2,6 +2,8 @@
 //! the viewer, wait for traces to arrive.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,280 @@
+//! Project tasks, run as `cargo xtask <task>` (the alias lives in `.cargo/config.toml`).
+//!
+//! `cargo xtask test` is README's test command. The integration tests drive real programs that
+//! nobody on the team wrote (headless Chromium, `mosquitto_pub`, Eclipse Paho for Python), so
+//! this task first makes sure they are present, installs what is missing when it can (Debian
+//! packages through `apt-get` as root; Paho into a virtual environment under `target/`, never
+//! into the system Python), then runs `cargo test --workspace` with their locations in the
+//! environment. When everything is already there it only looks, which takes milliseconds.
+
+use std::env;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// A Debian package the tests need, and the command that shows it is installed.
+struct Package {
+    deb: &'static str,
+    command: &'static str,
+}
+
+/// What the tests drive: Chromium renders the viewer page, `mosquitto_pub` is a foreign MQTT
+/// client, `mosquitto` a standard broker.
+const PACKAGES: &[Package] = &[
+    Package {
+        deb: "chromium",
+        command: "chromium",
+    },
+    Package {
+        deb: "mosquitto-clients",
+        command: "mosquitto_pub",
+    },
+    Package {
+        deb: "mosquitto",
+        command: "mosquitto",
+    },
+];
+
+/// The Paho release line the Python client script is written for (its callback API v2).
+const PAHO: &str = "paho-mqtt>=2,<3";
+
+/// The environment variable that tells the tests which Python has Paho.
+const PYTHON_VAR: &str = "MQRS_PYTHON";
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  test [ARGS...]   install what the tests need if missing, then `cargo test --workspace ARGS...`
+  setup            only the install step of `test`";
+
+/// A step failed; the message is one line saying what is missing and how to fix it.
+struct Failure(String);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => setup().and_then(|python| run_tests(&python, &args[1..])),
+        Some("setup") => setup().map(|_| ExitCode::SUCCESS),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            Ok(ExitCode::from(2))
+        }
+    };
+    result.unwrap_or_else(|Failure(msg)| {
+        eprintln!("cargo xtask: {msg}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Makes sure every tool is present; returns the Python that has Paho.
+fn setup() -> Result<PathBuf, Failure> {
+    let missing: Vec<&Package> = PACKAGES
+        .iter()
+        .filter(|p| find_command(p.command).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let debs: Vec<&str> = missing.iter().map(|p| p.deb).collect();
+        apt_install(&debs, &missing_list(&missing))?;
+        if let Some(p) = missing.iter().find(|p| find_command(p.command).is_none()) {
+            return Err(Failure(format!(
+                "`{}` is still not on PATH after installing the Debian package {}",
+                p.command, p.deb
+            )));
+        }
+    }
+    let python = paho_python()?;
+    println!(
+        "cargo xtask: tools ready (chromium, mosquitto, mosquitto_pub, Paho in {})",
+        python.display()
+    );
+    Ok(python)
+}
+
+fn missing_list(missing: &[&Package]) -> String {
+    missing
+        .iter()
+        .map(|p| format!("{} (package {})", p.command, p.deb))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Installs Debian packages, or explains in one line why it cannot.
+fn apt_install(debs: &[&str], what: &str) -> Result<(), Failure> {
+    let how = format!(
+        "install them with `apt-get install -y {}` as root, then rerun `cargo xtask test`",
+        debs.join(" ")
+    );
+    if find_command("apt-get").is_none() {
+        return Err(Failure(format!(
+            "missing {what}, and this machine has no apt-get; {how} or your system's equivalent"
+        )));
+    }
+    if !is_root() {
+        return Err(Failure(format!(
+            "missing {what}, and installing needs root; {how}"
+        )));
+    }
+    println!("cargo xtask: installing {} with apt-get", debs.join(" "));
+    let apt = |args: &[&str]| -> Result<(), Failure> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| Failure(format!("cannot run apt-get: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Failure(format!(
+                "`apt-get {}` failed ({status}); {how}",
+                args.join(" ")
+            )))
+        }
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend_from_slice(debs);
+    apt(&install)
+}
+
+/// The virtual environment's Python with Paho installed, creating it when needed.
+fn paho_python() -> Result<PathBuf, Failure> {
+    let venv = target_dir().join("test-env");
+    let python = venv.join("bin").join("python");
+    if has_paho(&python) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        println!(
+            "cargo xtask: creating a Python virtual environment in {}",
+            venv.display()
+        );
+        make_venv(&venv)?;
+    }
+    println!("cargo xtask: installing {PAHO} into {}", venv.display());
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            PAHO,
+        ])
+        .status()
+        .map_err(|e| Failure(format!("cannot run {}: {e}", python.display())))?;
+    if !status.success() || !has_paho(&python) {
+        return Err(Failure(format!(
+            "pip could not install {PAHO} into {} ({status}); check that PyPI is reachable and rerun `cargo xtask test`",
+            venv.display()
+        )));
+    }
+    Ok(python)
+}
+
+/// True when `python` runs and imports Paho 2.
+fn has_paho(python: &Path) -> bool {
+    python.exists()
+        && Command::new(python)
+            .args([
+                "-c",
+                "import paho.mqtt.client as c, sys; sys.exit(0 if hasattr(c, 'CallbackAPIVersion') else 1)",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// `python3 -m venv`, installing Debian's venv support first when Python lacks it.
+fn make_venv(venv: &Path) -> Result<(), Failure> {
+    let try_venv = |python: &Path| {
+        Command::new(python)
+            .args([OsStr::new("-m"), OsStr::new("venv"), OsStr::new("--clear")])
+            .arg(venv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if let Some(python) = find_command("python3") {
+        if try_venv(&python) {
+            return Ok(());
+        }
+    }
+    // Debian's own Python ships `venv` in a separate package.
+    apt_install(
+        &["python3", "python3-venv"],
+        "a Python 3 that can create virtual environments (python3 -m venv)",
+    )?;
+    if try_venv(Path::new("/usr/bin/python3")) {
+        Ok(())
+    } else {
+        Err(Failure(format!(
+            "`python3 -m venv {}` failed even after installing python3-venv",
+            venv.display()
+        )))
+    }
+}
+
+/// Runs `cargo test --workspace` with the tools' locations in the environment.
+fn run_tests(python: &Path, extra: &[String]) -> Result<ExitCode, Failure> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["test", "--workspace"])
+        .args(extra)
+        .env(PYTHON_VAR, python)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| Failure(format!("cannot run cargo: {e}")))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => workspace_root().join(d),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Looks `name` up on PATH and in the system binary folders (mosquitto lives in /usr/sbin,
+/// which a non-root PATH may lack).
+fn find_command(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// True when this process runs as root (effective uid 0).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
