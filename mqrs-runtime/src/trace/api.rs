@@ -268,13 +268,39 @@ async fn get_trace(State(store): State<Arc<TraceStore>>, Path(id): Path<String>)
     }
 }
 
-async fn dependencies(State(store): State<Arc<TraceStore>>) -> impl IntoResponse {
+/// Jaeger's default window for `/api/dependencies` when `lookback` is absent: 24 hours.
+const DEPENDENCY_LOOKBACK_MS: u64 = 24 * 3600 * 1000;
+
+/// `/api/dependencies?endTs=&lookback=` as Jaeger means it: calls in the window of `lookback`
+/// milliseconds ending at `endTs` (milliseconds since the epoch; default now).
+async fn dependencies(
+    State(store): State<Arc<TraceStore>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let ms = |k: &str| -> Result<Option<u64>, String> {
+        match q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| format!("cannot parse {k} '{v}' as milliseconds")),
+        }
+    };
+    let (end_ms, lookback_ms) = match (ms("endTs"), ms("lookback")) {
+        (Ok(e), Ok(l)) => (
+            e.unwrap_or_else(|| now_us() / 1000),
+            l.unwrap_or(DEPENDENCY_LOOKBACK_MS),
+        ),
+        (Err(msg), _) | (_, Err(msg)) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let to_us = end_ms.saturating_mul(1000);
+    let from_us = end_ms.saturating_sub(lookback_ms).saturating_mul(1000);
     let deps: Vec<Value> = store
-        .dependencies()
+        .dependencies(from_us, to_us)
         .into_iter()
         .map(|(parent, child, n)| json!({"parent": parent, "child": child, "callCount": n}))
         .collect();
-    envelope(Value::Array(deps))
+    envelope(Value::Array(deps)).into_response()
 }
 
 fn tag_json(key: &str, v: &TagValue) -> Value {

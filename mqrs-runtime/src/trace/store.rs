@@ -180,11 +180,12 @@ pub struct OpLatency {
     pub errors: usize,
     /// Mean duration.
     pub avg_us: u64,
-    /// Median duration.
+    /// Median duration (nearest-rank, like every percentile here).
     pub p50_us: u64,
-    /// 95th percentile.
+    /// 95th percentile, nearest-rank: the smallest duration with at least 95 % of spans at or
+    /// below it.
     pub p95_us: u64,
-    /// 99th percentile.
+    /// 99th percentile, nearest-rank.
     pub p99_us: u64,
     /// Longest duration.
     pub max_us: u64,
@@ -343,7 +344,7 @@ impl TraceStore {
                 e.1 += usize::from(s.error.is_some());
             }
         }
-        let pct = |v: &[u64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        let pct = |v: &[u64], p: u64| v[nearest_rank(v.len(), p) - 1];
         let mut out: Vec<OpLatency> = groups
             .into_iter()
             .map(|((service, op, kind), (mut d, errors))| {
@@ -355,9 +356,9 @@ impl TraceStore {
                     count: d.len(),
                     errors,
                     avg_us: d.iter().sum::<u64>() / d.len() as u64,
-                    p50_us: pct(&d, 0.50),
-                    p95_us: pct(&d, 0.95),
-                    p99_us: pct(&d, 0.99),
+                    p50_us: pct(&d, 50),
+                    p95_us: pct(&d, 95),
+                    p99_us: pct(&d, 99),
                     max_us: d[d.len() - 1],
                 }
             })
@@ -367,14 +368,22 @@ impl TraceStore {
     }
 
     /// Calls between services over the spans held: `(parent service, child service, count)`
-    /// for every span whose parent was recorded by another service, sorted.
-    pub fn dependencies(&self) -> Vec<(String, String, u64)> {
+    /// for every span that started within `from_us..=to_us` and whose parent was recorded by
+    /// another service, sorted.
+    pub fn dependencies(&self, from_us: u64, to_us: u64) -> Vec<(String, String, u64)> {
         let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
         let g = self.lock();
         for t in g.traces.values() {
+            if t.end_us < from_us || t.start_us > to_us {
+                continue;
+            }
             let service_of: HashMap<u64, &str> =
                 t.spans.iter().map(|s| (s.span_id, &*s.service)).collect();
-            for s in &t.spans {
+            for s in t
+                .spans
+                .iter()
+                .filter(|s| (from_us..=to_us).contains(&s.start_us))
+            {
                 let parent = s.parent_span_id.and_then(|p| service_of.get(&p));
                 if let Some(&p) = parent.filter(|p| **p != &*s.service) {
                     *counts.entry((p, &*s.service)).or_default() += 1;
@@ -400,6 +409,13 @@ impl TraceStore {
         hits.sort_by_key(|t| std::cmp::Reverse(t.start_us));
         hits.into_iter().take(q.limit).cloned().collect()
     }
+}
+
+/// The 1-based nearest rank of percentile `p` (0..=100) among `n` sorted values:
+/// `ceil(p / 100 * n)`, at least 1. The p50 of 1..=100 is the 50th value, 50.
+pub fn nearest_rank(n: usize, p: u64) -> usize {
+    let rank = (p as usize * n).div_ceil(100);
+    rank.clamp(1, n.max(1))
 }
 
 fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
@@ -542,9 +558,11 @@ mod tests {
             store.insert(s);
         }
         assert_eq!(
-            store.dependencies(),
+            store.dependencies(0, u64::MAX),
             vec![("Gate".into(), "Login".into(), 1)]
         );
+        // The spans start at 1_001 µs: a window that ends before them sees no calls.
+        assert!(store.dependencies(0, 1_000).is_empty());
     }
 
     #[test]
@@ -560,10 +578,23 @@ mod tests {
         assert_eq!(l.len(), 1);
         let op = &l[0];
         assert_eq!((op.count, op.errors, op.max_us), (100, 10, 100));
+        // Nearest rank over 1..=100: the p-th value is p.
         assert_eq!(
             (op.p50_us, op.p95_us, op.p99_us, op.avg_us),
-            (51, 95, 99, 50)
+            (50, 95, 99, 50)
         );
         assert!(store.latency(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn nearest_rank_from_first_principles() {
+        // n = 100: rank p. n = 10: p50 is the 5th, p95 and p99 the 10th. n = 1: always the 1st.
+        assert_eq!(
+            [50, 95, 99, 100].map(|p| nearest_rank(100, p)),
+            [50, 95, 99, 100]
+        );
+        assert_eq!([50, 95, 99].map(|p| nearest_rank(10, p)), [5, 10, 10]);
+        assert_eq!([0, 50, 99].map(|p| nearest_rank(1, p)), [1, 1, 1]);
+        assert_eq!(nearest_rank(3, 50), 2);
     }
 }
