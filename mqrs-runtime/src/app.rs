@@ -91,6 +91,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     addrs: Mutex<Addrs>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    gate_counters: Mutex<Option<Arc<gate::GateCounters>>>,
 }
 
 /// The root of a trace started by [`App::start_trace`]; ends when dropped.
@@ -133,6 +134,7 @@ impl App {
                 shutdown: watch::channel(false).0,
                 addrs: Mutex::new(Addrs::default()),
                 tasks: Mutex::new(Vec::new()),
+                gate_counters: Mutex::new(None),
                 config,
             }),
         }
@@ -264,16 +266,21 @@ impl App {
         let cfg = &self.inner.config;
         let mut addrs = Addrs::default();
         if cfg.gate.enabled {
-            let (addr, task) = gate::start(self, cfg.gate.clone(), self.inner.shutdown.subscribe())
+            let started = gate::start(self, cfg.gate.clone(), self.inner.shutdown.subscribe())
                 .await
                 .map_err(|source| AppError::Bind {
                     what: "the MQTT gate",
                     addr: cfg.gate.tcp_addr,
                     source,
                 })?;
-            tracing::info!("gate listening on mqtt://{addr}");
-            addrs.gate = Some(addr);
-            self.push_task(task);
+            tracing::info!("gate listening on mqtt://{}", started.addr);
+            addrs.gate = Some(started.addr);
+            *self
+                .inner
+                .gate_counters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(started.counters);
+            self.push_task(started.task);
         }
         if let (true, Some(store)) = (cfg.trace.viewer, self.inner.tracing.store()) {
             let (addr, task) = crate::trace::api::serve(
@@ -368,6 +375,16 @@ impl App {
     /// The app's name (service name for spans not started by a module).
     pub fn name(&self) -> &str {
         &self.inner.config.app.name
+    }
+
+    /// The gate's counters (connections, contained panics), once the gate has started.
+    pub fn gate_stats(&self) -> Option<gate::GateStats> {
+        self.inner
+            .gate_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.snapshot())
     }
 
     /// The embedded trace store, when enabled.

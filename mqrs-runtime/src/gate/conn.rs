@@ -44,16 +44,17 @@ impl ConnShared {
         Session::new(self.data.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
-    /// Queues a publish to the client; waits while the queue is full.
-    pub(crate) async fn publish(&self, topic: String, qos: QoS, payload: Vec<u8>) {
+    /// Queues a publish to the client; waits while the queue is full. False when the client is
+    /// gone and the publish had nowhere to go.
+    pub(crate) async fn publish(&self, topic: String, qos: QoS, payload: Vec<u8>) -> bool {
         let mut p = Publish::new(topic, qos, payload);
         if qos != QoS::AtMostOnce {
             let mut id = self.next_pkid.lock().unwrap_or_else(|p| p.into_inner());
             *id = if *id == u16::MAX { 1 } else { *id + 1 };
             p.pkid = *id;
         }
-        // A closed queue means the client is gone; the reply has nowhere to go.
-        let _ = self.tx.send(Packet::Publish(p)).await;
+        // A closed queue means the client is gone.
+        self.tx.send(Packet::Publish(p)).await.is_ok()
     }
 }
 
@@ -240,10 +241,10 @@ where
                 let Ok(permit) = inflight.clone().acquire_owned().await else {
                     break Ok(());
                 };
-                let (gate, conn) = (gate.clone(), conn.clone());
-                tokio::spawn(async move {
-                    super::request::handle(&gate, &conn, p).await;
-                    drop(permit);
+                let (g, conn) = (gate.clone(), conn.clone());
+                gate.spawn_contained("request", async move {
+                    let _permit = permit;
+                    super::request::handle(&g, &conn, p).await;
                 });
                 None
             }

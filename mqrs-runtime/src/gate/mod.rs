@@ -7,8 +7,13 @@ mod request;
 pub mod topic;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -26,6 +31,41 @@ use conn::ConnShared;
 /// The module name the gate registers its own handlers and spans under.
 pub const GATE_MODULE: &str = "Gate";
 
+/// Counters of a running gate, read with [`App::gate_stats`](crate::App::gate_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GateStats {
+    /// TCP connections accepted since start.
+    pub accepted: u64,
+    /// Connections refused because `max_connections` were open.
+    pub refused: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Panics inside the gate's own tasks (a connection or a request), each contained to its
+    /// task and logged. Handler panics are not counted here: they become error replies.
+    pub panics: u64,
+}
+
+/// The counters behind [`GateStats`], shared by the gate's tasks.
+#[derive(Debug, Default)]
+pub(crate) struct GateCounters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    open: AtomicU64,
+    panics: AtomicU64,
+}
+
+impl GateCounters {
+    /// A snapshot.
+    pub(crate) fn snapshot(&self) -> GateStats {
+        GateStats {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            open: self.open.load(Ordering::Relaxed),
+            panics: self.panics.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The running gate: its settings, its connections by session id.
 pub(crate) struct Gate {
     cfg: GateSection,
@@ -33,6 +73,7 @@ pub(crate) struct Gate {
     server_id: String,
     tracer: ServiceTracer,
     conns: Mutex<HashMap<String, Arc<ConnShared>>>,
+    counters: Arc<GateCounters>,
 }
 
 impl Gate {
@@ -46,6 +87,21 @@ impl Gate {
 
     fn unregister(&self, id: &str) {
         self.lock().remove(id);
+    }
+
+    /// Spawns one of the gate's tasks; a panic in it is contained, counted and logged.
+    fn spawn_contained(
+        &self,
+        what: &'static str,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let counters = self.counters.clone();
+        tokio::spawn(async move {
+            if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+                counters.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(task = what, "gate: a task panicked; it was contained");
+            }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ConnShared>>> {
@@ -68,24 +124,37 @@ impl Gate {
     }
 }
 
+/// A started gate: where it listens, its accept loop, its counters.
+pub(crate) struct Started {
+    pub(crate) addr: SocketAddr,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) counters: Arc<GateCounters>,
+}
+
 /// Binds the listener, registers the gate's handlers and spawns the accept loop.
 pub(crate) async fn start(
     app: &App,
     cfg: GateSection,
     shutdown: watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<Started> {
     let listener = TcpListener::bind(cfg.tcp_addr).await?;
     let addr = listener.local_addr()?;
+    let counters = Arc::new(GateCounters::default());
     let gate = Arc::new(Gate {
         server_id: app.config().app.server_id.clone(),
         tracer: app.tracing().tracer(GATE_MODULE),
         app: app.clone(),
         conns: Mutex::new(HashMap::new()),
+        counters: counters.clone(),
         cfg,
     });
     register_handlers(app, &gate);
     let task = tokio::spawn(accept_loop(gate, listener, shutdown));
-    Ok((addr, task))
+    Ok(Started {
+        addr,
+        task,
+        counters,
+    })
 }
 
 fn register_handlers(app: &App, gate: &Arc<Gate>) {
@@ -151,18 +220,37 @@ async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch
             },
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            gate.counters.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, max = gate.cfg.max_connections, "gate: connection limit reached; refusing");
             continue;
         };
+        gate.counters.accepted.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "gate: cannot set TCP_NODELAY");
         }
-        let (gate, rx) = (gate.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(e) = conn::serve(gate, stream, "tcp", peer.to_string(), rx).await {
+        let (g, rx) = (gate.clone(), shutdown.clone());
+        let open = OpenGuard::new(&gate.counters);
+        gate.spawn_contained("connection", async move {
+            let _open = (open, permit);
+            if let Err(e) = conn::serve(g, stream, "tcp", peer.to_string(), rx).await {
                 tracing::debug!(%peer, error = %e, "gate: connection closed on error");
             }
-            drop(permit);
         });
+    }
+}
+
+/// Counts a connection as open until dropped (also when its task panics).
+struct OpenGuard(Arc<GateCounters>);
+
+impl OpenGuard {
+    fn new(c: &Arc<GateCounters>) -> Self {
+        c.open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(c.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -37,11 +37,24 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
     if wants_reply(&publish.topic) {
         let trace_id = root.as_ref().and_then(|_| session.trace_id());
         let payload = encode_reply(result, trace_id.as_deref());
+        let size = payload.len() as i64;
         let qos = match publish.qos {
             QoS::AtMostOnce => QoS::AtMostOnce,
             _ => QoS::AtLeastOnce,
         };
-        conn.publish(publish.topic.clone(), qos, payload).await;
+        let queued = conn.publish(publish.topic.clone(), qos, payload).await;
+        if let Some(root) = &root {
+            // Recorded once the reply is with the connection, so the root span covers it.
+            let event = if queued {
+                "reply queued"
+            } else {
+                "reply dropped: client gone"
+            };
+            root.0.span().add_event(
+                event,
+                vec![KeyValue::new("messaging.message.body.size", size)],
+            );
+        }
     } else if let Err(e) = result {
         tracing::debug!(topic = %publish.topic, error = %e, "gate: request without msgid failed");
     }

@@ -43,19 +43,32 @@ pub fn decode_args<T: DeserializeOwned>(method: &str, args: &[u8]) -> Result<T, 
     })
 }
 
-/// Checks that a handler without arguments got none: empty input, `null` or `[]`.
+/// Checks that a handler without arguments got none.
+///
+/// Accepted: no input, `null`, `[]`, and one ignorable argument, because mqant clients send a
+/// body with every request: `[{}]` (body `{}`), `[null]`, and `["null"]` (the gate passes a body
+/// that does not start with `{` as a string, so a `null` body arrives as the text `null`).
 pub fn decode_no_args(method: &str, args: &[u8]) -> Result<(), RpcError> {
     let trimmed = args.trim_ascii();
-    if trimmed.is_empty() || trimmed == b"null" || trimmed == b"[]" {
+    if trimmed.is_empty() || trimmed == b"null" {
         return Ok(());
     }
-    Err(RpcError::BadArgs {
-        method: method.to_string(),
-        reason: format!(
-            "takes no arguments but got {}",
-            String::from_utf8_lossy(&trimmed[..trimmed.len().min(64)])
-        ),
-    })
+    let ignorable = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(m) => m.is_empty(),
+        serde_json::Value::String(s) => s.trim() == "null",
+        _ => false,
+    };
+    match serde_json::from_slice::<Vec<serde_json::Value>>(trimmed) {
+        Ok(v) if v.is_empty() || (v.len() == 1 && ignorable(&v[0])) => Ok(()),
+        _ => Err(RpcError::BadArgs {
+            method: method.to_string(),
+            reason: format!(
+                "takes no arguments but got {}",
+                String::from_utf8_lossy(&trimmed[..trimmed.len().min(64)])
+            ),
+        }),
+    }
 }
 
 /// Encodes call arguments (a tuple) as JSON.
@@ -76,4 +89,40 @@ pub fn downcast<M: Send + Sync + 'static>(
             "`{method}` is registered with an instance of another type"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_no_args;
+
+    #[test]
+    fn no_argument_handlers_accept_what_mqant_clients_send() {
+        for ok in [
+            &b""[..],
+            b" ",
+            b"null",
+            b"[]",
+            b"[{}]",
+            b"[ { } ]",
+            b"[null]",
+            br#"["null"]"#,
+        ] {
+            assert!(
+                decode_no_args("M/f", ok).is_ok(),
+                "{}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        for bad in [
+            &br#"[{"a":1}]"#[..],
+            b"[1]",
+            b"[{}, {}]",
+            br#"["x"]"#,
+            b"{}",
+            b"nul",
+        ] {
+            let e = decode_no_args("M/f", bad).expect_err("refused");
+            assert!(e.to_string().contains("takes no arguments"), "{e}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! the viewer, wait for traces to arrive.
 #![allow(dead_code)]
 
+pub mod raw;
 pub mod tools;
 
 use std::net::SocketAddr;
