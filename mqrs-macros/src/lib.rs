@@ -1,12 +1,14 @@
 //! Procedural macros of mqrs: `#[rpc_module]` on an `impl` block and `#[rpc]` on its handlers.
 //!
-//! The work is split as in dtolnay's crates: `model` reads the `impl` block into plain data,
-//! `validate` applies every rule and reports all violations at once with precise spans, and
-//! `expand` writes the registration, the dispatch shims and the typed client.
+//! The work is split as in dtolnay's crates: `model` reads the `impl` block into plain data and
+//! the facts later phases share, `validate` applies every rule and reports all violations at
+//! once with precise spans, `expand` writes the registration, the dispatch shims and the typed
+//! client, and `fallback` writes stand-ins for them when validation failed.
 
 #![warn(missing_docs)]
 
 mod expand;
+mod fallback;
 mod model;
 mod validate;
 
@@ -14,36 +16,38 @@ use proc_macro::TokenStream;
 
 /// Makes every `#[rpc]` method of an `impl` block callable as `Module/method`.
 ///
-/// The module name defaults to the type name; `#[rpc_module(name = "Other")]` changes it.
-/// Generates: one `inventory` registration per handler, `impl RpcModule`, and a typed client
-/// `<Type>Client` with one async method per handler.
+/// Arguments, all optional:
+/// - `name = "Other"`: the module's routing name; defaults to the type name.
+/// - `lifecycle`: you write `impl Lifecycle` yourself (`on_start` / `on_stop`); otherwise a
+///   no-op one is generated.
+/// - `vis = pub(crate)`: visibility of the typed client, its `new` and its methods; any
+///   visibility written out in full (`pub`, `pub(crate)`, `pub(super)`, `pub(in path)`);
+///   defaults to `pub`. An attribute cannot see the type's own visibility, so lower it here
+///   when handlers take types that are not `pub`.
+///
+/// Generates: one dispatch shim and `inventory` registration per handler, `impl RpcModule`
+/// (name and `METHODS`), and a typed client `<Type>Client` with `new(&app)` and one async method
+/// per handler, named like the handler. A `#[cfg]` or `#[cfg_attr(.., cfg(..))]` on a handler
+/// applies to all of these. Handlers cannot be named `new`, `clone` or `clone_from`, which the
+/// client uses; keep such a route with `#[rpc(name = "new")] async fn create(..)`.
+///
+/// When a rule is broken, the errors come with the impl block as written and stand-ins for the
+/// generated items, so code using the module adds no errors of its own.
 #[proc_macro_attribute]
 pub fn rpc_module(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let attr = proc_macro2::TokenStream::from(attr);
     let item = syn::parse_macro_input!(item as syn::Item);
-    let fallback = match &item {
-        // Not an impl block: keep the item so the only error is ours.
-        syn::Item::Impl(_) => proc_macro2::TokenStream::new(),
-        other => quote::ToTokens::to_token_stream(other),
-    };
-    let module = match model::Module::parse(attr, item) {
-        Ok(m) => m,
-        Err(e) => {
-            let mut out = e.to_compile_error();
-            out.extend(fallback);
-            return out.into();
+    let out = match model::Module::parse(attr.into(), item) {
+        Ok(module) => match validate::check(&module) {
+            Ok(()) => expand::module(&module),
+            Err(e) => fallback::module(&module, e),
+        },
+        Err(unusable) => {
+            let mut out = unusable.error.to_compile_error();
+            out.extend(unusable.item);
+            out
         }
     };
-    match validate::check(&module) {
-        Ok(()) => expand::module(&module).into(),
-        Err(e) => {
-            // Keep the impl block (its `#[rpc]` marks made inert) so that code using the module
-            // does not add errors of its own to ours.
-            let mut out = e.to_compile_error();
-            out.extend(quote::ToTokens::to_token_stream(&module.item));
-            out.into()
-        }
-    }
+    out.into()
 }
 
 /// Marks a handler inside an `#[rpc_module]` impl block; `#[rpc(name = "HD_Login")]` renames it.

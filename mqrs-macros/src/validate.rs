@@ -1,37 +1,24 @@
 //! Every rule a handler must follow, each violation a `syn::Error` spanned on the offending
 //! tokens; all violations are reported together.
 
+use quote::ToTokens;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{FnArg, Pat, ReturnType, Type};
 
-use crate::model::{Handler, Module};
+use crate::model::{Handler, Module, SessionKind};
 
-/// True when `ty` names `Session` (any path ending in `Session`, no generics).
-pub fn is_session(ty: &Type) -> bool {
-    match ty {
-        Type::Path(p) => {
-            p.qself.is_none()
-                && p.path.segments.last().is_some_and(|s| {
-                    s.ident == "Session" && matches!(s.arguments, syn::PathArguments::None)
-                })
-        }
-        Type::Group(g) => is_session(&g.elem),
-        _ => false,
-    }
-}
+/// Why handlers take a `Session` and how to add one: the `help:` of both session errors.
+const SESSION_HELP: &str = "help: a call's trace context and user travel in its `Session`: \
+     add `session: Session` (or `session: &Session`) right after `&self`";
 
-/// `Some(by_ref)` when the argument type is `Session` or `&Session`.
-pub fn session_kind(ty: &Type) -> Option<bool> {
-    match ty {
-        Type::Reference(r) if r.mutability.is_none() && is_session(&r.elem) => Some(true),
-        t if is_session(t) => Some(false),
-        _ => None,
-    }
-}
+/// Rust names of handlers that the generated client's own items would clash with or hide:
+/// its constructor and the methods of its derived `Clone`.
+pub const CLIENT_ITEMS: [&str; 3] = ["new", "clone", "clone_from"];
 
 /// Checks the module and all its handlers.
 pub fn check(m: &Module) -> syn::Result<()> {
-    let mut errors: Vec<syn::Error> = Vec::new();
+    let mut errors: Vec<syn::Error> = m.errors.clone();
     let item = &m.item;
     if let Some((_, path, _)) = &item.trait_ {
         errors.push(syn::Error::new(
@@ -52,8 +39,18 @@ pub fn check(m: &Module) -> syn::Result<()> {
         ));
     }
     for (i, h) in m.handlers.iter().enumerate() {
-        check_handler(h, &mut errors);
-        if m.handlers[..i].iter().any(|o| o.name == h.name) {
+        check_handler(m, h, &mut errors);
+        // Handlers under different `#[cfg]`s may share a name: at most one of them is built.
+        let cfgs = |h: &Handler| {
+            h.cfgs
+                .iter()
+                .map(|a| a.to_token_stream().to_string())
+                .collect::<Vec<_>>()
+        };
+        if m.handlers[..i]
+            .iter()
+            .any(|o| o.name == h.name && cfgs(o) == cfgs(h))
+        {
             errors.push(syn::Error::new(
                 h.func.sig.ident.span(),
                 format!("a handler named `{}` already exists in this module", h.name),
@@ -69,12 +66,30 @@ pub fn check(m: &Module) -> syn::Result<()> {
     }
 }
 
-fn check_handler(h: &Handler, errors: &mut Vec<syn::Error>) {
+fn check_handler(m: &Module, h: &Handler, errors: &mut Vec<syn::Error>) {
     let sig = &h.func.sig;
     if h.name.is_empty() || h.name.contains(['/', '+', '#']) {
         errors.push(syn::Error::new(
             h.attr_span,
             "handler name must be non-empty and contain none of / + #",
+        ));
+    }
+    let rust_name = sig.ident.unraw().to_string();
+    if CLIENT_ITEMS.contains(&rust_name.as_str()) {
+        let client = format!("{}Client", m.type_ident);
+        let clash = if rust_name == "new" {
+            format!("`{client}::new` is the constructor of the generated client")
+        } else {
+            format!("it would hide `Clone::{rust_name}` of the generated `{client}`")
+        };
+        errors.push(syn::Error::new(
+            sig.ident.span(),
+            format!(
+                "an #[rpc] handler cannot be named `{rust_name}`: {clash}\n\
+                 help: rename the method and keep the route with `#[rpc(name = \"{}\")]`, \
+                 e.g. `#[rpc(name = \"{}\")] async fn {rust_name}_handler(..)`",
+                h.name, h.name
+            ),
         ));
     }
     if sig.asyncness.is_none() {
@@ -106,62 +121,54 @@ fn check_handler(h: &Handler, errors: &mut Vec<syn::Error>) {
             "#[rpc] handlers are methods: the first parameter must be `&self`",
         )),
     }
-    let mut typed = h.typed_args();
-    match typed.next() {
-        Some(first) if session_kind(&first.ty).is_some() => check_pattern(&first.pat, errors),
-        Some(first) => errors.push(syn::Error::new(
-            first.span(),
+    match (&h.session, h.args.first()) {
+        (Some(s), _) if s.kind == SessionKind::RefMut => errors.push(syn::Error::new(
+            s.pat.span(),
+            "the first argument of an #[rpc] handler must be `Session` or `&Session`, found `&mut Session`\n\
+             help: take it by value to change it: `mut session: Session`",
+        )),
+        (Some(s), _) => check_pattern(&s.pat, errors),
+        (None, Some(first)) => errors.push(syn::Error::new(
+            first.pat.span(),
             format!(
-                "the first argument of an #[rpc] handler must be `Session` or `&Session`, found `{}`",
-                quote::ToTokens::to_token_stream(&*first.ty)
+                "the first argument of an #[rpc] handler must be `Session` or `&Session`, found `{}`\n{SESSION_HELP}",
+                first.ty.to_token_stream()
             ),
         )),
-        None => errors.push(syn::Error::new(
+        (None, None) => errors.push(syn::Error::new(
             sig.paren_token.span.join(),
-            "an #[rpc] handler needs `session: Session` (or `&Session`) after `&self`",
+            format!("an #[rpc] handler needs a `Session` argument after `&self`\n{SESSION_HELP}"),
         )),
     }
-    for arg in typed {
+    for arg in &h.args {
         check_pattern(&arg.pat, errors);
-        if let Type::Reference(r) = &*arg.ty {
+        if let Type::Reference(r) = &arg.ty {
             errors.push(syn::Error::new(
                 r.span(),
                 "#[rpc] arguments must be owned types (they are decoded from JSON): use e.g. `String` for `&str`",
             ));
         }
-        if matches!(&*arg.ty, Type::ImplTrait(_)) {
+        if matches!(&arg.ty, Type::ImplTrait(_)) {
             errors.push(syn::Error::new(
                 arg.ty.span(),
                 "#[rpc] arguments need a concrete type that implements Deserialize",
             ));
         }
     }
-    match &sig.output {
-        ReturnType::Default => errors.push(syn::Error::new(
-            sig.paren_token.span.close(),
-            "#[rpc] handlers return `Result<T, E>` with T: Serialize and E: Display",
-        )),
-        ReturnType::Type(_, ty) if plainly_not_result(ty) => errors.push(syn::Error::new(
-            ty.span(),
-            format!(
-                "#[rpc] handlers return `Result<T, E>` with T: Serialize and E: Display, found `{}`",
-                quote::ToTokens::to_token_stream(&**ty)
+    if h.ok.is_none() {
+        errors.push(match &sig.output {
+            ReturnType::Default => syn::Error::new(
+                sig.paren_token.span.close(),
+                "#[rpc] handlers return `Result<T, E>` with T: Serialize and E: Display",
             ),
-        )),
-        ReturnType::Type(..) => {}
-    }
-}
-
-/// True for return types that cannot be a `Result` alias: tuples, references, and paths with
-/// neither generic arguments nor `Result` in their name. Anything else is left to the compiler.
-fn plainly_not_result(ty: &Type) -> bool {
-    match ty {
-        Type::Path(p) => p.path.segments.last().is_some_and(|s| {
-            matches!(s.arguments, syn::PathArguments::None)
-                && !s.ident.to_string().contains("Result")
-        }),
-        Type::Tuple(_) | Type::Reference(_) | Type::Array(_) | Type::Slice(_) => true,
-        _ => false,
+            ReturnType::Type(_, ty) => syn::Error::new(
+                ty.span(),
+                format!(
+                    "#[rpc] handlers return `Result<T, E>` with T: Serialize and E: Display, found `{}`",
+                    ty.to_token_stream()
+                ),
+            ),
+        });
     }
 }
 
@@ -182,7 +189,10 @@ mod tests {
     use quote::quote;
 
     fn errors(item: proc_macro2::TokenStream) -> Vec<String> {
-        let m = Module::parse(quote!(), syn::parse2(item).expect("item")).expect("model");
+        let m = match Module::parse(quote!(), syn::parse2(item).expect("item")) {
+            Ok(m) => m,
+            Err(u) => panic!("refused: {}", u.error),
+        };
         match check(&m) {
             Ok(()) => vec![],
             Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
@@ -212,8 +222,69 @@ mod tests {
         assert_eq!(e.len(), 5, "{e:#?}");
         assert!(e[0].contains("async fn"));
         assert!(e[1].contains("must be `Session` or `&Session`, found `String`"));
+        assert!(e[1].contains("\nhelp: a call's trace context"), "{}", e[1]);
         assert!(e[2].contains("`&self`"));
         assert!(e[3].contains("found `String`"));
-        assert!(e[4].contains("found `& mut Session`"), "{}", e[4]);
+        assert!(
+            e[4].contains("found `&mut Session`\nhelp: take it by value"),
+            "{}",
+            e[4]
+        );
+    }
+
+    #[test]
+    fn missing_session_says_why_and_how() {
+        let e = errors(quote! {
+            impl M { #[rpc] async fn a(&self) -> Result<(), String> { Ok(()) } }
+        });
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(
+            e[0].starts_with("an #[rpc] handler needs a `Session` argument after `&self`\nhelp: ")
+        );
+        assert!(e[0].contains("add `session: Session` (or `session: &Session`)"));
+    }
+
+    #[test]
+    fn refuses_names_of_client_items() {
+        let e = errors(quote! {
+            impl M {
+                #[rpc] async fn new(&self, s: Session) -> Result<(), String> { Ok(()) }
+                #[rpc(name = "copy")] async fn clone(&self, s: Session) -> Result<(), String> { Ok(()) }
+                #[rpc] async fn r#clone_from(&self, s: Session) -> Result<(), String> { Ok(()) }
+            }
+        });
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(e[0].starts_with(
+            "an #[rpc] handler cannot be named `new`: `MClient::new` is the constructor"
+        ));
+        assert!(e[0]
+            .contains("help: rename the method and keep the route with `#[rpc(name = \"new\")]`"));
+        assert!(e[1].contains("hide `Clone::clone` of the generated `MClient`"));
+        assert!(
+            e[1].contains("#[rpc(name = \"copy\")]"),
+            "the route already chosen"
+        );
+        assert!(e[2].contains("`clone_from`"));
+        // The route may keep the name.
+        assert!(errors(quote! {
+            impl M {
+                #[rpc(name = "new")] async fn create(&self, s: Session) -> Result<(), String> { Ok(()) }
+                #[rpc(name = "clone")] async fn copy(&self, s: Session) -> Result<(), String> { Ok(()) }
+            }
+        })
+        .is_empty());
+    }
+
+    #[test]
+    fn duplicate_names_only_under_the_same_cfgs() {
+        let e = errors(quote! {
+            impl M {
+                #[rpc] #[cfg(unix)] async fn a(&self, s: Session) -> Result<(), String> { Ok(()) }
+                #[rpc] #[cfg(not(unix))] async fn a(&self, s: Session) -> Result<(), String> { Ok(()) }
+                #[rpc(name = "a")] #[cfg(unix)] async fn b(&self, s: Session) -> Result<(), String> { Ok(()) }
+            }
+        });
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].contains("a handler named `a` already exists"));
     }
 }

@@ -1,4 +1,4 @@
-use mqrs_runtime::{rpc, rpc_module};
+use mqrs_runtime::{rpc, rpc_module, Session};
 
 pub struct Login;
 
@@ -7,6 +7,12 @@ impl Login {
     #[rpc]
     async fn track(&self, name: String) -> Result<String, String> {
         Ok(name)
+    }
+
+    #[rpc]
+    async fn rename(&self, session: &mut Session) -> Result<(), String> {
+        let _ = session;
+        Ok(())
     }
 }
 

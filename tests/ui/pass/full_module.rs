@@ -36,7 +36,30 @@ impl Everything {
 
     #[rpc]
     async fn calls_other(&self, session: Session) -> Result<usize, RpcError> {
-        EverythingClient::new(&self.app).by_ref(&session, 1, vec![2]).await
+        EverythingClient::new(&self.app)
+            .by_ref(&session, 1, vec![2])
+            .await
+    }
+
+    /// Arguments named like locals of the generated code, a raw name, an ignored argument.
+    #[rpc]
+    async fn r#type(
+        &self,
+        _session: Session,
+        session: String,
+        this: u8,
+        _: u8,
+        r#loop: bool,
+    ) -> Result<String, String> {
+        Ok(format!("{session}{this}{loop}", loop = r#loop))
+    }
+
+    /// The route `new` is fine; only the Rust name would clash with `EverythingClient::new`.
+    #[rpc(name = "new")]
+    async fn create(&self, session: Session) -> Result<String, RpcError> {
+        EverythingClient::new(&self.app)
+            .r#type(&session, "a".into(), 1, 2, true)
+            .await
     }
 
     /// Not a handler: left alone.
@@ -50,7 +73,14 @@ fn main() {
     assert_eq!(<Everything as RpcModule>::NAME, "Every");
     assert_eq!(
         <Everything as RpcModule>::METHODS,
-        &["by_value", "by_ref", "HD_Renamed", "calls_other"]
+        &[
+            "by_value",
+            "by_ref",
+            "HD_Renamed",
+            "calls_other",
+            "type",
+            "new"
+        ]
     );
     let app = App::new(Config::default());
     let m = Everything { app: app.clone() };
