@@ -68,10 +68,10 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
     let names: Vec<&Ident> = h.args.iter().map(|a| &a.ident).collect();
     let types = h.args.iter().map(|a| &a.ty);
     let decode = if h.args.is_empty() {
-        quote! { ::mqrs_runtime::rpc::decode_no_args(#full, &args)?; }
+        quote! { ::mqrs_runtime::__private::decode_no_args(#full, &args)?; }
     } else {
         quote! {
-            let (#(#names,)*): (#(#types,)*) = ::mqrs_runtime::rpc::decode_args(#full, &args)?;
+            let (#(#names,)*): (#(#types,)*) = ::mqrs_runtime::__private::decode_args(#full, &args)?;
         }
     };
     let session_arg = match h.session.as_ref().map(|s| s.kind) {
@@ -79,7 +79,7 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
         _ => quote!(session),
     };
     let reply = quote_spanned! {output_span(h)=>
-        ::mqrs_runtime::rpc::IntoReply::into_reply(result, #full)
+        ::mqrs_runtime::__private::IntoReply::into_reply(result, #full)
     };
     let doc = format!(" mqrs: dispatch shim for `{full}`: decodes the arguments, runs the handler, encodes its reply.");
     quote! {
@@ -87,12 +87,12 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
         #(#cfgs)*
         #[allow(non_snake_case)]
         fn #shim_fn(
-            module: ::mqrs_runtime::rpc::ModuleRef,
+            module: ::mqrs_runtime::__private::ModuleRef,
             session: ::mqrs_runtime::Session,
             args: ::std::vec::Vec<u8>,
-        ) -> ::mqrs_runtime::rpc::HandlerFuture {
+        ) -> ::mqrs_runtime::__private::HandlerFuture {
             ::std::boxed::Box::pin(async move {
-                let this = ::mqrs_runtime::rpc::downcast::<#self_ty>(module, #full)?;
+                let this = ::mqrs_runtime::__private::downcast::<#self_ty>(module, #full)?;
                 #decode
                 let result = this.#rust_fn(#session_arg, #(#names),*).await;
                 #reply
@@ -101,7 +101,7 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
 
         #(#cfgs)*
         ::mqrs_runtime::__private::inventory::submit! {
-            ::mqrs_runtime::rpc::RpcMethod {
+            ::mqrs_runtime::__private::RpcMethod {
                 module: #module_name,
                 method: #method_name,
                 type_id: ::std::any::TypeId::of::<#self_ty>,

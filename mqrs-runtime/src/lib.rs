@@ -39,16 +39,19 @@ pub mod session;
 pub mod trace;
 pub mod transport;
 
-pub use app::{Addrs, App, AppError, RootSpan};
+pub use app::{Addrs, App, AppBuilder, AppError, RootSpan};
 pub use config::Config;
 pub use error::RpcError;
 pub use mqrs_macros::{rpc, rpc_module};
+pub use rpc::call::Caller;
 pub use rpc::Lifecycle;
 pub use session::{Session, SessionData};
 
 /// Items the macros' generated code refers to; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::rpc::registry::{HandlerFuture, ModuleRef, RpcMethod};
+    pub use crate::rpc::shim::{decode_args, decode_no_args, downcast, IntoReply};
     pub use inventory;
     pub use serde;
     pub use serde_json;

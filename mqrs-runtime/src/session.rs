@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{SpanRef, TraceContextExt};
 use opentelemetry::{Context, Key, KeyValue, Value};
@@ -49,6 +50,9 @@ pub(crate) struct TraceCx {
 pub struct Session {
     data: Arc<SessionData>,
     trace: Option<TraceCx>,
+    /// When the call this session arrived with must be answered; calls made with it get at
+    /// most the time left.
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Session {
@@ -56,6 +60,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("data", &self.data)
             .field("traceparent", &self.traceparent())
+            .field("remaining", &self.remaining())
             .finish()
     }
 }
@@ -66,6 +71,7 @@ impl Session {
         Session {
             data: Arc::new(data),
             trace: None,
+            deadline: None,
         }
     }
 
@@ -161,6 +167,27 @@ impl Session {
         Session {
             data: self.data.clone(),
             trace: None,
+            deadline: self.deadline,
+        }
+    }
+
+    /// When the call that brought this session must be answered, if it has a deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline (zero once it has passed); `None` without a deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The same session with a deadline: calls made with it get at most the time left.
+    pub fn with_deadline(&self, deadline: Instant) -> Session {
+        Session {
+            data: self.data.clone(),
+            trace: self.trace.clone(),
+            deadline: Some(deadline),
         }
     }
 
@@ -175,6 +202,7 @@ impl Session {
                 cx,
                 tracer: Some(tracer),
             }),
+            deadline: self.deadline,
         }
     }
 }
@@ -240,9 +268,11 @@ impl<'de> Deserialize<'de> for Session {
                 cx: Context::new().with_remote_span_context(sc),
                 tracer: None,
             });
+        // The deadline travels beside the session, in the call's envelope, as time remaining.
         Ok(Session {
             data: Arc::new(w.data),
             trace,
+            deadline: None,
         })
     }
 }

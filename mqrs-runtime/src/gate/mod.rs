@@ -20,10 +20,11 @@ use tokio::sync::{watch, Semaphore};
 
 pub use rumqttc::mqttbytes::v4::Publish;
 
-use crate::app::App;
+use crate::app::HookCell;
 use crate::config::GateSection;
 use crate::error::RpcError;
-use crate::rpc::{decode_args, HandlerFuture};
+use crate::rpc::call::Caller;
+use crate::rpc::{decode_args, HandlerFuture, Registry};
 use crate::session::Session;
 use crate::trace::ServiceTracer;
 use conn::ConnShared;
@@ -66,10 +67,21 @@ impl GateCounters {
     }
 }
 
+/// What the gate needs from the app: a caller, the registry for its own handlers, its tracer,
+/// the tracing hook and the server id it writes into sessions.
+pub(crate) struct Deps {
+    pub(crate) caller: Caller,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) tracer: ServiceTracer,
+    pub(crate) hook: HookCell,
+    pub(crate) server_id: String,
+}
+
 /// The running gate: its settings, its connections by session id.
 pub(crate) struct Gate {
     cfg: GateSection,
-    app: App,
+    caller: Caller,
+    hook: HookCell,
     server_id: String,
     tracer: ServiceTracer,
     conns: Mutex<HashMap<String, Arc<ConnShared>>>,
@@ -133,7 +145,7 @@ pub(crate) struct Started {
 
 /// Binds the listener, registers the gate's handlers and spawns the accept loop.
 pub(crate) async fn start(
-    app: &App,
+    deps: Deps,
     cfg: GateSection,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<Started> {
@@ -141,14 +153,15 @@ pub(crate) async fn start(
     let addr = listener.local_addr()?;
     let counters = Arc::new(GateCounters::default());
     let gate = Arc::new(Gate {
-        server_id: app.config().app.server_id.clone(),
-        tracer: app.tracing().tracer(GATE_MODULE),
-        app: app.clone(),
+        server_id: deps.server_id,
+        tracer: deps.tracer,
+        caller: deps.caller,
+        hook: deps.hook,
         conns: Mutex::new(HashMap::new()),
         counters: counters.clone(),
         cfg,
     });
-    register_handlers(app, &gate);
+    register_handlers(&deps.registry, &gate);
     let task = tokio::spawn(accept_loop(gate, listener, shutdown));
     Ok(Started {
         addr,
@@ -157,7 +170,7 @@ pub(crate) async fn start(
     })
 }
 
-fn register_handlers(app: &App, gate: &Arc<Gate>) {
+fn register_handlers(reg: &Registry, gate: &Arc<Gate>) {
     fn handler<A, F>(gate: &Arc<Gate>, name: &'static str, f: F) -> crate::rpc::registry::HandlerFn
     where
         A: serde::de::DeserializeOwned,
@@ -174,7 +187,6 @@ fn register_handlers(app: &App, gate: &Arc<Gate>) {
         })
     }
     let tracer = gate.tracer.clone();
-    let reg = app.registry();
     reg.add(
         GATE_MODULE,
         "Bind",

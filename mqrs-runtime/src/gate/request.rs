@@ -1,7 +1,7 @@
 //! One client request: route by topic, apply the `HD_` rule, start the root span when
 //! `on_request_tracing` says so, call the handler, reply on the request topic, end the span.
 
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry::KeyValue;
 use rumqttc::mqttbytes::v4::Publish;
 use rumqttc::mqttbytes::QoS;
@@ -10,14 +10,15 @@ use super::conn::ConnShared;
 use super::topic::{body_to_args, encode_reply, parse_topic, wants_reply, ClientTopic};
 use super::Gate;
 use crate::error::RpcError;
-use crate::rpc::dispatch::{record_error, EndOnDrop};
 use crate::session::Session;
+use crate::trace::spans::{self, EndOnDrop};
 
 /// Handles one PUBLISH from a client.
 pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
     let session = conn.session();
     let topic = parse_topic(&publish.topic);
-    let traced = (gate.app.tracing_hook())(&session, &publish);
+    let hook = gate.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let traced = hook(&session, &publish);
     let (session, root) = if traced {
         let (s, guard) = start_root(gate, session, &publish, topic.as_ref().ok());
         (s, Some(guard))
@@ -32,7 +33,7 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
         }),
     };
     if let (Err(e), Some(root)) = (&result, &root) {
-        record_error(&root.0, e);
+        spans::record_error(root.cx(), e);
     }
     if wants_reply(&publish.topic) {
         let trace_id = root.as_ref().and_then(|_| session.trace_id());
@@ -50,7 +51,7 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
             } else {
                 "reply dropped: client gone"
             };
-            root.0.span().add_event(
+            root.cx().span().add_event(
                 event,
                 vec![KeyValue::new("messaging.message.body.size", size)],
             );
@@ -72,13 +73,15 @@ async fn call(
     if !topic.handler.starts_with("HD_") {
         return Err(RpcError::NotClientReachable(name));
     }
-    // Every module of this process answers under the app's server id.
-    if let Some(sid) = topic.server_id.filter(|sid| *sid != gate.server_id) {
-        return Err(RpcError::UnknownModule(format!("{}@{sid}", topic.module)));
-    }
     let args = body_to_args(&name, body)?;
-    gate.app
-        .call_raw(topic.module, topic.handler, session, args)
+    // `Module@ServerId` is passed on as it is: the router sends it to that server, which may
+    // be this process or another one behind the broker.
+    let target = match topic.server_id {
+        Some(sid) => format!("{}@{sid}", topic.module),
+        None => topic.module.to_string(),
+    };
+    gate.caller
+        .call_raw(&target, topic.handler, session, args)
         .await
 }
 
@@ -92,7 +95,6 @@ fn start_root(
         Some(t) => format!("{}/{}", t.module, t.handler),
         None => "invalid-topic".to_string(),
     };
-    let tracer = &gate.tracer.tracer;
     let mut attrs = vec![
         KeyValue::new("network.protocol.name", "mqtt"),
         KeyValue::new("network.transport", session.network().to_string()),
@@ -104,12 +106,7 @@ fn start_root(
     if !session.userid().is_empty() {
         attrs.push(KeyValue::new("user.id", session.userid().to_string()));
     }
-    let span = tracer
-        .span_builder(format!("gate {route}"))
-        .with_kind(SpanKind::Server)
-        .with_attributes(attrs)
-        .start_with_context(tracer, &opentelemetry::Context::new());
-    let cx = opentelemetry::Context::new().with_span(span);
-    let s = session.with_trace(cx.clone(), gate.tracer.clone());
-    (s, EndOnDrop(cx))
+    let root = spans::gate_root(&gate.tracer, format!("gate {route}"), attrs);
+    let s = session.with_trace(root.cx().clone(), gate.tracer.clone());
+    (s, root)
 }

@@ -1,22 +1,56 @@
-//! The calling side: `App::call` by name, the one place that opens a CLIENT span, and the
-//! timeout that applies to every call.
+//! The calling side: [`Caller`], the handle every call goes through (the app, module clients
+//! and the gate hold one). It works out the call's deadline, opens the CLIENT span through
+//! `trace::spans`, and hands the call to the app's router.
 
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::dispatch::{record_error, rpc_attributes, EndOnDrop};
 use super::encode_args;
-use crate::app::App;
 use crate::error::RpcError;
 use crate::session::Session;
+use crate::trace::{spans, Tracing};
+use crate::transport::{Request, Target, Transport};
 
-impl App {
-    /// Calls `module/method` with `args` (a tuple: `()`, `(a,)`, `(a, b)`) and decodes the result,
-    /// like mqant's `RpcInvoke`.
-    ///
-    /// The call runs under the RPC timeout from settings (3 s by default). When `session` is
-    /// traced, the call is recorded as a CLIENT span and the handler's span nests under it.
+/// Makes RPC calls by name; cheap to clone. [`App::call`](crate::App::call) and the generated
+/// clients use one; the gate gets one instead of the whole app.
+#[derive(Clone)]
+pub struct Caller {
+    inner: Arc<CallerInner>,
+}
+
+struct CallerInner {
+    transport: Arc<dyn Transport>,
+    tracing: Arc<Tracing>,
+    /// Service name for CLIENT spans of calls made with a session that no module has taken up
+    /// (it arrived from another process, or was started outside the gate).
+    service: Arc<str>,
+    timeout: Duration,
+}
+
+impl Caller {
+    /// Calls through `transport`, each call limited to `timeout` (and to what is left of the
+    /// session's own deadline).
+    pub(crate) fn new(
+        transport: Arc<dyn Transport>,
+        tracing: Arc<Tracing>,
+        service: &str,
+        timeout: Duration,
+    ) -> Self {
+        Caller {
+            inner: Arc::new(CallerInner {
+                transport,
+                tracing,
+                service: Arc::from(service),
+                timeout,
+            }),
+        }
+    }
+
+    /// Calls `module/method` with `args` (a tuple: `()`, `(a,)`, `(a, b)`) and decodes the
+    /// result, like mqant's `RpcInvoke`. `module` may pin a server: `Chat@chat-2`.
     pub async fn call<A, R>(
         &self,
         module: &str,
@@ -36,26 +70,41 @@ impl App {
         })
     }
 
-    /// Calls `module/method` and ignores the result (mqant's `RpcInvokeNR`); errors are logged.
+    /// Calls `module/method` and does not wait for a result (mqant's `RpcInvokeNR`); a call
+    /// that cannot be handed over is logged.
     pub fn call_nr<A: Serialize>(&self, module: &str, method: &str, session: &Session, args: A) {
-        let bytes = match encode_args(method, &args) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(%module, %method, error = %e, "call_nr: cannot encode arguments");
-                return;
-            }
-        };
-        let (app, module, method, session) = (
-            self.clone(),
-            module.to_string(),
-            method.to_string(),
-            session.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = app.call_raw(&module, &method, &session, bytes).await {
-                tracing::warn!(%module, %method, error = %e, "call_nr failed");
+        let target = Target::parse(module);
+        let result = encode_args(method, &args).and_then(|args| {
+            let deadline = self.deadline(session);
+            match session.trace_cx() {
+                None => self.inner.transport.notify(Request {
+                    target,
+                    method,
+                    session: session.clone(),
+                    args,
+                    deadline,
+                }),
+                Some(parent) => {
+                    let tracer = self.tracer_for(parent.tracer.as_ref());
+                    let name = format!("{}/{method}", target.module);
+                    let guard = spans::client(&tracer, &parent.cx, &name, session);
+                    let r = self.inner.transport.notify(Request {
+                        target,
+                        method,
+                        session: session.with_trace(guard.cx().clone(), tracer),
+                        args,
+                        deadline,
+                    });
+                    if let Err(e) = &r {
+                        spans::record_error(guard.cx(), e);
+                    }
+                    r
+                }
             }
         });
+        if let Err(e) = result {
+            tracing::warn!(%module, %method, error = %e, "call_nr failed");
+        }
     }
 
     /// Calls with already-encoded JSON arguments and returns the encoded reply.
@@ -66,47 +115,69 @@ impl App {
         session: &Session,
         args: Vec<u8>,
     ) -> Result<Vec<u8>, RpcError> {
-        let timeout = self.rpc_timeout();
+        let target = Target::parse(module);
+        let start = Instant::now();
+        let deadline = self.deadline(session);
         let Some(parent) = session.trace_cx() else {
-            let fut = self
-                .transport()
-                .request(module, method, session.clone(), args);
-            return with_timeout(module, method, timeout, fut).await;
+            return self
+                .send(target, method, session.clone(), args, start, deadline)
+                .await;
         };
-        let tracer = match &parent.tracer {
-            Some(t) => t.clone(),
-            None => self.tracing().tracer(self.name()),
-        };
-        let name = format!("{module}/{method}");
-        let span = tracer
-            .tracer
-            .span_builder(name.clone())
-            .with_kind(SpanKind::Client)
-            .with_attributes(rpc_attributes(&name, session))
-            .start_with_context(&tracer.tracer, &parent.cx);
-        let cx = parent.cx.with_span(span);
-        let guard = EndOnDrop(cx.clone());
-        let callee = session.with_trace(cx, tracer);
-        let fut = self.transport().request(module, method, callee, args);
-        let result = with_timeout(module, method, timeout, fut).await;
+        let tracer = self.tracer_for(parent.tracer.as_ref());
+        let name = format!("{}/{method}", target.module);
+        let guard = spans::client(&tracer, &parent.cx, &name, session);
+        let callee = session.with_trace(guard.cx().clone(), tracer);
+        let result = self
+            .send(target, method, callee, args, start, deadline)
+            .await;
         if let Err(e) = &result {
-            record_error(&guard.0, e);
+            spans::record_error(guard.cx(), e);
         }
         result
     }
-}
 
-async fn with_timeout(
-    module: &str,
-    method: &str,
-    timeout: std::time::Duration,
-    fut: impl std::future::Future<Output = Result<Vec<u8>, RpcError>>,
-) -> Result<Vec<u8>, RpcError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(RpcError::Timeout {
-            method: format!("{module}/{method}"),
-            timeout,
-        }),
+    /// The app's timeout from now, or what is left of the session's deadline if sooner.
+    fn deadline(&self, session: &Session) -> Instant {
+        let own = Instant::now() + self.inner.timeout;
+        session.deadline().map_or(own, |d| d.min(own))
+    }
+
+    fn tracer_for(&self, t: Option<&crate::trace::ServiceTracer>) -> crate::trace::ServiceTracer {
+        match t {
+            Some(t) => t.clone(),
+            None => self.inner.tracing.tracer(&self.inner.service),
+        }
+    }
+
+    async fn send(
+        &self,
+        target: Target<'_>,
+        method: &str,
+        session: Session,
+        args: Vec<u8>,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RpcError> {
+        if deadline <= start {
+            // The caller's own caller has used up the budget: do not even send.
+            return Err(RpcError::DeadlineExceeded(format!(
+                "{}/{method}",
+                target.module
+            )));
+        }
+        let fut = self.inner.transport.request(Request {
+            target,
+            method,
+            session,
+            args,
+            deadline,
+        });
+        match tokio::time::timeout_at(deadline.into(), fut).await {
+            Ok(r) => r,
+            Err(_) => Err(RpcError::Timeout {
+                method: format!("{}/{method}", target.module),
+                timeout: deadline - start,
+            }),
+        }
     }
 }

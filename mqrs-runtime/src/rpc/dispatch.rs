@@ -1,86 +1,49 @@
-//! The serving side of a call: the one place that opens a SERVER span, runs the handler with a
-//! session that carries that span, contains panics, and records the outcome.
+//! The serving side of a call: refuses work whose deadline has passed, opens the SERVER span
+//! (through `trace::spans`), runs the handler with a session that carries that span and the
+//! deadline, contains panics, and records the outcome.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::FutureExt;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
-use opentelemetry::{Context, KeyValue};
 
 use super::registry::Route;
 use crate::error::RpcError;
 use crate::session::Session;
+use crate::trace::spans::{self, CancelMark};
 
-/// Attribute values shared by client and server spans of an RPC.
-pub(crate) fn rpc_attributes(method: &str, session: &Session) -> Vec<KeyValue> {
-    let mut attrs = Vec::with_capacity(4);
-    attrs.push(KeyValue::new("rpc.system.name", "mqrs"));
-    attrs.push(KeyValue::new("rpc.method", method.to_string()));
-    if !session.userid().is_empty() {
-        attrs.push(KeyValue::new("user.id", session.userid().to_string()));
-    }
-    if !session.sessionid().is_empty() {
-        attrs.push(KeyValue::new("session.id", session.sessionid().to_string()));
-    }
-    attrs
-}
-
-/// Marks the span in `cx` as failed with the error's text and kind.
-pub(crate) fn record_error(cx: &Context, e: &RpcError) {
-    let span = cx.span();
-    span.set_attribute(KeyValue::new("error.type", e.kind()));
-    span.set_status(Status::error(e.to_string()));
-}
-
-/// Ends the span in a context when dropped, so a cancelled call still finishes its span.
-pub(crate) struct EndOnDrop(pub(crate) Context);
-
-impl Drop for EndOnDrop {
-    fn drop(&mut self) {
-        self.0.span().end();
-    }
-}
-
-/// Marks a SERVER span as cancelled if the handler is dropped before it finishes (the caller
-/// timed out or went away); disarmed when the handler completes.
-struct CancelMark<'a>(&'a Context, bool);
-
-impl Drop for CancelMark<'_> {
-    fn drop(&mut self) {
-        if self.1 {
-            let span = self.0.span();
-            span.set_attribute(KeyValue::new("error.type", "cancelled"));
-            span.set_status(Status::error("cancelled: the caller stopped waiting"));
-        }
-    }
-}
-
-/// Runs `route` for one call, inside a SERVER span when the session is traced.
+/// Runs `route` for one call, inside a SERVER span when the session is traced. A call whose
+/// deadline has already passed is answered with [`RpcError::DeadlineExceeded`]; its handler
+/// never runs.
 pub async fn dispatch(
     route: Arc<Route>,
     session: Session,
     args: Vec<u8>,
+    deadline: Instant,
 ) -> Result<Vec<u8>, RpcError> {
+    let late = Instant::now() >= deadline;
     let Some(parent) = session.trace_cx() else {
-        return run(&route, session, args).await;
+        if late {
+            return Err(RpcError::DeadlineExceeded(route.name.to_string()));
+        }
+        return run(&route, session.with_deadline(deadline), args).await;
     };
-    let tracer = &route.tracer.tracer;
-    let span = tracer
-        .span_builder(route.name.to_string())
-        .with_kind(SpanKind::Server)
-        .with_attributes(rpc_attributes(&route.name, &session))
-        .start_with_context(tracer, &parent.cx);
-    let guard = EndOnDrop(parent.cx.with_span(span));
-    let mut cancel = CancelMark(&guard.0, true);
-    let inner = session.with_trace(guard.0.clone(), route.tracer.clone());
-    let result = run(&route, inner, args).await;
-    cancel.1 = false;
-    drop(cancel);
+    let guard = spans::server(&route.tracer, &parent.cx, &route.name, &session);
+    let result = if late {
+        Err(RpcError::DeadlineExceeded(route.name.to_string()))
+    } else {
+        let cancel = CancelMark::new(guard.cx());
+        let inner = session
+            .with_trace(guard.cx().clone(), route.tracer.clone())
+            .with_deadline(deadline);
+        let r = run(&route, inner, args).await;
+        cancel.disarm();
+        r
+    };
     if let Err(e) = &result {
-        record_error(&guard.0, e);
+        spans::record_error(guard.cx(), e);
     }
-    drop(guard);
     result
 }
 
@@ -94,5 +57,68 @@ async fn run(route: &Route, session: Session, args: Vec<u8>) -> Result<Vec<u8>, 
             tracing::error!(method = %route.name, "handler panicked");
             Err(RpcError::Panicked(route.name.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use opentelemetry::trace::TraceContextExt;
+
+    use super::*;
+    use crate::trace::{StoreLimits, TraceStore, Tracing};
+
+    #[tokio::test]
+    async fn work_whose_deadline_has_passed_is_refused_and_never_runs() {
+        let store = Arc::new(TraceStore::new(StoreLimits::default()));
+        let tracing = Tracing::new(Some(store.clone()));
+        let tracer = tracing.tracer("M");
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let route = Arc::new(Route {
+            name: Arc::from("M/f"),
+            handler: Box::new(move |_, _| {
+                flag.store(true, Ordering::SeqCst);
+                Box::pin(async { Ok(b"null".to_vec()) })
+            }),
+            tracer: tracer.clone(),
+        });
+        let past = Instant::now() - Duration::from_millis(1);
+        // Untraced and traced: the same refusal; traced, the SERVER span says why.
+        let e = dispatch(route.clone(), Session::default(), vec![], past)
+            .await
+            .expect_err("refused");
+        assert_eq!(e, RpcError::DeadlineExceeded("M/f".into()));
+        let root = spans::internal_root(&tracer, "root".into());
+        let traced = Session::default().with_trace(root.cx().clone(), tracer);
+        let e = dispatch(route.clone(), traced, vec![], past)
+            .await
+            .expect_err("refused");
+        assert_eq!(e.kind(), "deadline_exceeded");
+        assert!(!ran.load(Ordering::SeqCst), "the handler must not run");
+        let trace_id = u128::from_be_bytes(root.cx().span().span_context().trace_id().to_bytes());
+        drop(root);
+        let t = store.trace(trace_id).expect("stored");
+        let server = t
+            .spans
+            .iter()
+            .find(|s| s.name == "M/f")
+            .expect("server span");
+        assert!(server
+            .tags
+            .iter()
+            .any(|(k, v)| k == "error.type" && v.as_text() == "deadline_exceeded"));
+        // In time, it runs.
+        let ok = dispatch(
+            route,
+            Session::default(),
+            vec![],
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(ok.as_deref(), Ok(&b"null"[..]));
+        assert!(ran.load(Ordering::SeqCst));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod context;
+pub(crate) mod spans;
 pub mod store;
 
 use std::collections::HashMap;

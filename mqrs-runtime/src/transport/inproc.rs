@@ -7,11 +7,10 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::Transport;
+use super::{Request, Transport};
 use crate::error::RpcError;
 use crate::rpc::dispatch::dispatch;
 use crate::rpc::Registry;
-use crate::session::Session;
 
 /// Calls handlers registered in this process directly, on the caller's task.
 pub struct InProcess {
@@ -23,19 +22,28 @@ impl InProcess {
     pub fn new(registry: Arc<Registry>) -> Self {
         InProcess { registry }
     }
+
+    /// True when a module of that name runs in this process.
+    pub fn serves(&self, module: &str) -> bool {
+        self.registry.has_module(module)
+    }
 }
 
 impl Transport for InProcess {
-    fn request(
-        &self,
-        module: &str,
-        method: &str,
-        session: Session,
-        args: Vec<u8>,
-    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
-        match self.registry.resolve(module, method) {
-            Ok(route) => dispatch(route, session, args).boxed(),
+    fn request(&self, req: Request<'_>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        match self.registry.resolve(req.target.module, req.method) {
+            Ok(route) => dispatch(route, req.session, req.args, req.deadline).boxed(),
             Err(e) => futures_util::future::ready(Err(e)).boxed(),
         }
+    }
+
+    fn notify(&self, req: Request<'_>) -> Result<(), RpcError> {
+        let route = self.registry.resolve(req.target.module, req.method)?;
+        tokio::spawn(async move {
+            if let Err(e) = dispatch(route.clone(), req.session, req.args, req.deadline).await {
+                tracing::warn!(method = %route.name, error = %e, "notified handler failed");
+            }
+        });
+        Ok(())
     }
 }

@@ -1,5 +1,11 @@
 //! `App`: the modules of one process, their lifecycle (start, run until Ctrl-C or `stop`,
-//! graceful shutdown) and the services around them (gate, trace store, viewer).
+//! graceful shutdown) and the services around them (gate, trace store, viewer). It is made
+//! by [`App::builder`] (or [`App::new`]), which decides the transport for calls to modules
+//! that are not in this process.
+
+mod builder;
+
+pub use builder::AppBuilder;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,14 +18,17 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::error::RpcError;
 use crate::gate::{self, Publish};
+use crate::rpc::call::Caller;
 use crate::rpc::registry::linked_methods;
 use crate::rpc::{ModuleRef, Registry, RpcModule};
 use crate::session::Session;
-use crate::trace::{StoreLimits, TraceStore, Tracing};
-use crate::transport::{InProcess, Transport};
+use crate::trace::{spans, TraceStore, Tracing};
 
 /// Decides per client request whether a trace is started (mqant's `OnRequestTracing`).
 pub type TracingHook = Arc<dyn Fn(&Session, &Publish) -> bool + Send + Sync>;
+
+/// The current tracing hook, shared with the gate so a later `set_on_request_tracing` applies.
+pub(crate) type HookCell = Arc<RwLock<TracingHook>>;
 
 /// Why the app could not start or take a module.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +93,9 @@ pub struct Addrs {
 struct Inner {
     config: Config,
     registry: Arc<Registry>,
-    transport: Arc<dyn Transport>,
-    tracing: Tracing,
-    hook: RwLock<TracingHook>,
+    caller: Caller,
+    tracing: Arc<Tracing>,
+    hook: HookCell,
     modules: Mutex<Vec<ModuleEntry>>,
     shutdown: watch::Sender<bool>,
     addrs: Mutex<Addrs>,
@@ -97,7 +106,7 @@ struct Inner {
 /// The root of a trace started by [`App::start_trace`]; ends when dropped.
 pub struct RootSpan {
     session: Session,
-    _end: crate::rpc::dispatch::EndOnDrop,
+    _end: spans::EndOnDrop,
 }
 
 impl RootSpan {
@@ -114,30 +123,27 @@ pub struct App {
 }
 
 impl App {
-    /// An app with these settings, the in-process transport, and no modules yet.
+    /// An app with these settings, no modules yet, and no transport beyond this process: every
+    /// module it calls must be added to it. [`App::builder`] sets more.
     pub fn new(config: Config) -> App {
-        let registry = Arc::new(Registry::default());
-        let store = config.trace.store.then(|| {
-            Arc::new(TraceStore::new(StoreLimits {
-                max_traces: config.trace.max_traces,
-                max_bytes: config.trace.max_bytes,
-                max_spans_per_trace: config.trace.max_spans_per_trace,
-            }))
-        });
-        App {
-            inner: Arc::new(Inner {
-                transport: Arc::new(InProcess::new(registry.clone())),
-                registry,
-                tracing: Tracing::new(store),
-                hook: RwLock::new(Arc::new(|_: &Session, _: &Publish| true)),
-                modules: Mutex::new(Vec::new()),
-                shutdown: watch::channel(false).0,
-                addrs: Mutex::new(Addrs::default()),
-                tasks: Mutex::new(Vec::new()),
-                gate_counters: Mutex::new(None),
-                config,
-            }),
-        }
+        App::builder().config(config).build_empty()
+    }
+
+    /// Starts building an app: settings, the transport to other processes, modules, the
+    /// tracing hook.
+    ///
+    /// ```
+    /// # use mqrs_runtime::{App, Config};
+    /// let app = App::builder().config(Config::ephemeral()).build().expect("app");
+    /// # let _ = app;
+    /// ```
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// The handle calls go through; module code can keep one instead of the whole app.
+    pub fn caller(&self) -> &Caller {
+        &self.inner.caller
     }
 
     /// Adds a module made with `#[rpc_module]`; its `#[rpc]` handlers become callable.
@@ -209,7 +215,7 @@ impl App {
     ) -> Result<(), RpcError> {
         let userid = userid.into();
         session.set_userid(userid.clone());
-        self.call::<_, ()>(gate::GATE_MODULE, "Bind", session, (userid,))
+        self.call::<_, ()>(&gate_of(session), "Bind", session, (userid,))
             .await
     }
 
@@ -217,30 +223,70 @@ impl App {
     /// named `name`, recorded under the app's name; calls made with [`RootSpan::session`] nest
     /// under it, and it ends when the returned value is dropped.
     pub fn start_trace(&self, name: impl Into<String>, session: &Session) -> RootSpan {
-        use opentelemetry::trace::{TraceContextExt, Tracer};
         let tracer = self.inner.tracing.tracer(self.name());
-        let span = tracer
-            .tracer
-            .span_builder(name.into())
-            .start_with_context(&tracer.tracer, &opentelemetry::Context::new());
-        let cx = opentelemetry::Context::new().with_span(span);
+        let end = spans::internal_root(&tracer, name.into());
         RootSpan {
-            session: session.with_trace(cx.clone(), tracer),
-            _end: crate::rpc::dispatch::EndOnDrop(cx),
+            session: session.with_trace(end.cx().clone(), tracer),
+            _end: end,
         }
+    }
+
+    /// Calls `module/method` with `args` (a tuple: `()`, `(a,)`, `(a, b)`) and decodes the
+    /// result, like mqant's `RpcInvoke`; see [`Caller::call`].
+    ///
+    /// The call runs under the RPC timeout from settings (3 s by default), or within what is
+    /// left of the session's deadline if that is sooner. When `session` is traced, the call is
+    /// recorded as a CLIENT span and the handler's span nests under it.
+    pub async fn call<A, R>(
+        &self,
+        module: &str,
+        method: &str,
+        session: &Session,
+        args: A,
+    ) -> Result<R, RpcError>
+    where
+        A: serde::Serialize,
+        R: serde::de::DeserializeOwned,
+    {
+        self.inner.caller.call(module, method, session, args).await
+    }
+
+    /// Calls `module/method` without waiting for a result (mqant's `RpcInvokeNR`).
+    pub fn call_nr<A: serde::Serialize>(
+        &self,
+        module: &str,
+        method: &str,
+        session: &Session,
+        args: A,
+    ) {
+        self.inner.caller.call_nr(module, method, session, args)
+    }
+
+    /// Calls with already-encoded JSON arguments and returns the encoded reply.
+    pub async fn call_raw(
+        &self,
+        module: &str,
+        method: &str,
+        session: &Session,
+        args: Vec<u8>,
+    ) -> Result<Vec<u8>, RpcError> {
+        self.inner
+            .caller
+            .call_raw(module, method, session, args)
+            .await
     }
 
     /// Removes the user id from the session, here and at the gate (mqant's `UnBind`).
     pub async fn unbind(&self, session: &mut Session) -> Result<(), RpcError> {
         session.set_userid("");
-        self.call::<_, ()>(gate::GATE_MODULE, "UnBind", session, ())
+        self.call::<_, ()>(&gate_of(session), "UnBind", session, ())
             .await
     }
 
     /// Stores the session's settings at the gate, so later requests carry them (mqant's `Push`).
     pub async fn push(&self, session: &Session) -> Result<(), RpcError> {
         self.call::<_, ()>(
-            gate::GATE_MODULE,
+            &gate_of(session),
             "Push",
             session,
             (&session.data().settings,),
@@ -266,7 +312,14 @@ impl App {
         let cfg = &self.inner.config;
         let mut addrs = Addrs::default();
         if cfg.gate.enabled {
-            let started = gate::start(self, cfg.gate.clone(), self.inner.shutdown.subscribe())
+            let deps = gate::Deps {
+                caller: self.inner.caller.clone(),
+                registry: self.inner.registry.clone(),
+                tracer: self.inner.tracing.tracer(gate::GATE_MODULE),
+                hook: self.inner.hook.clone(),
+                server_id: cfg.app.server_id.clone(),
+            };
+            let started = gate::start(deps, cfg.gate.clone(), self.inner.shutdown.subscribe())
                 .await
                 .map_err(|source| AppError::Bind {
                     what: "the MQTT gate",
@@ -396,28 +449,13 @@ impl App {
     pub fn handlers(&self) -> Vec<String> {
         self.inner.registry.names()
     }
+}
 
-    pub(crate) fn registry(&self) -> &Registry {
-        &self.inner.registry
-    }
-
-    pub(crate) fn transport(&self) -> &dyn Transport {
-        &*self.inner.transport
-    }
-
-    pub(crate) fn tracing(&self) -> &Tracing {
-        &self.inner.tracing
-    }
-
-    pub(crate) fn rpc_timeout(&self) -> Duration {
-        self.inner.config.rpc_timeout()
-    }
-
-    pub(crate) fn tracing_hook(&self) -> TracingHook {
-        self.inner
-            .hook
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+/// The gate that holds the session's connection: `Gate@<serverid>`, or any gate when the
+/// session names none.
+fn gate_of(session: &Session) -> String {
+    match session.serverid() {
+        "" => gate::GATE_MODULE.to_string(),
+        sid => format!("{}@{sid}", gate::GATE_MODULE),
     }
 }

@@ -1,0 +1,133 @@
+//! [`AppBuilder`]: settings, the transport to other processes, modules and the tracing hook,
+//! gathered before the app exists.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
+
+use super::{Addrs, App, AppError, Inner, TracingHook};
+use crate::config::Config;
+use crate::gate::Publish;
+use crate::rpc::call::Caller;
+use crate::rpc::{Registry, RpcModule};
+use crate::session::Session;
+use crate::trace::{StoreLimits, TraceStore, Tracing};
+use crate::transport::{InProcess, Router, Transport};
+
+type AddModule = Box<dyn FnOnce(&App) -> Result<(), AppError>>;
+
+/// Builds an [`App`]; made by [`App::builder`].
+///
+/// ```
+/// use mqrs_runtime::{rpc, rpc_module, App, Config, Session};
+///
+/// pub struct Echo;
+///
+/// #[rpc_module]
+/// impl Echo {
+///     #[rpc(name = "HD_Echo")]
+///     async fn echo(&self, _session: Session, text: String) -> Result<String, String> {
+///         Ok(text)
+///     }
+/// }
+///
+/// let app = App::builder()
+///     .config(Config::ephemeral())
+///     .module(|_app| Echo)
+///     .on_request_tracing(|session, _publish| !session.is_guest())
+///     .build()
+///     .expect("app");
+/// assert_eq!(app.handlers(), ["Echo/HD_Echo"]);
+/// ```
+#[must_use = "an AppBuilder does nothing until .build()"]
+#[derive(Default)]
+pub struct AppBuilder {
+    config: Config,
+    remote: Option<Arc<dyn Transport>>,
+    modules: Vec<AddModule>,
+    hook: Option<TracingHook>,
+}
+
+impl AppBuilder {
+    /// The settings (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The transport for calls to modules that do not run in this process (an MQTT broker).
+    /// Without one, such calls fail with "unknown module".
+    pub fn remote(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.remote = Some(transport);
+        self
+    }
+
+    /// Adds a module, made from the app handle once the app exists (modules usually keep one
+    /// to make calls): `.module(Login::new)` with `fn new(app: &App) -> Login`.
+    pub fn module<M: RpcModule>(mut self, make: impl FnOnce(&App) -> M + 'static) -> Self {
+        self.modules
+            .push(Box::new(move |app: &App| app.add_module(make(app))));
+        self
+    }
+
+    /// The rule that decides which client requests the gate traces (default: all).
+    pub fn on_request_tracing(
+        mut self,
+        hook: impl Fn(&Session, &Publish) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// The app, with its modules added.
+    pub fn build(mut self) -> Result<App, AppError> {
+        let modules = std::mem::take(&mut self.modules);
+        let app = self.build_empty();
+        for add in modules {
+            add(&app)?;
+        }
+        Ok(app)
+    }
+
+    /// The app without the modules given to [`AppBuilder::module`].
+    pub(super) fn build_empty(self) -> App {
+        let config = self.config;
+        let registry = Arc::new(Registry::default());
+        let store = config.trace.store.then(|| {
+            Arc::new(TraceStore::new(StoreLimits {
+                max_traces: config.trace.max_traces,
+                max_bytes: config.trace.max_bytes,
+                max_spans_per_trace: config.trace.max_spans_per_trace,
+            }))
+        });
+        let tracing = Arc::new(Tracing::new(store));
+        let router = Router::new(
+            InProcess::new(registry.clone()),
+            Arc::from(config.app.server_id.as_str()),
+            self.remote,
+        );
+        let caller = Caller::new(
+            Arc::new(router),
+            tracing.clone(),
+            &config.app.name,
+            config.rpc_timeout(),
+        );
+        let hook = self
+            .hook
+            .unwrap_or_else(|| Arc::new(|_: &Session, _: &Publish| true));
+        App {
+            inner: Arc::new(Inner {
+                registry,
+                caller,
+                tracing,
+                hook: Arc::new(RwLock::new(hook)),
+                modules: Mutex::new(Vec::new()),
+                shutdown: watch::channel(false).0,
+                addrs: Mutex::new(Addrs::default()),
+                tasks: Mutex::new(Vec::new()),
+                gate_counters: Mutex::new(None),
+                config,
+            }),
+        }
+    }
+}

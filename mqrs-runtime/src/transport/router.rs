@@ -1,0 +1,56 @@
+//! The app's router: a call to a module of this process takes the in-process path, any other
+//! goes to the remote transport (a broker) when the app has one.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use super::{InProcess, Request, Target, Transport};
+use crate::error::RpcError;
+
+/// Picks the in-process or the remote transport for each call.
+pub(crate) struct Router {
+    local: InProcess,
+    server_id: Arc<str>,
+    remote: Option<Arc<dyn Transport>>,
+}
+
+impl Router {
+    /// Local modules through `local`; the rest through `remote`, when there is one.
+    pub(crate) fn new(
+        local: InProcess,
+        server_id: Arc<str>,
+        remote: Option<Arc<dyn Transport>>,
+    ) -> Self {
+        Router {
+            local,
+            server_id,
+            remote,
+        }
+    }
+
+    fn pick(&self, target: Target<'_>) -> Result<&dyn Transport, RpcError> {
+        let here = target.server_id.is_none_or(|sid| sid == &*self.server_id);
+        if here && self.local.serves(target.module) {
+            return Ok(&self.local);
+        }
+        match &self.remote {
+            Some(remote) => Ok(&**remote),
+            None => Err(RpcError::UnknownModule(target.to_string())),
+        }
+    }
+}
+
+impl Transport for Router {
+    fn request(&self, req: Request<'_>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        match self.pick(req.target) {
+            Ok(t) => t.request(req),
+            Err(e) => futures_util::future::ready(Err(e)).boxed(),
+        }
+    }
+
+    fn notify(&self, req: Request<'_>) -> Result<(), RpcError> {
+        self.pick(req.target)?.notify(req)
+    }
+}
