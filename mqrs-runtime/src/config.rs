@@ -19,6 +19,8 @@ pub struct Config {
     pub gate: GateSection,
     /// The embedded trace store and viewer.
     pub trace: TraceSection,
+    /// The MQTT broker that carries calls between processes.
+    pub broker: BrokerSection,
 }
 
 /// `[app]`
@@ -75,6 +77,82 @@ pub struct TraceSection {
     pub max_bytes: usize,
     /// Most spans kept per trace.
     pub max_spans_per_trace: usize,
+}
+
+/// `[broker]`: how this process reaches modules in other processes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSection {
+    /// `"embedded"` (a broker inside this process, on `embedded_addr`), `"none"` (this process
+    /// only), or the URL of a standard broker, `"mqtt://host:port"`. A list of URLs is the
+    /// nodes of one cluster: the process connects to one and fails over to the next.
+    pub url: BrokerUrl,
+    /// Where the embedded broker listens; other processes connect to it there.
+    pub embedded_addr: SocketAddr,
+    /// QoS of calls and replies, 0 or 1. Deadlines bound a lost message either way.
+    pub qos: u8,
+    /// Largest request or reply payload in bytes; larger ones fail with a clear error.
+    pub max_payload: usize,
+    /// Most calls of this process waiting for a reply from another one (and most calls from
+    /// other processes being served here at once).
+    pub max_pending: usize,
+    /// How long `start` waits for the first broker connection before going on without it.
+    pub connect_wait_ms: u64,
+}
+
+/// Where the broker is: see [`BrokerSection::url`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerUrl {
+    /// No broker: every called module must run in this process.
+    None,
+    /// A broker inside this process.
+    Embedded,
+    /// The nodes of a standard broker (or cluster), tried in order.
+    Urls(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for BrokerUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let urls = match Raw::deserialize(d)? {
+            Raw::One(s) if s == "embedded" => return Ok(BrokerUrl::Embedded),
+            Raw::One(s) if s == "none" => return Ok(BrokerUrl::None),
+            Raw::One(s) => vec![s],
+            Raw::Many(v) => v,
+        };
+        BrokerUrl::parse_list(urls).map_err(serde::de::Error::custom)
+    }
+}
+
+impl BrokerUrl {
+    /// Checks every entry is `mqtt://host:port` (or `tcp://`); an empty list is refused.
+    pub fn parse_list(urls: Vec<String>) -> Result<BrokerUrl, String> {
+        if urls.is_empty() {
+            return Err("broker url list is empty".into());
+        }
+        for u in &urls {
+            crate::transport::mqtt::parse_url(u)?;
+        }
+        Ok(BrokerUrl::Urls(urls))
+    }
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            url: BrokerUrl::Embedded,
+            embedded_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            qos: 0,
+            max_payload: 1 << 20,
+            max_pending: 10_000,
+            connect_wait_ms: 3000,
+        }
+    }
 }
 
 impl Default for AppSection {
@@ -169,6 +247,7 @@ impl Config {
         let mut c = Config::default();
         c.gate.tcp_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.trace.viewer_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.broker.embedded_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c
     }
 }
@@ -186,6 +265,26 @@ mod tests {
         assert_eq!(c.rpc_timeout(), Duration::from_millis(500));
         assert_eq!(c.gate.tcp_addr.port(), 4000);
         assert_eq!(c.gate.max_packet_size, 1 << 20);
+    }
+
+    #[test]
+    fn broker_urls() {
+        let c = |t: &str| Config::from_toml(&format!("[broker]\nurl = {t}\n"));
+        assert_eq!(
+            c("\"embedded\"").expect("ok").broker.url,
+            BrokerUrl::Embedded
+        );
+        assert_eq!(c("\"none\"").expect("ok").broker.url, BrokerUrl::None);
+        assert_eq!(
+            c("[\"mqtt://a:1883\", \"mqtt://b:1884\"]")
+                .expect("ok")
+                .broker
+                .url,
+            BrokerUrl::Urls(vec!["mqtt://a:1883".into(), "mqtt://b:1884".into()])
+        );
+        for bad in ["\"http://a:1\"", "\"mqtt://a\"", "[]", "\"mqtt://:1883\""] {
+            assert!(c(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -162,6 +162,13 @@ impl Session {
         format_traceparent(t.cx.span().span_context())
     }
 
+    /// The W3C `tracestate` of the current span, when traced and not empty.
+    pub fn tracestate(&self) -> Option<String> {
+        let t = self.trace.as_ref()?;
+        let header = t.cx.span().span_context().trace_state().header();
+        (!header.is_empty()).then_some(header)
+    }
+
     /// The same session without any trace context.
     pub fn untraced(&self) -> Session {
         Session {

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mqrs_runtime::config::BrokerUrl;
 use mqrs_runtime::trace::TraceQuery;
 use mqrs_runtime::transport::{Request, Transport};
 use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session, SessionData};
@@ -51,6 +52,8 @@ fn config(timeout_ms: u64) -> Config {
     cfg.rpc.timeout_ms = timeout_ms;
     cfg.gate.enabled = false;
     cfg.trace.viewer = false;
+    // Only the remote transports the tests give; no broker.
+    cfg.broker.url = BrokerUrl::None;
     cfg
 }
 

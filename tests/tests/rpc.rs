@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use mqrs_runtime::config::BrokerUrl;
 use mqrs_runtime::trace::TraceQuery;
 use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,8 @@ fn app(timeout_ms: u64) -> App {
     cfg.rpc.timeout_ms = timeout_ms;
     cfg.gate.enabled = false;
     cfg.trace.viewer = false;
+    // In-process calls only: no broker.
+    cfg.broker.url = BrokerUrl::None;
     let app = App::new(cfg);
     app.add_module(Calc { app: app.clone() })
         .expect("module added");
@@ -274,6 +277,8 @@ async fn lifecycle_hooks_run_on_start_and_shutdown() {
     let mut cfg = Config::ephemeral();
     cfg.gate.enabled = false;
     cfg.trace.viewer = false;
+    // In-process calls only: no broker.
+    cfg.broker.url = BrokerUrl::None;
     let app = App::new(cfg.clone());
     app.add_module(Hooked {
         log: log.clone(),

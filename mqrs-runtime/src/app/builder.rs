@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
 use super::{Addrs, App, AppError, Inner, TracingHook};
-use crate::config::Config;
+use crate::config::{BrokerUrl, Config};
 use crate::gate::Publish;
 use crate::rpc::call::Caller;
 use crate::rpc::{Registry, RpcModule};
 use crate::session::Session;
 use crate::trace::{StoreLimits, TraceStore, Tracing};
-use crate::transport::{InProcess, Router, Transport};
+use crate::transport::{InProcess, MqttTransport, Router, Transport};
 
 type AddModule = Box<dyn FnOnce(&App) -> Result<(), AppError>>;
 
@@ -101,10 +101,21 @@ impl AppBuilder {
             }))
         });
         let tracing = Arc::new(Tracing::new(store));
+        // A remote transport given here wins; otherwise the broker settings decide.
+        let mqtt = match (&self.remote, &config.broker.url) {
+            (None, BrokerUrl::Embedded | BrokerUrl::Urls(_)) => Some(MqttTransport::new(
+                config.broker.clone(),
+                &config.app.server_id,
+            )),
+            _ => None,
+        };
+        let remote = self
+            .remote
+            .or_else(|| mqtt.clone().map(|m| Arc::new(m) as Arc<dyn Transport>));
         let router = Router::new(
             InProcess::new(registry.clone()),
             Arc::from(config.app.server_id.as_str()),
-            self.remote,
+            remote,
         );
         let caller = Caller::new(
             Arc::new(router),
@@ -126,6 +137,8 @@ impl AppBuilder {
                 addrs: Mutex::new(Addrs::default()),
                 tasks: Mutex::new(Vec::new()),
                 gate_counters: Mutex::new(None),
+                mqtt,
+                broker: tokio::sync::Mutex::new(None),
                 config,
             }),
         }

@@ -15,6 +15,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::config::BrokerUrl;
 use crate::config::Config;
 use crate::error::RpcError;
 use crate::gate::{self, Publish};
@@ -23,6 +24,8 @@ use crate::rpc::registry::linked_methods;
 use crate::rpc::{ModuleRef, Registry, RpcModule};
 use crate::session::Session;
 use crate::trace::{spans, TraceStore, Tracing};
+use crate::transport::mqtt::broker::EmbeddedBroker;
+use crate::transport::mqtt::{parse_url, BrokerStats, Link, MqttTransport};
 
 /// Decides per client request whether a trace is started (mqant's `OnRequestTracing`).
 pub type TracingHook = Arc<dyn Fn(&Session, &Publish) -> bool + Send + Sync>;
@@ -59,6 +62,20 @@ pub enum AppError {
         /// What its `on_start` returned.
         reason: String,
     },
+    /// The embedded MQTT broker could not start.
+    #[error(
+        "cannot start the embedded MQTT broker on {addr}: {reason}; if another process already \
+         runs it there, start this one with --broker mqtt://{addr} (settings: [broker] url)"
+    )]
+    Broker {
+        /// Address tried.
+        addr: SocketAddr,
+        /// What the broker said.
+        reason: String,
+    },
+    /// The broker settings are not usable.
+    #[error("broker settings: {0}")]
+    BrokerSettings(String),
     /// A listener could not be opened.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
@@ -88,6 +105,8 @@ pub struct Addrs {
     pub gate: Option<SocketAddr>,
     /// The trace viewer and API, when enabled.
     pub viewer: Option<SocketAddr>,
+    /// The embedded MQTT broker, when this process runs one.
+    pub broker: Option<SocketAddr>,
 }
 
 struct Inner {
@@ -101,6 +120,9 @@ struct Inner {
     addrs: Mutex<Addrs>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     gate_counters: Mutex<Option<Arc<gate::GateCounters>>>,
+    /// The broker transport, unless the app is in-process only or got another remote.
+    mqtt: Option<MqttTransport>,
+    broker: tokio::sync::Mutex<Option<EmbeddedBroker>>,
 }
 
 /// The root of a trace started by [`App::start_trace`]; ends when dropped.
@@ -294,8 +316,10 @@ impl App {
         .await
     }
 
-    /// Opens the gate and the viewer as configured; returns their addresses.
+    /// Opens the broker connection (starting the embedded broker first when configured), the
+    /// gate and the viewer; returns their addresses.
     pub async fn start(&self) -> Result<Addrs, AppError> {
+        let broker_urls = self.start_broker().await?;
         let starts: Vec<(&'static str, BoxFuture<'static, Result<(), String>>)> = self
             .inner
             .modules
@@ -335,6 +359,26 @@ impl App {
                 .unwrap_or_else(|p| p.into_inner()) = Some(started.counters);
             self.push_task(started.task);
         }
+        if let (Some(mqtt), Some(urls)) = (&self.inner.mqtt, broker_urls) {
+            let link = Link {
+                urls,
+                server_id: cfg.app.server_id.clone(),
+                registry: self.inner.registry.clone(),
+                default_timeout: cfg.rpc_timeout(),
+            };
+            let (task, mut ready) = mqtt.start(link, self.inner.shutdown.subscribe());
+            self.push_task(task);
+            // Serve calls from other processes before the first client arrives, if the broker
+            // answers soon; otherwise the link keeps trying in the background.
+            let wait = Duration::from_millis(cfg.broker.connect_wait_ms);
+            if tokio::time::timeout(wait, ready.wait_for(|r| *r))
+                .await
+                .is_err()
+            {
+                tracing::warn!("not yet connected to the MQTT broker; still trying");
+            }
+        }
+        addrs.broker = self.inner.broker.lock().await.as_ref().map(|b| b.addr());
         if let (true, Some(store)) = (cfg.trace.viewer, self.inner.tracing.store()) {
             let (addr, task) = crate::trace::api::serve(
                 store.clone(),
@@ -353,6 +397,41 @@ impl App {
         }
         *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
         Ok(addrs)
+    }
+
+    /// Starts the embedded broker when configured; returns the broker addresses to connect to.
+    async fn start_broker(&self) -> Result<Option<Vec<(String, u16)>>, AppError> {
+        if self.inner.mqtt.is_none() {
+            return Ok(None);
+        }
+        let cfg = &self.inner.config.broker;
+        let sid = &self.inner.config.app.server_id;
+        if sid.is_empty() || sid.contains(['/', '+', '#', '@']) {
+            return Err(AppError::BrokerSettings(format!(
+                "server_id `{sid}` is part of MQTT topics: it must be non-empty and contain none of / + # @"
+            )));
+        }
+        match &cfg.url {
+            BrokerUrl::None => Ok(None),
+            BrokerUrl::Embedded => {
+                let b = EmbeddedBroker::start(cfg.embedded_addr, cfg.max_payload + 64 * 1024)
+                    .await
+                    .map_err(|reason| AppError::Broker {
+                        addr: cfg.embedded_addr,
+                        reason,
+                    })?;
+                let addr = b.addr();
+                tracing::info!("embedded MQTT broker on mqtt://{addr}");
+                *self.inner.broker.lock().await = Some(b);
+                Ok(Some(vec![(addr.ip().to_string(), addr.port())]))
+            }
+            BrokerUrl::Urls(urls) => urls
+                .iter()
+                .map(|u| parse_url(u))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+                .map_err(AppError::BrokerSettings),
+        }
     }
 
     /// Starts, then runs until Ctrl-C or [`App::stop`], then shuts down gracefully.
@@ -402,6 +481,9 @@ impl App {
                 tracing::warn!(module = m.name, "on_stop did not finish within 5 s");
             }
         }
+        if let Some(b) = self.inner.broker.lock().await.take() {
+            b.stop().await;
+        }
         self.inner.tracing.shutdown();
         self.inner.registry.clear();
         tracing::info!("app stopped");
@@ -438,6 +520,21 @@ impl App {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|c| c.snapshot())
+    }
+
+    /// The modules each process on the broker announced (this one included), by server id;
+    /// empty without a broker.
+    pub fn cluster(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.inner
+            .mqtt
+            .as_ref()
+            .map(MqttTransport::announced)
+            .unwrap_or_default()
+    }
+
+    /// The broker connection's counters, when calls to other processes go through a broker.
+    pub fn broker_stats(&self) -> Option<BrokerStats> {
+        self.inner.mqtt.as_ref().map(MqttTransport::stats)
     }
 
     /// The embedded trace store, when enabled.

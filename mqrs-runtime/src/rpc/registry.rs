@@ -138,6 +138,14 @@ impl Registry {
             .clear();
     }
 
+    /// Names of the modules with routes, sorted.
+    pub fn module_names(&self) -> Vec<String> {
+        let g = self.modules.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = g.keys().map(|m| m.to_string()).collect();
+        v.sort();
+        v
+    }
+
     /// Names of every `Module/method`, sorted.
     pub fn names(&self) -> Vec<String> {
         let g = self.modules.read().unwrap_or_else(|p| p.into_inner());

@@ -7,9 +7,11 @@
 //! with (an MQTT broker), so a call to a module in the same process never leaves it.
 
 mod inproc;
+pub mod mqtt;
 mod router;
 
 pub use inproc::InProcess;
+pub use mqtt::{BrokerStats, MqttTransport};
 pub(crate) use router::Router;
 
 use std::fmt;

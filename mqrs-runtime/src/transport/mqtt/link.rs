@@ -1,0 +1,330 @@
+//! The broker connection of one process: connects to the configured broker (the URLs in turn
+//! when there are several, with backoff, never a busy loop), subscribes the reply topic and the
+//! request topics of the modules this process runs (again after every reconnection), completes
+//! waiting calls from replies, and serves incoming calls on their own tasks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::{wire, MqttTransport, Shared};
+use crate::error::RpcError;
+use crate::rpc::dispatch::dispatch;
+use crate::rpc::Registry;
+
+/// What the connection needs besides the transport's shared state.
+pub(crate) struct Link {
+    /// Broker `(host, port)`s, tried in order.
+    pub(crate) urls: Vec<(String, u16)>,
+    /// This process's server id (its pinned request topics, its MQTT client id).
+    pub(crate) server_id: String,
+    /// Handlers of this process, to serve incoming calls.
+    pub(crate) registry: Arc<Registry>,
+    /// Deadline of an incoming call that carries none.
+    pub(crate) default_timeout: Duration,
+}
+
+/// Longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl MqttTransport {
+    /// Starts the connection task; `ready` turns true once connected and subscribed.
+    pub(crate) fn start(
+        &self,
+        link: Link,
+        shutdown: watch::Receiver<bool>,
+    ) -> (JoinHandle<()>, watch::Receiver<bool>) {
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let task = tokio::spawn(run(self.shared.clone(), link, shutdown, ready_tx));
+        (task, ready_rx)
+    }
+}
+
+fn options(link: &Link, shared: &Shared, (host, port): &(String, u16)) -> MqttOptions {
+    let client_id = format!("mqrs-{}-{:08x}", link.server_id, rand::random::<u32>());
+    let mut opts = MqttOptions::new(client_id, host.clone(), *port);
+    opts.set_clean_start(true);
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_connection_timeout(3);
+    // rumqttc's default packet limit is 10 KiB; allow the payload limit plus properties.
+    let max = u32::try_from(shared.settings.max_payload + 64 * 1024).unwrap_or(u32::MAX);
+    opts.set_max_packet_size(Some(max));
+    let mut net = rumqttc::NetworkOptions::new();
+    // Without it a request/reply pair stalls on delayed ACKs (about 40 ms each way).
+    net.set_tcp_nodelay(true);
+    opts.set_network_options(net);
+    // If this process dies, the broker clears its presence for it.
+    opts.set_last_will(LastWill::new(
+        wire::presence_topic(&link.server_id),
+        Vec::new(),
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        true,
+        None,
+    ));
+    opts
+}
+
+/// The subscriptions of this process: its reply topic and its modules' request topics.
+fn filters(shared: &Shared, link: &Link) -> Vec<Filter> {
+    let qos = shared.qos();
+    let mut f = vec![
+        Filter::new(shared.reply_topic.clone(), qos),
+        Filter::new(
+            format!("{}+", wire::PRESENCE_PREFIX),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        ),
+    ];
+    for module in link.registry.module_names() {
+        for topic in wire::call_subscriptions(&module, &link.server_id) {
+            f.push(Filter::new(topic, qos));
+        }
+    }
+    f
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    link: Link,
+    mut shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+) {
+    let serving = Arc::new(Semaphore::new(shared.settings.max_pending.max(1)));
+    let mut attempt = 0usize;
+    let mut backoff = Duration::from_millis(100);
+    let mut reported = false;
+    'connections: loop {
+        let url = &link.urls[attempt % link.urls.len()];
+        let (client, mut events) = AsyncClient::new(options(&link, &shared, url), 1024);
+        *shared.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.changed() => {
+                    close(&shared, &link, &client, &mut events).await;
+                    break 'connections;
+                }
+                e = events.poll() => e,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    shared.counters.connects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(broker = %format!("mqtt://{}:{}", url.0, url.1), "connected to the MQTT broker");
+                    backoff = Duration::from_millis(100);
+                    reported = false;
+                    let (c, f) = (client.clone(), filters(&shared, &link));
+                    let presence = (
+                        wire::presence_topic(&link.server_id),
+                        wire::encode_presence(&link.registry.module_names()),
+                    );
+                    tokio::spawn(async move {
+                        if let Err(e) = c.subscribe_many(f).await {
+                            tracing::warn!(error = %e, "cannot subscribe at the broker");
+                        }
+                        let (topic, payload) = presence;
+                        let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+                        if let Err(e) = c.publish(topic, qos, true, payload).await {
+                            tracing::warn!(error = %e, "cannot announce this process's modules");
+                        }
+                    });
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    shared.connected.store(true, Ordering::Release);
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    // The presence announcement (the only QoS 1 publish at connect) is through.
+                    let _ = ready.send(true);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    on_publish(&shared, &link, &client, &serving, p);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let was = shared.connected.swap(false, Ordering::AcqRel);
+                    shared.fail_all("the connection to the MQTT broker was lost");
+                    if was || !reported {
+                        tracing::warn!(
+                            broker = %format!("mqtt://{}:{}", url.0, url.1),
+                            error = %e,
+                            retry_in_ms = backoff.as_millis() as u64,
+                            "MQTT broker unreachable; calls to other processes fail until it is back"
+                        );
+                        reported = true;
+                    } else {
+                        tracing::debug!(error = %e, "MQTT broker still unreachable");
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => break 'connections,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if link.urls.len() > 1 {
+                        // Fail over to the next node of the cluster.
+                        attempt += 1;
+                        continue 'connections;
+                    }
+                }
+            }
+        }
+    }
+    shared.connected.store(false, Ordering::Release);
+    shared.fail_all("the app is stopping");
+    *shared.client.write().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// Ends the broker session cleanly: presence withdrawn, DISCONNECT, then a short wait for both
+/// to go out.
+async fn close(
+    shared: &Shared,
+    link: &Link,
+    client: &AsyncClient,
+    events: &mut rumqttc::v5::EventLoop,
+) {
+    shared.connected.store(false, Ordering::Release);
+    let _ = client.try_publish(
+        wire::presence_topic(&link.server_id),
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        true,
+        Vec::new(),
+    );
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Ok(ev) = events.poll().await {
+                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn on_publish(
+    shared: &Arc<Shared>,
+    link: &Link,
+    client: &AsyncClient,
+    serving: &Arc<Semaphore>,
+    p: Publish,
+) {
+    let Ok(topic) = std::str::from_utf8(&p.topic) else {
+        shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if topic == shared.reply_topic {
+        let done = wire::correlation_id(p.properties.as_ref())
+            .is_some_and(|id| shared.complete(id, &p.payload));
+        if !done {
+            shared.counters.late_replies.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("a reply arrived after its caller gave up; dropped");
+        }
+        return;
+    }
+    if let Some((server_id, modules)) = wire::decode_presence(topic, &p.payload) {
+        let mut presence = shared.presence.write().unwrap_or_else(|p| p.into_inner());
+        if modules.is_empty() {
+            presence.remove(server_id);
+        } else {
+            presence.insert(server_id.to_string(), modules);
+        }
+        return;
+    }
+    let Some((module, method)) = wire::parse_call_topic(topic) else {
+        shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let call = Incoming {
+        name: format!("{module}/{method}"),
+        module: module.to_string(),
+        method: method.to_string(),
+        deadline: wire::request_deadline(p.properties.as_ref(), link.default_timeout),
+        reply_to: p.properties.as_ref().and_then(|pr| {
+            pr.response_topic
+                .clone()
+                .map(|t| (t, pr.correlation_data.clone()))
+        }),
+        payload: p.payload,
+    };
+    let (shared, client, registry) = (shared.clone(), client.clone(), link.registry.clone());
+    match serving.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(async move {
+                let _permit = permit;
+                serve(&shared, &client, &registry, call).await;
+            });
+        }
+        Err(_) => {
+            // Too many calls being served: answer at once instead of queueing without bound.
+            let busy = Err(RpcError::Unavailable(format!(
+                "`{}`: this process is serving too many calls ([broker] max_pending)",
+                call.name
+            )));
+            tokio::spawn(async move { reply(&shared, &client, call, busy).await });
+        }
+    }
+}
+
+/// One call from another process.
+struct Incoming {
+    name: String,
+    module: String,
+    method: String,
+    deadline: std::time::Instant,
+    reply_to: Option<(String, Option<bytes::Bytes>)>,
+    payload: bytes::Bytes,
+}
+
+async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call: Incoming) {
+    let result = match wire::decode_request(&call.payload) {
+        Err(reason) => {
+            shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            Err(RpcError::BadArgs {
+                method: call.name.clone(),
+                reason: format!("malformed request from another process: {reason}"),
+            })
+        }
+        Ok((session, args)) => match registry.resolve(&call.module, &call.method) {
+            Ok(route) => dispatch(route, session, args, call.deadline).await,
+            Err(e) => Err(e),
+        },
+    };
+    shared.counters.calls_served.fetch_add(1, Ordering::Relaxed);
+    reply(shared, client, call, result).await;
+}
+
+async fn reply(
+    shared: &Shared,
+    client: &AsyncClient,
+    call: Incoming,
+    result: Result<Vec<u8>, RpcError>,
+) {
+    let Some((topic, correlation)) = call.reply_to else {
+        if let Err(e) = result {
+            tracing::debug!(method = %call.name, error = %e, "call_nr from another process failed");
+        }
+        return;
+    };
+    let mut payload = wire::encode_reply(&result);
+    let max = shared.settings.max_payload;
+    if payload.len() > max {
+        payload = wire::encode_reply(&Err(RpcError::BadReply {
+            method: call.name.clone(),
+            reason: format!(
+                "the reply is {} bytes, over the broker payload limit of {max} bytes ([broker] max_payload)",
+                payload.len()
+            ),
+        }));
+    }
+    let props = PublishProperties {
+        correlation_data: correlation,
+        ..Default::default()
+    };
+    if let Err(e) = client
+        .publish_with_properties(topic, shared.qos(), false, payload, props)
+        .await
+    {
+        tracing::debug!(method = %call.name, error = %e, "cannot publish a reply");
+    }
+}

@@ -1,0 +1,350 @@
+//! Calls between processes through an MQTT 5 broker (rumqttc), and the broker a process can
+//! embed (`broker.rs`). The topics, payloads and properties are in `wire.rs`; the connection
+//! that sends, receives, reconnects and serves incoming calls is in `link.rs`.
+//!
+//! [`MqttTransport`] is the remote side of the app's router: a call to a module that does not
+//! run in this process is published on the module's request topic with a reply address and a
+//! correlation id; the reply (or its absence until the deadline) completes it. A reply whose
+//! correlation is unknown, or that arrives after its caller gave up, is dropped and counted,
+//! never delivered to another call.
+
+pub(crate) mod broker;
+mod link;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use rumqttc::v5::AsyncClient;
+use tokio::sync::oneshot;
+
+use super::{Request, Transport};
+use crate::config::BrokerSection;
+use crate::error::RpcError;
+
+pub(crate) use link::Link;
+
+/// `host` and `port` of `mqtt://host:port` (or `tcp://host:port`); the error says what is wrong.
+pub fn parse_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("broker url `{url}` must start with mqtt://"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("broker url `{url}` needs a port, e.g. mqtt://{rest}:1883"))?;
+    let port: u16 = port
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| format!("broker url `{url}`: `{port}` is not a port"))?;
+    if host.is_empty() {
+        return Err(format!("broker url `{url}` has no host"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// Counters of the broker connection, read with [`App::broker_stats`](crate::App::broker_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BrokerStats {
+    /// True while connected to a broker.
+    pub connected: bool,
+    /// Connections made (the first and every reconnection).
+    pub connects: u64,
+    /// Calls sent to other processes.
+    pub calls_sent: u64,
+    /// Calls from other processes served here.
+    pub calls_served: u64,
+    /// Replies that arrived after their caller gave up, or whose correlation is unknown.
+    pub late_replies: u64,
+    /// Messages that were not a valid request or reply.
+    pub malformed: u64,
+    /// Calls refused because `max_pending` calls were already waiting.
+    pub refused_pending: u64,
+    /// Calls waiting for a reply now.
+    pub pending: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connects: AtomicU64,
+    calls_sent: AtomicU64,
+    calls_served: AtomicU64,
+    late_replies: AtomicU64,
+    malformed: AtomicU64,
+    refused_pending: AtomicU64,
+}
+
+/// Where the reply of one call is delivered.
+type ReplyTx = oneshot::Sender<Result<Vec<u8>, RpcError>>;
+/// Where a caller waits for it.
+type ReplyRx = oneshot::Receiver<Result<Vec<u8>, RpcError>>;
+/// Calls waiting for a reply, by correlation id, with their `Module/method`.
+type Pending = HashMap<u64, (ReplyTx, Arc<str>)>;
+
+/// State shared by the transport's callers and its connection task.
+struct Shared {
+    settings: BrokerSection,
+    /// Modules each connected process announced, by server id.
+    presence: RwLock<HashMap<String, Vec<String>>>,
+    reply_topic: String,
+    client: RwLock<Option<AsyncClient>>,
+    connected: AtomicBool,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+    counters: Counters,
+}
+
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes the call waiting for `id`; false when nobody waits (late or unknown).
+    fn complete(&self, id: u64, payload: &[u8]) -> bool {
+        let Some((tx, method)) = self.pending().remove(&id) else {
+            return false;
+        };
+        let _ = tx.send(wire::decode_reply(payload, &method));
+        true
+    }
+
+    /// Fails every waiting call, e.g. when the broker connection is lost.
+    fn fail_all(&self, reason: &str) {
+        let waiting: Vec<_> = self.pending().drain().collect();
+        for (_, (tx, method)) in waiting {
+            let _ = tx.send(Err(RpcError::Unreachable {
+                target: method.to_string(),
+                reason: reason.to_string(),
+            }));
+        }
+    }
+
+    /// True when some process announced `target` (on its pinned server, if any).
+    fn announced(&self, target: super::Target<'_>) -> bool {
+        let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
+        let runs = |modules: &Vec<String>| modules.iter().any(|m| m == target.module);
+        match target.server_id {
+            Some(sid) => presence.get(sid).is_some_and(runs),
+            None => presence.values().any(runs),
+        }
+    }
+
+    fn qos(&self) -> rumqttc::v5::mqttbytes::QoS {
+        if self.settings.qos == 0 {
+            rumqttc::v5::mqttbytes::QoS::AtMostOnce
+        } else {
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+        }
+    }
+}
+
+/// Removes a call from the pending map when its caller stops waiting.
+struct PendingGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.shared.pending().remove(&self.id);
+    }
+}
+
+/// The transport to modules in other processes, through an MQTT 5 broker.
+#[derive(Clone)]
+pub struct MqttTransport {
+    shared: Arc<Shared>,
+}
+
+impl MqttTransport {
+    /// A transport for the process `server_id`; it connects when the app starts.
+    pub fn new(settings: BrokerSection, server_id: &str) -> Self {
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        MqttTransport {
+            shared: Arc::new(Shared {
+                reply_topic: format!("{}{server_id}/{nonce}", wire::REPLY_PREFIX),
+                settings,
+                presence: RwLock::new(HashMap::new()),
+                client: RwLock::new(None),
+                connected: AtomicBool::new(false),
+                pending: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The counters of the connection.
+    pub fn stats(&self) -> BrokerStats {
+        let c = &self.shared.counters;
+        BrokerStats {
+            connected: self.shared.connected.load(Ordering::Relaxed),
+            connects: c.connects.load(Ordering::Relaxed),
+            calls_sent: c.calls_sent.load(Ordering::Relaxed),
+            calls_served: c.calls_served.load(Ordering::Relaxed),
+            late_replies: c.late_replies.load(Ordering::Relaxed),
+            malformed: c.malformed.load(Ordering::Relaxed),
+            refused_pending: c.refused_pending.load(Ordering::Relaxed),
+            pending: self.shared.pending().len() as u64,
+        }
+    }
+
+    /// The modules every connected process announced (this one included), by server id.
+    pub fn announced(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.shared
+            .presence
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn client(&self) -> Option<AsyncClient> {
+        if !self.shared.connected.load(Ordering::Acquire) {
+            return None;
+        }
+        self.shared
+            .client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Checks, encodes and publishes one call; `reply` is the pending entry to wait on.
+    fn send(
+        &self,
+        req: Request<'_>,
+        reply: Option<(u64, ReplyRx)>,
+    ) -> Result<BoxFuture<'static, Result<Vec<u8>, RpcError>>, RpcError> {
+        let unreachable = |reason: String| RpcError::Unreachable {
+            target: req.target.to_string(),
+            reason,
+        };
+        let client = self.client().ok_or_else(|| {
+            unreachable("this process is not connected to the MQTT broker".into())
+        })?;
+        if !self.shared.announced(req.target) {
+            return Err(RpcError::UnknownModule(req.target.to_string()));
+        }
+        let method = format!("{}/{}", req.target.module, req.method);
+        let payload =
+            wire::encode_request(&req.session, &req.args).map_err(|reason| RpcError::BadArgs {
+                method: method.clone(),
+                reason,
+            })?;
+        let max = self.shared.settings.max_payload;
+        if payload.len() > max {
+            return Err(RpcError::BadArgs {
+                method,
+                reason: format!(
+                    "the request is {} bytes, over the broker payload limit of {max} bytes ([broker] max_payload)",
+                    payload.len()
+                ),
+            });
+        }
+        let reply_to = reply
+            .as_ref()
+            .map(|(id, _)| (self.shared.reply_topic.as_str(), *id));
+        let props = wire::request_properties(reply_to, req.deadline, &req.session);
+        let topic = wire::call_topic(req.target, req.method);
+        let qos = self.shared.qos();
+        let target = req.target.to_string();
+        self.shared
+            .counters
+            .calls_sent
+            .fetch_add(1, Ordering::Relaxed);
+        let guard = reply.as_ref().map(|(id, _)| PendingGuard {
+            shared: self.shared.clone(),
+            id: *id,
+        });
+        Ok(async move {
+            let _guard = guard;
+            client
+                .publish_with_properties(topic, qos, false, payload, props)
+                .await
+                .map_err(|e| RpcError::Unreachable {
+                    target: target.clone(),
+                    reason: format!("cannot publish to the broker: {e}"),
+                })?;
+            match reply {
+                None => Ok(Vec::new()),
+                Some((_, rx)) => rx.await.unwrap_or_else(|_| {
+                    Err(RpcError::Unreachable {
+                        target,
+                        reason: "the broker connection closed".into(),
+                    })
+                }),
+            }
+        }
+        .boxed())
+    }
+}
+
+impl Transport for MqttTransport {
+    fn request(&self, req: Request<'_>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.shared.pending();
+            if pending.len() >= self.shared.settings.max_pending.max(1) {
+                drop(pending);
+                self.shared
+                    .counters
+                    .refused_pending
+                    .fetch_add(1, Ordering::Relaxed);
+                return futures_util::future::ready(Err(RpcError::Unavailable(format!(
+                    "{} calls are already waiting for other processes ([broker] max_pending)",
+                    self.shared.settings.max_pending
+                ))))
+                .boxed();
+            }
+            let method: Arc<str> = Arc::from(format!("{}/{}", req.target.module, req.method));
+            pending.insert(id, (tx, method));
+        }
+        match self.send(req, Some((id, rx))) {
+            Ok(fut) => fut,
+            Err(e) => {
+                self.shared.pending().remove(&id);
+                futures_util::future::ready(Err(e)).boxed()
+            }
+        }
+    }
+
+    fn notify(&self, req: Request<'_>) -> Result<(), RpcError> {
+        let fut = self.send(req, None)?;
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::warn!(error = %e, "call_nr through the broker failed");
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("mqtt://127.0.0.1:1883"),
+            Ok(("127.0.0.1".into(), 1883))
+        );
+        assert_eq!(parse_url("tcp://broker:1884/"), Ok(("broker".into(), 1884)));
+        assert_eq!(parse_url("mqtt://[::1]:1883"), Ok(("::1".into(), 1883)));
+        for bad in [
+            "127.0.0.1:1883",
+            "mqtt://host",
+            "mqtt://:1883",
+            "mqtt://h:x",
+            "http://h:1",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

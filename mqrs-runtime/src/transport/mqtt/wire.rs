@@ -1,0 +1,275 @@
+//! The wire convention of calls through an MQTT 5 broker, so that a service in any language can
+//! join (README, "Calls between processes", says the same for humans):
+//!
+//! - Request topic `mqrs/call/{Module}/{method}` reaches any instance of a module (each
+//!   subscribes with the shared subscription `$share/{Module}/mqrs/call/{Module}/+`, so the
+//!   broker gives each call to one of them); `mqrs/call/{Module}@{serverId}/{method}` reaches
+//!   one instance (it subscribes to `mqrs/call/{Module}@{serverId}/+`).
+//! - Request payload: JSON `{"session": {..}, "args": [..]}`; the session is
+//!   [`Session`]'s serde form, with its W3C `traceparent`.
+//! - Request properties: `response_topic` (absent for fire-and-forget), `correlation_data`
+//!   (8 bytes chosen by the caller), `message_expiry_interval` (the seconds left before the
+//!   deadline, rounded up, so a broker drops stale requests), and the user properties
+//!   `traceparent` / `tracestate` (named as in the W3C trace-context-mqtt draft) and
+//!   `mqrs-timeout-ms` (milliseconds left before the deadline when sent).
+//! - Reply: published on the response topic with the same correlation data; payload JSON
+//!   `{"ok": <reply>}` or `{"err": {"kind": .., "detail": ..}}` ([`RpcError`]'s serde form).
+//! - Presence: each process publishes, retained, `mqrs/presence/{serverId}` with payload
+//!   `{"modules": ["Login", ..]}` when it connects, and an empty retained payload (its last
+//!   will, or on a clean stop) when it goes; everyone subscribes `mqrs/presence/+`. A call to a
+//!   module that no process announces fails at once as "unknown module" instead of waiting for
+//!   its deadline.
+
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::RpcError;
+use crate::session::Session;
+use crate::transport::Target;
+
+/// Prefix of every request topic.
+pub const CALL_PREFIX: &str = "mqrs/call/";
+/// Prefix of every reply topic.
+pub const REPLY_PREFIX: &str = "mqrs/reply/";
+/// Prefix of the presence topics.
+pub const PRESENCE_PREFIX: &str = "mqrs/presence/";
+/// User property with the milliseconds left before the call's deadline.
+pub const TIMEOUT_PROPERTY: &str = "mqrs-timeout-ms";
+
+/// The request topic of a call.
+pub fn call_topic(target: Target<'_>, method: &str) -> String {
+    format!("{CALL_PREFIX}{target}/{method}")
+}
+
+/// The subscriptions an instance of `module` on server `server_id` holds.
+pub fn call_subscriptions(module: &str, server_id: &str) -> [String; 2] {
+    [
+        format!("$share/{module}/{CALL_PREFIX}{module}/+"),
+        format!("{CALL_PREFIX}{module}@{server_id}/+"),
+    ]
+}
+
+/// Module and method of a request topic, when it is one.
+pub fn parse_call_topic(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix(CALL_PREFIX)?;
+    let (target, method) = rest.split_once('/')?;
+    let module = target.split_once('@').map_or(target, |(m, _)| m);
+    (!module.is_empty() && !method.is_empty() && !method.contains('/')).then_some((module, method))
+}
+
+/// The presence topic of server `server_id`.
+pub fn presence_topic(server_id: &str) -> String {
+    format!("{PRESENCE_PREFIX}{server_id}")
+}
+
+/// The presence payload of a process running `modules`.
+pub fn encode_presence(modules: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "modules": modules })).unwrap_or_default()
+}
+
+/// Server id and modules of a presence message; no modules for an empty (gone) payload.
+pub fn decode_presence<'a>(topic: &'a str, payload: &[u8]) -> Option<(&'a str, Vec<String>)> {
+    let server_id = topic.strip_prefix(PRESENCE_PREFIX)?;
+    if payload.is_empty() {
+        return Some((server_id, Vec::new()));
+    }
+    #[derive(Deserialize)]
+    struct Presence {
+        modules: Vec<String>,
+    }
+    let p: Presence = serde_json::from_slice(payload).ok()?;
+    Some((server_id, p.modules))
+}
+
+/// The request payload: the session and the already-encoded arguments.
+pub fn encode_request(session: &Session, args: &[u8]) -> Result<Vec<u8>, String> {
+    let session = serde_json::to_vec(session).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(session.len() + args.len() + 24);
+    out.extend_from_slice(b"{\"session\":");
+    out.extend_from_slice(&session);
+    out.extend_from_slice(b",\"args\":");
+    out.extend_from_slice(if args.is_empty() { b"[]" } else { args });
+    out.push(b'}');
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct RequestIn<'a> {
+    session: Session,
+    #[serde(borrow)]
+    args: &'a RawValue,
+}
+
+/// Reads a request payload into the session and the arguments.
+pub fn decode_request(payload: &[u8]) -> Result<(Session, Vec<u8>), String> {
+    let r: RequestIn<'_> = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    Ok((r.session, r.args.get().as_bytes().to_vec()))
+}
+
+/// The properties of a request: reply address, deadline and trace context.
+pub fn request_properties(
+    reply_to: Option<(&str, u64)>,
+    deadline: Instant,
+    session: &Session,
+) -> PublishProperties {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut user = Vec::with_capacity(3);
+    if let Some(tp) = session.traceparent() {
+        user.push(("traceparent".to_string(), tp));
+        if let Some(ts) = session.tracestate().filter(|s| !s.is_empty()) {
+            user.push(("tracestate".to_string(), ts));
+        }
+    }
+    user.push((TIMEOUT_PROPERTY.to_string(), left.as_millis().to_string()));
+    PublishProperties {
+        response_topic: reply_to.map(|(t, _)| t.to_string()),
+        correlation_data: reply_to.map(|(_, id)| id.to_be_bytes().to_vec().into()),
+        message_expiry_interval: Some(u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX)),
+        user_properties: user,
+        ..Default::default()
+    }
+}
+
+/// The deadline a request carries: now plus its `mqrs-timeout-ms`, else plus `default`.
+pub fn request_deadline(props: Option<&PublishProperties>, default: Duration) -> Instant {
+    let ms = props.and_then(|p| {
+        p.user_properties
+            .iter()
+            .find(|(k, _)| k == TIMEOUT_PROPERTY)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    });
+    Instant::now() + ms.map_or(default, Duration::from_millis)
+}
+
+/// A reply payload.
+pub fn encode_reply(result: &Result<Vec<u8>, RpcError>) -> Vec<u8> {
+    match result {
+        Ok(v) => {
+            let mut out = Vec::with_capacity(v.len() + 7);
+            out.extend_from_slice(b"{\"ok\":");
+            out.extend_from_slice(if v.is_empty() { b"null" } else { v });
+            out.push(b'}');
+            out
+        }
+        Err(e) => serde_json::to_vec(&serde_json::json!({ "err": e }))
+            .unwrap_or_else(|_| br#"{"err":{"kind":"unavailable","detail":"?"}}"#.to_vec()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ReplyIn<'a> {
+    #[serde(borrow)]
+    Ok(&'a RawValue),
+    Err(RpcError),
+}
+
+/// Reads a reply payload; a malformed one becomes a `bad_reply` error naming `method`.
+pub fn decode_reply(payload: &[u8], method: &str) -> Result<Vec<u8>, RpcError> {
+    match serde_json::from_slice::<ReplyIn<'_>>(payload) {
+        Ok(ReplyIn::Ok(v)) => Ok(v.get().as_bytes().to_vec()),
+        Ok(ReplyIn::Err(e)) => Err(e),
+        Err(e) => Err(RpcError::BadReply {
+            method: method.to_string(),
+            reason: format!("malformed reply from another process: {e}"),
+        }),
+    }
+}
+
+/// The call id in a reply's correlation data.
+pub fn correlation_id(props: Option<&PublishProperties>) -> Option<u64> {
+    let data = props?.correlation_data.as_ref()?;
+    Some(u64::from_be_bytes(data.as_ref().try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::SessionData;
+
+    #[test]
+    fn topics() {
+        assert_eq!(
+            call_topic(Target::module("Login"), "track"),
+            "mqrs/call/Login/track"
+        );
+        assert_eq!(
+            call_topic(Target::on_server("Gate", "g1"), "Bind"),
+            "mqrs/call/Gate@g1/Bind"
+        );
+        assert_eq!(
+            parse_call_topic("mqrs/call/Gate@g1/Bind"),
+            Some(("Gate", "Bind"))
+        );
+        assert_eq!(
+            parse_call_topic("mqrs/call/Login/track"),
+            Some(("Login", "track"))
+        );
+        for bad in [
+            "mqrs/call/Login",
+            "mqrs/call//x",
+            "mqrs/call/L/",
+            "other/L/x",
+            "mqrs/call/L/a/b",
+        ] {
+            assert_eq!(parse_call_topic(bad), None, "{bad}");
+        }
+        let [shared, pinned] = call_subscriptions("Chat", "s1");
+        assert_eq!(shared, "$share/Chat/mqrs/call/Chat/+");
+        assert_eq!(pinned, "mqrs/call/Chat@s1/+");
+    }
+
+    #[test]
+    fn presence() {
+        let p = encode_presence(&["Login".into(), "Chat".into()]);
+        assert_eq!(
+            decode_presence("mqrs/presence/s1", &p),
+            Some(("s1", vec!["Login".to_string(), "Chat".to_string()]))
+        );
+        assert_eq!(
+            decode_presence("mqrs/presence/s1", b""),
+            Some(("s1", vec![]))
+        );
+        assert_eq!(decode_presence("mqrs/presence/s1", b"junk"), None);
+        assert_eq!(decode_presence("other/s1", &p), None);
+    }
+
+    #[test]
+    fn request_and_reply_round_trip() {
+        let s = Session::new(SessionData {
+            userid: "ann".into(),
+            ..Default::default()
+        });
+        let p = encode_request(&s, br#"[1,{"a":"b"}]"#).expect("encodes");
+        let (back, args) = decode_request(&p).expect("decodes");
+        assert_eq!(back.userid(), "ann");
+        assert_eq!(args, br#"[1,{"a":"b"}]"#);
+        assert!(decode_request(b"{\"session\":{}}").is_err());
+        assert!(decode_request(b"\xff").is_err());
+
+        let ok = encode_reply(&Ok(br#"{"x":1}"#.to_vec()));
+        assert_eq!(decode_reply(&ok, "M/f"), Ok(br#"{"x":1}"#.to_vec()));
+        let e = RpcError::DeadlineExceeded("M/f".into());
+        assert_eq!(decode_reply(&encode_reply(&Err(e.clone())), "M/f"), Err(e));
+        let bad = decode_reply(b"{\"maybe\":1}", "M/f").expect_err("malformed");
+        assert_eq!(bad.kind(), "bad_reply");
+    }
+
+    #[test]
+    fn deadline_and_correlation_properties() {
+        let s = Session::default();
+        let deadline = Instant::now() + Duration::from_millis(2500);
+        let props = request_properties(Some(("mqrs/reply/x", 7)), deadline, &s);
+        assert_eq!(props.response_topic.as_deref(), Some("mqrs/reply/x"));
+        assert_eq!(correlation_id(Some(&props)), Some(7));
+        assert_eq!(props.message_expiry_interval, Some(3));
+        let back = request_deadline(Some(&props), Duration::from_secs(60));
+        let left = back.saturating_duration_since(Instant::now());
+        assert!(left <= Duration::from_millis(2500) && left > Duration::from_millis(2000));
+        let none = request_properties(None, deadline, &s);
+        assert!(none.response_topic.is_none() && none.correlation_data.is_none());
+    }
+}
