@@ -1,65 +1,123 @@
-//! `cargo run -p demo`: the chat scenario in one process — Gate, Login, Chat and the viewer.
+//! `cargo run -p demo`: the chat scenario — Gate, Login, Chat and the viewer in one process, or
+//! some of them (`--modules gate,chat`), the rest running in other processes that share the
+//! broker. Every flag can also come from the environment variable named in `--help`.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+use mqrs_runtime::config::BrokerUrl;
 use mqrs_runtime::Config;
 
-const USAGE: &str = "usage: demo [--config FILE] [--gate HOST:PORT] [--viewer HOST:PORT]
+/// Runs the mqant chat scenario on mqrs. Stop with Ctrl-C. Log level: RUST_LOG (default info).
+///
+/// With no --broker, this process runs the embedded MQTT broker (on --broker-listen,
+/// default 127.0.0.1:1883), so other processes can join with --broker mqtt://127.0.0.1:1883.
+#[derive(Debug, Parser)]
+#[command(name = "demo", version)]
+struct Cli {
+    /// Settings file (TOML); flags override it.
+    #[arg(long, env = "MQRS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 
-Runs the mqant chat scenario: an MQTT gate (default 127.0.0.1:3563), the Login and Chat
-modules, and the trace viewer (default http://127.0.0.1:7700). Stop with Ctrl-C.
-Log level: RUST_LOG (default info).";
+    /// Modules this process runs: any of gate, login, chat.
+    #[arg(
+        long,
+        env = "MQRS_MODULES",
+        value_delimiter = ',',
+        default_value = "gate,login,chat"
+    )]
+    modules: Vec<String>,
 
-fn parse_args() -> Result<Config, String> {
-    let mut config = Config::default();
-    let mut args = std::env::args().skip(1);
-    let mut gate = None;
-    let mut viewer = None;
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "--config" => {
-                config = Config::from_file(value("--config")?).map_err(|e| e.to_string())?
-            }
-            "--gate" => gate = Some(value("--gate")?),
-            "--viewer" => viewer = Some(value("--viewer")?),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument `{other}`")),
+    /// Broker for calls between processes: embedded (start one here), none (this process
+    /// only), or mqtt://HOST:PORT; several URLs, comma-separated, are the nodes of one cluster.
+    #[arg(long, env = "MQRS_BROKER", value_name = "URL")]
+    broker: Option<String>,
+
+    /// Where the embedded broker listens.
+    #[arg(long, env = "MQRS_BROKER_LISTEN", value_name = "HOST:PORT")]
+    broker_listen: Option<SocketAddr>,
+
+    /// This process's server id (default: from its modules and process id when it does not
+    /// run them all).
+    #[arg(long, env = "MQRS_SERVER_ID")]
+    server_id: Option<String>,
+
+    /// MQTT gate listen address (default 127.0.0.1:3563).
+    #[arg(long, env = "MQRS_GATE", value_name = "HOST:PORT")]
+    gate: Option<SocketAddr>,
+
+    /// Trace viewer listen address (default 127.0.0.1:7700).
+    #[arg(long, env = "MQRS_VIEWER", value_name = "HOST:PORT")]
+    viewer: Option<SocketAddr>,
+
+    /// Do not serve the trace viewer.
+    #[arg(long, env = "MQRS_NO_VIEWER")]
+    no_viewer: bool,
+}
+
+fn config(cli: &Cli, parts: demo::Parts) -> Result<Config, String> {
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(b) = &cli.broker {
+        config.broker.url = match b.as_str() {
+            "embedded" => BrokerUrl::Embedded,
+            "none" => BrokerUrl::None,
+            list => BrokerUrl::parse_list(list.split(',').map(str::to_string).collect())
+                .map_err(|e| format!("--broker: {e}"))?,
+        };
+    }
+    if let Some(a) = cli.broker_listen {
+        config.broker.embedded_addr = a;
+    }
+    if let Some(g) = cli.gate {
+        config.gate.tcp_addr = g;
+    }
+    if let Some(v) = cli.viewer {
+        config.trace.viewer_addr = v;
+    }
+    if cli.no_viewer {
+        config.trace.viewer = false;
+    }
+    match &cli.server_id {
+        Some(id) => config.app.server_id = id.clone(),
+        None if parts != demo::Parts::ALL => {
+            config.app.server_id = format!("{}-{}", cli.modules.join("-"), std::process::id())
         }
-    }
-    if let Some(g) = gate {
-        config.gate.tcp_addr = g.parse().map_err(|e| format!("--gate `{g}`: {e}"))?;
-    }
-    if let Some(v) = viewer {
-        config.trace.viewer_addr = v.parse().map_err(|e| format!("--viewer `{v}`: {e}"))?;
+        None => {}
     }
     Ok(config)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,mqtt5=warn")),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let config = match parse_args() {
-        Ok(c) => c,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
+    let setup = demo::Parts::parse(&cli.modules)
+        .map_err(|e| format!("--modules: {e}"))
+        .and_then(|parts| Ok((parts, config(&cli, parts)?)));
+    let (parts, config) = match setup {
+        Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
+            eprintln!("error: {e}\n\nRun `demo --help` for the flags.");
             return ExitCode::from(2);
         }
     };
     let result = async {
-        let app = demo::build_app(config)?;
+        let app = demo::build(config, parts)?;
         tracing::info!(handlers = ?app.handlers(), "modules ready");
-        tracing::info!("try it: cargo run -p demo --bin client -- --users 3 --requests 5");
+        if parts.gate {
+            tracing::info!("try it: cargo run -p demo --bin client -- --users 3 --requests 5");
+        }
         app.run().await
     }
     .await;

@@ -5,32 +5,47 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Reads the demo's log until it names both listeners; returns (gate, viewer) addresses.
-fn wait_for_listeners(lines: &mut impl Iterator<Item = String>) -> (String, String) {
-    let (mut gate, mut viewer) = (None, None);
+/// Reads a demo's log until every marker has appeared; returns what follows each, in order.
+fn wait_for_lines(lines: &mut impl Iterator<Item = String>, markers: &[&str]) -> Vec<String> {
+    let mut found: Vec<Option<String>> = vec![None; markers.len()];
     let deadline = Instant::now() + Duration::from_secs(30);
     for line in lines.by_ref() {
-        if let Some(a) = line.split("mqtt://").nth(1) {
-            gate = Some(a.trim().to_string());
+        for (i, m) in markers.iter().enumerate() {
+            if let Some(rest) = line.split(m).nth(1) {
+                found[i] = Some(rest.trim().trim_end_matches('/').to_string());
+            }
         }
-        if let Some(a) = line.split("trace viewer on http://").nth(1) {
-            viewer = Some(a.trim().trim_end_matches('/').to_string());
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
         }
-        if let (Some(g), Some(v)) = (&gate, &viewer) {
-            return (g.clone(), v.clone());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "demo did not report its listeners"
-        );
+        assert!(Instant::now() < deadline, "demo did not log {markers:?}");
     }
-    panic!("demo exited before listening");
+    panic!("demo exited before logging {markers:?}");
 }
 
-#[test]
-fn demo_serves_the_client_and_stops_on_ctrl_c() {
+/// Reads the demo's log until it names both listeners; returns (gate, viewer) addresses.
+fn wait_for_listeners(lines: &mut impl Iterator<Item = String>) -> (String, String) {
+    let v = wait_for_lines(
+        lines,
+        &["gate listening on mqtt://", "trace viewer on http://"],
+    );
+    (v[0].clone(), v[1].clone())
+}
+
+/// Every listener of the demo on a free port.
+const FREE_PORTS: [&str; 6] = [
+    "--gate",
+    "127.0.0.1:0",
+    "--viewer",
+    "127.0.0.1:0",
+    "--broker-listen",
+    "127.0.0.1:0",
+];
+
+/// Starts the demo binary with `args`, its log on a pipe.
+fn start_demo(args: &[&str]) -> (std::process::Child, impl Iterator<Item = String>) {
     let mut demo = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--gate", "127.0.0.1:0", "--viewer", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -38,35 +53,11 @@ fn demo_serves_the_client_and_stops_on_ctrl_c() {
         .spawn()
         .expect("start demo");
     let stdout = demo.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    let (gate, viewer) = wait_for_listeners(&mut lines);
+    (demo, BufReader::new(stdout).lines().map_while(Result::ok))
+}
 
-    let out = Command::new(env!("CARGO_BIN_EXE_client"))
-        .args([
-            "--gate",
-            &gate,
-            "--viewer",
-            &format!("http://{viewer}"),
-            "--users",
-            "2",
-            "--requests",
-            "2",
-        ])
-        .output()
-        .expect("run client");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(text.matches("HD_Login -> ").count(), 2, "{text}");
-    let traced: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(&format!("http://{viewer}/trace/")))
-        .collect();
-    assert_eq!(traced.len(), 4, "every join is traced and linked: {text}");
-
+/// Sends SIGINT and waits (up to 10 s) for a clean exit; returns the rest of the log.
+fn interrupt(mut demo: std::process::Child, lines: impl Iterator<Item = String>) -> Vec<String> {
     let status = Command::new("kill")
         .args(["-INT", &demo.id().to_string()])
         .status()
@@ -86,18 +77,108 @@ fn demo_serves_the_client_and_stops_on_ctrl_c() {
         rest.iter().any(|l| l.contains("app stopped")),
         "graceful stop is logged: {rest:?}"
     );
+    rest
+}
+
+/// Runs the client against `gate`; returns its output after checking every join was traced.
+fn run_client(gate: &str, viewer: &str, users: usize) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["--gate", gate, "--viewer", &format!("http://{viewer}")])
+        .args(["--users", &users.to_string(), "--requests", "2"])
+        .output()
+        .expect("run client");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "client failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("HD_Login -> ").count(), users, "{text}");
+    let traced = text
+        .lines()
+        .filter(|l| l.contains(&format!("http://{viewer}/trace/")))
+        .count();
+    assert_eq!(traced, users * 2, "every join is traced and linked: {text}");
+    text
+}
+
+#[test]
+fn demo_serves_the_client_and_stops_on_ctrl_c() {
+    let (demo, mut lines) = start_demo(&FREE_PORTS);
+    let (gate, viewer) = wait_for_listeners(&mut lines);
+    run_client(&gate, &viewer, 2);
+    interrupt(demo, lines);
+}
+
+#[test]
+fn demo_split_over_two_processes_serves_the_client() {
+    // As README shows: gate and chat with the embedded broker; login joins through it.
+    let (front, mut front_log) =
+        start_demo(&[&["--modules", "gate,chat"][..], &FREE_PORTS].concat());
+    let found = wait_for_lines(
+        &mut front_log,
+        &[
+            "embedded MQTT broker on mqtt://",
+            "gate listening on mqtt://",
+            "trace viewer on http://",
+        ],
+    );
+    let (broker, gate, viewer) = (&found[0], &found[1], &found[2]);
+    let (back, mut back_log) = start_demo(&[
+        "--modules",
+        "login",
+        "--broker",
+        &format!("mqtt://{broker}"),
+        "--no-viewer",
+    ]);
+    wait_for_lines(&mut back_log, &["connected to the MQTT broker"]);
+    // Login's handlers run in the second process only.
+    let text = run_client(gate, viewer, 2);
+    assert!(text.contains(r#""userId":"user0""#), "{text}");
+    interrupt(back, back_log);
+    interrupt(front, front_log);
 }
 
 #[test]
 fn demo_explains_bad_arguments() {
-    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--gate", "not-an-address"])
-        .output()
-        .expect("run demo");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--gate `not-an-address`"), "{err}");
-    assert!(err.contains("usage: demo"), "{err}");
+    // Each case: flags, environment, and what the refusal (exit code 2) must say.
+    type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a [&'a str]);
+    let cases: [Case; 4] = [
+        (
+            &["--gate", "not-an-address"],
+            None,
+            &["'not-an-address'", "--gate", "--help"],
+        ),
+        (
+            &["--modules", "gate,lobby"],
+            None,
+            &["unknown module `lobby`"],
+        ),
+        (
+            &["--broker", "localhost:1883"],
+            None,
+            &["must start with mqtt://"],
+        ),
+        // Every flag can come from the environment.
+        (
+            &[],
+            Some(("MQRS_MODULES", "nothing")),
+            &["unknown module `nothing`"],
+        ),
+    ];
+    for (args, env, wants) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_demo"));
+        cmd.args(args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run demo");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in wants {
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
 
     let out = Command::new(env!("CARGO_BIN_EXE_client"))
         .args(["--gate", "127.0.0.1:1", "--users", "1"])

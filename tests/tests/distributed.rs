@@ -1,0 +1,360 @@
+//! Modules in two apps that share only an MQTT broker, as two processes would: the embedded
+//! broker of the first app, or a real mosquitto. The chat scenario works across them, one
+//! request's spans form one trace (the callee's SERVER span is the child of the caller's
+//! CLIENT span), errors keep their kind, late replies are dropped and counted, oversized
+//! payloads fail clearly, and a call to nobody ends at its deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::tools;
+use demo::client::GateClient;
+use demo::Parts;
+use mqrs_runtime::config::BrokerUrl;
+use mqrs_runtime::trace::{StoredSpan, TraceStore};
+use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session};
+use rumqttc::QoS;
+
+/// A module with a slow and a large answer, for the fault cases.
+pub struct Probe;
+
+#[rpc_module]
+impl Probe {
+    #[rpc]
+    async fn sleep(&self, _session: Session, ms: u64) -> Result<u64, String> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    }
+
+    #[rpc]
+    async fn big(&self, _session: Session, bytes: usize) -> Result<String, String> {
+        Ok("x".repeat(bytes))
+    }
+
+    #[rpc]
+    async fn fail(&self, _session: Session) -> Result<(), String> {
+        Err("refused on purpose".into())
+    }
+}
+
+/// A mosquitto broker on a free loopback port, stopped on drop.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let exe = tools::require("mosquitto", "mosquitto");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("mqrs-mosquitto-{port}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
+            ),
+        )
+        .expect("write config");
+        let child = std::process::Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Which broker the two apps share.
+enum Broker {
+    /// The front app runs it embedded; the back app connects to it.
+    Embedded,
+    /// A mosquitto both connect to.
+    Mosquitto(Mosquitto),
+}
+
+/// The front process (gate + chat, the viewer) and the back process (login + probe).
+struct Split {
+    front: App,
+    back: App,
+    gate_port: u16,
+    _broker: Broker,
+}
+
+fn cfg(server_id: &str, url: BrokerUrl, timeout_ms: u64) -> Config {
+    let mut c = Config::ephemeral();
+    c.app.server_id = server_id.into();
+    c.broker.url = url;
+    c.rpc.timeout_ms = timeout_ms;
+    c
+}
+
+async fn split(broker: Broker, timeout_ms: u64) -> Split {
+    let url = |port: u16| BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{port}")]);
+    let front_url = match &broker {
+        Broker::Embedded => BrokerUrl::Embedded,
+        Broker::Mosquitto(m) => url(m.port),
+    };
+    let front = demo::build(
+        cfg("front", front_url, timeout_ms),
+        Parts {
+            gate: true,
+            login: false,
+            chat: true,
+        },
+    )
+    .expect("front app");
+    let addrs = front.start().await.expect("front starts");
+    let back_port = match &broker {
+        Broker::Embedded => addrs.broker.expect("embedded broker").port(),
+        Broker::Mosquitto(m) => m.port,
+    };
+    let mut back_cfg = cfg("back", url(back_port), timeout_ms);
+    back_cfg.gate.enabled = false;
+    back_cfg.trace.viewer = false;
+    let back = App::builder()
+        .config(back_cfg)
+        .module(demo::login::Login::new)
+        .module(|_| Probe)
+        .build()
+        .expect("back app");
+    back.start().await.expect("back starts");
+    assert!(front.broker_stats().expect("mqtt").connected);
+    assert!(back.broker_stats().expect("mqtt").connected);
+    // Each learns the other's modules from its retained presence message.
+    let runs = |app: &App, sid: &str, module: &str| {
+        app.cluster()
+            .get(sid)
+            .is_some_and(|m| m.iter().any(|x| x == module))
+    };
+    wait_for("presence", || {
+        runs(&front, "back", "Probe")
+            && runs(&back, "front", "Gate")
+            && runs(&back, "front", "Chat")
+    })
+    .await;
+    Split {
+        gate_port: addrs.gate.expect("gate").port(),
+        front,
+        back,
+        _broker: broker,
+    }
+}
+
+impl Split {
+    async fn stop(self) {
+        self.back.shutdown().await;
+        self.front.shutdown().await;
+    }
+}
+
+/// Spans of one trace in one app's store.
+fn spans_of(store: &TraceStore, trace_id: &str) -> Vec<StoredSpan> {
+    let id = u128::from_str_radix(trace_id, 16).expect("hex trace id");
+    store.trace(id).map(|t| t.spans).unwrap_or_default()
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn chat_across_processes(broker: Broker) {
+    let s = split(broker, 3000).await;
+    let c = GateClient::connect("split-user", "127.0.0.1", s.gate_port)
+        .await
+        .expect("client connects");
+    // HD_Login runs in the back app, whose `bind` reaches the front app's gate by server id.
+    let body = serde_json::json!({"userName": "sam", "passWord": "pw"}).to_string();
+    let r = c
+        .request("Login/HD_Login", body.as_bytes(), QoS::AtLeastOnce)
+        .await
+        .expect("login reply");
+    assert_eq!(r["Error"], "", "{r}");
+    let r = common::join_chat(&c, "split", QoS::AtLeastOnce).await;
+    assert_eq!(r["Error"], "", "{r}");
+    assert_eq!(r["Result"]["users"], serde_json::json!(["sam"]), "{r}");
+    let trace_id = r["TraceId"].as_str().expect("traced").to_string();
+
+    let (fs, bs) = (
+        s.front.trace_store().expect("store"),
+        s.back.trace_store().expect("store"),
+    );
+    wait_for("both halves of the trace", || {
+        spans_of(&fs, &trace_id)
+            .iter()
+            .any(|x| x.parent_span_id.is_none())
+            && spans_of(&bs, &trace_id)
+                .iter()
+                .any(|x| x.name == "Login/track2" && x.kind == "server")
+    })
+    .await;
+    let front = spans_of(&fs, &trace_id);
+    let back = spans_of(&bs, &trace_id);
+    let client = front
+        .iter()
+        .find(|x| x.name == "Login/track" && x.kind == "client")
+        .expect("front records the CLIENT span of Login/track");
+    let server = back
+        .iter()
+        .find(|x| x.name == "Login/track" && x.kind == "server")
+        .expect("back records the SERVER span of Login/track");
+    assert_eq!(
+        server.parent_span_id,
+        Some(client.span_id),
+        "nested across the broker"
+    );
+    assert_eq!(&*server.service, "Login");
+    let track2 = back
+        .iter()
+        .find(|x| x.name == "Login/track2" && x.kind == "server")
+        .expect("track2");
+    let track2_client = back
+        .iter()
+        .find(|x| x.name == "Login/track2" && x.kind == "client")
+        .expect("track2 client");
+    assert_eq!(track2.parent_span_id, Some(track2_client.span_id));
+    assert_eq!(track2_client.parent_span_id, Some(server.span_id));
+    // The join pushed the room to the gate, which is local to the front app.
+    assert!(front
+        .iter()
+        .any(|x| x.name == "Gate/Push" && x.kind == "server"));
+    assert!(s.back.broker_stats().expect("stats").calls_served >= 2);
+    assert!(
+        s.front.broker_stats().expect("stats").calls_served >= 1,
+        "Gate/Bind from back"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_spans_two_processes_through_the_embedded_broker() {
+    chat_across_processes(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_spans_two_processes_through_mosquitto() {
+    chat_across_processes(Broker::Mosquitto(Mosquitto::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_across_the_broker() {
+    let s = split(Broker::Embedded, 300).await;
+    let session = Session::default();
+    // Errors keep their kind across the broker.
+    let e = s
+        .front
+        .call::<_, ()>("Probe", "fail", &session, ())
+        .await
+        .expect_err("handler error");
+    assert_eq!(e, RpcError::Handler("refused on purpose".into()));
+    let e = s
+        .front
+        .call::<_, ()>("Probe", "nothing", &session, ())
+        .await
+        .expect_err("unknown method");
+    assert_eq!(e.kind(), "unknown_method", "{e}");
+
+    // A reply after the caller gave up is dropped and counted, never given to another call.
+    let e = s
+        .front
+        .call::<_, u64>("Probe", "sleep", &session, (600u64,))
+        .await
+        .expect_err("times out");
+    assert_eq!(e.kind(), "timeout");
+    let next: u64 = s
+        .front
+        .call("Probe", "sleep", &session, (1u64,))
+        .await
+        .expect("next call gets its own reply");
+    assert_eq!(next, 1);
+    let stats = || s.front.broker_stats().expect("stats");
+    wait_for("the late reply", || stats().late_replies == 1).await;
+    assert_eq!(stats().pending, 0, "no call left waiting");
+
+    // Oversized request: a clear error, and the connection carries on.
+    let huge = "y".repeat(2 << 20);
+    let e = s
+        .front
+        .call::<_, usize>("Probe", "big", &session, (huge,))
+        .await
+        .expect_err("too big");
+    assert!(
+        e.to_string().contains("over the broker payload limit"),
+        "{e}"
+    );
+    // Oversized reply: the callee answers with an error saying so.
+    let e = s
+        .front
+        .call::<_, String>("Probe", "big", &session, (2usize << 20,))
+        .await
+        .expect_err("reply too big");
+    assert_eq!(e.kind(), "bad_reply", "{e}");
+    assert!(
+        e.to_string().contains("over the broker payload limit"),
+        "{e}"
+    );
+    let ok: String = s
+        .front
+        .call("Probe", "big", &session, (3usize,))
+        .await
+        .expect("still connected");
+    assert_eq!(ok, "xxx");
+
+    // No process announced that module, or that server: unknown at once, not at the deadline.
+    for target in ["Probe@nowhere", "Nowhere"] {
+        let started = Instant::now();
+        let e = s
+            .front
+            .call::<_, u64>(target, "sleep", &session, (1u64,))
+            .await
+            .expect_err("nobody serves it");
+        assert_eq!(e, RpcError::UnknownModule(target.into()));
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+    assert_eq!(stats().pending, 0);
+
+    // The back process stops: it withdraws its presence, so calls to it fail at once too.
+    s.back.shutdown().await;
+    wait_for("presence withdrawn", || {
+        !s.front.cluster().contains_key("back")
+    })
+    .await;
+    let e = s
+        .front
+        .call::<_, u64>("Probe", "sleep", &session, (1u64,))
+        .await
+        .expect_err("gone");
+    assert_eq!(e, RpcError::UnknownModule("Probe".into()));
+    s.front.shutdown().await;
+}
