@@ -55,6 +55,16 @@ struct Cli {
     /// Do not serve the trace viewer.
     #[arg(long, env = "MQRS_NO_VIEWER")]
     no_viewer: bool,
+
+    /// Send spans by OTLP/HTTP to this collector (e.g. the first process's, at
+    /// http://127.0.0.1:4318, or Jaeger's or Tempo's) instead of keeping them here: no store,
+    /// viewer or collector in this process.
+    #[arg(long, env = "MQRS_OTLP", value_name = "URL")]
+    otlp: Option<String>,
+
+    /// OTLP/HTTP collector listen address (default 127.0.0.1:4318).
+    #[arg(long, env = "MQRS_COLLECTOR", value_name = "HOST:PORT")]
+    collector: Option<SocketAddr>,
 }
 
 fn config(cli: &Cli, parts: demo::Parts) -> Result<Config, String> {
@@ -81,6 +91,15 @@ fn config(cli: &Cli, parts: demo::Parts) -> Result<Config, String> {
     }
     if cli.no_viewer {
         config.trace.viewer = false;
+    }
+    if let Some(c) = cli.collector {
+        config.trace.collector_addr = c;
+    }
+    if let Some(url) = &cli.otlp {
+        config.trace.otlp_export = url.clone();
+        config.trace.store = false;
+        config.trace.viewer = false;
+        config.trace.collector = false;
     }
     match &cli.server_id {
         Some(id) => config.app.server_id = id.clone(),

@@ -33,17 +33,55 @@ fn wait_for_listeners(lines: &mut impl Iterator<Item = String>) -> (String, Stri
 }
 
 /// Every listener of the demo on a free port.
-const FREE_PORTS: [&str; 6] = [
+const FREE_PORTS: [&str; 8] = [
     "--gate",
     "127.0.0.1:0",
     "--viewer",
     "127.0.0.1:0",
     "--broker-listen",
     "127.0.0.1:0",
+    "--collector",
+    "127.0.0.1:0",
 ];
 
+/// GET `path` from `addr` (plain HTTP/1.1); the status and the JSON body.
+fn http_get_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect viewer");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    // The viewer answers with a length, not chunks, for these small bodies.
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A running demo process, killed if a test fails before stopping it.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the demo binary with `args`, its log on a pipe.
-fn start_demo(args: &[&str]) -> (std::process::Child, impl Iterator<Item = String>) {
+fn start_demo(args: &[&str]) -> (Demo, impl Iterator<Item = String>) {
     let mut demo = Command::new(env!("CARGO_BIN_EXE_demo"))
         .args(args)
         .env("RUST_LOG", "info")
@@ -53,22 +91,34 @@ fn start_demo(args: &[&str]) -> (std::process::Child, impl Iterator<Item = Strin
         .spawn()
         .expect("start demo");
     let stdout = demo.stdout.take().expect("stdout");
-    (demo, BufReader::new(stdout).lines().map_while(Result::ok))
+    (
+        Demo(demo),
+        BufReader::new(stdout).lines().map_while(Result::ok),
+    )
 }
 
 /// Sends SIGINT and waits (up to 10 s) for a clean exit; returns the rest of the log.
-fn interrupt(mut demo: std::process::Child, lines: impl Iterator<Item = String>) -> Vec<String> {
+fn interrupt(demo: Demo, lines: impl Iterator<Item = String>) -> Vec<String> {
+    stop_with(demo, lines, "-INT")
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) and waits (up to 10 s) for a clean exit; returns the rest
+/// of the log.
+fn stop_with(mut demo: Demo, lines: impl Iterator<Item = String>, signal: &str) -> Vec<String> {
     let status = Command::new("kill")
-        .args(["-INT", &demo.id().to_string()])
+        .args([signal, &demo.0.id().to_string()])
         .status()
         .expect("send SIGINT");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let code = loop {
-        if let Some(s) = demo.try_wait().expect("wait") {
+        if let Some(s) = demo.0.try_wait().expect("wait") {
             break s;
         }
-        assert!(Instant::now() < deadline, "demo did not stop after Ctrl-C");
+        assert!(
+            Instant::now() < deadline,
+            "demo did not stop after {signal}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(code.success(), "demo exit status {code}");
@@ -121,21 +171,43 @@ fn demo_split_over_two_processes_serves_the_client() {
             "embedded MQTT broker on mqtt://",
             "gate listening on mqtt://",
             "trace viewer on http://",
+            "OTLP collector on http://",
         ],
     );
     let (broker, gate, viewer) = (&found[0], &found[1], &found[2]);
+    let collector = found[3].trim_end_matches("/v1/traces");
     let (back, mut back_log) = start_demo(&[
         "--modules",
         "login",
         "--broker",
         &format!("mqtt://{broker}"),
-        "--no-viewer",
+        "--otlp",
+        &format!("http://{collector}"),
     ]);
     wait_for_lines(&mut back_log, &["connected to the MQTT broker"]);
     // Login's handlers run in the second process only.
     let text = run_client(gate, viewer, 2);
     assert!(text.contains(r#""userId":"user0""#), "{text}");
-    interrupt(back, back_log);
+    let trace_id = text
+        .split(&format!("http://{viewer}/trace/"))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a trace link")
+        .to_string();
+    // SIGTERM (what docker, systemd and Kubernetes send) stops as cleanly as Ctrl-C, and the
+    // clean stop flushes the second process's spans to the first one's collector.
+    let rest = stop_with(back, back_log, "-TERM");
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM: shutting down")),
+        "{rest:?}"
+    );
+    let (status, trace) = http_get_json(viewer, &format!("/api/traces/{trace_id}"));
+    assert_eq!(status, 200, "{trace}");
+    let services = trace["data"][0]["processes"].to_string();
+    assert!(
+        services.contains("Login") && services.contains("Chat") && services.contains("Gate"),
+        "one trace holds both processes' spans: {services}"
+    );
     interrupt(front, front_log);
 }
 

@@ -59,6 +59,8 @@ pub struct GateSection {
     pub max_inflight: usize,
     /// Capacity of each connection's outgoing queue, in packets.
     pub outgoing_queue: usize,
+    /// On shutdown, how long requests in flight may take to finish, in milliseconds.
+    pub shutdown_grace_ms: u64,
 }
 
 /// `[trace]`
@@ -77,6 +79,16 @@ pub struct TraceSection {
     pub max_bytes: usize,
     /// Most spans kept per trace.
     pub max_spans_per_trace: usize,
+    /// Send every span by OTLP/HTTP to this collector (`http://host:4318`); empty: do not.
+    pub otlp_export: String,
+    /// Spans waiting for export at most; more are dropped and counted.
+    pub otlp_queue: usize,
+    /// Serve the OTLP/HTTP collector (`POST /v1/traces`) into the store, beside the viewer.
+    pub collector: bool,
+    /// Collector listen address.
+    pub collector_addr: SocketAddr,
+    /// Largest OTLP request body accepted, in bytes (after gzip).
+    pub collector_max_body: usize,
 }
 
 /// `[broker]`: how this process reaches modules in other processes.
@@ -180,6 +192,7 @@ impl Default for GateSection {
             max_connections: 10_000,
             max_inflight: 64,
             outgoing_queue: 256,
+            shutdown_grace_ms: 5000,
         }
     }
 }
@@ -193,6 +206,11 @@ impl Default for TraceSection {
             max_traces: 10_000,
             max_bytes: 64 << 20,
             max_spans_per_trace: 2_000,
+            otlp_export: String::new(),
+            otlp_queue: 8192,
+            collector: true,
+            collector_addr: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            collector_max_body: 4 << 20,
         }
     }
 }
@@ -247,6 +265,7 @@ impl Config {
         let mut c = Config::default();
         c.gate.tcp_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.trace.viewer_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.trace.collector_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.broker.embedded_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c
     }

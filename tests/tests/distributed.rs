@@ -1,18 +1,18 @@
 //! Modules in two apps that share only an MQTT broker, as two processes would: the embedded
-//! broker of the first app, or a real mosquitto. The chat scenario works across them, one
-//! request's spans form one trace (the callee's SERVER span is the child of the caller's
-//! CLIENT span), errors keep their kind, late replies are dropped and counted, oversized
-//! payloads fail clearly, and a call to nobody ends at its deadline.
+//! broker of the first app, or a real mosquitto. The chat scenario works across them; the back
+//! app exports its spans by OTLP to the front app's collector, so the front's Jaeger API shows
+//! the same nested trace as the single-process demo. Errors keep their kind, late replies are
+//! dropped and counted, oversized payloads fail clearly, and unknown targets fail at once.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::tools;
+use common::chat_tree::assert_chat_tree;
+use common::{spans, tools};
 use demo::client::GateClient;
 use demo::Parts;
 use mqrs_runtime::config::BrokerUrl;
-use mqrs_runtime::trace::{StoredSpan, TraceStore};
 use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session};
 use rumqttc::QoS;
 
@@ -105,6 +105,7 @@ struct Split {
     front: App,
     back: App,
     gate_port: u16,
+    viewer: std::net::SocketAddr,
     _broker: Broker,
 }
 
@@ -138,7 +139,11 @@ async fn split(broker: Broker, timeout_ms: u64) -> Split {
     };
     let mut back_cfg = cfg("back", url(back_port), timeout_ms);
     back_cfg.gate.enabled = false;
+    // As `demo --otlp`: spans go to the front app's collector, none are kept here.
     back_cfg.trace.viewer = false;
+    back_cfg.trace.store = false;
+    back_cfg.trace.collector = false;
+    back_cfg.trace.otlp_export = format!("http://{}", addrs.collector.expect("collector"));
     let back = App::builder()
         .config(back_cfg)
         .module(demo::login::Login::new)
@@ -162,6 +167,7 @@ async fn split(broker: Broker, timeout_ms: u64) -> Split {
     .await;
     Split {
         gate_port: addrs.gate.expect("gate").port(),
+        viewer: addrs.viewer.expect("viewer"),
         front,
         back,
         _broker: broker,
@@ -173,12 +179,6 @@ impl Split {
         self.back.shutdown().await;
         self.front.shutdown().await;
     }
-}
-
-/// Spans of one trace in one app's store.
-fn spans_of(store: &TraceStore, trace_id: &str) -> Vec<StoredSpan> {
-    let id = u128::from_str_radix(trace_id, 16).expect("hex trace id");
-    store.trace(id).map(|t| t.spans).unwrap_or_default()
 }
 
 async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
@@ -206,54 +206,38 @@ async fn chat_across_processes(broker: Broker) {
     assert_eq!(r["Result"]["users"], serde_json::json!(["sam"]), "{r}");
     let trace_id = r["TraceId"].as_str().expect("traced").to_string();
 
-    let (fs, bs) = (
-        s.front.trace_store().expect("store"),
-        s.back.trace_store().expect("store"),
-    );
-    wait_for("both halves of the trace", || {
-        spans_of(&fs, &trace_id)
-            .iter()
-            .any(|x| x.parent_span_id.is_none())
-            && spans_of(&bs, &trace_id)
-                .iter()
-                .any(|x| x.name == "Login/track2" && x.kind == "server")
-    })
-    .await;
-    let front = spans_of(&fs, &trace_id);
-    let back = spans_of(&bs, &trace_id);
-    let client = front
-        .iter()
-        .find(|x| x.name == "Login/track" && x.kind == "client")
-        .expect("front records the CLIENT span of Login/track");
-    let server = back
-        .iter()
-        .find(|x| x.name == "Login/track" && x.kind == "server")
-        .expect("back records the SERVER span of Login/track");
-    assert_eq!(
-        server.parent_span_id,
-        Some(client.span_id),
-        "nested across the broker"
-    );
-    assert_eq!(&*server.service, "Login");
-    let track2 = back
-        .iter()
-        .find(|x| x.name == "Login/track2" && x.kind == "server")
-        .expect("track2");
-    let track2_client = back
-        .iter()
-        .find(|x| x.name == "Login/track2" && x.kind == "client")
-        .expect("track2 client");
-    assert_eq!(track2.parent_span_id, Some(track2_client.span_id));
-    assert_eq!(track2_client.parent_span_id, Some(server.span_id));
-    // The join pushed the room to the gate, which is local to the front app.
-    assert!(front
-        .iter()
-        .any(|x| x.name == "Gate/Push" && x.kind == "server"));
+    // The whole trace, both processes' spans, through the front app's Jaeger API.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let all = loop {
+        let (status, body) = common::http_get(s.viewer, &format!("/api/traces/{trace_id}")).await;
+        if status == 200 {
+            let all = spans(&body["data"][0]);
+            let complete = all.iter().any(|x| x.parent.is_none())
+                && all
+                    .iter()
+                    .any(|x| x.name == "Login/track2" && x.kind == "server")
+                && (all.len() == 9 || all.len() == 11);
+            if complete {
+                break all;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trace {trace_id} incomplete: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_chat_tree(&all, "sam");
     assert!(s.back.broker_stats().expect("stats").calls_served >= 2);
     assert!(
         s.front.broker_stats().expect("stats").calls_served >= 1,
         "Gate/Bind from back"
     );
+    // Counted once the collector has answered, which may be just after the trace is complete.
+    let stats = || s.back.export_stats().expect("the back app exports");
+    let back_spans = all.iter().filter(|x| x.service == "Login").count() as u64;
+    wait_for("export counters", || stats().exported >= back_spans).await;
+    assert_eq!((stats().dropped, stats().failed), (0, 0));
     s.stop().await;
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_python_client_logs_in_joins_and_gets_traced_replies() {
-    let python = tools::paho_python();
+    let python = tools::test_python();
     let d = start_demo(|_| {}).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/paho_chat.py");
     let port = d.gate.port().to_string();

@@ -45,6 +45,44 @@ impl Crash {
     async fn boom(&self, _session: Session) -> Result<(), String> {
         panic!("boom, on purpose")
     }
+
+    #[rpc(name = "HD_Slow")]
+    async fn slow(&self, _session: Session) -> Result<&'static str, String> {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        Ok("finished")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_shutdown_finishes_within_the_grace_period() {
+    let app = demo::build_app(Config::ephemeral()).expect("demo app");
+    app.add_module(Crash).expect("add Crash");
+    let addrs = app.start().await.expect("start");
+    let gate = addrs.gate.expect("gate");
+    let c = demo::client::GateClient::connect("grace", "127.0.0.1", gate.port())
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    let stopping = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            app.shutdown().await;
+        })
+    };
+    let r = c
+        .request("Crash/HD_Slow", b"{}", QoS::AtLeastOnce)
+        .await
+        .expect("the reply still arrives");
+    assert_eq!(
+        (r["Error"].as_str(), &r["Result"]),
+        (Some(""), &Value::from("finished")),
+        "{r}"
+    );
+    // Meanwhile the listener is closed: no new clients during the drain.
+    assert!(tokio::net::TcpStream::connect(gate).await.is_err());
+    stopping.await.expect("shutdown task");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(450));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

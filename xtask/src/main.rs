@@ -1,11 +1,11 @@
 //! Project tasks, run as `cargo xtask <task>` (the alias lives in `.cargo/config.toml`).
 //!
 //! `cargo xtask test` is README's test command. The integration tests drive real programs that
-//! nobody on the team wrote (headless Chromium, `mosquitto_pub`, Eclipse Paho for Python), so
-//! this task first makes sure they are present, installs what is missing when it can (Debian
-//! packages through `apt-get` as root; Paho into a virtual environment under `target/`, never
-//! into the system Python), then runs `cargo test --workspace` with their locations in the
-//! environment. When everything is already there it only looks, which takes milliseconds.
+//! nobody on the team wrote (headless Chromium, mosquitto and `mosquitto_pub`, Eclipse Paho and
+//! the OpenTelemetry SDK for Python), so this task first makes sure they are present, installs
+//! what is missing when it can (Debian packages through `apt-get` as root; Python packages into
+//! a virtual environment under `target/`, never into the system Python), then runs
+//! `cargo test --workspace` with their locations in the environment. When everything is already there it only looks, which takes milliseconds.
 
 use std::env;
 use std::ffi::OsStr;
@@ -35,10 +35,21 @@ const PACKAGES: &[Package] = &[
     },
 ];
 
-/// The Paho release line the Python client script is written for (its callback API v2).
-const PAHO: &str = "paho-mqtt>=2,<3";
+/// Python packages the tests drive: Eclipse Paho (its callback API v2) as a foreign MQTT
+/// client, and the OpenTelemetry SDK with its OTLP/HTTP exporter as a foreign trace source.
+const PYTHON_PACKAGES: &[&str] = &[
+    "paho-mqtt>=2,<3",
+    "opentelemetry-sdk>=1.20,<2",
+    "opentelemetry-exporter-otlp-proto-http>=1.20,<2",
+];
 
-/// The environment variable that tells the tests which Python has Paho.
+/// Imports that show the packages are there.
+const PYTHON_CHECK: &str = "import paho.mqtt.client as c, sys; \
+from opentelemetry.sdk.trace import TracerProvider; \
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter; \
+sys.exit(0 if hasattr(c, 'CallbackAPIVersion') else 1)";
+
+/// The environment variable that tells the tests which Python has the test packages.
 const PYTHON_VAR: &str = "MQRS_PYTHON";
 
 const USAGE: &str = "usage: cargo xtask <task>
@@ -86,9 +97,9 @@ fn setup() -> Result<PathBuf, Failure> {
             )));
         }
     }
-    let python = paho_python()?;
+    let python = test_python()?;
     println!(
-        "cargo xtask: tools ready (chromium, mosquitto, mosquitto_pub, Paho in {})",
+        "cargo xtask: tools ready (chromium, mosquitto, mosquitto_pub; Paho and the OpenTelemetry SDK in {})",
         python.display()
     );
     Ok(python)
@@ -141,11 +152,12 @@ fn apt_install(debs: &[&str], what: &str) -> Result<(), Failure> {
     apt(&install)
 }
 
-/// The virtual environment's Python with Paho installed, creating it when needed.
-fn paho_python() -> Result<PathBuf, Failure> {
+/// The virtual environment's Python with the test packages installed, creating it when
+/// needed.
+fn test_python() -> Result<PathBuf, Failure> {
     let venv = target_dir().join("test-env");
     let python = venv.join("bin").join("python");
-    if has_paho(&python) {
+    if has_packages(&python) {
         return Ok(python);
     }
     if !python.exists() {
@@ -155,35 +167,27 @@ fn paho_python() -> Result<PathBuf, Failure> {
         );
         make_venv(&venv)?;
     }
-    println!("cargo xtask: installing {PAHO} into {}", venv.display());
+    let packages = PYTHON_PACKAGES.join(" ");
+    println!("cargo xtask: installing {packages} into {}", venv.display());
     let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            PAHO,
-        ])
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(PYTHON_PACKAGES)
         .status()
         .map_err(|e| Failure(format!("cannot run {}: {e}", python.display())))?;
-    if !status.success() || !has_paho(&python) {
+    if !status.success() || !has_packages(&python) {
         return Err(Failure(format!(
-            "pip could not install {PAHO} into {} ({status}); check that PyPI is reachable and rerun `cargo xtask test`",
+            "pip could not install {packages} into {} ({status}); check that PyPI is reachable and rerun `cargo xtask test`",
             venv.display()
         )));
     }
     Ok(python)
 }
 
-/// True when `python` runs and imports Paho 2.
-fn has_paho(python: &Path) -> bool {
+/// True when `python` runs and imports every test package.
+fn has_packages(python: &Path) -> bool {
     python.exists()
         && Command::new(python)
-            .args([
-                "-c",
-                "import paho.mqtt.client as c, sys; sys.exit(0 if hasattr(c, 'CallbackAPIVersion') else 1)",
-            ])
+            .args(["-c", PYTHON_CHECK])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()

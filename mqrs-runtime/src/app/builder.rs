@@ -100,7 +100,18 @@ impl AppBuilder {
                 max_spans_per_trace: config.trace.max_spans_per_trace,
             }))
         });
-        let tracing = Arc::new(Tracing::new(store));
+        let tracing = if config.trace.otlp_export.is_empty() {
+            Tracing::new(store)
+        } else {
+            // A bad endpoint is reported again by `App::start`, which then refuses to start.
+            Tracing::new(store.clone())
+                .with_export(&config.trace.otlp_export, config.trace.otlp_queue)
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "OTLP export is off");
+                    Tracing::new(store)
+                })
+        };
+        let tracing = Arc::new(tracing);
         // A remote transport given here wins; otherwise the broker settings decide.
         let mqtt = match (&self.remote, &config.broker.url) {
             (None, BrokerUrl::Embedded | BrokerUrl::Urls(_)) => Some(MqttTransport::new(
@@ -139,6 +150,8 @@ impl AppBuilder {
                 gate_counters: Mutex::new(None),
                 mqtt,
                 broker: tokio::sync::Mutex::new(None),
+                link_stop: watch::channel(false).0,
+                link_task: Mutex::new(None),
                 config,
             }),
         }

@@ -4,18 +4,17 @@
 //! that are not in this process.
 
 mod builder;
+mod run;
 
 pub use builder::AppBuilder;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::BrokerUrl;
 use crate::config::Config;
 use crate::error::RpcError;
 use crate::gate::{self, Publish};
@@ -25,7 +24,7 @@ use crate::rpc::{ModuleRef, Registry, RpcModule};
 use crate::session::Session;
 use crate::trace::{spans, TraceStore, Tracing};
 use crate::transport::mqtt::broker::EmbeddedBroker;
-use crate::transport::mqtt::{parse_url, BrokerStats, Link, MqttTransport};
+use crate::transport::mqtt::{BrokerStats, MqttTransport};
 
 /// Decides per client request whether a trace is started (mqant's `OnRequestTracing`).
 pub type TracingHook = Arc<dyn Fn(&Session, &Publish) -> bool + Send + Sync>;
@@ -73,6 +72,9 @@ pub enum AppError {
         /// What the broker said.
         reason: String,
     },
+    /// The OTLP export endpoint is not usable.
+    #[error("OTLP export: {0}")]
+    Otlp(String),
     /// The broker settings are not usable.
     #[error("broker settings: {0}")]
     BrokerSettings(String),
@@ -107,6 +109,8 @@ pub struct Addrs {
     pub viewer: Option<SocketAddr>,
     /// The embedded MQTT broker, when this process runs one.
     pub broker: Option<SocketAddr>,
+    /// The OTLP/HTTP collector (`POST /v1/traces`), when enabled.
+    pub collector: Option<SocketAddr>,
 }
 
 struct Inner {
@@ -123,6 +127,10 @@ struct Inner {
     /// The broker transport, unless the app is in-process only or got another remote.
     mqtt: Option<MqttTransport>,
     broker: tokio::sync::Mutex<Option<EmbeddedBroker>>,
+    /// Stops the broker link, after the gate has drained (its requests may call other
+    /// processes until the end).
+    link_stop: watch::Sender<bool>,
+    link_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The root of a trace started by [`App::start_trace`]; ends when dropped.
@@ -316,187 +324,6 @@ impl App {
         .await
     }
 
-    /// Opens the broker connection (starting the embedded broker first when configured), the
-    /// gate and the viewer; returns their addresses.
-    pub async fn start(&self) -> Result<Addrs, AppError> {
-        let broker_urls = self.start_broker().await?;
-        let starts: Vec<(&'static str, BoxFuture<'static, Result<(), String>>)> = self
-            .inner
-            .modules
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|m| (m.name, (m.start)(self.clone())))
-            .collect();
-        for (module, fut) in starts {
-            fut.await
-                .map_err(|reason| AppError::ModuleStart { module, reason })?;
-            tracing::debug!(module, "module started");
-        }
-        let cfg = &self.inner.config;
-        let mut addrs = Addrs::default();
-        if cfg.gate.enabled {
-            let deps = gate::Deps {
-                caller: self.inner.caller.clone(),
-                registry: self.inner.registry.clone(),
-                tracer: self.inner.tracing.tracer(gate::GATE_MODULE),
-                hook: self.inner.hook.clone(),
-                server_id: cfg.app.server_id.clone(),
-            };
-            let started = gate::start(deps, cfg.gate.clone(), self.inner.shutdown.subscribe())
-                .await
-                .map_err(|source| AppError::Bind {
-                    what: "the MQTT gate",
-                    addr: cfg.gate.tcp_addr,
-                    source,
-                })?;
-            tracing::info!("gate listening on mqtt://{}", started.addr);
-            addrs.gate = Some(started.addr);
-            *self
-                .inner
-                .gate_counters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(started.counters);
-            self.push_task(started.task);
-        }
-        if let (Some(mqtt), Some(urls)) = (&self.inner.mqtt, broker_urls) {
-            let link = Link {
-                urls,
-                server_id: cfg.app.server_id.clone(),
-                registry: self.inner.registry.clone(),
-                default_timeout: cfg.rpc_timeout(),
-            };
-            let (task, mut ready) = mqtt.start(link, self.inner.shutdown.subscribe());
-            self.push_task(task);
-            // Serve calls from other processes before the first client arrives, if the broker
-            // answers soon; otherwise the link keeps trying in the background.
-            let wait = Duration::from_millis(cfg.broker.connect_wait_ms);
-            if tokio::time::timeout(wait, ready.wait_for(|r| *r))
-                .await
-                .is_err()
-            {
-                tracing::warn!("not yet connected to the MQTT broker; still trying");
-            }
-        }
-        addrs.broker = self.inner.broker.lock().await.as_ref().map(|b| b.addr());
-        if let (true, Some(store)) = (cfg.trace.viewer, self.inner.tracing.store()) {
-            let (addr, task) = crate::trace::api::serve(
-                store.clone(),
-                cfg.trace.viewer_addr,
-                self.inner.shutdown.subscribe(),
-            )
-            .await
-            .map_err(|source| AppError::Bind {
-                what: "the trace viewer",
-                addr: cfg.trace.viewer_addr,
-                source,
-            })?;
-            tracing::info!("trace viewer on http://{addr}/");
-            addrs.viewer = Some(addr);
-            self.push_task(task);
-        }
-        *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
-        Ok(addrs)
-    }
-
-    /// Starts the embedded broker when configured; returns the broker addresses to connect to.
-    async fn start_broker(&self) -> Result<Option<Vec<(String, u16)>>, AppError> {
-        if self.inner.mqtt.is_none() {
-            return Ok(None);
-        }
-        let cfg = &self.inner.config.broker;
-        let sid = &self.inner.config.app.server_id;
-        if sid.is_empty() || sid.contains(['/', '+', '#', '@']) {
-            return Err(AppError::BrokerSettings(format!(
-                "server_id `{sid}` is part of MQTT topics: it must be non-empty and contain none of / + # @"
-            )));
-        }
-        match &cfg.url {
-            BrokerUrl::None => Ok(None),
-            BrokerUrl::Embedded => {
-                let b = EmbeddedBroker::start(cfg.embedded_addr, cfg.max_payload + 64 * 1024)
-                    .await
-                    .map_err(|reason| AppError::Broker {
-                        addr: cfg.embedded_addr,
-                        reason,
-                    })?;
-                let addr = b.addr();
-                tracing::info!("embedded MQTT broker on mqtt://{addr}");
-                *self.inner.broker.lock().await = Some(b);
-                Ok(Some(vec![(addr.ip().to_string(), addr.port())]))
-            }
-            BrokerUrl::Urls(urls) => urls
-                .iter()
-                .map(|u| parse_url(u))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some)
-                .map_err(AppError::BrokerSettings),
-        }
-    }
-
-    /// Starts, then runs until Ctrl-C or [`App::stop`], then shuts down gracefully.
-    pub async fn run(&self) -> Result<(), AppError> {
-        self.start().await?;
-        let mut rx = self.inner.shutdown.subscribe();
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "cannot listen for Ctrl-C; run until stopped");
-                    let _ = self.inner.shutdown.subscribe().wait_for(|v| *v).await;
-                } else {
-                    tracing::info!("Ctrl-C: shutting down");
-                }
-            }
-            _ = rx.wait_for(|v| *v) => {}
-        }
-        self.shutdown().await;
-        Ok(())
-    }
-
-    /// Asks a running app to shut down.
-    pub fn stop(&self) {
-        let _ = self.inner.shutdown.send(true);
-    }
-
-    /// Stops listeners, waits up to 5 s for them, flushes tracing and releases the modules.
-    pub async fn shutdown(&self) {
-        self.stop();
-        let tasks =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in tasks {
-            if tokio::time::timeout(Duration::from_secs(5), t)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a service did not stop within 5 s");
-            }
-        }
-        let modules =
-            std::mem::take(&mut *self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()));
-        for m in modules.iter().rev() {
-            if tokio::time::timeout(Duration::from_secs(5), (m.stop)())
-                .await
-                .is_err()
-            {
-                tracing::warn!(module = m.name, "on_stop did not finish within 5 s");
-            }
-        }
-        if let Some(b) = self.inner.broker.lock().await.take() {
-            b.stop().await;
-        }
-        self.inner.tracing.shutdown();
-        self.inner.registry.clear();
-        tracing::info!("app stopped");
-    }
-
-    fn push_task(&self, t: JoinHandle<()>) {
-        self.inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(t);
-    }
-
     /// The addresses bound by [`App::start`].
     pub fn addrs(&self) -> Addrs {
         *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner())
@@ -530,6 +357,11 @@ impl App {
             .as_ref()
             .map(MqttTransport::announced)
             .unwrap_or_default()
+    }
+
+    /// The OTLP exporter's counters (exported, dropped, failed), when spans are exported.
+    pub fn export_stats(&self) -> Option<crate::trace::otlp::ExportStats> {
+        self.inner.tracing.export_stats()
     }
 
     /// The broker connection's counters, when calls to other processes go through a broker.

@@ -102,7 +102,13 @@ fn connect_level(frame: &[u8]) -> Option<u8> {
         .then(|| frame.get(vh + 6).copied())?
 }
 
-async fn writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Packet>, max: usize) {
+/// Writes queued packets until every sender is gone; returns the write half, still open, so
+/// the caller decides how to close.
+async fn writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Packet>,
+    max: usize,
+) -> Option<W> {
     let mut out = BytesMut::with_capacity(4096);
     while let Some(p) = rx.recv().await {
         let mut next = Some(p);
@@ -118,12 +124,16 @@ async fn writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Packet>
             };
         }
         if wr.write_all(&out).await.is_err() {
-            return;
+            return None;
         }
         out.clear();
     }
-    let _ = wr.shutdown().await;
+    Some(wr)
 }
+
+/// How long a stopping gate waits after a connection's last reply before closing it: some
+/// clients (rumqttc among them) lose a packet that arrives together with the close.
+const CLOSE_LINGER: Duration = Duration::from_millis(200);
 
 /// Serves one client until it disconnects, breaks the protocol, goes silent, or the app stops.
 pub(crate) async fn serve<S>(
@@ -206,10 +216,14 @@ where
     let inflight = Arc::new(Semaphore::new(cfg.max_inflight.max(1)));
     // QoS 2 packet ids received and not yet released; at most 65,535 entries by construction.
     let mut qos2_pending: HashSet<u16> = HashSet::new();
+    let mut stopping = false;
     let result = loop {
         let read = read_packet(&mut rd, &mut buf, cfg.max_packet_size, false);
         let packet = tokio::select! {
-            _ = shutdown.changed() => break Ok(()),
+            _ = shutdown.changed() => {
+                stopping = true;
+                break Ok(());
+            }
             r = async {
                 match keepalive {
                     Some(d) => tokio::time::timeout(d, read).await.unwrap_or(Ok(None)),
@@ -285,7 +299,17 @@ where
     drop(tx);
     drop(conn);
     // In-flight requests hold the connection; the writer ends when the last one finishes.
-    let _ = writer_task.await;
+    if let Ok(Some(mut wr)) = writer_task.await {
+        if stopping {
+            // The client closes first if it is quick about it; else the linger ends.
+            let mut sink = [0u8; 512];
+            let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        }
+        let _ = wr.shutdown().await;
+    }
     tracing::debug!(%peer, %sessionid, "gate: client disconnected");
     result
 }

@@ -221,7 +221,12 @@ async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch
     let limit = Arc::new(Semaphore::new(gate.cfg.max_connections.max(1)));
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                // Refuse new clients at once; let the requests in flight finish.
+                drop(listener);
+                drain(&gate).await;
+                return;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -248,6 +253,24 @@ async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch
                 tracing::debug!(%peer, error = %e, "gate: connection closed on error");
             }
         });
+    }
+}
+
+/// Waits until every connection has finished its requests in flight and closed, for at most
+/// the grace period.
+async fn drain(gate: &Gate) {
+    let grace = std::time::Duration::from_millis(gate.cfg.shutdown_grace_ms);
+    let deadline = tokio::time::Instant::now() + grace;
+    while gate.counters.open.load(Ordering::Relaxed) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                open = gate.counters.open.load(Ordering::Relaxed),
+                grace_ms = gate.cfg.shutdown_grace_ms,
+                "gate: connections still busy after the shutdown grace period"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 

@@ -44,11 +44,21 @@ pub fn router(store: Arc<TraceStore>) -> Router {
 pub async fn serve(
     store: Arc<TraceStore>,
     addr: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_router("trace viewer", router(store), addr, shutdown).await
+}
+
+/// Binds `addr` and serves `app` until `shutdown` turns true; new connections are refused at
+/// once, open ones finish their requests.
+pub(crate) async fn serve_router(
+    what: &'static str,
+    app: Router,
+    addr: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = router(store);
     let task = tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -56,7 +66,7 @@ pub async fn serve(
             })
             .await;
         if let Err(e) = r {
-            tracing::warn!(error = %e, "trace viewer stopped on error");
+            tracing::warn!(error = %e, "{what} stopped on error");
         }
     });
     Ok((local, task))

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod context;
+pub mod otlp;
 pub(crate) mod spans;
 pub mod store;
 
@@ -30,6 +31,7 @@ pub struct ServiceTracer {
 /// Owns the per-service tracer providers and where their spans go.
 pub struct Tracing {
     store: Option<Arc<TraceStore>>,
+    exporter: Option<otlp::export::Exporter>,
     services: Mutex<HashMap<Arc<str>, (SdkTracerProvider, ServiceTracer)>>,
 }
 
@@ -38,8 +40,21 @@ impl Tracing {
     pub fn new(store: Option<Arc<TraceStore>>) -> Self {
         Tracing {
             store,
+            exporter: None,
             services: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also sends every finished span by OTLP/HTTP to `endpoint`, through a queue of `queue`
+    /// spans; the error says why the endpoint is not usable.
+    pub(crate) fn with_export(mut self, endpoint: &str, queue: usize) -> Result<Self, String> {
+        self.exporter = Some(otlp::export::Exporter::start(endpoint, queue)?);
+        Ok(self)
+    }
+
+    /// The exporter's counters, when spans are exported.
+    pub fn export_stats(&self) -> Option<otlp::ExportStats> {
+        self.exporter.as_ref().map(|e| e.stats())
     }
 
     /// The embedded store, when enabled.
@@ -65,6 +80,9 @@ impl Tracing {
                 service: name.clone(),
             });
         }
+        if let Some(exporter) = &self.exporter {
+            builder = builder.with_span_processor(exporter.processor(name.clone()));
+        }
         let provider = builder.build();
         let tracer = ServiceTracer {
             name: name.clone(),
@@ -74,11 +92,15 @@ impl Tracing {
         tracer
     }
 
-    /// Flushes and shuts every provider down.
+    /// Flushes and shuts every provider down, then exports what is queued (this may block on
+    /// the collector for a few seconds: call it off the async runtime).
     pub fn shutdown(&self) {
         let map = std::mem::take(&mut *self.services.lock().unwrap_or_else(|p| p.into_inner()));
         for (_, (provider, _)) in map {
             let _ = provider.shutdown();
+        }
+        if let Some(e) = &self.exporter {
+            e.shutdown();
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the viewer, wait for traces to arrive.
 #![allow(dead_code)]
 
+pub mod chat_tree;
 pub mod raw;
 pub mod tools;
 
@@ -107,6 +108,49 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
     let (status, body) = http_get_text(addr, path).await;
     let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
     (status, v)
+}
+
+/// A minimal HTTP/1.1 POST; returns the status and the body as bytes.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.expect("write head");
+    // A server may answer (413) and close before reading a large body.
+    let _ = s.write_all(body).await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP response has a head");
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = buf[split + 4..].to_vec();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&String::from_utf8_lossy(&body)).into_bytes()
+    } else {
+        body
+    };
+    (status, body)
 }
 
 /// GET returning the status and the body as text.

@@ -1,4 +1,5 @@
-//! External programs the tests drive (Chromium, `mosquitto_pub`, Paho for Python): found or a
+//! External programs the tests drive (Chromium, mosquitto, `mosquitto_pub`, Python with Paho
+//! and the OpenTelemetry SDK): found or a
 //! failure that names README's test command, and always run under a timeout.
 
 use std::path::PathBuf;
@@ -23,9 +24,9 @@ pub fn require(name: &str, package: &str) -> PathBuf {
         })
 }
 
-/// The Python that has Paho: `$MQRS_PYTHON` (set by `cargo xtask test`), else the virtual
-/// environment that command creates under `target/`.
-pub fn paho_python() -> PathBuf {
+/// The Python that has Paho and the OpenTelemetry SDK: `$MQRS_PYTHON` (set by
+/// `cargo xtask test`), else the virtual environment that command creates under `target/`.
+pub fn test_python() -> PathBuf {
     if let Some(p) = std::env::var_os("MQRS_PYTHON") {
         return PathBuf::from(p);
     }
@@ -35,8 +36,9 @@ pub fn paho_python() -> PathBuf {
     ));
     assert!(
         venv.is_file(),
-        "Eclipse Paho for Python is not installed (no {} and no MQRS_PYTHON); run README's test \
-         command, `{TEST_COMMAND}`, which installs it into a virtual environment under target/",
+        "the tests' Python packages (Paho, OpenTelemetry SDK) are not installed (no {} and no \
+         MQRS_PYTHON); run README's test command, `{TEST_COMMAND}`, which installs them into a \
+         virtual environment under target/",
         venv.display()
     );
     venv

@@ -1,0 +1,257 @@
+//! Running an app: `start` (embedded broker, modules' `on_start`, gate, broker link, viewer,
+//! collector), `run` until Ctrl-C or SIGTERM, and the graceful `shutdown` in the reverse order.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::task::JoinHandle;
+
+use super::{Addrs, App, AppError};
+use crate::config::BrokerUrl;
+use crate::gate;
+use crate::transport::mqtt::broker::EmbeddedBroker;
+use crate::transport::mqtt::{parse_url, Link};
+
+impl App {
+    /// Opens the broker connection (starting the embedded broker first when configured), the
+    /// gate and the viewer; returns their addresses.
+    pub async fn start(&self) -> Result<Addrs, AppError> {
+        let otlp = &self.inner.config.trace.otlp_export;
+        if !otlp.is_empty() {
+            crate::trace::otlp::export::traces_url(otlp).map_err(AppError::Otlp)?;
+        }
+        let broker_urls = self.start_broker().await?;
+        let starts: Vec<(&'static str, BoxFuture<'static, Result<(), String>>)> = self
+            .inner
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|m| (m.name, (m.start)(self.clone())))
+            .collect();
+        for (module, fut) in starts {
+            fut.await
+                .map_err(|reason| AppError::ModuleStart { module, reason })?;
+            tracing::debug!(module, "module started");
+        }
+        let cfg = &self.inner.config;
+        let mut addrs = Addrs::default();
+        if cfg.gate.enabled {
+            let deps = gate::Deps {
+                caller: self.inner.caller.clone(),
+                registry: self.inner.registry.clone(),
+                tracer: self.inner.tracing.tracer(gate::GATE_MODULE),
+                hook: self.inner.hook.clone(),
+                server_id: cfg.app.server_id.clone(),
+            };
+            let started = gate::start(deps, cfg.gate.clone(), self.inner.shutdown.subscribe())
+                .await
+                .map_err(|source| AppError::Bind {
+                    what: "the MQTT gate",
+                    addr: cfg.gate.tcp_addr,
+                    source,
+                })?;
+            tracing::info!("gate listening on mqtt://{}", started.addr);
+            addrs.gate = Some(started.addr);
+            *self
+                .inner
+                .gate_counters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(started.counters);
+            self.push_task(started.task);
+        }
+        if let (Some(mqtt), Some(urls)) = (&self.inner.mqtt, broker_urls) {
+            let link = Link {
+                urls,
+                server_id: cfg.app.server_id.clone(),
+                registry: self.inner.registry.clone(),
+                default_timeout: cfg.rpc_timeout(),
+            };
+            let (task, mut ready) = mqtt.start(link, self.inner.link_stop.subscribe());
+            *self
+                .inner
+                .link_task
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(task);
+            // Serve calls from other processes before the first client arrives, if the broker
+            // answers soon; otherwise the link keeps trying in the background.
+            let wait = Duration::from_millis(cfg.broker.connect_wait_ms);
+            if tokio::time::timeout(wait, ready.wait_for(|r| *r))
+                .await
+                .is_err()
+            {
+                tracing::warn!("not yet connected to the MQTT broker; still trying");
+            }
+        }
+        addrs.broker = self.inner.broker.lock().await.as_ref().map(|b| b.addr());
+        if let (true, Some(store)) = (cfg.trace.viewer, self.inner.tracing.store()) {
+            let (addr, task) = crate::trace::api::serve(
+                store.clone(),
+                cfg.trace.viewer_addr,
+                self.inner.shutdown.subscribe(),
+            )
+            .await
+            .map_err(|source| AppError::Bind {
+                what: "the trace viewer",
+                addr: cfg.trace.viewer_addr,
+                source,
+            })?;
+            tracing::info!("trace viewer on http://{addr}/");
+            addrs.viewer = Some(addr);
+            self.push_task(task);
+        }
+        if let (true, Some(store)) = (cfg.trace.collector, self.inner.tracing.store()) {
+            let (addr, task) = crate::trace::otlp::ingest::serve(
+                store.clone(),
+                cfg.trace.collector_addr,
+                cfg.trace.collector_max_body,
+                self.inner.shutdown.subscribe(),
+            )
+            .await
+            .map_err(|source| AppError::Bind {
+                what: "the OTLP collector",
+                addr: cfg.trace.collector_addr,
+                source,
+            })?;
+            tracing::info!("OTLP collector on http://{addr}/v1/traces");
+            addrs.collector = Some(addr);
+            self.push_task(task);
+        }
+        *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+        Ok(addrs)
+    }
+
+    /// Starts the embedded broker when configured; returns the broker addresses to connect to.
+    async fn start_broker(&self) -> Result<Option<Vec<(String, u16)>>, AppError> {
+        if self.inner.mqtt.is_none() {
+            return Ok(None);
+        }
+        let cfg = &self.inner.config.broker;
+        let sid = &self.inner.config.app.server_id;
+        if sid.is_empty() || sid.contains(['/', '+', '#', '@']) {
+            return Err(AppError::BrokerSettings(format!(
+                "server_id `{sid}` is part of MQTT topics: it must be non-empty and contain none of / + # @"
+            )));
+        }
+        match &cfg.url {
+            BrokerUrl::None => Ok(None),
+            BrokerUrl::Embedded => {
+                let b = EmbeddedBroker::start(cfg.embedded_addr, cfg.max_payload + 64 * 1024)
+                    .await
+                    .map_err(|reason| AppError::Broker {
+                        addr: cfg.embedded_addr,
+                        reason,
+                    })?;
+                let addr = b.addr();
+                tracing::info!("embedded MQTT broker on mqtt://{addr}");
+                *self.inner.broker.lock().await = Some(b);
+                Ok(Some(vec![(addr.ip().to_string(), addr.port())]))
+            }
+            BrokerUrl::Urls(urls) => urls
+                .iter()
+                .map(|u| parse_url(u))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+                .map_err(AppError::BrokerSettings),
+        }
+    }
+
+    /// Starts, then runs until Ctrl-C, SIGTERM (what `docker stop`, systemd and Kubernetes
+    /// send) or [`App::stop`], then shuts down gracefully.
+    pub async fn run(&self) -> Result<(), AppError> {
+        self.start().await?;
+        let mut rx = self.inner.shutdown.subscribe();
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot listen for Ctrl-C; run until stopped");
+                    let _ = self.inner.shutdown.subscribe().wait_for(|v| *v).await;
+                } else {
+                    tracing::info!("Ctrl-C: shutting down");
+                }
+            }
+            () = terminated() => tracing::info!("SIGTERM: shutting down"),
+            _ = rx.wait_for(|v| *v) => {}
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Asks a running app to shut down.
+    pub fn stop(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    /// Stops gracefully: listeners close at once, requests in flight get the gate's grace
+    /// period to finish, modules' `on_stop` run, then the broker link and the embedded broker
+    /// stop and the spans still queued for export are flushed.
+    pub async fn shutdown(&self) {
+        self.stop();
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        // The gate takes up to its grace period to let requests in flight finish.
+        let wait = Duration::from_millis(self.inner.config.gate.shutdown_grace_ms)
+            + Duration::from_secs(2);
+        for t in tasks {
+            if tokio::time::timeout(wait, t).await.is_err() {
+                tracing::warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "a service did not stop in time"
+                );
+            }
+        }
+        let modules =
+            std::mem::take(&mut *self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()));
+        for m in modules.iter().rev() {
+            if tokio::time::timeout(Duration::from_secs(5), (m.stop)())
+                .await
+                .is_err()
+            {
+                tracing::warn!(module = m.name, "on_stop did not finish within 5 s");
+            }
+        }
+        // The gate has drained: now the broker link, then the embedded broker.
+        let _ = self.inner.link_stop.send(true);
+        let link = self
+            .inner
+            .link_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = link {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        if let Some(b) = self.inner.broker.lock().await.take() {
+            b.stop().await;
+        }
+        // Flushing the OTLP export can wait on the collector: not on a runtime thread.
+        let t = self.inner.tracing.clone();
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        self.inner.registry.clear();
+        tracing::info!("app stopped");
+    }
+
+    fn push_task(&self, t: JoinHandle<()>) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(t);
+    }
+}
+
+/// Resolves on SIGTERM; never where there is no such signal.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGTERM"),
+        }
+    }
+    std::future::pending::<()>().await
+}

@@ -1,0 +1,238 @@
+//! The OTLP/HTTP collector: `POST /v1/traces` with an `ExportTraceServiceRequest` as protobuf
+//! or JSON, optionally gzip-compressed, is decoded with `opentelemetry-proto`'s generated types
+//! and fed to the embedded store. Any OpenTelemetry SDK, in any language, can send here; so do
+//! mqrs processes started with an OTLP endpoint. A malformed body gets 400 and an oversized one
+//! 413, each with a reason.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::trace::store::{StoredEvent, StoredSpan, TagValue, TraceStore};
+
+/// What the collector needs: where spans go and how large a body may be.
+#[derive(Clone)]
+struct Collector {
+    store: Arc<TraceStore>,
+    max_body: usize,
+}
+
+/// Binds `addr` and serves `POST /v1/traces` into `store` until `shutdown` turns true.
+pub(crate) async fn serve(
+    store: Arc<TraceStore>,
+    addr: SocketAddr,
+    max_body: usize,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let app = Router::new()
+        .route("/v1/traces", post(receive))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(Collector { store, max_body });
+    crate::trace::api::serve_router("OTLP collector", app, addr, shutdown).await
+}
+
+/// Whether the body is JSON (else protobuf).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+fn refuse(status: StatusCode, json: bool, msg: String) -> Response {
+    tracing::debug!(%status, reason = %msg, "OTLP request refused");
+    if json {
+        let body = serde_json::json!({ "code": status.as_u16(), "message": msg });
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    } else {
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            msg,
+        )
+            .into_response()
+    }
+}
+
+async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Bytes) -> Response {
+    let json = is_json(&headers);
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let body = if gzip {
+        let mut out = Vec::new();
+        let read = flate2::read::GzDecoder::new(&body[..])
+            .take(c.max_body as u64 + 1)
+            .read_to_end(&mut out);
+        match read {
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, json, format!("bad gzip body: {e}")),
+            Ok(n) if n > c.max_body => {
+                return refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json,
+                    format!(
+                        "the body unpacks to more than {} bytes ([trace] otlp_max_body)",
+                        c.max_body
+                    ),
+                )
+            }
+            Ok(_) => Bytes::from(out),
+        }
+    } else {
+        body
+    };
+    let request = if json {
+        serde_json::from_slice::<ExportTraceServiceRequest>(&body)
+            .map_err(|e| format!("not an OTLP/JSON ExportTraceServiceRequest: {e}"))
+    } else {
+        ExportTraceServiceRequest::decode(&body[..])
+            .map_err(|e| format!("not an OTLP protobuf ExportTraceServiceRequest: {e}"))
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(msg) => return refuse(StatusCode::BAD_REQUEST, json, msg),
+    };
+    let (spans, rejected) = to_stored(request);
+    for s in spans {
+        c.store.insert(s);
+    }
+    let response = ExportTraceServiceResponse {
+        partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: rejected as i64,
+            error_message: format!(
+                "{rejected} spans had an invalid trace id (16 bytes, not all zero) or span id (8 bytes)"
+            ),
+        }),
+    };
+    if json {
+        let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            response.encode_to_vec(),
+        )
+            .into_response()
+    }
+}
+
+/// Converts a request into stored spans; returns them and how many were invalid.
+fn to_stored(req: ExportTraceServiceRequest) -> (Vec<StoredSpan>, usize) {
+    let mut out = Vec::new();
+    let mut rejected = 0;
+    for rs in req.resource_spans {
+        let service: Arc<str> = rs
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(Arc::from(s.as_str())),
+                _ => None,
+            })
+            .unwrap_or_else(|| Arc::from("unknown_service"));
+        for span in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
+            let ids = (
+                <[u8; 16]>::try_from(span.trace_id.as_slice()).map(u128::from_be_bytes),
+                <[u8; 8]>::try_from(span.span_id.as_slice()).map(u64::from_be_bytes),
+            );
+            let (Ok(trace_id), Ok(span_id)) = ids else {
+                rejected += 1;
+                continue;
+            };
+            if trace_id == 0 || span_id == 0 {
+                rejected += 1;
+                continue;
+            }
+            let parent = <[u8; 8]>::try_from(span.parent_span_id.as_slice())
+                .map(u64::from_be_bytes)
+                .ok()
+                .filter(|p| *p != 0);
+            let start_us = span.start_time_unix_nano / 1000;
+            let error = span
+                .status
+                .as_ref()
+                .filter(|s| s.code == 2)
+                .map(|s| s.message.clone());
+            out.push(StoredSpan {
+                trace_id,
+                span_id,
+                parent_span_id: parent,
+                name: span.name,
+                service: service.clone(),
+                kind: match span.kind {
+                    2 => "server",
+                    3 => "client",
+                    4 => "producer",
+                    5 => "consumer",
+                    _ => "internal",
+                },
+                start_us,
+                duration_us: (span.end_time_unix_nano / 1000).saturating_sub(start_us),
+                tags: tags(span.attributes),
+                events: span
+                    .events
+                    .into_iter()
+                    .map(|e| StoredEvent {
+                        time_us: e.time_unix_nano / 1000,
+                        name: e.name,
+                        tags: tags(e.attributes),
+                    })
+                    .collect(),
+                error,
+            });
+        }
+    }
+    (out, rejected)
+}
+
+fn tags(kvs: Vec<KeyValue>) -> Vec<(String, TagValue)> {
+    kvs.into_iter()
+        .map(|kv| {
+            let v = kv.value.map_or(TagValue::Str(String::new()), tag_value);
+            (kv.key, v)
+        })
+        .collect()
+}
+
+fn tag_value(v: AnyValue) -> TagValue {
+    match v.value {
+        Some(any_value::Value::StringValue(s)) => TagValue::Str(s),
+        Some(any_value::Value::BoolValue(b)) => TagValue::Bool(b),
+        Some(any_value::Value::IntValue(i)) => TagValue::I64(i),
+        Some(any_value::Value::DoubleValue(f)) => TagValue::F64(f),
+        Some(any_value::Value::ArrayValue(a)) => TagValue::Str(
+            a.values
+                .into_iter()
+                .map(|v| match tag_value(v) {
+                    TagValue::Str(s) => s,
+                    other => other.as_text(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        Some(any_value::Value::BytesValue(b)) => {
+            TagValue::Str(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+        }
+        Some(other) => TagValue::Str(format!("{other:?}")),
+        None => TagValue::Str(String::new()),
+    }
+}

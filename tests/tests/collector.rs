@@ -1,0 +1,135 @@
+//! The OTLP/HTTP collector from outside: the OpenTelemetry Python SDK (nobody on this team wrote
+//! it) exports a trace, plain and gzip-compressed, and the Jaeger API gives it back nested with
+//! its service, tags, events and error; OTLP/JSON as the specification writes it is accepted;
+//! bad bodies get 400, oversized ones 413, invalid ids a partial success.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{http_post, spans, start_demo, tools, Running};
+use serde_json::Value;
+
+/// Waits until trace `id` has `n` spans and returns it (Jaeger JSON).
+async fn trace_with(d: &Running, id: &str, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = d.get(&format!("/api/traces/{id}")).await;
+        if status == 200 && body["data"][0]["spans"].as_array().map_or(0, Vec::len) >= n {
+            return body["data"][0].clone();
+        }
+        assert!(Instant::now() < deadline, "trace {id}: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_exports_a_trace_that_the_jaeger_api_returns() {
+    let python = tools::test_python();
+    let d = start_demo(|_| {}).await;
+    let url = format!(
+        "http://{}/v1/traces",
+        d.app.addrs().collector.expect("collector")
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/otel_export.py");
+    for compression in ["none", "gzip"] {
+        let out = tools::run(
+            tokio::process::Command::new(&python).args([script, &url, compression]),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{compression}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(id.len(), 32, "{id}");
+        let t = trace_with(&d, &id, 2).await;
+        let all = spans(&t);
+        let root = all.iter().find(|s| s.name == "checkout").expect("checkout");
+        let child = all.iter().find(|s| s.name == "charge").expect("charge");
+        assert_eq!(child.parent.as_deref(), Some(root.id.as_str()));
+        assert_eq!(
+            (root.service.as_str(), root.kind.as_str()),
+            ("py-shop", "server")
+        );
+        assert_eq!(child.kind, "client");
+        assert_eq!(child.tag("payment.amount"), Some(Value::from(42)));
+        assert_eq!(child.tag("error"), Some(Value::Bool(true)));
+        assert_eq!(
+            child.tag("otel.status_description"),
+            Some(Value::from("declined"))
+        );
+        let raw = t["spans"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["operationName"] == "charge"))
+            .expect("raw charge");
+        assert!(raw["logs"].to_string().contains("card declined"), "{raw}");
+    }
+    let (_, services) = d.get("/api/services").await;
+    assert!(
+        services["data"].to_string().contains("py-shop"),
+        "{services}"
+    );
+    d.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_json_bad_bodies_and_limits() {
+    let d = start_demo(|c| c.trace.collector_max_body = 64 * 1024).await;
+    let addr = d.app.addrs().collector.expect("collector");
+    let json = [("Content-Type", "application/json")];
+    // OTLP/JSON as the specification writes it: hex ids, nanoseconds as strings, enum numbers.
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "5b8efff798038103d269b633813fc60c",
+            "spanId": "eee19b7ec3c1b174",
+            "name": "json-op",
+            "kind": 2,
+            "startTimeUnixNano": "1544712660000000000",
+            "endTimeUnixNano": "1544712661000000000",
+            "attributes": [{"key": "k", "value": {"intValue": "7"}}]
+        }, {
+            "traceId": "",
+            "spanId": "eee19b7ec3c1b175",
+            "name": "no-trace-id",
+            "startTimeUnixNano": "1544712660000000000",
+            "endTimeUnixNano": "1544712661000000000"
+        }]}]
+    }]});
+    let (status, reply) = http_post(addr, "/v1/traces", &json, body.to_string().as_bytes()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let reply: Value = serde_json::from_slice(&reply).expect("JSON reply");
+    assert_eq!(reply["partialSuccess"]["rejectedSpans"], 1, "{reply}");
+    let t = trace_with(&d, "5b8efff798038103d269b633813fc60c", 1).await;
+    let s = &spans(&t)[0];
+    assert_eq!(
+        (s.name.as_str(), s.service.as_str()),
+        ("json-op", "json-svc")
+    );
+    assert_eq!((s.start, s.duration), (1_544_712_660_000_000, 1_000_000));
+    assert_eq!(s.tag("k"), Some(Value::from(7)));
+
+    // Malformed: 400 with the reason, in either encoding.
+    let (status, reply) = http_post(addr, "/v1/traces", &json, b"{\"resourceSpans\": 3}").await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&reply).contains("OTLP/JSON"));
+    let proto = [("Content-Type", "application/x-protobuf")];
+    let (status, reply) = http_post(addr, "/v1/traces", &proto, &[0xff; 16]).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&reply).contains("protobuf"));
+    let gz = [
+        ("Content-Type", "application/x-protobuf"),
+        ("Content-Encoding", "gzip"),
+    ];
+    let (status, _) = http_post(addr, "/v1/traces", &gz, b"not gzip at all").await;
+    assert_eq!(status, 400);
+    // Over the configured body limit: 413, and the collector keeps serving.
+    let (status, _) = http_post(addr, "/v1/traces", &proto, &vec![0u8; 128 * 1024]).await;
+    assert_eq!(status, 413);
+    let (status, _) = http_post(addr, "/v1/traces", &proto, &[]).await;
+    assert_eq!(status, 200, "an empty request is a valid, empty export");
+    d.app.shutdown().await;
+}
