@@ -30,6 +30,17 @@ struct Cli {
     )]
     modules: Vec<String>,
 
+    /// Run the modules the settings file assigns to this process id (mqant's ProcessID):
+    /// `[processes.<id>] modules = [...]`; the server id defaults to the process id.
+    #[arg(
+        long,
+        env = "MQRS_PID",
+        value_name = "ID",
+        conflicts_with = "modules",
+        requires = "config"
+    )]
+    pid: Option<String>,
+
     /// Broker for calls between processes: embedded (start one here), none (this process
     /// only), or mqtt://HOST:PORT; several URLs, comma-separated, are the nodes of one cluster.
     #[arg(long, env = "MQRS_BROKER", value_name = "URL")]
@@ -67,11 +78,33 @@ struct Cli {
     collector: Option<SocketAddr>,
 }
 
-fn config(cli: &Cli, parts: demo::Parts) -> Result<Config, String> {
-    let mut config = match &cli.config {
-        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
-        None => Config::default(),
+/// The settings file's contents (defaults without one).
+fn settings(cli: &Cli) -> Result<Config, String> {
+    match &cli.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+/// The modules this process runs and the settings it runs them with.
+fn setup(cli: &Cli) -> Result<(demo::Parts, Config), String> {
+    let mut config = settings(cli)?;
+    let parts = match &cli.pid {
+        Some(pid) => {
+            let p = config
+                .process(pid)
+                .map_err(|e| format!("--pid: {e}"))?
+                .clone();
+            config.app.server_id = p.server_id.clone().unwrap_or_else(|| pid.clone());
+            demo::Parts::parse(&p.modules).map_err(|e| format!("[processes.{pid}]: {e}"))?
+        }
+        None => demo::Parts::parse(&cli.modules).map_err(|e| format!("--modules: {e}"))?,
     };
+    apply_flags(cli, parts, &mut config)?;
+    Ok((parts, config))
+}
+
+fn apply_flags(cli: &Cli, parts: demo::Parts, config: &mut Config) -> Result<(), String> {
     if let Some(b) = &cli.broker {
         config.broker.url = match b.as_str() {
             "embedded" => BrokerUrl::Embedded,
@@ -103,12 +136,12 @@ fn config(cli: &Cli, parts: demo::Parts) -> Result<Config, String> {
     }
     match &cli.server_id {
         Some(id) => config.app.server_id = id.clone(),
-        None if parts != demo::Parts::ALL => {
+        None if cli.pid.is_none() && parts != demo::Parts::ALL => {
             config.app.server_id = format!("{}-{}", cli.modules.join("-"), std::process::id())
         }
         None => {}
     }
-    Ok(config)
+    Ok(())
 }
 
 #[tokio::main]
@@ -121,10 +154,7 @@ async fn main() -> ExitCode {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let setup = demo::Parts::parse(&cli.modules)
-        .map_err(|e| format!("--modules: {e}"))
-        .and_then(|parts| Ok((parts, config(&cli, parts)?)));
-    let (parts, config) = match setup {
+    let (parts, config) = match setup(&cli) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}\n\nRun `demo --help` for the flags.");

@@ -212,6 +212,41 @@ fn demo_split_over_two_processes_serves_the_client() {
 }
 
 #[test]
+fn pid_runs_the_modules_the_settings_assign_to_that_process() {
+    let dir = std::env::temp_dir().join(format!("mqrs-pid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let settings = dir.join("deploy.toml");
+    std::fs::write(
+        &settings,
+        "[broker]\nurl = \"none\"\n[trace]\nviewer = false\ncollector = false\n\n\
+         [processes.front]\nmodules = [\"gate\", \"chat\"]\n\
+         [processes.back]\nmodules = [\"login\"]\nserver_id = \"login-7\"\n",
+    )
+    .expect("write settings");
+    let path = settings.to_string_lossy().to_string();
+    let (back, mut log) = start_demo(&["--config", &path, "--pid", "back"]);
+    let ready = wait_for_lines(&mut log, &["modules ready handlers="]);
+    assert!(ready[0].contains("Login/HD_Login"), "{ready:?}");
+    assert!(
+        !ready[0].contains("Chat/"),
+        "only the modules of `back`: {ready:?}"
+    );
+    interrupt(back, log);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .args(["--config", &path, "--pid", "middle"])
+        .output()
+        .expect("run demo");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no process `middle` in [processes]; defined: back, front"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn demo_explains_bad_arguments() {
     // Each case: flags, environment, and what the refusal (exit code 2) must say.
     type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a [&'a str]);

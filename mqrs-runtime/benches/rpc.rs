@@ -5,37 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use mqrs_runtime::{rpc, rpc_module, App, Config, Session};
-use serde::{Deserialize, Serialize};
+use mqrs_runtime::{App, Config, Session};
 use tokio::sync::{mpsc, oneshot};
 
-/// A 49-byte JSON body, as in the field notes' floors.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Msg {
-    #[serde(rename = "roomName")]
-    room_name: String,
-    #[serde(rename = "userName")]
-    user_name: String,
-    seq: u32,
-}
+mod common;
 
-fn msg() -> Msg {
-    Msg {
-        room_name: "mqant".into(),
-        user_name: "user1".into(),
-        seq: 123,
-    }
-}
-
-struct Bench;
-
-#[rpc_module]
-impl Bench {
-    #[rpc]
-    async fn echo(&self, _session: Session, m: Msg) -> Result<Msg, String> {
-        Ok(m)
-    }
-}
+use common::{msg, Bench, Msg};
 
 type Req = (Vec<u8>, oneshot::Sender<Vec<u8>>);
 

@@ -1,6 +1,7 @@
 //! Settings, in the spirit of mqant's `server.conf`: a TOML file (comments allowed), every key
 //! optional with a sensible default, unknown keys refused so typos do not pass silently.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -21,6 +22,19 @@ pub struct Config {
     pub trace: TraceSection,
     /// The MQTT broker that carries calls between processes.
     pub broker: BrokerSection,
+    /// Which modules each process runs, by process id (mqant's `ProcessID`):
+    /// `[processes.front] modules = ["gate", "chat"]`; a process started with that id runs them.
+    pub processes: BTreeMap<String, ProcessSection>,
+}
+
+/// `[processes.<id>]`: one process of a deployment.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessSection {
+    /// The modules it runs.
+    pub modules: Vec<String>,
+    /// Its server id (default: the process id).
+    pub server_id: Option<String>,
 }
 
 /// `[app]`
@@ -255,6 +269,21 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// The process `pid` of `[processes]`; the error lists the ids the settings define.
+    pub fn process(&self, pid: &str) -> Result<&ProcessSection, String> {
+        self.processes.get(pid).ok_or_else(|| {
+            let known: Vec<&str> = self.processes.keys().map(String::as_str).collect();
+            if known.is_empty() {
+                format!("no process `{pid}`: the settings have no [processes] section")
+            } else {
+                format!(
+                    "no process `{pid}` in [processes]; defined: {}",
+                    known.join(", ")
+                )
+            }
+        })
+    }
+
     /// The RPC timeout as a duration.
     pub fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.rpc.timeout_ms.max(1))
@@ -284,6 +313,21 @@ mod tests {
         assert_eq!(c.rpc_timeout(), Duration::from_millis(500));
         assert_eq!(c.gate.tcp_addr.port(), 4000);
         assert_eq!(c.gate.max_packet_size, 1 << 20);
+    }
+
+    #[test]
+    fn processes_by_id() {
+        let c = Config::from_toml(
+            "[processes.front]\nmodules = [\"gate\", \"chat\"]\n[processes.back]\nmodules = [\"login\"]\nserver_id = \"login-1\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.process("front").expect("front").modules, ["gate", "chat"]);
+        assert_eq!(
+            c.process("back").expect("back").server_id.as_deref(),
+            Some("login-1")
+        );
+        let e = c.process("nope").expect_err("unknown");
+        assert!(e.contains("defined: back, front"), "{e}");
     }
 
     #[test]

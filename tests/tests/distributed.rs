@@ -9,7 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::chat_tree::assert_chat_tree;
-use common::{spans, tools};
+use common::mosquitto::Mosquitto;
+use common::spans;
 use demo::client::GateClient;
 use demo::Parts;
 use mqrs_runtime::config::BrokerUrl;
@@ -35,60 +36,6 @@ impl Probe {
     #[rpc]
     async fn fail(&self, _session: Session) -> Result<(), String> {
         Err("refused on purpose".into())
-    }
-}
-
-/// A mosquitto broker on a free loopback port, stopped on drop.
-struct Mosquitto {
-    child: std::process::Child,
-    port: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        let exe = tools::require("mosquitto", "mosquitto");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("mqrs-mosquitto-{port}"));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
-            ),
-        )
-        .expect("write config");
-        let child = std::process::Command::new(exe)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Mosquitto {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -5,8 +5,22 @@ use mqrs_runtime::Config;
 #[test]
 fn readme_settings_block_parses_and_matches_the_defaults() {
     let readme = include_str!("../../README.md");
-    let start = readme.find("```toml\n").expect("README has a TOML block") + "```toml\n".len();
+    let settings = readme
+        .find("## Settings")
+        .expect("README has a Settings section");
+    let start = settings
+        + readme[settings..]
+            .find("```toml\n")
+            .expect("the Settings section has a TOML block")
+        + "```toml\n".len();
     let len = readme[start..].find("```").expect("block ends");
+    // The deployment example in "Calls between processes" parses too.
+    let example = readme
+        .find("[processes.front]")
+        .expect("README shows [processes]");
+    let end = example + readme[example..].find("```").expect("example ends");
+    let c = Config::from_toml(&readme[example..end]).expect("the [processes] example parses");
+    assert_eq!(c.process("back").expect("back").modules, ["login"]);
     let parsed = Config::from_toml(&readme[start..start + len]).expect("README settings parse");
     let d = Config::default();
     assert_eq!(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chat_tree;
+pub mod mosquitto;
 pub mod raw;
 pub mod tools;
 

@@ -143,6 +143,10 @@ async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    shared
+                        .counters
+                        .connection_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     let was = shared.connected.swap(false, Ordering::AcqRel);
                     shared.fail_all("the connection to the MQTT broker was lost");
                     if was || !reported {

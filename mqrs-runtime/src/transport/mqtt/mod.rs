@@ -53,6 +53,8 @@ pub struct BrokerStats {
     pub connected: bool,
     /// Connections made (the first and every reconnection).
     pub connects: u64,
+    /// Failed connection attempts and lost connections; retries back off up to 5 s apart.
+    pub connection_errors: u64,
     /// Calls sent to other processes.
     pub calls_sent: u64,
     /// Calls from other processes served here.
@@ -70,6 +72,7 @@ pub struct BrokerStats {
 #[derive(Default)]
 struct Counters {
     connects: AtomicU64,
+    connection_errors: AtomicU64,
     calls_sent: AtomicU64,
     calls_served: AtomicU64,
     late_replies: AtomicU64,
@@ -183,6 +186,7 @@ impl MqttTransport {
         BrokerStats {
             connected: self.shared.connected.load(Ordering::Relaxed),
             connects: c.connects.load(Ordering::Relaxed),
+            connection_errors: c.connection_errors.load(Ordering::Relaxed),
             calls_sent: c.calls_sent.load(Ordering::Relaxed),
             calls_served: c.calls_served.load(Ordering::Relaxed),
             late_replies: c.late_replies.load(Ordering::Relaxed),

@@ -1,0 +1,324 @@
+//! `cargo bench -p mqrs-runtime --bench broker`: calls between processes through the embedded
+//! MQTT broker, side by side in one run:
+//!
+//! - (b) the floor: a bare rumqttc v5 request/reply through the same broker at the same QoS 0
+//!   (response topic + correlation data, a JSON body echoed back);
+//! - (a) mqrs RPC through the broker, tracing off, and traced (CLIENT + SERVER spans stored);
+//! - (c) mqrs in-process RPC, for scale.
+//!
+//! Two apps stand for two processes (each its own broker connection). Prints p50/p99 with one
+//! call in flight, calls/s with one and with 64 in flight, and the ratios the targets name:
+//! (a) at least 0.8x the throughput of (b) and at most 1.2x its p50; tracing costs (a) under 5 %.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use mqrs_runtime::config::BrokerUrl;
+use mqrs_runtime::{App, Config, Session};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::oneshot;
+
+mod common;
+
+use common::{msg, Bench, Msg};
+
+fn options(id: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_max_packet_size(Some(1 << 20));
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    o.set_network_options(net);
+    o
+}
+
+/// The floor's responder: echoes each request's JSON body to its response topic.
+async fn bare_responder(port: u16) {
+    let (client, mut events) = AsyncClient::new(options("bare-responder", port), 1024);
+    client
+        .subscribe("bench/req", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    while let Ok(ev) = events.poll().await {
+        if let Event::Incoming(Packet::Publish(p)) = ev {
+            let props = p.properties.unwrap_or_default();
+            let Some(topic) = props.response_topic else {
+                continue;
+            };
+            let m: Msg = serde_json::from_slice(&p.payload).expect("decode");
+            let body = serde_json::to_vec(&m).expect("encode");
+            let reply = PublishProperties {
+                correlation_data: props.correlation_data,
+                ..Default::default()
+            };
+            let c = client.clone();
+            tokio::spawn(async move {
+                let _ = c
+                    .publish_with_properties(topic, QoS::AtMostOnce, false, body, reply)
+                    .await;
+            });
+        }
+    }
+}
+
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
+
+/// The floor's requester: publishes with a response topic and correlation id.
+struct Bare {
+    client: AsyncClient,
+    waiting: Waiting,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Bare {
+    async fn connect(port: u16) -> Bare {
+        let (client, mut events) = AsyncClient::new(options("bare-requester", port), 1024);
+        let waiting: Waiting = Arc::default();
+        let w = waiting.clone();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            while let Ok(ev) = events.poll().await {
+                match ev {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(t) = ready_tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                    Event::Incoming(Packet::Publish(p)) => {
+                        let id = p
+                            .properties
+                            .and_then(|pr| pr.correlation_data)
+                            .and_then(|d| d.as_ref().try_into().ok())
+                            .map(u64::from_be_bytes);
+                        if let Some(tx) = id.and_then(|id| w.lock().expect("lock").remove(&id)) {
+                            let _ = tx.send(p.payload.to_vec());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        client
+            .subscribe_many([Filter::new("bench/reply", QoS::AtMostOnce)])
+            .await
+            .expect("subscribe");
+        let _ = ready_rx.await;
+        Bare {
+            client,
+            waiting,
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    async fn call(&self, m: &Msg) -> Msg {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().expect("lock").insert(id, tx);
+        let props = PublishProperties {
+            response_topic: Some("bench/reply".into()),
+            correlation_data: Some(id.to_be_bytes().to_vec().into()),
+            ..Default::default()
+        };
+        let body = serde_json::to_vec(m).expect("encode");
+        self.client
+            .publish_with_properties("bench/req", QoS::AtMostOnce, false, body, props)
+            .await
+            .expect("publish");
+        let reply = rx.await.expect("reply");
+        serde_json::from_slice(&reply).expect("decode")
+    }
+}
+
+struct Sample {
+    p50_us: f64,
+    p99_us: f64,
+    seq_per_s: f64,
+    par_per_s: f64,
+}
+
+/// Sequential latency over `n` calls, then throughput with 64 in flight over `n` calls.
+async fn measure<F, Fut>(n: usize, f: F) -> Sample
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..n / 10 {
+        f().await;
+    }
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        f().await;
+        lat.push(t.elapsed());
+    }
+    let seq = start.elapsed();
+    lat.sort();
+    let start = Instant::now();
+    let mut running = FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < n || !running.is_empty() {
+        while sent < n && running.len() < 64 {
+            running.push(f());
+            sent += 1;
+        }
+        running.next().await;
+    }
+    let par = start.elapsed();
+    let us = |d: Duration| d.as_nanos() as f64 / 1000.0;
+    Sample {
+        p50_us: us(lat[n / 2]),
+        p99_us: us(lat[n * 99 / 100]),
+        seq_per_s: n as f64 / seq.as_secs_f64(),
+        par_per_s: n as f64 / par.as_secs_f64(),
+    }
+}
+
+fn config(server_id: &str, url: BrokerUrl) -> Config {
+    let mut c = Config::ephemeral();
+    c.app.server_id = server_id.into();
+    c.gate.enabled = false;
+    c.trace.viewer = false;
+    c.trace.collector = false;
+    c.trace.max_traces = 1_000;
+    c.broker.url = url;
+    c
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::var("MQRS_BENCH_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    // The callee process runs the embedded broker; the caller process connects to it.
+    let callee = App::builder()
+        .config(config("callee", BrokerUrl::Embedded))
+        .module(|_| Bench)
+        .build()
+        .expect("callee");
+    let port = callee
+        .start()
+        .await
+        .expect("callee starts")
+        .broker
+        .expect("embedded broker")
+        .port();
+    let caller = App::builder()
+        .config(config(
+            "caller",
+            BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{port}")]),
+        ))
+        .build()
+        .expect("caller");
+    caller.start().await.expect("caller starts");
+    while !caller
+        .cluster()
+        .get("callee")
+        .is_some_and(|m| m.iter().any(|x| x == "Bench"))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::spawn(bare_responder(port));
+    let bare = Bare::connect(port).await;
+    let m = msg();
+    let plain = Session::default();
+    let root = caller.start_trace("bench", &plain);
+    let traced = root.session().clone();
+
+    let mut rows: Vec<(&str, Vec<Sample>)> = vec![
+        ("(b) floor: bare rumqttc v5 request/reply, QoS 0", vec![]),
+        ("(a) mqrs RPC through the broker, tracing off", vec![]),
+        ("(a) mqrs RPC through the broker, traced", vec![]),
+        ("(c) mqrs in-process RPC, tracing off", vec![]),
+    ];
+    for _ in 0..3 {
+        rows[0].1.push(
+            measure(n, || async {
+                std::hint::black_box(bare.call(&m).await);
+            })
+            .await,
+        );
+        rows[1].1.push(
+            measure(n, || async {
+                let r: Msg = caller
+                    .call("Bench", "echo", &plain, (&m,))
+                    .await
+                    .expect("call");
+                std::hint::black_box(r);
+            })
+            .await,
+        );
+        rows[2].1.push(
+            measure(n, || async {
+                let r: Msg = caller
+                    .call("Bench", "echo", &traced, (&m,))
+                    .await
+                    .expect("call");
+                std::hint::black_box(r);
+            })
+            .await,
+        );
+        rows[3].1.push(
+            measure(n, || async {
+                let r: Msg = callee
+                    .call("Bench", "echo", &plain, (&m,))
+                    .await
+                    .expect("call");
+                std::hint::black_box(r);
+            })
+            .await,
+        );
+    }
+    let med = |v: &[Sample], f: fn(&Sample) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(|a, b| a.total_cmp(b));
+        x[x.len() / 2]
+    };
+    println!(
+        "calls between two apps through the embedded MQTT broker (mqtt5), QoS 0, 49-byte JSON body"
+    );
+    println!("{n} calls per run x 3 runs (medians); multi-thread runtime, 2 workers");
+    println!(
+        "{:<52} {:>9} {:>9} {:>12} {:>14}",
+        "path", "p50", "p99", "calls/s (1)", "calls/s (64)"
+    );
+    let mut figures = Vec::new();
+    for (name, s) in &rows {
+        let f = (
+            med(s, |x| x.p50_us),
+            med(s, |x| x.p99_us),
+            med(s, |x| x.seq_per_s),
+            med(s, |x| x.par_per_s),
+        );
+        println!(
+            "{name:<52} {:>7.1}µs {:>7.1}µs {:>12.0} {:>14.0}",
+            f.0, f.1, f.2, f.3
+        );
+        figures.push(f);
+    }
+    let (b, a, at) = (figures[0], figures[1], figures[2]);
+    println!(
+        "(a)/(b): throughput {:.2}x with 1 in flight, {:.2}x with 64 (target >= 0.8x); p50 {:.2}x (target <= 1.2x)",
+        a.2 / b.2,
+        a.3 / b.3,
+        a.0 / b.0
+    );
+    println!(
+        "tracing on (a): throughput {:.1} % lower with 1 in flight, {:.1} % with 64 (target < 5 %)",
+        (1.0 - at.2 / a.2) * 100.0,
+        (1.0 - at.3 / a.3) * 100.0
+    );
+    drop(root);
+    let s = caller.broker_stats().expect("stats");
+    println!(
+        "caller: {} calls sent, {} late replies, {} pending at the end",
+        s.calls_sent, s.late_replies, s.pending
+    );
+    caller.shutdown().await;
+    callee.shutdown().await;
+}

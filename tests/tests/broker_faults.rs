@@ -1,0 +1,164 @@
+//! What happens to calls between processes when the broker is not there: unreachable at start
+//! (a clear error, retries with backoff, never a busy loop, then it joins), and restarted
+//! mid-traffic (calls in flight fail within their deadline with a clear error; after the
+//! reconnection subscriptions and presence are restored and calls succeed again). The broker
+//! is a real mosquitto, killed with SIGKILL as a crash would.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::mosquitto::Mosquitto;
+use mqrs_runtime::config::BrokerUrl;
+use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session};
+
+/// A module that answers after a while.
+pub struct Wait;
+
+#[rpc_module]
+impl Wait {
+    #[rpc]
+    async fn wait(&self, _session: Session, ms: u64) -> Result<u64, String> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    }
+}
+
+/// An app on `port` with only `Wait` (as `name`'s server) or nothing.
+async fn app_on(port: u16, server_id: &str, with_wait: bool) -> App {
+    let mut c = Config::ephemeral();
+    c.app.server_id = server_id.into();
+    c.gate.enabled = false;
+    c.trace.viewer = false;
+    c.trace.collector = false;
+    c.rpc.timeout_ms = 3000;
+    c.broker.url = BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{port}")]);
+    c.broker.connect_wait_ms = 300;
+    let mut b = App::builder().config(c);
+    if with_wait {
+        b = b.module(|_| Wait);
+    }
+    let app = b.build().expect("app");
+    app.start().await.expect("starts even without a broker");
+    app
+}
+
+async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// True when `app` knows that server `sid` runs `Wait`.
+fn sees_wait(app: &App, sid: &str) -> bool {
+    app.cluster()
+        .get(sid)
+        .is_some_and(|m| m.iter().any(|x| x == "Wait"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_retried_with_backoff_and_joined_when_it_comes() {
+    let port = free_port();
+    let started = Instant::now();
+    let caller = app_on(port, "caller", false).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "start does not hang"
+    );
+    let stats = || caller.broker_stats().expect("broker transport");
+    assert!(!stats().connected);
+    let e = caller
+        .call::<_, u64>("Wait", "wait", &Session::default(), (1u64,))
+        .await
+        .expect_err("no broker");
+    assert!(
+        matches!(&e, RpcError::Unreachable { reason, .. } if reason.contains("not connected to the MQTT broker")),
+        "{e}"
+    );
+    // Two seconds without a broker: a handful of attempts (backoff 0.1, 0.2, 0.4, 0.8 s...),
+    // not a busy loop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tries = stats().connection_errors;
+    assert!((2..=10).contains(&tries), "{tries} attempts in 2 s");
+
+    // The broker comes: the caller joins within its backoff, and calls go through.
+    let _broker = Mosquitto::start_on(port);
+    let callee = app_on(port, "callee", true).await;
+    wait_for("the caller to connect", Duration::from_secs(8), || {
+        stats().connected
+    })
+    .await;
+    wait_for("presence", Duration::from_secs(3), || {
+        sees_wait(&caller, "callee")
+    })
+    .await;
+    let ms: u64 = caller
+        .call("Wait", "wait", &Session::default(), (5u64,))
+        .await
+        .expect("through the broker");
+    assert_eq!(ms, 5);
+    callee.shutdown().await;
+    caller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_fails_calls_in_flight_and_traffic_resumes_after() {
+    let mut broker = Mosquitto::start();
+    let port = broker.port;
+    let caller = app_on(port, "caller", false).await;
+    let callee = app_on(port, "callee", true).await;
+    wait_for("presence", Duration::from_secs(3), || {
+        sees_wait(&caller, "callee")
+    })
+    .await;
+
+    // A call in flight when the broker dies fails well before its 3 s deadline, and says why.
+    let call = {
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = caller
+                .call::<_, u64>("Wait", "wait", &Session::default(), (1500u64,))
+                .await;
+            (r, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    broker.kill();
+    let (r, took) = call.await.expect("call task");
+    let e = r.expect_err("the broker died");
+    assert!(
+        matches!(&e, RpcError::Unreachable { reason, .. } if reason.contains("lost")),
+        "{e}"
+    );
+    assert!(took < Duration::from_millis(2500), "failed after {took:?}");
+    assert_eq!(caller.broker_stats().expect("stats").pending, 0);
+
+    // The broker is back on the same port (empty: no retained presence, no subscriptions).
+    let _broker = Mosquitto::start_on(port);
+    let connects = |app: &App| app.broker_stats().expect("stats").connects;
+    wait_for("both to reconnect", Duration::from_secs(8), || {
+        connects(&caller) >= 2 && connects(&callee) >= 2
+    })
+    .await;
+    wait_for("presence again", Duration::from_secs(3), || {
+        sees_wait(&caller, "callee")
+    })
+    .await;
+    let ms: u64 = caller
+        .call("Wait", "wait", &Session::default(), (5u64,))
+        .await
+        .expect("subscriptions restored");
+    assert_eq!(ms, 5);
+    callee.shutdown().await;
+    caller.shutdown().await;
+}
