@@ -185,6 +185,8 @@ fn demo_split_over_two_processes_serves_the_client() {
         &format!("http://{collector}"),
     ]);
     wait_for_lines(&mut back_log, &["connected to the MQTT broker"]);
+    // The first process has seen the second one's presence before the client asks.
+    wait_for_lines(&mut front_log, &["a process joined server_id=login-"]);
     // Login's handlers run in the second process only.
     let text = run_client(gate, viewer, 2);
     assert!(text.contains(r#""userId":"user0""#), "{text}");
@@ -208,6 +210,88 @@ fn demo_split_over_two_processes_serves_the_client() {
         services.contains("Login") && services.contains("Chat") && services.contains("Gate"),
         "one trace holds both processes' spans: {services}"
     );
+    interrupt(front, front_log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_callee_process_gives_clients_an_error_reply_not_silence() {
+    let (front, mut front_log) =
+        start_demo(&[&["--modules", "gate,chat"][..], &FREE_PORTS].concat());
+    let found = wait_for_lines(
+        &mut front_log,
+        &[
+            "embedded MQTT broker on mqtt://",
+            "gate listening on mqtt://",
+        ],
+    );
+    let (broker, gate) = (found[0].clone(), found[1].clone());
+    let (mut back, mut back_log) = start_demo(&[
+        "--modules",
+        "login",
+        "--broker",
+        &format!("mqtt://{broker}"),
+        "--no-viewer",
+    ]);
+    wait_for_lines(&mut back_log, &["connected to the MQTT broker"]);
+    wait_for_lines(&mut front_log, &["a process joined server_id=login-"]);
+    let port: u16 = gate
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let c = demo::client::GateClient::connect("killed-callee", "127.0.0.1", port)
+        .await
+        .expect("connect");
+    let login = serde_json::json!({"userName": "kim", "passWord": "pw"}).to_string();
+    let r = c
+        .request(
+            "Login/HD_Login",
+            login.as_bytes(),
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await
+        .expect("reply");
+    assert_eq!(r["Error"], "", "{r}");
+
+    // SIGKILL: no clean stop, no presence withdrawn by the process itself.
+    back.0.kill().expect("kill");
+    let _ = back.0.wait();
+    let started = Instant::now();
+    let r = c
+        .request(
+            "Login/HD_Login",
+            login.as_bytes(),
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await
+        .expect("an error reply, within the call's deadline");
+    let err = r["Error"].as_str().expect("error text");
+    assert!(err.contains("Login"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // The broker's last will withdraws the dead process's modules: then calls fail at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = Instant::now();
+        let r = c
+            .request(
+                "Login/HD_Login",
+                login.as_bytes(),
+                rumqttc::QoS::AtLeastOnce,
+            )
+            .await
+            .expect("reply");
+        let err = r["Error"].as_str().unwrap_or_default().to_string();
+        if err.contains("unknown module `Login`") {
+            assert!(t.elapsed() < Duration::from_millis(500));
+            break;
+        }
+        assert!(Instant::now() < deadline, "still `{err}`");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     interrupt(front, front_log);
 }
 

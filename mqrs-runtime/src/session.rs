@@ -238,29 +238,69 @@ impl SessionSpan<'_> {
     }
 }
 
+/// The wire form: the facts of [`SessionData`] side by side with `traceparent`, spelled out
+/// (not `#[serde(flatten)]`, which buffers every field on the way in), empty fields omitted.
 #[derive(Serialize)]
 struct WireOut<'a> {
-    #[serde(flatten)]
-    data: &'a SessionData,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    userid: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    sessionid: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    network: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    ip: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    serverid: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    settings: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    traceparent: Option<String>,
+    traceparent: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
 struct WireIn {
-    #[serde(flatten)]
-    data: SessionData,
+    #[serde(default)]
+    userid: String,
+    #[serde(default)]
+    sessionid: String,
+    #[serde(default)]
+    network: String,
+    #[serde(default)]
+    ip: String,
+    #[serde(default)]
+    serverid: String,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
     #[serde(default)]
     traceparent: Option<String>,
 }
 
-impl Serialize for Session {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Session {
+    /// Serializes with an already formatted `traceparent` (a caller that also puts it in a
+    /// message property formats it once).
+    pub(crate) fn serialize_with<S: Serializer>(
+        &self,
+        traceparent: Option<&str>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let d = &*self.data;
         WireOut {
-            data: &self.data,
-            traceparent: self.traceparent(),
+            userid: &d.userid,
+            sessionid: &d.sessionid,
+            network: &d.network,
+            ip: &d.ip,
+            serverid: &d.serverid,
+            settings: &d.settings,
+            traceparent,
         }
         .serialize(s)
+    }
+}
+
+impl Serialize for Session {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_with(self.traceparent().as_deref(), s)
     }
 }
 
@@ -277,7 +317,14 @@ impl<'de> Deserialize<'de> for Session {
             });
         // The deadline travels beside the session, in the call's envelope, as time remaining.
         Ok(Session {
-            data: Arc::new(w.data),
+            data: Arc::new(SessionData {
+                userid: w.userid,
+                sessionid: w.sessionid,
+                network: w.network,
+                ip: w.ip,
+                serverid: w.serverid,
+                settings: w.settings,
+            }),
             trace,
             deadline: None,
         })

@@ -36,6 +36,7 @@ impl App {
         }
         let cfg = &self.inner.config;
         let mut addrs = Addrs::default();
+        let mut gate_bound = None;
         if cfg.gate.enabled {
             let deps = gate::Deps {
                 caller: self.inner.caller.clone(),
@@ -44,21 +45,20 @@ impl App {
                 hook: self.inner.hook.clone(),
                 server_id: cfg.app.server_id.clone(),
             };
-            let started = gate::start(deps, cfg.gate.clone(), self.inner.shutdown.subscribe())
-                .await
-                .map_err(|source| AppError::Bind {
-                    what: "the MQTT gate",
-                    addr: cfg.gate.tcp_addr,
-                    source,
-                })?;
-            tracing::info!("gate listening on mqtt://{}", started.addr);
-            addrs.gate = Some(started.addr);
+            let bound =
+                gate::bind(deps, cfg.gate.clone())
+                    .await
+                    .map_err(|source| AppError::Bind {
+                        what: "the MQTT gate",
+                        addr: cfg.gate.tcp_addr,
+                        source,
+                    })?;
             *self
                 .inner
                 .gate_counters
                 .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(started.counters);
-            self.push_task(started.task);
+                .unwrap_or_else(|p| p.into_inner()) = Some(bound.counters.clone());
+            gate_bound = Some(bound);
         }
         if let (Some(mqtt), Some(urls)) = (&self.inner.mqtt, broker_urls) {
             let link = Link {
@@ -84,6 +84,11 @@ impl App {
             }
         }
         addrs.broker = self.inner.broker.lock().await.as_ref().map(|b| b.addr());
+        if let Some(bound) = gate_bound {
+            tracing::info!("gate listening on mqtt://{}", bound.addr);
+            addrs.gate = Some(bound.addr);
+            self.push_task(bound.serve(self.inner.shutdown.subscribe()));
+        }
         if let (true, Some(store)) = (cfg.trace.viewer, self.inner.tracing.store()) {
             let (addr, task) = crate::trace::api::serve(
                 store.clone(),

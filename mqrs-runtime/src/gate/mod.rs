@@ -136,19 +136,18 @@ impl Gate {
     }
 }
 
-/// A started gate: where it listens, its accept loop, its counters.
-pub(crate) struct Started {
+/// A gate whose listener is bound and whose handlers (`Gate/Bind`, ...) are registered, but
+/// which accepts no client yet: the app first connects to the broker, so the first client's
+/// calls to other processes can succeed.
+pub(crate) struct Bound {
+    gate: Arc<Gate>,
+    listener: TcpListener,
     pub(crate) addr: SocketAddr,
-    pub(crate) task: tokio::task::JoinHandle<()>,
     pub(crate) counters: Arc<GateCounters>,
 }
 
-/// Binds the listener, registers the gate's handlers and spawns the accept loop.
-pub(crate) async fn start(
-    deps: Deps,
-    cfg: GateSection,
-    shutdown: watch::Receiver<bool>,
-) -> std::io::Result<Started> {
+/// Binds the listener and registers the gate's handlers.
+pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> std::io::Result<Bound> {
     let listener = TcpListener::bind(cfg.tcp_addr).await?;
     let addr = listener.local_addr()?;
     let counters = Arc::new(GateCounters::default());
@@ -162,12 +161,19 @@ pub(crate) async fn start(
         cfg,
     });
     register_handlers(&deps.registry, &gate);
-    let task = tokio::spawn(accept_loop(gate, listener, shutdown));
-    Ok(Started {
+    Ok(Bound {
+        gate,
+        listener,
         addr,
-        task,
         counters,
     })
+}
+
+impl Bound {
+    /// Starts accepting clients until `shutdown`; the task ends once the gate has drained.
+    pub(crate) fn serve(self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(accept_loop(self.gate, self.listener, shutdown))
+    }
 }
 
 fn register_handlers(reg: &Registry, gate: &Arc<Gate>) {

@@ -234,16 +234,17 @@ impl MqttTransport {
         if !self.shared.announced(req.target) {
             return Err(RpcError::UnknownModule(req.target.to_string()));
         }
-        let method = format!("{}/{}", req.target.module, req.method);
-        let payload =
-            wire::encode_request(&req.session, &req.args).map_err(|reason| RpcError::BadArgs {
-                method: method.clone(),
+        let method = || format!("{}/{}", req.target.module, req.method);
+        let traceparent = req.session.traceparent();
+        let payload = wire::encode_request(&req.session, traceparent.as_deref(), &req.args)
+            .map_err(|reason| RpcError::BadArgs {
+                method: method(),
                 reason,
             })?;
         let max = self.shared.settings.max_payload;
         if payload.len() > max {
             return Err(RpcError::BadArgs {
-                method,
+                method: method(),
                 reason: format!(
                     "the request is {} bytes, over the broker payload limit of {max} bytes ([broker] max_payload)",
                     payload.len()
@@ -253,7 +254,7 @@ impl MqttTransport {
         let reply_to = reply
             .as_ref()
             .map(|(id, _)| (self.shared.reply_topic.as_str(), *id));
-        let props = wire::request_properties(reply_to, req.deadline, &req.session);
+        let props = wire::request_properties(reply_to, req.deadline, &req.session, traceparent);
         let topic = wire::call_topic(req.target, req.method);
         let qos = self.shared.qos();
         let target = req.target.to_string();

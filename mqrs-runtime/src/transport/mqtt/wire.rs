@@ -84,12 +84,18 @@ pub fn decode_presence<'a>(topic: &'a str, payload: &[u8]) -> Option<(&'a str, V
     Some((server_id, p.modules))
 }
 
-/// The request payload: the session and the already-encoded arguments.
-pub fn encode_request(session: &Session, args: &[u8]) -> Result<Vec<u8>, String> {
-    let session = serde_json::to_vec(session).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(session.len() + args.len() + 24);
+/// The request payload: the session (with `traceparent`, formatted once by the caller) and
+/// the already-encoded arguments.
+pub fn encode_request(
+    session: &Session,
+    traceparent: Option<&str>,
+    args: &[u8],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(args.len() + 160);
     out.extend_from_slice(b"{\"session\":");
-    out.extend_from_slice(&session);
+    session
+        .serialize_with(traceparent, &mut serde_json::Serializer::new(&mut out))
+        .map_err(|e| e.to_string())?;
     out.extend_from_slice(b",\"args\":");
     out.extend_from_slice(if args.is_empty() { b"[]" } else { args });
     out.push(b'}');
@@ -114,10 +120,11 @@ pub fn request_properties(
     reply_to: Option<(&str, u64)>,
     deadline: Instant,
     session: &Session,
+    traceparent: Option<String>,
 ) -> PublishProperties {
     let left = deadline.saturating_duration_since(Instant::now());
     let mut user = Vec::with_capacity(3);
-    if let Some(tp) = session.traceparent() {
+    if let Some(tp) = traceparent {
         user.push(("traceparent".to_string(), tp));
         if let Some(ts) = session.tracestate().filter(|s| !s.is_empty()) {
             user.push(("tracestate".to_string(), ts));
@@ -243,7 +250,7 @@ mod tests {
             userid: "ann".into(),
             ..Default::default()
         });
-        let p = encode_request(&s, br#"[1,{"a":"b"}]"#).expect("encodes");
+        let p = encode_request(&s, None, br#"[1,{"a":"b"}]"#).expect("encodes");
         let (back, args) = decode_request(&p).expect("decodes");
         assert_eq!(back.userid(), "ann");
         assert_eq!(args, br#"[1,{"a":"b"}]"#);
@@ -262,14 +269,14 @@ mod tests {
     fn deadline_and_correlation_properties() {
         let s = Session::default();
         let deadline = Instant::now() + Duration::from_millis(2500);
-        let props = request_properties(Some(("mqrs/reply/x", 7)), deadline, &s);
+        let props = request_properties(Some(("mqrs/reply/x", 7)), deadline, &s, None);
         assert_eq!(props.response_topic.as_deref(), Some("mqrs/reply/x"));
         assert_eq!(correlation_id(Some(&props)), Some(7));
         assert_eq!(props.message_expiry_interval, Some(3));
         let back = request_deadline(Some(&props), Duration::from_secs(60));
         let left = back.saturating_duration_since(Instant::now());
         assert!(left <= Duration::from_millis(2500) && left > Duration::from_millis(2000));
-        let none = request_properties(None, deadline, &s);
+        let none = request_properties(None, deadline, &s, None);
         assert!(none.response_topic.is_none() && none.correlation_data.is_none());
     }
 }
