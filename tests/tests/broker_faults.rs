@@ -26,13 +26,23 @@ impl Wait {
 
 /// An app on `port` with only `Wait` (as `name`'s server) or nothing.
 async fn app_on(port: u16, server_id: &str, with_wait: bool) -> App {
+    app_on_nodes(&[port], server_id, with_wait).await
+}
+
+/// An app given the broker nodes on `ports`, in that order.
+async fn app_on_nodes(ports: &[u16], server_id: &str, with_wait: bool) -> App {
     let mut c = Config::ephemeral();
     c.app.server_id = server_id.into();
     c.gate.enabled = false;
     c.trace.viewer = false;
     c.trace.collector = false;
     c.rpc.timeout_ms = 3000;
-    c.broker.url = BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{port}")]);
+    c.broker.url = BrokerUrl::Urls(
+        ports
+            .iter()
+            .map(|p| format!("mqtt://127.0.0.1:{p}"))
+            .collect(),
+    );
     c.broker.connect_wait_ms = 300;
     let mut b = App::builder().config(c);
     if with_wait {
@@ -159,6 +169,30 @@ async fn a_broker_restart_fails_calls_in_flight_and_traffic_resumes_after() {
         .await
         .expect("subscriptions restored");
     assert_eq!(ms, 5);
+    callee.shutdown().await;
+    caller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_broker_nodes_fails_over_to_the_next() {
+    let broker = Mosquitto::start();
+    // The first node is down: the process moves on to the second.
+    let caller = app_on_nodes(&[free_port(), broker.port], "caller", false).await;
+    let callee = app_on(broker.port, "callee", true).await;
+    wait_for("failover", Duration::from_secs(8), || {
+        caller.broker_stats().expect("stats").connected
+    })
+    .await;
+    assert!(caller.broker_stats().expect("stats").connection_errors >= 1);
+    wait_for("presence", Duration::from_secs(3), || {
+        sees_wait(&caller, "callee")
+    })
+    .await;
+    let ms: u64 = caller
+        .call("Wait", "wait", &Session::default(), (3u64,))
+        .await
+        .expect("through the second node");
+    assert_eq!(ms, 3);
     callee.shutdown().await;
     caller.shutdown().await;
 }
