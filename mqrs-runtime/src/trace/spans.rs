@@ -34,11 +34,12 @@ fn rpc_attributes(method: &str, session: &Session) -> Vec<KeyValue> {
     let mut attrs = Vec::with_capacity(4);
     attrs.push(KeyValue::new("rpc.system.name", RPC_SYSTEM));
     attrs.push(KeyValue::new("rpc.method", method.to_string()));
-    if !session.userid().is_empty() {
-        attrs.push(KeyValue::new("user.id", session.userid().to_string()));
+    let d = session.data();
+    if !d.userid.is_empty() {
+        attrs.push(KeyValue::new("user.id", d.userid.clone()));
     }
-    if !session.sessionid().is_empty() {
-        attrs.push(KeyValue::new("session.id", session.sessionid().to_string()));
+    if !d.sessionid.is_empty() {
+        attrs.push(KeyValue::new("session.id", d.sessionid.clone()));
     }
     attrs
 }

@@ -4,7 +4,7 @@
 //! is fed through [`TraceStore::insert`], so any source (the SDK processor here, an OTLP
 //! receiver later) can fill it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -197,7 +197,8 @@ struct Inner {
     order: VecDeque<u128>,
     bytes: usize,
     spans: usize,
-    operations: BTreeMap<Arc<str>, BTreeSet<(String, &'static str)>>,
+    /// Operation names of each service, with the span kinds seen for them (bits of `KINDS`).
+    operations: BTreeMap<Arc<str>, BTreeMap<String, u8>>,
 }
 
 impl std::fmt::Debug for TraceStore {
@@ -271,11 +272,15 @@ impl TraceStore {
         trace.bytes += size;
         inner.bytes += size;
         inner.spans += 1;
-        inner
-            .operations
-            .entry(span.service.clone())
-            .or_default()
-            .insert((span.name.clone(), span.kind));
+        let ops = inner.operations.entry(span.service.clone()).or_default();
+        let bit = kind_bit(span.kind);
+        // Names repeat: look up by `&str`, allocate only for a new one.
+        match ops.get_mut(span.name.as_str()) {
+            Some(kinds) => *kinds |= bit,
+            None => {
+                ops.insert(span.name.clone(), bit);
+            }
+        }
         trace.spans.push(span);
         self.received.fetch_add(1, Ordering::Relaxed);
     }
@@ -319,7 +324,17 @@ impl TraceStore {
         self.lock()
             .operations
             .get(service)
-            .map(|ops| ops.iter().cloned().collect())
+            .map(|ops| {
+                ops.iter()
+                    .flat_map(|(name, bits)| {
+                        KINDS
+                            .iter()
+                            .enumerate()
+                            .filter(move |(i, _)| bits & (1 << i) != 0)
+                            .map(move |(_, k)| (name.clone(), *k))
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -409,6 +424,16 @@ impl TraceStore {
         hits.sort_by_key(|t| std::cmp::Reverse(t.start_us));
         hits.into_iter().take(q.limit).cloned().collect()
     }
+}
+
+/// Span kinds, in the order of their bits in the operation index.
+const KINDS: [&str; 5] = ["client", "consumer", "internal", "producer", "server"];
+
+fn kind_bit(kind: &str) -> u8 {
+    KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .map_or(1 << 2, |i| 1 << i)
 }
 
 /// The 1-based nearest rank of percentile `p` (0..=100) among `n` sorted values:
