@@ -1,0 +1,260 @@
+//! `cargo run --release -p demo --bin load`: drives the gate over real MQTT with N clients and
+//! K requests in flight each, for the same handler untraced (anonymous clients, whom the demo's
+//! `on_request_tracing` skips) and traced (logged-in clients), and prints requests/s, p50/p99,
+//! the gate process's resident memory, and the traced/untraced ratio, in one run.
+//!
+//! Without `--gate` it starts the demo binary next to itself on free ports and measures that
+//! process; with `--gate HOST:PORT` it drives a demo already running (RSS only with `--gate-pid`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use demo::client::GateClient;
+use rumqttc::QoS;
+
+/// Load on the demo's gate, traced against untraced.
+#[derive(Debug, Parser)]
+#[command(name = "load")]
+struct Cli {
+    /// A running demo's gate; default: start one.
+    #[arg(long, value_name = "HOST:PORT")]
+    gate: Option<String>,
+    /// Process id of that demo, to read its memory.
+    #[arg(long)]
+    gate_pid: Option<u32>,
+    /// MQTT client connections.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 8)]
+    inflight: usize,
+    /// Seconds measured per phase (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// The handler every request calls.
+    #[arg(long, default_value = "Chat/HD_CurrentRoom")]
+    handler: String,
+}
+
+/// The demo process this run started; stopped on drop.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the demo binary beside this one; returns it and its gate address.
+fn start_demo() -> Result<(Demo, String), String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("demo");
+    let mut child = Command::new(&exe)
+        .args(["--gate", "127.0.0.1:0", "--viewer", "127.0.0.1:0"])
+        .args(["--collector", "127.0.0.1:0", "--broker", "none"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start {}: {e} (build it: cargo build --release -p demo)",
+                exe.display()
+            )
+        })?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let demo = Demo(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let gate = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(a) = l.split("gate listening on mqtt://").nth(1) {
+                    break a.trim().to_string();
+                }
+            }
+            _ => return Err("the demo exited before listening".into()),
+        }
+    };
+    // Keep reading its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok((demo, gate))
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+struct Phase {
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+    rss: Option<f64>,
+}
+
+/// Connects the clients (logged in when `login`), then measures one phase.
+async fn phase(
+    cli: &Cli,
+    host: &str,
+    port: u16,
+    login: bool,
+    pid: Option<u32>,
+) -> Result<Phase, String> {
+    let mut clients = Vec::with_capacity(cli.clients);
+    for i in 0..cli.clients {
+        let id = format!("load-{}-{i}", if login { "t" } else { "u" });
+        let c = GateClient::connect(&id, host, port)
+            .await
+            .map_err(|e| format!("client {i}: {e}"))?;
+        if login {
+            let body = serde_json::json!({"userName": format!("load{i}"), "passWord": "pw"});
+            let r = c
+                .request(
+                    "Login/HD_Login",
+                    body.to_string().as_bytes(),
+                    QoS::AtMostOnce,
+                )
+                .await
+                .map_err(|e| format!("login {i}: {e}"))?;
+            if r["Error"] != "" {
+                return Err(format!("login {i}: {r}"));
+            }
+        }
+        clients.push(Arc::new(c));
+    }
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in &clients {
+        for _ in 0..cli.inflight {
+            let (c, handler) = (c.clone(), cli.handler.clone());
+            let (measuring, stop) = (measuring.clone(), stop.clone());
+            let (latencies, errors) = (latencies.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = c.request(&handler, b"{}", QoS::AtMostOnce).await;
+                    let ok = matches!(&r, Ok(v) if v["Error"] == "");
+                    if measuring.load(Ordering::Relaxed) {
+                        if ok {
+                            mine.push(t.elapsed());
+                        } else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                latencies
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(mine);
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    let rss = pid.and_then(rss_mib);
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    for c in clients {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.disconnect().await;
+        }
+    }
+    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    if lat.is_empty() {
+        return Err("no request succeeded".into());
+    }
+    lat.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(Phase {
+        per_s: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: ms(lat[lat.len() / 2]),
+        p99_ms: ms(lat[lat.len() * 99 / 100]),
+        errors: errors.load(Ordering::Relaxed),
+        rss,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (demo, gate, pid) = match &cli.gate {
+        Some(g) => (None, g.clone(), cli.gate_pid),
+        None => match start_demo() {
+            Ok((d, g)) => {
+                let pid = d.0.id();
+                (Some(d), g, Some(pid))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let Some((host, port)) = gate
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+    else {
+        eprintln!("error: --gate `{gate}`: expected HOST:PORT");
+        return ExitCode::from(2);
+    };
+    println!(
+        "load: {} clients x {} in flight, {} s per phase, {}, QoS 0, gate {gate}",
+        cli.clients, cli.inflight, cli.seconds, cli.handler
+    );
+    println!(
+        "{:<10} {:>10} {:>9} {:>9} {:>8} {:>11}",
+        "phase", "req/s", "p50", "p99", "errors", "gate RSS"
+    );
+    let mut results = Vec::new();
+    for (name, login) in [("untraced", false), ("traced", true)] {
+        match phase(&cli, &host, port, login, pid).await {
+            Ok(p) => {
+                let rss = p.rss.map_or("-".to_string(), |r| format!("{r:.0} MiB"));
+                println!(
+                    "{name:<10} {:>10.0} {:>7.2}ms {:>7.2}ms {:>8} {:>11}",
+                    p.per_s, p.p50_ms, p.p99_ms, p.errors, rss
+                );
+                results.push(p);
+            }
+            Err(e) => {
+                eprintln!("error in the {name} phase: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!(
+        "traced/untraced throughput: {:.2}x (target >= 0.85x at 100 % sampling)",
+        results[1].per_s / results[0].per_s
+    );
+    drop(demo);
+    ExitCode::SUCCESS
+}
