@@ -240,11 +240,19 @@ impl TraceStore {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // Evicted traces are freed after the lock is released: dropping hundreds of spans'
+        // strings under it would stall every other request's insert.
+        let mut evicted: Vec<StoredTrace> = Vec::new();
         let mut g = self.lock();
         let inner = &mut *g;
         let is_new = !inner.traces.contains_key(&span.trace_id);
         if is_new {
-            while inner.traces.len() >= self.limits.max_traces.max(1) && self.evict_oldest(inner) {}
+            while inner.traces.len() >= self.limits.max_traces.max(1) {
+                match self.evict_oldest(inner) {
+                    Some(t) => evicted.push(t),
+                    None => break,
+                }
+            }
         }
         while inner.bytes + size > self.limits.max_bytes {
             if inner.order.front() == Some(&span.trace_id) {
@@ -252,8 +260,9 @@ impl TraceStore {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            if !self.evict_oldest(inner) {
-                break;
+            match self.evict_oldest(inner) {
+                Some(t) => evicted.push(t),
+                None => break,
             }
         }
         if is_new {
@@ -283,19 +292,22 @@ impl TraceStore {
         }
         trace.spans.push(span);
         self.received.fetch_add(1, Ordering::Relaxed);
+        drop(g);
+        drop(evicted);
     }
 
-    fn evict_oldest(&self, inner: &mut Inner) -> bool {
-        let Some(id) = inner.order.pop_front() else {
-            return false;
-        };
-        if let Some(t) = inner.traces.remove(&id) {
-            inner.bytes -= t.bytes;
-            inner.spans -= t.spans.len();
-            self.dropped
-                .fetch_add(t.spans.len() as u64, Ordering::Relaxed);
+    /// Removes the oldest trace; `None` when the store is empty. The caller frees it.
+    fn evict_oldest(&self, inner: &mut Inner) -> Option<StoredTrace> {
+        loop {
+            let id = inner.order.pop_front()?;
+            if let Some(t) = inner.traces.remove(&id) {
+                inner.bytes -= t.bytes;
+                inner.spans -= t.spans.len();
+                self.dropped
+                    .fetch_add(t.spans.len() as u64, Ordering::Relaxed);
+                return Some(t);
+            }
         }
-        true
     }
 
     /// Counters.
