@@ -26,17 +26,17 @@ impl Wait {
 
 /// An app on `port` with only `Wait` (as `name`'s server) or nothing.
 async fn app_on(port: u16, server_id: &str, with_wait: bool) -> App {
-    app_on_nodes(&[port], server_id, with_wait).await
+    app_on_nodes(&[port], server_id, with_wait, 3000).await
 }
 
-/// An app given the broker nodes on `ports`, in that order.
-async fn app_on_nodes(ports: &[u16], server_id: &str, with_wait: bool) -> App {
+/// An app given the broker nodes on `ports`, in that order, calls limited to `timeout_ms`.
+async fn app_on_nodes(ports: &[u16], server_id: &str, with_wait: bool, timeout_ms: u64) -> App {
     let mut c = Config::ephemeral();
     c.app.server_id = server_id.into();
     c.gate.enabled = false;
     c.trace.viewer = false;
     c.trace.collector = false;
-    c.rpc.timeout_ms = 3000;
+    c.rpc.timeout_ms = timeout_ms;
     c.broker.url = BrokerUrl::Urls(
         ports
             .iter()
@@ -177,7 +177,7 @@ async fn a_broker_restart_fails_calls_in_flight_and_traffic_resumes_after() {
 async fn a_list_of_broker_nodes_fails_over_to_the_next() {
     let broker = Mosquitto::start();
     // The first node is down: the process moves on to the second.
-    let caller = app_on_nodes(&[free_port(), broker.port], "caller", false).await;
+    let caller = app_on_nodes(&[free_port(), broker.port], "caller", false, 3000).await;
     let callee = app_on(broker.port, "callee", true).await;
     wait_for("failover", Duration::from_secs(8), || {
         caller.broker_stats().expect("stats").connected
@@ -193,6 +193,87 @@ async fn a_list_of_broker_nodes_fails_over_to_the_next() {
         .await
         .expect("through the second node");
     assert_eq!(ms, 3);
+    callee.shutdown().await;
+    caller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_empty_presence_for_a_live_process_is_answered_by_announcing_again() {
+    let broker = Mosquitto::start();
+    let caller = app_on(broker.port, "caller", false).await;
+    let callee = app_on(broker.port, "callee", true).await;
+    wait_for("presence", Duration::from_secs(3), || {
+        sees_wait(&caller, "callee")
+    })
+    .await;
+    // What an earlier connection's last will would publish: empty, retained.
+    let mut opts = rumqttc::v5::MqttOptions::new("stale-will", "127.0.0.1", broker.port);
+    opts.set_clean_start(true);
+    let (c, mut ev) = rumqttc::v5::AsyncClient::new(opts, 16);
+    let pump = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    c.publish(
+        "mqrs/presence/callee",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        true,
+        Vec::new(),
+    )
+    .await
+    .expect("publish");
+    // The live process announces itself again; a process that joins later sees it too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("re-announced", Duration::from_secs(3), || {
+        sees_wait(&caller, "callee")
+    })
+    .await;
+    let late = app_on(broker.port, "late", false).await;
+    wait_for("retained presence", Duration::from_secs(3), || {
+        sees_wait(&late, "callee")
+    })
+    .await;
+    let ms: u64 = late
+        .call("Wait", "wait", &Session::default(), (2u64,))
+        .await
+        .expect("callee reachable");
+    assert_eq!(ms, 2);
+    pump.abort();
+    for app in [late, callee, caller] {
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_served_for_another_process_ends_at_its_deadline() {
+    let broker = Mosquitto::start();
+    let caller = app_on_nodes(&[broker.port], "caller", false, 300).await;
+    // One call served at a time: a handler that outlives its deadline must give its place back.
+    let mut c = Config::ephemeral();
+    c.app.server_id = "callee".into();
+    c.gate.enabled = false;
+    c.trace.viewer = false;
+    c.trace.collector = false;
+    c.broker.url = BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{}", broker.port)]);
+    c.broker.max_pending = 1;
+    let callee = App::builder()
+        .config(c)
+        .module(|_| Wait)
+        .build()
+        .expect("callee");
+    callee.start().await.expect("callee starts");
+    wait_for("presence", Duration::from_secs(3), || {
+        sees_wait(&caller, "callee")
+    })
+    .await;
+    let e = caller
+        .call::<_, u64>("Wait", "wait", &Session::default(), (10_000u64,))
+        .await
+        .expect_err("times out");
+    assert_eq!(e.kind(), "timeout");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ms: u64 = caller
+        .call("Wait", "wait", &Session::default(), (1u64,))
+        .await
+        .expect("served, not refused as busy");
+    assert_eq!(ms, 1);
     callee.shutdown().await;
     caller.shutdown().await;
 }

@@ -53,6 +53,7 @@ struct Split {
     back: App,
     gate_port: u16,
     viewer: std::net::SocketAddr,
+    broker_port: u16,
     _broker: Broker,
 }
 
@@ -115,6 +116,7 @@ async fn split(broker: Broker, timeout_ms: u64) -> Split {
     Split {
         gate_port: addrs.gate.expect("gate").port(),
         viewer: addrs.viewer.expect("viewer"),
+        broker_port: back_port,
         front,
         back,
         _broker: broker,
@@ -217,21 +219,67 @@ async fn faults_across_the_broker() {
     assert_eq!(e.kind(), "unknown_method", "{e}");
 
     // A reply after the caller gave up is dropped and counted, never given to another call.
+    // The callee itself never answers past the deadline, so a spy on the broker plays the late
+    // (and the unknown) replier, with the request's own response topic and correlation data.
+    let (spy, mut spy_events) = rumqttc::v5::AsyncClient::new(
+        rumqttc::v5::MqttOptions::new("spy", "127.0.0.1", s.broker_port),
+        16,
+    );
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        while let Ok(ev) = spy_events.poll().await {
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p)) = ev
+            {
+                let _ = seen_tx.send(p.properties.unwrap_or_default());
+            }
+        }
+    });
+    spy.subscribe(
+        "mqrs/call/Probe/sleep",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+    )
+    .await
+    .expect("spy subscribes");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let e = s
         .front
         .call::<_, u64>("Probe", "sleep", &session, (600u64,))
         .await
         .expect_err("times out");
     assert_eq!(e.kind(), "timeout");
+    let seen = tokio::time::timeout(Duration::from_secs(2), seen_rx.recv())
+        .await
+        .expect("the spy saw the request")
+        .expect("request");
+    let reply_to = seen.response_topic.clone().expect("response topic");
+    for correlation in [seen.correlation_data.clone(), Some(vec![9u8; 8].into())] {
+        let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+            correlation_data: correlation,
+            ..Default::default()
+        };
+        spy.publish_with_properties(
+            reply_to.clone(),
+            rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+            false,
+            br#"{"ok": 999}"#.to_vec(),
+            props,
+        )
+        .await
+        .expect("spy replies");
+    }
+    let stats = || s.front.broker_stats().expect("stats");
+    wait_for("the late and the unknown reply", || {
+        stats().late_replies == 2
+    })
+    .await;
     let next: u64 = s
         .front
         .call("Probe", "sleep", &session, (1u64,))
         .await
         .expect("next call gets its own reply");
-    assert_eq!(next, 1);
-    let stats = || s.front.broker_stats().expect("stats");
-    wait_for("the late reply", || stats().late_replies == 1).await;
+    assert_eq!(next, 1, "never the spy's 999");
     assert_eq!(stats().pending, 0, "no call left waiting");
+    pump.abort();
 
     // Oversized request: a clear error, and the connection carries on.
     let huge = "y".repeat(2 << 20);

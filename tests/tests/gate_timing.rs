@@ -103,8 +103,10 @@ async fn refused(addr: std::net::SocketAddr) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_app_closes_its_listeners_promptly() {
     let d = start_demo(|_| {}).await;
-    // A client is connected while the app stops; it is closed too.
+    // A client is connected while the app stops; it is closed too. So is a socket that never
+    // sent CONNECT (a probe, a port scanner): the stop does not wait for its connect timeout.
     let mut s = connected(d.gate).await;
+    let _idle = TcpStream::connect(d.gate).await.expect("idle socket");
     assert!(!refused(d.gate).await && !refused(d.viewer).await);
     let started = Instant::now();
     d.app.shutdown().await;

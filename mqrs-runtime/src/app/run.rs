@@ -15,7 +15,20 @@ use crate::transport::mqtt::{parse_url, Link};
 impl App {
     /// Opens the broker connection (starting the embedded broker first when configured), the
     /// gate and the viewer; returns their addresses.
+    ///
+    /// A start that fails part-way shuts down what it had started (broker, link, listeners)
+    /// before returning the error.
     pub async fn start(&self) -> Result<Addrs, AppError> {
+        match self.start_all().await {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_all(&self) -> Result<Addrs, AppError> {
         let otlp = &self.inner.config.trace.otlp_export;
         if !otlp.is_empty() {
             crate::trace::otlp::export::traces_url(otlp).map_err(AppError::Otlp)?;
@@ -152,6 +165,9 @@ impl App {
                 *self.inner.broker.lock().await = Some(b);
                 Ok(Some(vec![(addr.ip().to_string(), addr.port())]))
             }
+            BrokerUrl::Urls(urls) if urls.is_empty() => Err(AppError::BrokerSettings(
+                "the broker URL list is empty".into(),
+            )),
             BrokerUrl::Urls(urls) => urls
                 .iter()
                 .map(|u| parse_url(u))
@@ -231,7 +247,15 @@ impl App {
         }
         // Flushing the OTLP export can wait on the collector: not on a runtime thread.
         let t = self.inner.tracing.clone();
-        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        let flush = tokio::task::spawn_blocking(move || t.shutdown());
+        if tokio::time::timeout(Duration::from_secs(5), flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the OTLP collector did not take the last spans within 5 s; not waiting"
+            );
+        }
         self.inner.registry.clear();
         tracing::info!("app stopped");
     }

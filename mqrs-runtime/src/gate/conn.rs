@@ -149,11 +149,14 @@ where
     let cfg = &gate.cfg;
     let (mut rd, wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(1024);
-    let first = tokio::time::timeout(
-        Duration::from_millis(cfg.connect_timeout_ms),
-        read_packet(&mut rd, &mut buf, cfg.max_packet_size, true),
-    )
-    .await;
+    let first = tokio::select! {
+        // A stopping gate does not wait for connections that have not even sent CONNECT.
+        _ = shutdown.changed() => return Ok(()),
+        r = tokio::time::timeout(
+            Duration::from_millis(cfg.connect_timeout_ms),
+            read_packet(&mut rd, &mut buf, cfg.max_packet_size, true),
+        ) => r,
+    };
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(c)))) if c.protocol == Protocol::V4 => {
             if c.client_id.is_empty() && !c.clean_session {

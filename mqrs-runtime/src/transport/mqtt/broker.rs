@@ -61,11 +61,14 @@ impl EmbeddedBroker {
     /// Stops it and waits (up to 5 s) until its connections are closed.
     pub(crate) async fn stop(self) {
         self.shutdown.shutdown();
+        let abort = self.task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .is_err()
         {
-            tracing::warn!("the embedded MQTT broker did not stop within 5 s");
+            // Aborted, not detached: it must not keep the port.
+            abort.abort();
+            tracing::warn!("the embedded MQTT broker did not stop within 5 s; aborted");
         }
     }
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{
+    Filter, LastWill, Packet, Publish, PublishProperties, SubscribeReasonCode,
+};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -46,7 +48,9 @@ impl MqttTransport {
 }
 
 fn options(link: &Link, shared: &Shared, (host, port): &(String, u16)) -> MqttOptions {
-    let client_id = format!("mqrs-{}-{:08x}", link.server_id, rand::random::<u32>());
+    // Stable per server id: a reconnection takes the old session over, so the broker sends the
+    // old connection's last will (empty presence) before the new one announces itself.
+    let client_id = format!("mqrs-{}", link.server_id);
     let mut opts = MqttOptions::new(client_id, host.clone(), *port);
     opts.set_clean_start(true);
     opts.set_keep_alive(Duration::from_secs(5));
@@ -131,11 +135,24 @@ async fn run(
                         }
                     });
                 }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    shared.connected.store(true, Ordering::Release);
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let refused = ack
+                        .return_codes
+                        .iter()
+                        .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                        .count();
+                    if refused > 0 {
+                        tracing::error!(
+                            refused,
+                            codes = ?ack.return_codes,
+                            "the broker refused subscriptions: some calls to this process will time out"
+                        );
+                    }
                 }
                 Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    // The presence announcement (the only QoS 1 publish at connect) is through.
+                    // The presence announcement (the only QoS 1 publish at connect) is through:
+                    // the broker delivered the retained presence of the others before it.
+                    shared.connected.store(true, Ordering::Release);
                     let _ = ready.send(true);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -149,6 +166,13 @@ async fn run(
                         .fetch_add(1, Ordering::Relaxed);
                     let was = shared.connected.swap(false, Ordering::AcqRel);
                     shared.fail_all("the connection to the MQTT broker was lost");
+                    // Processes may leave while we are away; retained presence refills the map
+                    // after the reconnection.
+                    shared
+                        .presence
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clear();
                     if was || !reported {
                         tracing::warn!(
                             broker = %format!("mqtt://{}:{}", url.0, url.1),
@@ -229,6 +253,16 @@ fn on_publish(
     if let Some((server_id, modules)) = wire::decode_presence(topic, &p.payload) {
         let mut presence = shared.presence.write().unwrap_or_else(|p| p.into_inner());
         if modules.is_empty() {
+            if server_id == link.server_id && shared.connected.load(Ordering::Acquire) {
+                // A stale last will of an earlier connection of ours: announce again.
+                let _ = client.try_publish(
+                    wire::presence_topic(&link.server_id),
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    true,
+                    wire::encode_presence(&link.registry.module_names()),
+                );
+                return;
+            }
             if presence.remove(server_id).is_some() {
                 tracing::info!(server_id = %server_id, "a process left");
             }
@@ -250,6 +284,7 @@ fn on_publish(
         reply_to: p.properties.as_ref().and_then(|pr| {
             pr.response_topic
                 .clone()
+                .filter(|t| wire::valid_reply_topic(t))
                 .map(|t| (t, pr.correlation_data.clone()))
         }),
         payload: p.payload,
@@ -263,12 +298,24 @@ fn on_publish(
             });
         }
         Err(_) => {
-            // Too many calls being served: answer at once instead of queueing without bound.
+            // Too many calls being served: answer at once, without a task or an await, so a
+            // flood costs neither memory nor time here; a full send queue drops the answer.
             let busy = Err(RpcError::Unavailable(format!(
                 "`{}`: this process is serving too many calls ([broker] max_pending)",
                 call.name
             )));
-            tokio::spawn(async move { reply(&shared, &client, call, busy).await });
+            if let Some((topic, correlation)) = call.reply_to {
+                let props = PublishProperties {
+                    correlation_data: correlation,
+                    ..Default::default()
+                };
+                let payload = wire::encode_reply(&busy);
+                if let Err(e) =
+                    client.try_publish_with_properties(topic, shared.qos(), false, payload, props)
+                {
+                    tracing::debug!(error = %e, "busy answer dropped: the send queue is full");
+                }
+            }
         }
     }
 }
@@ -293,7 +340,17 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
             })
         }
         Ok((session, args)) => match registry.resolve(&call.module, &call.method) {
-            Ok(route) => dispatch(route, session, args, call.deadline).await,
+            // Past its deadline the caller has given up: the handler is cancelled (its span
+            // says so) and the permit returns, so a hung handler cannot starve the others.
+            Ok(route) => match tokio::time::timeout_at(
+                call.deadline.into(),
+                dispatch(route, session, args, call.deadline),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(RpcError::DeadlineExceeded(call.name.clone())),
+            },
             Err(e) => Err(e),
         },
     };
@@ -313,6 +370,12 @@ async fn reply(
         }
         return;
     };
+    if std::time::Instant::now() >= call.deadline {
+        // The caller stopped waiting at this same deadline and reports its own timeout; a
+        // reply now would only arrive late.
+        tracing::debug!(method = %call.name, "deadline passed; no reply sent");
+        return;
+    }
     let mut payload = wire::encode_reply(&result);
     let max = shared.settings.max_payload;
     if payload.len() > max {

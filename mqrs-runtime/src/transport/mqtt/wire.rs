@@ -186,6 +186,11 @@ pub fn decode_reply(payload: &[u8], method: &str) -> Result<Vec<u8>, RpcError> {
     }
 }
 
+/// True for a response topic a reply may go to: not empty, no wildcard, not a `$` topic.
+pub fn valid_reply_topic(t: &str) -> bool {
+    !t.is_empty() && !t.starts_with('$') && !t.contains(['+', '#', '\0'])
+}
+
 /// The call id in a reply's correlation data.
 pub fn correlation_id(props: Option<&PublishProperties>) -> Option<u64> {
     let data = props?.correlation_data.as_ref()?;
