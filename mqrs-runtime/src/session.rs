@@ -202,6 +202,32 @@ impl Session {
         self.trace.as_ref()
     }
 
+    /// The same session as the child of a remote span given as W3C `traceparent` (and
+    /// `tracestate`) text, e.g. from MQTT user properties; unchanged if `traceparent` is not
+    /// valid.
+    pub(crate) fn with_remote_parent(
+        &self,
+        traceparent: &str,
+        tracestate: Option<&str>,
+    ) -> Session {
+        use opentelemetry::trace::{SpanContext, TraceState};
+        let Some(sc) = parse_traceparent(traceparent) else {
+            return self.clone();
+        };
+        let state = tracestate
+            .and_then(|t| t.parse::<TraceState>().ok())
+            .unwrap_or_default();
+        let sc = SpanContext::new(sc.trace_id(), sc.span_id(), sc.trace_flags(), true, state);
+        Session {
+            data: self.data.clone(),
+            trace: Some(TraceCx {
+                cx: Context::new().with_remote_span_context(sc),
+                tracer: None,
+            }),
+            deadline: self.deadline,
+        }
+    }
+
     pub(crate) fn with_trace(&self, cx: Context, tracer: ServiceTracer) -> Session {
         Session {
             data: self.data.clone(),

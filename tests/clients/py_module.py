@@ -33,7 +33,12 @@ def on_subscribe(c, userdata, mid, reason_codes, properties):
     props.ResponseTopic = REPLY_TO
     props.CorrelationData = (1).to_bytes(8, "big")
     props.MessageExpiryInterval = 3
-    props.UserProperty = [("mqrs-timeout-ms", "3000")]
+    # Trace context as the W3C trace-context-mqtt draft carries it: user properties only.
+    props.UserProperty = [
+        ("mqrs-timeout-ms", "3000"),
+        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ("tracestate", "vendor=abc"),
+    ]
     request = {"session": {"userid": "py-caller"}, "args": ["py"]}
     c.publish("mqrs/call/Greeter/hello", json.dumps(request), qos=0, properties=props)
 

@@ -126,6 +126,9 @@ async fn otlp_json_bad_bodies_and_limits() {
     ];
     let (status, _) = http_post(addr, "/v1/traces", &gz, b"not gzip at all").await;
     assert_eq!(status, 400);
+    // Neither protobuf nor JSON: 415, as OTLP/HTTP asks.
+    let (status, _) = http_post(addr, "/v1/traces", &[("Content-Type", "text/plain")], b"hi").await;
+    assert_eq!(status, 415);
     // Over the configured body limit: 413, and the collector keeps serving.
     let (status, _) = http_post(addr, "/v1/traces", &proto, &vec![0u8; 128 * 1024]).await;
     assert_eq!(status, 413);

@@ -19,7 +19,11 @@ pub struct Greeter;
 impl Greeter {
     #[rpc]
     async fn hello(&self, session: Session, name: String) -> Result<String, String> {
-        Ok(format!("hello {name}, from {}", session.userid()))
+        let state = session.tracestate().unwrap_or_default();
+        Ok(format!(
+            "hello {name}, from {}, tracestate {state}",
+            session.userid()
+        ))
     }
 }
 
@@ -64,7 +68,17 @@ async fn a_python_module_joins_by_the_wire_convention() {
     // Python called the Rust module: a JSON reply {"ok": ...} with its correlation.
     let reply = next_line(&mut lines).await;
     let v: Value = serde_json::from_str(reply.trim_start_matches("reply ")).expect("JSON");
-    assert_eq!(v, serde_json::json!({"ok": "hello py, from py-caller"}));
+    assert_eq!(
+        v,
+        serde_json::json!({"ok": "hello py, from py-caller, tracestate vendor=abc"})
+    );
+    // Its trace context, given only as user properties, is the parent of the handler's span.
+    let store = app.trace_store().expect("store");
+    let server = store
+        .trace(0x0af7651916cd43dd8448eb211c80319c)
+        .and_then(|t| t.spans.into_iter().find(|s| s.name == "Greeter/hello"))
+        .expect("the SERVER span joined the Python caller's trace");
+    assert_eq!(server.parent_span_id, Some(0xb7ad6b7169203331));
 
     // Rust calls Python, once its presence has arrived.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -74,6 +74,19 @@ fn refuse(status: StatusCode, json: bool, msg: String) -> Response {
 
 async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Bytes) -> Response {
     let json = is_json(&headers);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-protobuf");
+    if !json && !content_type.starts_with("application/x-protobuf") {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            false,
+            format!(
+                "Content-Type `{content_type}`: send application/x-protobuf or application/json"
+            ),
+        );
+    }
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

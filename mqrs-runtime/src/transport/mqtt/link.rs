@@ -276,7 +276,17 @@ fn on_publish(
         shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
         return;
     };
+    let user = |key: &str| {
+        p.properties.as_ref().and_then(|pr| {
+            pr.user_properties
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        })
+    };
     let call = Incoming {
+        traceparent: user("traceparent"),
+        tracestate: user("tracestate"),
         name: format!("{module}/{method}"),
         module: module.to_string(),
         method: method.to_string(),
@@ -322,6 +332,10 @@ fn on_publish(
 
 /// One call from another process.
 struct Incoming {
+    /// The W3C trace context of the call's user properties (the trace-context-mqtt draft);
+    /// when present it wins over the one in the session, and carries `tracestate` too.
+    traceparent: Option<String>,
+    tracestate: Option<String>,
     name: String,
     module: String,
     method: String,
@@ -340,22 +354,41 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
             })
         }
         Ok((session, args)) => match registry.resolve(&call.module, &call.method) {
-            // Past its deadline the caller has given up: the handler is cancelled (its span
-            // says so) and the permit returns, so a hung handler cannot starve the others.
-            Ok(route) => match tokio::time::timeout_at(
-                call.deadline.into(),
-                dispatch(route, session, args, call.deadline),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(RpcError::DeadlineExceeded(call.name.clone())),
-            },
+            Ok(route) if call.traceparent.is_some() => {
+                let tp = call.traceparent.as_deref().unwrap_or_default();
+                let session = session.with_remote_parent(tp, call.tracestate.as_deref());
+                run_until(
+                    call.deadline,
+                    &call.name,
+                    dispatch(route, session, args, call.deadline),
+                )
+                .await
+            }
+            Ok(route) => {
+                run_until(
+                    call.deadline,
+                    &call.name,
+                    dispatch(route, session, args, call.deadline),
+                )
+                .await
+            }
             Err(e) => Err(e),
         },
     };
     shared.counters.calls_served.fetch_add(1, Ordering::Relaxed);
     reply(shared, client, call, result).await;
+}
+
+/// Runs a served call until its deadline; past it the caller has given up, so the handler is
+/// cancelled (its span says so) and its permit returns: a hung handler cannot starve others.
+async fn run_until(
+    deadline: std::time::Instant,
+    name: &str,
+    call: impl std::future::Future<Output = Result<Vec<u8>, RpcError>>,
+) -> Result<Vec<u8>, RpcError> {
+    tokio::time::timeout_at(deadline.into(), call)
+        .await
+        .unwrap_or_else(|_| Err(RpcError::DeadlineExceeded(name.to_string())))
 }
 
 async fn reply(
