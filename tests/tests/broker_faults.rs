@@ -277,3 +277,36 @@ async fn a_call_served_for_another_process_ends_at_its_deadline() {
     callee.shutdown().await;
     caller.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_process_withdraws_at_once_and_finishes_the_calls_it_serves() {
+    let broker = Mosquitto::start();
+    let caller = app_on(broker.port, "caller", false).await;
+    let callee = app_on(broker.port, "callee", true).await;
+    wait_for("presence", Duration::from_secs(3), || sees_wait(&caller, "callee")).await;
+    let in_flight = {
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            caller
+                .call::<_, u64>("Wait", "wait", &Session::default(), (600u64,))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = {
+        let callee = callee.clone();
+        tokio::spawn(async move { callee.shutdown().await })
+    };
+    // Other processes learn at once that it takes no new calls...
+    wait_for("withdrawal", Duration::from_secs(2), || !sees_wait(&caller, "callee")).await;
+    let e = caller
+        .call::<_, u64>("Wait", "wait", &Session::default(), (1u64,))
+        .await
+        .expect_err("withdrawn");
+    assert_eq!(e, RpcError::UnknownModule("Wait".into()));
+    // ...while the call it was serving still finishes and its reply goes out.
+    let r = in_flight.await.expect("task");
+    assert_eq!(r, Ok(600));
+    stopping.await.expect("shutdown");
+    caller.shutdown().await;
+}

@@ -79,6 +79,8 @@ impl App {
                 server_id: cfg.app.server_id.clone(),
                 registry: self.inner.registry.clone(),
                 default_timeout: cfg.rpc_timeout(),
+                withdraw: self.inner.shutdown.subscribe(),
+                grace: Duration::from_millis(cfg.gate.shutdown_grace_ms),
             };
             let (task, mut ready) = mqtt.start(link, self.inner.link_stop.subscribe());
             *self

@@ -29,6 +29,11 @@ pub(crate) struct Link {
     pub(crate) registry: Arc<Registry>,
     /// Deadline of an incoming call that carries none.
     pub(crate) default_timeout: Duration,
+    /// Turns true when the app starts stopping: withdraw presence and call subscriptions, so
+    /// other processes stop sending calls here while this one drains.
+    pub(crate) withdraw: watch::Receiver<bool>,
+    /// Longest wait at the end for calls being served to finish and their replies to go out.
+    pub(crate) grace: Duration,
 }
 
 /// Longest wait between two connection attempts.
@@ -83,17 +88,36 @@ fn filters(shared: &Shared, link: &Link) -> Vec<Filter> {
             rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
         ),
     ];
-    for module in link.registry.module_names() {
-        for topic in wire::call_subscriptions(&module, &link.server_id) {
-            f.push(Filter::new(topic, qos));
+    if !shared.withdrawn.load(Ordering::Acquire) {
+        for module in link.registry.module_names() {
+            for topic in wire::call_subscriptions(&module, &link.server_id) {
+                f.push(Filter::new(topic, qos));
+            }
         }
     }
     f
 }
 
+/// Stops taking calls from other processes: call subscriptions dropped, presence emptied.
+fn withdraw(shared: &Shared, link: &Link, client: &AsyncClient) {
+    shared.withdrawn.store(true, Ordering::Release);
+    for module in link.registry.module_names() {
+        for topic in wire::call_subscriptions(&module, &link.server_id) {
+            let _ = client.try_unsubscribe(topic);
+        }
+    }
+    let _ = client.try_publish(
+        wire::presence_topic(&link.server_id),
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        true,
+        Vec::new(),
+    );
+    tracing::info!("stopping: withdrew this process's modules from the broker");
+}
+
 async fn run(
     shared: Arc<Shared>,
-    link: Link,
+    mut link: Link,
     mut shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
 ) {
@@ -106,10 +130,17 @@ async fn run(
         let (client, mut events) = AsyncClient::new(options(&link, &shared, url), 1024);
         *shared.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
         loop {
+            let withdrawn = shared.withdrawn.load(Ordering::Acquire);
             let event = tokio::select! {
                 _ = shutdown.changed() => {
-                    close(&shared, &link, &client, &mut events).await;
+                    close(&shared, &link, &client, &mut events, &serving).await;
                     break 'connections;
+                }
+                r = link.withdraw.changed(), if !withdrawn => {
+                    if r.is_ok() && *link.withdraw.borrow() {
+                        withdraw(&shared, &link, &client);
+                    }
+                    continue;
                 }
                 e = events.poll() => e,
             };
@@ -122,7 +153,11 @@ async fn run(
                     let (c, f) = (client.clone(), filters(&shared, &link));
                     let presence = (
                         wire::presence_topic(&link.server_id),
-                        wire::encode_presence(&link.registry.module_names()),
+                        if shared.withdrawn.load(Ordering::Acquire) {
+                            Vec::new()
+                        } else {
+                            wire::encode_presence(&link.registry.module_names())
+                        },
                     );
                     tokio::spawn(async move {
                         if let Err(e) = c.subscribe_many(f).await {
@@ -210,14 +245,37 @@ async fn close(
     link: &Link,
     client: &AsyncClient,
     events: &mut rumqttc::v5::EventLoop,
+    serving: &Arc<Semaphore>,
 ) {
+    if !shared.withdrawn.load(Ordering::Acquire) {
+        withdraw(shared, link, client);
+    }
+    // Calls still being served finish and their replies go out (the connection keeps being
+    // polled meanwhile); bounded by the grace period.
+    let permits = u32::try_from(shared.settings.max_pending.max(1)).unwrap_or(u32::MAX);
+    let drained = serving.clone().acquire_many_owned(permits);
+    tokio::pin!(drained);
+    let until = tokio::time::sleep(link.grace);
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = &mut drained => break,
+            _ = &mut until => {
+                tracing::warn!("calls from other processes still running after the grace period");
+                break;
+            }
+            ev = events.poll() => match ev {
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == shared.reply_topic.as_bytes() => {
+                    if let Some(id) = wire::correlation_id(p.properties.as_ref()) {
+                        shared.complete(id, &p.payload);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            },
+        }
+    }
     shared.connected.store(false, Ordering::Release);
-    let _ = client.try_publish(
-        wire::presence_topic(&link.server_id),
-        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
-        true,
-        Vec::new(),
-    );
     if client.try_disconnect().is_ok() {
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             while let Ok(ev) = events.poll().await {
@@ -253,7 +311,10 @@ fn on_publish(
     if let Some((server_id, modules)) = wire::decode_presence(topic, &p.payload) {
         let mut presence = shared.presence.write().unwrap_or_else(|p| p.into_inner());
         if modules.is_empty() {
-            if server_id == link.server_id && shared.connected.load(Ordering::Acquire) {
+            if server_id == link.server_id
+                && shared.connected.load(Ordering::Acquire)
+                && !shared.withdrawn.load(Ordering::Acquire)
+            {
                 // A stale last will of an earlier connection of ours: announce again.
                 let _ = client.try_publish(
                     wire::presence_topic(&link.server_id),

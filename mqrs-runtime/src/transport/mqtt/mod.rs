@@ -90,6 +90,8 @@ type Pending = HashMap<u64, (ReplyTx, Arc<str>)>;
 /// State shared by the transport's callers and its connection task.
 struct Shared {
     settings: BrokerSection,
+    /// The app is stopping: this process no longer takes calls from others.
+    withdrawn: AtomicBool,
     /// Modules each connected process announced, by server id.
     presence: RwLock<HashMap<String, Vec<String>>>,
     reply_topic: String,
@@ -170,6 +172,7 @@ impl MqttTransport {
             shared: Arc::new(Shared {
                 reply_topic: format!("{}{server_id}/{nonce}", wire::REPLY_PREFIX),
                 settings,
+                withdrawn: AtomicBool::new(false),
                 presence: RwLock::new(HashMap::new()),
                 client: RwLock::new(None),
                 connected: AtomicBool::new(false),
