@@ -22,6 +22,17 @@ impl Wait {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(ms)
     }
+
+    /// The length of what it got, and that many bytes back when asked.
+    #[rpc]
+    async fn sized(
+        &self,
+        _session: Session,
+        text: String,
+        reply: usize,
+    ) -> Result<(usize, String), String> {
+        Ok((text.len(), "x".repeat(reply)))
+    }
 }
 
 /// An app on `port` with only `Wait` (as `name`'s server) or nothing.
@@ -283,7 +294,10 @@ async fn a_stopping_process_withdraws_at_once_and_finishes_the_calls_it_serves()
     let broker = Mosquitto::start();
     let caller = app_on(broker.port, "caller", false).await;
     let callee = app_on(broker.port, "callee", true).await;
-    wait_for("presence", Duration::from_secs(3), || sees_wait(&caller, "callee")).await;
+    wait_for("presence", Duration::from_secs(3), || {
+        sees_wait(&caller, "callee")
+    })
+    .await;
     let in_flight = {
         let caller = caller.clone();
         tokio::spawn(async move {
@@ -298,7 +312,10 @@ async fn a_stopping_process_withdraws_at_once_and_finishes_the_calls_it_serves()
         tokio::spawn(async move { callee.shutdown().await })
     };
     // Other processes learn at once that it takes no new calls...
-    wait_for("withdrawal", Duration::from_secs(2), || !sees_wait(&caller, "callee")).await;
+    wait_for("withdrawal", Duration::from_secs(2), || {
+        !sees_wait(&caller, "callee")
+    })
+    .await;
     let e = caller
         .call::<_, u64>("Wait", "wait", &Session::default(), (1u64,))
         .await
@@ -308,5 +325,43 @@ async fn a_stopping_process_withdraws_at_once_and_finishes_the_calls_it_serves()
     let r = in_flight.await.expect("task");
     assert_eq!(r, Ok(600));
     stopping.await.expect("shutdown");
+    caller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_over_the_brokers_packet_limit_fail_clearly_and_the_link_stays_up() {
+    let port = free_port();
+    let _broker = Mosquitto::start_with(port, "max_packet_size 65536");
+    let caller = app_on(port, "caller", false).await;
+    let callee = app_on(port, "callee", true).await;
+    wait_for("presence", Duration::from_secs(3), || {
+        sees_wait(&caller, "callee")
+    })
+    .await;
+    let s = Session::default();
+    // Within [broker] max_payload (1 MiB) but over what this broker takes (64 KiB).
+    let e = caller
+        .call::<_, (usize, String)>("Wait", "sized", &s, ("y".repeat(100_000), 0usize))
+        .await
+        .expect_err("request too big for the broker");
+    assert_eq!(e.kind(), "bad_args", "{e}");
+    assert!(e.to_string().contains("at most 65536 bytes"), "{e}");
+    let e = caller
+        .call::<_, (usize, String)>("Wait", "sized", &s, (String::new(), 100_000usize))
+        .await
+        .expect_err("reply too big for the broker");
+    assert_eq!(e.kind(), "bad_reply", "{e}");
+    assert!(e.to_string().contains("at most 65536 bytes"), "{e}");
+    // Neither connection was dropped.
+    let (n, _): (usize, String) = caller
+        .call("Wait", "sized", &s, ("ok".to_string(), 2usize))
+        .await
+        .expect("still connected");
+    assert_eq!(n, 2);
+    for app in [&caller, &callee] {
+        let st = app.broker_stats().expect("stats");
+        assert_eq!((st.connects, st.connection_errors), (1, 0), "{st:?}");
+    }
+    callee.shutdown().await;
     caller.shutdown().await;
 }

@@ -23,6 +23,11 @@ impl Mosquitto {
 
     /// Starts one on `port` (again, after [`Mosquitto::kill`], to restart it).
     pub fn start_on(port: u16) -> Mosquitto {
+        Mosquitto::start_with(port, "")
+    }
+
+    /// Starts one on `port` with extra lines of mosquitto.conf.
+    pub fn start_with(port: u16, extra: &str) -> Mosquitto {
         let exe = tools::require("mosquitto", "mosquitto");
         let dir = std::env::temp_dir().join(format!("mqrs-mosquitto-{port}"));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -30,7 +35,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n{extra}\n"
             ),
         )
         .expect("write config");

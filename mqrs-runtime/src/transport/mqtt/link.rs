@@ -145,7 +145,15 @@ async fn run(
                 e = events.poll() => e,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    let broker_max = ack
+                        .properties
+                        .as_ref()
+                        .and_then(|p| p.max_packet_size)
+                        .unwrap_or(0);
+                    shared
+                        .broker_max_packet
+                        .store(broker_max, Ordering::Relaxed);
                     shared.counters.connects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(broker = %format!("mqtt://{}:{}", url.0, url.1), "connected to the MQTT broker");
                     backoff = Duration::from_millis(100);
@@ -471,14 +479,10 @@ async fn reply(
         return;
     }
     let mut payload = wire::encode_reply(&result);
-    let max = shared.settings.max_payload;
-    if payload.len() > max {
+    if let Some(why) = shared.too_big(payload.len(), &topic) {
         payload = wire::encode_reply(&Err(RpcError::BadReply {
             method: call.name.clone(),
-            reason: format!(
-                "the reply is {} bytes, over the broker payload limit of {max} bytes ([broker] max_payload)",
-                payload.len()
-            ),
+            reason: format!("the reply cannot go through the broker: {why}"),
         }));
     }
     let props = PublishProperties {

@@ -90,6 +90,8 @@ type Pending = HashMap<u64, (ReplyTx, Arc<str>)>;
 /// State shared by the transport's callers and its connection task.
 struct Shared {
     settings: BrokerSection,
+    /// The Maximum Packet Size the broker announced in its CONNACK; 0 when it named none.
+    broker_max_packet: std::sync::atomic::AtomicU32,
     /// The app is stopping: this process no longer takes calls from others.
     withdrawn: AtomicBool,
     /// Modules each connected process announced, by server id.
@@ -137,6 +139,24 @@ impl Shared {
         }
     }
 
+    /// Why a payload of `len` bytes to `topic` cannot be sent, if it cannot: over
+    /// `[broker] max_payload`, or over the packet size the broker accepts (with room for the
+    /// topic and properties), which would make the client drop the whole connection.
+    fn too_big(&self, len: usize, topic: &str) -> Option<String> {
+        let max = self.settings.max_payload;
+        if len > max {
+            return Some(format!(
+                "it is {len} bytes, over the broker payload limit of {max} bytes ([broker] max_payload)"
+            ));
+        }
+        let broker = self.broker_max_packet.load(Ordering::Relaxed) as usize;
+        // Fixed header, topic, properties (reply topic, correlation, user properties).
+        let overhead = 5 + 2 + topic.len() + 512;
+        (broker > 0 && len + overhead > broker).then(|| {
+            format!("it is {len} bytes; the broker accepts packets of at most {broker} bytes")
+        })
+    }
+
     fn qos(&self) -> rumqttc::v5::mqttbytes::QoS {
         if self.settings.qos == 0 {
             rumqttc::v5::mqttbytes::QoS::AtMostOnce
@@ -172,6 +192,7 @@ impl MqttTransport {
             shared: Arc::new(Shared {
                 reply_topic: format!("{}{server_id}/{nonce}", wire::REPLY_PREFIX),
                 settings,
+                broker_max_packet: std::sync::atomic::AtomicU32::new(0),
                 withdrawn: AtomicBool::new(false),
                 presence: RwLock::new(HashMap::new()),
                 client: RwLock::new(None),
@@ -244,21 +265,17 @@ impl MqttTransport {
                 method: method(),
                 reason,
             })?;
-        let max = self.shared.settings.max_payload;
-        if payload.len() > max {
+        let topic = wire::call_topic(req.target, req.method);
+        if let Some(why) = self.shared.too_big(payload.len(), &topic) {
             return Err(RpcError::BadArgs {
                 method: method(),
-                reason: format!(
-                    "the request is {} bytes, over the broker payload limit of {max} bytes ([broker] max_payload)",
-                    payload.len()
-                ),
+                reason: format!("the request cannot go through the broker: {why}"),
             });
         }
         let reply_to = reply
             .as_ref()
             .map(|(id, _)| (self.shared.reply_topic.as_str(), *id));
         let props = wire::request_properties(reply_to, req.deadline, &req.session, traceparent);
-        let topic = wire::call_topic(req.target, req.method);
         let qos = self.shared.qos();
         let target = req.target.to_string();
         self.shared
