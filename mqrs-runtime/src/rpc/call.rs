@@ -75,32 +75,17 @@ impl Caller {
     pub fn call_nr<A: Serialize>(&self, module: &str, method: &str, session: &Session, args: A) {
         let target = Target::parse(module);
         let result = encode_args(method, &args).and_then(|args| {
-            let deadline = self.deadline(session);
-            match session.trace_cx() {
-                None => self.inner.transport.notify(Request {
-                    target,
-                    method,
-                    session: session.clone(),
-                    args,
-                    deadline,
-                }),
-                Some(parent) => {
-                    let tracer = self.tracer_for(parent.tracer.as_ref());
-                    let name = format!("{}/{method}", target.module);
-                    let guard = spans::client(&tracer, &parent.cx, &name, session);
-                    let r = self.inner.transport.notify(Request {
-                        target,
-                        method,
-                        session: session.with_trace(guard.cx().clone(), tracer),
-                        args,
-                        deadline,
-                    });
-                    if let Err(e) = &r {
-                        spans::record_error(guard.cx(), e);
-                    }
-                    r
-                }
-            }
+            let deadline = self.deadline(Instant::now(), session);
+            let (span, callee) = self.client_span(target, method, session);
+            let r = self.inner.transport.notify(Request {
+                target,
+                method,
+                session: callee,
+                args,
+                deadline,
+            });
+            record(span, &r);
+            r
         });
         if let Err(e) = result {
             tracing::warn!(%module, %method, error = %e, "call_nr failed");
@@ -117,28 +102,36 @@ impl Caller {
     ) -> Result<Vec<u8>, RpcError> {
         let target = Target::parse(module);
         let start = Instant::now();
-        let deadline = self.deadline(session);
-        let Some(parent) = session.trace_cx() else {
-            return self
-                .send(target, method, session.clone(), args, start, deadline)
-                .await;
-        };
-        let tracer = self.tracer_for(parent.tracer.as_ref());
-        let name = format!("{}/{method}", target.module);
-        let guard = spans::client(&tracer, &parent.cx, &name, session);
-        let callee = session.with_trace(guard.cx().clone(), tracer);
+        let deadline = self.deadline(start, session);
+        let (span, callee) = self.client_span(target, method, session);
         let result = self
             .send(target, method, callee, args, start, deadline)
             .await;
-        if let Err(e) = &result {
-            spans::record_error(guard.cx(), e);
-        }
+        record(span, &result);
         result
     }
 
-    /// The app's timeout from now, or what is left of the session's deadline if sooner.
-    fn deadline(&self, session: &Session) -> Instant {
-        let own = Instant::now() + self.inner.timeout;
+    /// The call's CLIENT span when `session` is traced, and the session the callee gets (it
+    /// carries that span, so the callee's SERVER span nests under it).
+    fn client_span(
+        &self,
+        target: Target<'_>,
+        method: &str,
+        session: &Session,
+    ) -> (Option<spans::EndOnDrop>, Session) {
+        let Some(parent) = session.trace_cx() else {
+            return (None, session.clone());
+        };
+        let tracer = self.tracer_for(parent.tracer.as_ref());
+        let name = format!("{}/{method}", target.module);
+        let span = spans::client(&tracer, &parent.cx, &name, session);
+        let callee = session.with_trace(span.cx().clone(), tracer);
+        (Some(span), callee)
+    }
+
+    /// The app's timeout from `now`, or what is left of the session's deadline if sooner.
+    fn deadline(&self, now: Instant, session: &Session) -> Instant {
+        let own = now + self.inner.timeout;
         session.deadline().map_or(own, |d| d.min(own))
     }
 
@@ -179,5 +172,12 @@ impl Caller {
                 timeout: deadline - start,
             }),
         }
+    }
+}
+
+/// Marks the CLIENT span, if any, as failed when the call failed; it ends when dropped.
+fn record<T>(span: Option<spans::EndOnDrop>, result: &Result<T, RpcError>) {
+    if let (Some(span), Err(e)) = (&span, result) {
+        spans::record_error(span.cx(), e);
     }
 }

@@ -98,6 +98,25 @@ fn filters(shared: &Shared, link: &Link) -> Vec<Filter> {
     f
 }
 
+/// This process's presence message: its modules, or empty once it has withdrawn.
+fn presence(shared: &Shared, link: &Link) -> (String, Vec<u8>) {
+    let payload = if shared.withdrawn.load(Ordering::Acquire) {
+        Vec::new()
+    } else {
+        wire::encode_presence(&link.registry.module_names())
+    };
+    (wire::presence_topic(&link.server_id), payload)
+}
+
+/// Publishes this process's presence (retained, QoS 1) without waiting.
+fn announce(shared: &Shared, link: &Link, client: &AsyncClient) {
+    let (topic, payload) = presence(shared, link);
+    let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+    if let Err(e) = client.try_publish(topic, qos, true, payload) {
+        tracing::warn!(error = %e, "cannot announce this process's modules");
+    }
+}
+
 /// Stops taking calls from other processes: call subscriptions dropped, presence emptied.
 fn withdraw(shared: &Shared, link: &Link, client: &AsyncClient) {
     shared.withdrawn.store(true, Ordering::Release);
@@ -106,12 +125,7 @@ fn withdraw(shared: &Shared, link: &Link, client: &AsyncClient) {
             let _ = client.try_unsubscribe(topic);
         }
     }
-    let _ = client.try_publish(
-        wire::presence_topic(&link.server_id),
-        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        true,
-        Vec::new(),
-    );
+    announce(shared, link, client);
     tracing::info!("stopping: withdrew this process's modules from the broker");
 }
 
@@ -159,14 +173,7 @@ async fn run(
                     backoff = Duration::from_millis(100);
                     reported = false;
                     let (c, f) = (client.clone(), filters(&shared, &link));
-                    let presence = (
-                        wire::presence_topic(&link.server_id),
-                        if shared.withdrawn.load(Ordering::Acquire) {
-                            Vec::new()
-                        } else {
-                            wire::encode_presence(&link.registry.module_names())
-                        },
-                    );
+                    let presence = presence(&shared, &link);
                     tokio::spawn(async move {
                         if let Err(e) = c.subscribe_many(f).await {
                             tracing::warn!(error = %e, "cannot subscribe at the broker");
@@ -274,9 +281,7 @@ async fn close(
             }
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == shared.reply_topic.as_bytes() => {
-                    if let Some(id) = wire::correlation_id(p.properties.as_ref()) {
-                        shared.complete(id, &p.payload);
-                    }
+                    on_reply(shared, &p);
                 }
                 Ok(_) => {}
                 Err(_) => break,
@@ -296,6 +301,17 @@ async fn close(
     }
 }
 
+/// A publish on this process's reply topic: completes the call waiting for it, or is counted
+/// and dropped when nobody waits (its caller gave up, or the correlation is unknown).
+fn on_reply(shared: &Shared, p: &Publish) {
+    let done = wire::correlation_id(p.properties.as_ref())
+        .is_some_and(|id| shared.complete(id, &p.payload));
+    if !done {
+        shared.counters.late_replies.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("a reply arrived after its caller gave up; dropped");
+    }
+}
+
 fn on_publish(
     shared: &Arc<Shared>,
     link: &Link,
@@ -308,12 +324,7 @@ fn on_publish(
         return;
     };
     if topic == shared.reply_topic {
-        let done = wire::correlation_id(p.properties.as_ref())
-            .is_some_and(|id| shared.complete(id, &p.payload));
-        if !done {
-            shared.counters.late_replies.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("a reply arrived after its caller gave up; dropped");
-        }
+        on_reply(shared, &p);
         return;
     }
     if let Some((server_id, modules)) = wire::decode_presence(topic, &p.payload) {
@@ -324,12 +335,7 @@ fn on_publish(
                 && !shared.withdrawn.load(Ordering::Acquire)
             {
                 // A stale last will of an earlier connection of ours: announce again.
-                let _ = client.try_publish(
-                    wire::presence_topic(&link.server_id),
-                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                    true,
-                    wire::encode_presence(&link.registry.module_names()),
-                );
+                announce(shared, link, client);
                 return;
             }
             if presence.remove(server_id).is_some() {
@@ -357,8 +363,7 @@ fn on_publish(
         traceparent: user("traceparent"),
         tracestate: user("tracestate"),
         name: format!("{module}/{method}"),
-        module: module.to_string(),
-        method: method.to_string(),
+        module_len: module.len(),
         deadline: wire::request_deadline(p.properties.as_ref(), link.default_timeout),
         reply_to: p.properties.as_ref().and_then(|pr| {
             pr.response_topic
@@ -405,12 +410,22 @@ struct Incoming {
     /// when present it wins over the one in the session, and carries `tracestate` too.
     traceparent: Option<String>,
     tracestate: Option<String>,
+    /// `Module/method`; the module is its first `module_len` bytes.
     name: String,
-    module: String,
-    method: String,
+    module_len: usize,
     deadline: std::time::Instant,
     reply_to: Option<(String, Option<bytes::Bytes>)>,
     payload: bytes::Bytes,
+}
+
+impl Incoming {
+    fn module(&self) -> &str {
+        &self.name[..self.module_len]
+    }
+
+    fn method(&self) -> &str {
+        &self.name[self.module_len + 1..]
+    }
 }
 
 async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call: Incoming) {
@@ -422,7 +437,7 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
                 reason: format!("malformed request from another process: {reason}"),
             })
         }
-        Ok((session, args)) => match registry.resolve(&call.module, &call.method) {
+        Ok((session, args)) => match registry.resolve(call.module(), call.method()) {
             Ok(route) if call.traceparent.is_some() => {
                 let tp = call.traceparent.as_deref().unwrap_or_default();
                 let session = session.with_remote_parent(tp, call.tracestate.as_deref());
