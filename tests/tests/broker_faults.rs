@@ -365,3 +365,32 @@ async fn payloads_over_the_brokers_packet_limit_fail_clearly_and_the_link_stays_
     callee.shutdown().await;
     caller.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_modules_announces_itself_once() {
+    let broker = Mosquitto::start();
+    // A process that only calls others announces an empty module list: that is presence, not
+    // a last will, and must not set off a re-announcement loop through the broker.
+    let caller = app_on(broker.port, "caller", false).await;
+    let (spy, mut ev) = rumqttc::v5::AsyncClient::new(
+        rumqttc::v5::MqttOptions::new("presence-spy", "127.0.0.1", broker.port),
+        16,
+    );
+    spy.subscribe(
+        "mqrs/presence/caller",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+    )
+    .await
+    .expect("subscribe");
+    let mut seen = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Ok(event)) = tokio::time::timeout_at(until, ev.poll()).await {
+        if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(_)) = event
+        {
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 1, "the retained announcement, and nothing after it");
+    assert!(caller.cluster().contains_key("caller"));
+    caller.shutdown().await;
+}

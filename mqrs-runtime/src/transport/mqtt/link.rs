@@ -329,7 +329,7 @@ fn on_publish(
     }
     if let Some((server_id, modules)) = wire::decode_presence(topic, &p.payload) {
         let mut presence = shared.presence.write().unwrap_or_else(|p| p.into_inner());
-        if modules.is_empty() {
+        let Some(modules) = modules else {
             if server_id == link.server_id
                 && shared.connected.load(Ordering::Acquire)
                 && !shared.withdrawn.load(Ordering::Acquire)
@@ -341,7 +341,9 @@ fn on_publish(
             if presence.remove(server_id).is_some() {
                 tracing::info!(server_id = %server_id, "a process left");
             }
-        } else if presence.get(server_id) != Some(&modules) {
+            return;
+        };
+        if presence.get(server_id) != Some(&modules) {
             tracing::info!(server_id = %server_id, ?modules, "a process joined");
             presence.insert(server_id.to_string(), modules);
         }

@@ -70,18 +70,22 @@ pub fn encode_presence(modules: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "modules": modules })).unwrap_or_default()
 }
 
-/// Server id and modules of a presence message; no modules for an empty (gone) payload.
-pub fn decode_presence<'a>(topic: &'a str, payload: &[u8]) -> Option<(&'a str, Vec<String>)> {
+/// Server id and modules of a presence message: `None` modules for an empty payload (the
+/// process is gone), which is not the same as a process announcing no modules.
+pub fn decode_presence<'a>(
+    topic: &'a str,
+    payload: &[u8],
+) -> Option<(&'a str, Option<Vec<String>>)> {
     let server_id = topic.strip_prefix(PRESENCE_PREFIX)?;
     if payload.is_empty() {
-        return Some((server_id, Vec::new()));
+        return Some((server_id, None));
     }
     #[derive(Deserialize)]
     struct Presence {
         modules: Vec<String>,
     }
     let p: Presence = serde_json::from_slice(payload).ok()?;
-    Some((server_id, p.modules))
+    Some((server_id, Some(p.modules)))
 }
 
 /// The request payload: the session (with `traceparent`, formatted once by the caller) and
@@ -239,11 +243,13 @@ mod tests {
         let p = encode_presence(&["Login".into(), "Chat".into()]);
         assert_eq!(
             decode_presence("mqrs/presence/s1", &p),
-            Some(("s1", vec!["Login".to_string(), "Chat".to_string()]))
+            Some(("s1", Some(vec!["Login".to_string(), "Chat".to_string()])))
         );
+        // Gone (empty payload) is not the same as present with no modules.
+        assert_eq!(decode_presence("mqrs/presence/s1", b""), Some(("s1", None)));
         assert_eq!(
-            decode_presence("mqrs/presence/s1", b""),
-            Some(("s1", vec![]))
+            decode_presence("mqrs/presence/s1", &encode_presence(&[])),
+            Some(("s1", Some(vec![])))
         );
         assert_eq!(decode_presence("mqrs/presence/s1", b"junk"), None);
         assert_eq!(decode_presence("other/s1", &p), None);
