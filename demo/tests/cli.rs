@@ -242,27 +242,22 @@ async fn a_killed_callee_process_gives_clients_an_error_reply_not_silence() {
     let c = demo::client::GateClient::connect("killed-callee", "127.0.0.1", port)
         .await
         .expect("connect");
-    let login = serde_json::json!({"userName": "kim", "passWord": "pw"}).to_string();
-    let r = c
-        .request(
+    let login_body = serde_json::json!({"userName": "kim", "passWord": "pw"}).to_string();
+    let login = || {
+        c.request(
             "Login/HD_Login",
-            login.as_bytes(),
+            login_body.as_bytes(),
             rumqttc::QoS::AtLeastOnce,
         )
-        .await
-        .expect("reply");
+    };
+    let r = login().await.expect("reply");
     assert_eq!(r["Error"], "", "{r}");
 
     // SIGKILL: no clean stop, no presence withdrawn by the process itself.
     back.0.kill().expect("kill");
     let _ = back.0.wait();
     let started = Instant::now();
-    let r = c
-        .request(
-            "Login/HD_Login",
-            login.as_bytes(),
-            rumqttc::QoS::AtLeastOnce,
-        )
+    let r = login()
         .await
         .expect("an error reply, within the call's deadline");
     let err = r["Error"].as_str().expect("error text");
@@ -276,14 +271,7 @@ async fn a_killed_callee_process_gives_clients_an_error_reply_not_silence() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let t = Instant::now();
-        let r = c
-            .request(
-                "Login/HD_Login",
-                login.as_bytes(),
-                rumqttc::QoS::AtLeastOnce,
-            )
-            .await
-            .expect("reply");
+        let r = login().await.expect("reply");
         let err = r["Error"].as_str().unwrap_or_default().to_string();
         if err.contains("unknown module `Login`") {
             assert!(t.elapsed() < Duration::from_millis(500));

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 mod common;
 
-use common::{msg, Bench, Msg};
+use common::{echo, msg, Bench, Msg};
 
 fn options(id: &str, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
@@ -146,18 +146,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    for _ in 0..n / 10 {
-        f().await;
-    }
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        f().await;
-        lat.push(t.elapsed());
-    }
-    let seq = start.elapsed();
-    lat.sort();
+    let (lat, seq) = common::sequential(n, &f).await;
     let start = Instant::now();
     let mut running = FuturesUnordered::new();
     let mut sent = 0;
@@ -243,36 +232,15 @@ async fn main() {
             })
             .await,
         );
-        rows[1].1.push(
-            measure(n, || async {
-                let r: Msg = caller
-                    .call("Bench", "echo", &plain, (&m,))
-                    .await
-                    .expect("call");
-                std::hint::black_box(r);
-            })
-            .await,
-        );
-        rows[2].1.push(
-            measure(n, || async {
-                let r: Msg = caller
-                    .call("Bench", "echo", &traced, (&m,))
-                    .await
-                    .expect("call");
-                std::hint::black_box(r);
-            })
-            .await,
-        );
-        rows[3].1.push(
-            measure(n, || async {
-                let r: Msg = callee
-                    .call("Bench", "echo", &plain, (&m,))
-                    .await
-                    .expect("call");
-                std::hint::black_box(r);
-            })
-            .await,
-        );
+        rows[1]
+            .1
+            .push(measure(n, || echo(&caller, &plain, &m)).await);
+        rows[2]
+            .1
+            .push(measure(n, || echo(&caller, &traced, &m)).await);
+        rows[3]
+            .1
+            .push(measure(n, || echo(&callee, &plain, &m)).await);
     }
     let med = |v: &[Sample], f: fn(&Sample) -> f64| {
         let mut x: Vec<f64> = v.iter().map(f).collect();

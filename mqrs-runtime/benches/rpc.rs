@@ -3,14 +3,14 @@
 //! with serde_json both ways. Prints p50 latency with one call in flight, throughput, and the
 //! ratios to the floor (targets: untraced ≤ 2x, traced ≤ 4x).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mqrs_runtime::{App, Config, Session};
 use tokio::sync::{mpsc, oneshot};
 
 mod common;
 
-use common::{msg, Bench, Msg};
+use common::{echo, msg, Bench, Msg};
 
 type Req = (Vec<u8>, oneshot::Sender<Vec<u8>>);
 
@@ -35,23 +35,12 @@ struct Sample {
 }
 
 /// Runs `f` sequentially `n` times; returns median latency and throughput.
-async fn measure<F, Fut>(n: usize, mut f: F) -> Sample
+async fn measure<F, Fut>(n: usize, f: F) -> Sample
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    for _ in 0..n / 10 {
-        f().await;
-    }
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        f().await;
-        lat.push(t.elapsed());
-    }
-    let total = start.elapsed();
-    lat.sort();
+    let (lat, total) = common::sequential(n, f).await;
     Sample {
         p50_ns: lat[n / 2].as_nanos() as f64,
         calls_per_s: n as f64 / total.as_secs_f64(),
@@ -104,23 +93,12 @@ async fn main() {
         .await;
         floor.push(s.p50_ns);
         floor_tp.push(s.calls_per_s);
-        let s = measure(n, || async {
-            let r: Msg = app
-                .call("Bench", "echo", &plain, (&m,))
-                .await
-                .expect("call");
-            std::hint::black_box(r);
-        })
-        .await;
+        let s = measure(n, || echo(&app, &plain, &m)).await;
         untraced.push(s.p50_ns);
         untraced_tp.push(s.calls_per_s);
         let s = measure(n, || async {
             let traced = traced_session();
-            let r: Msg = app
-                .call("Bench", "echo", &traced, (&m,))
-                .await
-                .expect("call");
-            std::hint::black_box(r);
+            echo(&app, &traced, &m).await;
         })
         .await;
         with_spans.push(s.p50_ns);

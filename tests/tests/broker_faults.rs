@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
+use common::wait_for;
 use mqrs_runtime::config::BrokerUrl;
 use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session};
 
@@ -42,6 +43,11 @@ async fn app_on(port: u16, server_id: &str, with_wait: bool) -> App {
 
 /// An app given the broker nodes on `ports`, in that order, calls limited to `timeout_ms`.
 async fn app_on_nodes(ports: &[u16], server_id: &str, with_wait: bool, timeout_ms: u64) -> App {
+    start(config_on(ports, server_id, timeout_ms), with_wait).await
+}
+
+/// Settings for server `server_id` on the broker nodes `ports`: no gate, viewer or collector.
+fn config_on(ports: &[u16], server_id: &str, timeout_ms: u64) -> Config {
     let mut c = Config::ephemeral();
     c.app.server_id = server_id.into();
     c.gate.enabled = false;
@@ -55,6 +61,11 @@ async fn app_on_nodes(ports: &[u16], server_id: &str, with_wait: bool, timeout_m
             .collect(),
     );
     c.broker.connect_wait_ms = 300;
+    c
+}
+
+/// Builds and starts an app with `c`, running `Wait` or nothing.
+async fn start(c: Config, with_wait: bool) -> App {
     let mut b = App::builder().config(c);
     if with_wait {
         b = b.module(|_| Wait);
@@ -64,12 +75,14 @@ async fn app_on_nodes(ports: &[u16], server_id: &str, with_wait: bool, timeout_m
     app
 }
 
-async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits (up to 3 s) until `app` knows that server `sid` runs `Wait`.
+async fn await_wait(app: &App, sid: &str) {
+    wait_for(
+        &format!("presence of {sid}"),
+        Duration::from_secs(3),
+        || sees_wait(app, sid),
+    )
+    .await;
 }
 
 /// True when `app` knows that server `sid` runs `Wait`.
@@ -118,10 +131,7 @@ async fn an_unreachable_broker_is_retried_with_backoff_and_joined_when_it_comes(
         stats().connected
     })
     .await;
-    wait_for("presence", Duration::from_secs(3), || {
-        sees_wait(&caller, "callee")
-    })
-    .await;
+    await_wait(&caller, "callee").await;
     let ms: u64 = caller
         .call("Wait", "wait", &Session::default(), (5u64,))
         .await
@@ -137,10 +147,7 @@ async fn a_broker_restart_fails_calls_in_flight_and_traffic_resumes_after() {
     let port = broker.port;
     let caller = app_on(port, "caller", false).await;
     let callee = app_on(port, "callee", true).await;
-    wait_for("presence", Duration::from_secs(3), || {
-        sees_wait(&caller, "callee")
-    })
-    .await;
+    await_wait(&caller, "callee").await;
 
     // A call in flight when the broker dies fails well before its 3 s deadline, and says why.
     let call = {
@@ -171,10 +178,7 @@ async fn a_broker_restart_fails_calls_in_flight_and_traffic_resumes_after() {
         connects(&caller) >= 2 && connects(&callee) >= 2
     })
     .await;
-    wait_for("presence again", Duration::from_secs(3), || {
-        sees_wait(&caller, "callee")
-    })
-    .await;
+    await_wait(&caller, "callee").await;
     let ms: u64 = caller
         .call("Wait", "wait", &Session::default(), (5u64,))
         .await
@@ -195,10 +199,7 @@ async fn a_list_of_broker_nodes_fails_over_to_the_next() {
     })
     .await;
     assert!(caller.broker_stats().expect("stats").connection_errors >= 1);
-    wait_for("presence", Duration::from_secs(3), || {
-        sees_wait(&caller, "callee")
-    })
-    .await;
+    await_wait(&caller, "callee").await;
     let ms: u64 = caller
         .call("Wait", "wait", &Session::default(), (3u64,))
         .await
@@ -213,10 +214,7 @@ async fn a_stale_empty_presence_for_a_live_process_is_answered_by_announcing_aga
     let broker = Mosquitto::start();
     let caller = app_on(broker.port, "caller", false).await;
     let callee = app_on(broker.port, "callee", true).await;
-    wait_for("presence", Duration::from_secs(3), || {
-        sees_wait(&caller, "callee")
-    })
-    .await;
+    await_wait(&caller, "callee").await;
     // What an earlier connection's last will would publish: empty, retained.
     let mut opts = rumqttc::v5::MqttOptions::new("stale-will", "127.0.0.1", broker.port);
     opts.set_clean_start(true);
@@ -232,15 +230,9 @@ async fn a_stale_empty_presence_for_a_live_process_is_answered_by_announcing_aga
     .expect("publish");
     // The live process announces itself again; a process that joins later sees it too.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    wait_for("re-announced", Duration::from_secs(3), || {
-        sees_wait(&caller, "callee")
-    })
-    .await;
+    await_wait(&caller, "callee").await;
     let late = app_on(broker.port, "late", false).await;
-    wait_for("retained presence", Duration::from_secs(3), || {
-        sees_wait(&late, "callee")
-    })
-    .await;
+    await_wait(&late, "callee").await;
     let ms: u64 = late
         .call("Wait", "wait", &Session::default(), (2u64,))
         .await
@@ -257,23 +249,10 @@ async fn a_call_served_for_another_process_ends_at_its_deadline() {
     let broker = Mosquitto::start();
     let caller = app_on_nodes(&[broker.port], "caller", false, 300).await;
     // One call served at a time: a handler that outlives its deadline must give its place back.
-    let mut c = Config::ephemeral();
-    c.app.server_id = "callee".into();
-    c.gate.enabled = false;
-    c.trace.viewer = false;
-    c.trace.collector = false;
-    c.broker.url = BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{}", broker.port)]);
+    let mut c = config_on(&[broker.port], "callee", 3000);
     c.broker.max_pending = 1;
-    let callee = App::builder()
-        .config(c)
-        .module(|_| Wait)
-        .build()
-        .expect("callee");
-    callee.start().await.expect("callee starts");
-    wait_for("presence", Duration::from_secs(3), || {
-        sees_wait(&caller, "callee")
-    })
-    .await;
+    let callee = start(c, true).await;
+    await_wait(&caller, "callee").await;
     let e = caller
         .call::<_, u64>("Wait", "wait", &Session::default(), (10_000u64,))
         .await
@@ -294,10 +273,7 @@ async fn a_stopping_process_withdraws_at_once_and_finishes_the_calls_it_serves()
     let broker = Mosquitto::start();
     let caller = app_on(broker.port, "caller", false).await;
     let callee = app_on(broker.port, "callee", true).await;
-    wait_for("presence", Duration::from_secs(3), || {
-        sees_wait(&caller, "callee")
-    })
-    .await;
+    await_wait(&caller, "callee").await;
     let in_flight = {
         let caller = caller.clone();
         tokio::spawn(async move {
@@ -334,10 +310,7 @@ async fn payloads_over_the_brokers_packet_limit_fail_clearly_and_the_link_stays_
     let _broker = Mosquitto::start_with(port, "max_packet_size 65536");
     let caller = app_on(port, "caller", false).await;
     let callee = app_on(port, "callee", true).await;
-    wait_for("presence", Duration::from_secs(3), || {
-        sees_wait(&caller, "callee")
-    })
-    .await;
+    await_wait(&caller, "callee").await;
     let s = Session::default();
     // Within [broker] max_payload (1 MiB) but over what this broker takes (64 KiB).
     let e = caller

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::chat_tree::assert_chat_tree;
 use common::mosquitto::Mosquitto;
-use common::spans;
+use common::{spans, wait_for};
 use demo::client::GateClient;
 use demo::Parts;
 use mqrs_runtime::config::BrokerUrl;
@@ -107,7 +107,7 @@ async fn split(broker: Broker, timeout_ms: u64) -> Split {
             .get(sid)
             .is_some_and(|m| m.iter().any(|x| x == module))
     };
-    wait_for("presence", || {
+    wait_for("presence", Duration::from_secs(5), || {
         runs(&front, "back", "Probe")
             && runs(&back, "front", "Gate")
             && runs(&back, "front", "Chat")
@@ -127,14 +127,6 @@ impl Split {
     async fn stop(self) {
         self.back.shutdown().await;
         self.front.shutdown().await;
-    }
-}
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -185,7 +177,10 @@ async fn chat_across_processes(broker: Broker) {
     // Counted once the collector has answered, which may be just after the trace is complete.
     let stats = || s.back.export_stats().expect("the back app exports");
     let back_spans = all.iter().filter(|x| x.service == "Login").count() as u64;
-    wait_for("export counters", || stats().exported >= back_spans).await;
+    wait_for("export counters", Duration::from_secs(5), || {
+        stats().exported >= back_spans
+    })
+    .await;
     assert_eq!((stats().dropped, stats().failed), (0, 0));
     s.stop().await;
 }
@@ -268,9 +263,11 @@ async fn faults_across_the_broker() {
         .expect("spy replies");
     }
     let stats = || s.front.broker_stats().expect("stats");
-    wait_for("the late and the unknown reply", || {
-        stats().late_replies == 2
-    })
+    wait_for(
+        "the late and the unknown reply",
+        Duration::from_secs(5),
+        || stats().late_replies == 2,
+    )
     .await;
     let next: u64 = s
         .front
@@ -325,7 +322,7 @@ async fn faults_across_the_broker() {
 
     // The back process stops: it withdraws its presence, so calls to it fail at once too.
     s.back.shutdown().await;
-    wait_for("presence withdrawn", || {
+    wait_for("presence withdrawn", Duration::from_secs(5), || {
         !s.front.cluster().contains_key("back")
     })
     .await;

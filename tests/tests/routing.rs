@@ -3,10 +3,11 @@
 //! process stay in it while the rest go to the remote transport, and `bind` addresses the gate
 //! named in the session.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mqrs_runtime::config::BrokerUrl;
 use mqrs_runtime::trace::TraceQuery;
 use mqrs_runtime::transport::{Request, Transport};
 use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session, SessionData};
@@ -47,14 +48,9 @@ impl Chain {
     }
 }
 
+/// No broker: only the remote transports the tests give.
 fn config(timeout_ms: u64) -> Config {
-    let mut cfg = Config::ephemeral();
-    cfg.rpc.timeout_ms = timeout_ms;
-    cfg.gate.enabled = false;
-    cfg.trace.viewer = false;
-    // Only the remote transports the tests give; no broker.
-    cfg.broker.url = BrokerUrl::None;
-    cfg
+    common::in_process_config(timeout_ms)
 }
 
 /// An app running `Chain`, with calls limited to `timeout_ms`.

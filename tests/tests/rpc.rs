@@ -1,9 +1,10 @@
 //! RPC through the runtime without the gate: by name and by typed client, `&Session` handlers,
 //! timeouts, unknown targets, bad arguments, panics, and spans on failure.
 
+mod common;
+
 use std::time::Duration;
 
-use mqrs_runtime::config::BrokerUrl;
 use mqrs_runtime::trace::TraceQuery;
 use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session};
 use serde::{Deserialize, Serialize};
@@ -60,13 +61,7 @@ impl Calc {
 }
 
 fn app(timeout_ms: u64) -> App {
-    let mut cfg = Config::ephemeral();
-    cfg.rpc.timeout_ms = timeout_ms;
-    cfg.gate.enabled = false;
-    cfg.trace.viewer = false;
-    // In-process calls only: no broker.
-    cfg.broker.url = BrokerUrl::None;
-    let app = App::new(cfg);
+    let app = App::new(common::in_process_config(timeout_ms));
     app.add_module(Calc { app: app.clone() })
         .expect("module added");
     app
@@ -274,11 +269,7 @@ impl mqrs_runtime::Lifecycle for Hooked {
 #[tokio::test]
 async fn lifecycle_hooks_run_on_start_and_shutdown() {
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut cfg = Config::ephemeral();
-    cfg.gate.enabled = false;
-    cfg.trace.viewer = false;
-    // In-process calls only: no broker.
-    cfg.broker.url = BrokerUrl::None;
+    let cfg = common::in_process_config(Config::default().rpc.timeout_ms);
     let app = App::new(cfg.clone());
     app.add_module(Hooked {
         log: log.clone(),

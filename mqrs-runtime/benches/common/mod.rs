@@ -1,6 +1,8 @@
 //! What both benchmarks call: a 49-byte JSON message and a module that echoes it.
 
-use mqrs_runtime::{rpc, rpc_module, Session};
+use std::time::{Duration, Instant};
+
+use mqrs_runtime::{rpc, rpc_module, App, Session};
 use serde::{Deserialize, Serialize};
 
 /// A 49-byte JSON body, as in the field notes' floors.
@@ -31,4 +33,35 @@ impl Bench {
     async fn echo(&self, _session: Session, m: Msg) -> Result<Msg, String> {
         Ok(m)
     }
+}
+
+/// Runs `f` `n / 10` times to warm up, then `n` times one after the other; returns the sorted
+/// latencies and the total time of the measured calls.
+pub async fn sequential<F, Fut>(n: usize, mut f: F) -> (Vec<Duration>, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..n / 10 {
+        f().await;
+    }
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        f().await;
+        lat.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    lat.sort();
+    (lat, total)
+}
+
+/// One `Bench/echo` call through `app` with `session`.
+pub async fn echo(app: &App, session: &Session, m: &Msg) {
+    let r: Msg = app
+        .call("Bench", "echo", session, (m,))
+        .await
+        .expect("call");
+    std::hint::black_box(r);
 }

@@ -96,6 +96,26 @@ impl Running {
     }
 }
 
+/// Settings for an app whose calls stay in the process: no gate, no viewer, no broker; calls
+/// limited to `timeout_ms`.
+pub fn in_process_config(timeout_ms: u64) -> Config {
+    let mut cfg = Config::ephemeral();
+    cfg.rpc.timeout_ms = timeout_ms;
+    cfg.gate.enabled = false;
+    cfg.trace.viewer = false;
+    cfg.broker.url = mqrs_runtime::config::BrokerUrl::None;
+    cfg
+}
+
+/// Polls `check` every 20 ms until it holds; fails the test naming `what` after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends `Chat/HD_JoinChat` for `room` and returns the gate's reply.
 pub async fn join_chat(c: &GateClient, room: &str, qos: rumqttc::QoS) -> Value {
     let body = serde_json::json!({ "roomName": room }).to_string();
