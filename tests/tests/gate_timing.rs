@@ -124,3 +124,32 @@ async fn a_stopped_app_closes_its_listeners_promptly() {
         .await
         .is_empty());
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_part_way_closes_what_it_had_opened() {
+    // The collector's port is taken, and the collector starts last: by then the embedded
+    // broker, its link and the gate are up, and must all be closed again.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (gate, broker) = (free_port(), free_port());
+    let mut cfg = mqrs_runtime::Config::ephemeral();
+    cfg.gate.tcp_addr = ([127, 0, 0, 1], gate).into();
+    cfg.broker.embedded_addr = ([127, 0, 0, 1], broker).into();
+    cfg.trace.collector_addr = taken.local_addr().expect("addr");
+    let app = demo::build_app(cfg).expect("app");
+    let e = app.start().await.expect_err("the collector cannot bind");
+    assert!(e.to_string().contains("OTLP collector"), "{e}");
+    for port in [gate, broker] {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            refused(addr).await,
+            "port {port} still open after the failed start"
+        );
+    }
+}
