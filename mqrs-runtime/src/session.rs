@@ -4,7 +4,7 @@
 //! travels in binary form; only when it is serialized does it become a W3C `traceparent`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{SpanRef, TraceContextExt};
@@ -45,10 +45,42 @@ pub(crate) struct TraceCx {
     pub(crate) tracer: Option<ServiceTracer>,
 }
 
+/// The session's facts, with their span attribute values made once and shared by every span
+/// of every request that uses the same facts.
+#[derive(Clone, Default)]
+pub(crate) struct Shared {
+    data: SessionData,
+    attrs: OnceLock<SpanAttrs>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = SessionData;
+    fn deref(&self) -> &SessionData {
+        &self.data
+    }
+}
+
+/// Span attribute values of a session, reference-counted so a span takes them without copying.
+#[derive(Clone, Debug)]
+pub(crate) struct SpanAttrs {
+    /// `user.id`, when a user is bound.
+    pub(crate) user: Option<Value>,
+    /// `session.id`, when the session has one.
+    pub(crate) session: Option<Value>,
+    /// `network.transport`.
+    pub(crate) network: Value,
+    /// `client.address`.
+    pub(crate) ip: Value,
+}
+
+fn shared_value(s: &str) -> Value {
+    Value::String(Arc::<str>::from(s).into())
+}
+
 /// What a handler knows about its caller; passed as the first argument of every `#[rpc]` handler.
 #[derive(Clone, Default)]
 pub struct Session {
-    data: Arc<SessionData>,
+    data: Arc<Shared>,
     trace: Option<TraceCx>,
     /// When the call this session arrived with must be answered; calls made with it get at
     /// most the time left.
@@ -58,7 +90,7 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("data", &self.data)
+            .field("data", &self.data.data)
             .field("traceparent", &self.traceparent())
             .field("remaining", &self.remaining())
             .finish()
@@ -69,7 +101,10 @@ impl Session {
     /// A session with the given facts and no trace.
     pub fn new(data: SessionData) -> Self {
         Session {
-            data: Arc::new(data),
+            data: Arc::new(Shared {
+                data,
+                attrs: OnceLock::new(),
+            }),
             trace: None,
             deadline: None,
         }
@@ -77,7 +112,27 @@ impl Session {
 
     /// All facts of the session.
     pub fn data(&self) -> &SessionData {
-        &self.data
+        &self.data.data
+    }
+
+    /// The facts to change, on this copy only; the cached span values are made again.
+    pub(crate) fn data_mut(&mut self) -> &mut SessionData {
+        let shared = Arc::make_mut(&mut self.data);
+        shared.attrs = OnceLock::new();
+        &mut shared.data
+    }
+
+    /// The session's span attribute values, made on first use.
+    pub(crate) fn span_attrs(&self) -> &SpanAttrs {
+        self.data.attrs.get_or_init(|| {
+            let d = &self.data.data;
+            SpanAttrs {
+                user: (!d.userid.is_empty()).then(|| shared_value(&d.userid)),
+                session: (!d.sessionid.is_empty()).then(|| shared_value(&d.sessionid)),
+                network: shared_value(&d.network),
+                ip: shared_value(&d.ip),
+            }
+        })
     }
 
     /// The bound user id, empty while anonymous.
@@ -117,19 +172,17 @@ impl Session {
 
     /// Sets a setting on this copy of the session (not pushed to the gate).
     pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        Arc::make_mut(&mut self.data)
-            .settings
-            .insert(key.into(), value.into());
+        self.data_mut().settings.insert(key.into(), value.into());
     }
 
     /// Removes a setting from this copy of the session.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        Arc::make_mut(&mut self.data).settings.remove(key)
+        self.data_mut().settings.remove(key)
     }
 
     /// Sets the user id on this copy only; use [`App::bind`](crate::App::bind) to reach the gate too.
     pub fn set_userid(&mut self, userid: impl Into<String>) {
-        Arc::make_mut(&mut self.data).userid = userid.into();
+        self.data_mut().userid = userid.into();
     }
 
     /// The span of the handler now running, for adding tags; a no-op handle when untraced.
@@ -342,17 +395,15 @@ impl<'de> Deserialize<'de> for Session {
                 tracer: None,
             });
         // The deadline travels beside the session, in the call's envelope, as time remaining.
-        Ok(Session {
-            data: Arc::new(SessionData {
-                userid: w.userid,
-                sessionid: w.sessionid,
-                network: w.network,
-                ip: w.ip,
-                serverid: w.serverid,
-                settings: w.settings,
-            }),
-            trace,
-            deadline: None,
-        })
+        let mut session = Session::new(SessionData {
+            userid: w.userid,
+            sessionid: w.sessionid,
+            network: w.network,
+            ip: w.ip,
+            serverid: w.serverid,
+            settings: w.settings,
+        });
+        session.trace = trace;
+        Ok(session)
     }
 }

@@ -106,12 +106,7 @@ async fn mosquitto_pub_completes_qos_0_1_2_flows_and_v5_is_refused() {
                 .is_some_and(|e| e.contains("not logged in"))));
             let mut qos: Vec<String> = roots
                 .iter()
-                .filter_map(|s| {
-                    s.tags
-                        .iter()
-                        .find(|(k, _)| k == "mqrs.qos")
-                        .map(|(_, v)| v.as_text())
-                })
+                .filter_map(|s| s.tag("mqrs.qos").map(|v| v.as_str().into_owned()))
                 .collect();
             qos.sort();
             assert_eq!(qos, ["0", "1", "2"]);

@@ -117,11 +117,7 @@ async fn a_call_whose_budget_is_used_up_is_not_sent_and_says_deadline_exceeded()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let error_type = client
-        .tags
-        .iter()
-        .find(|(k, _)| k == "error.type")
-        .map(|(_, v)| v.as_text());
+    let error_type = client.tag("error.type").map(|v| v.as_str());
     assert_eq!(error_type.as_deref(), Some("deadline_exceeded"));
     assert!(client
         .error

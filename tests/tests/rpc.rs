@@ -175,10 +175,10 @@ async fn failed_and_timed_out_calls_end_their_spans_with_error_status() {
     assert_eq!(fail.len(), 2, "client and server span: {fail:?}");
     for sp in &fail {
         assert_eq!(sp.error.as_deref(), Some("it failed on purpose"));
-        assert!(sp
-            .tags
-            .iter()
-            .any(|(k, v)| k == "error.type" && v.as_text() == "handler_error"));
+        assert_eq!(
+            sp.tag("error.type").map(|v| v.as_str()),
+            Some("handler_error".into())
+        );
     }
     let slow = all("Calc/slow");
     assert_eq!(
@@ -205,10 +205,10 @@ async fn failed_and_timed_out_calls_end_their_spans_with_error_status() {
     assert!(client.duration_us >= 100_000);
     let nope = all("Nope/x");
     assert_eq!(nope.len(), 1);
-    assert!(nope[0]
-        .tags
-        .iter()
-        .any(|(k, v)| k == "error.type" && v.as_text() == "unknown_module"));
+    assert_eq!(
+        nope[0].tag("error.type").map(|v| v.as_str()),
+        Some("unknown_module".into())
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{start_demo, Running};
-use mqrs_runtime::trace::{StoredSpan, TagValue};
+use mqrs_runtime::trace::{StoredSpan, Tag};
 use serde_json::Value;
 
 const MIN_US: u64 = 60_000_000;
@@ -32,12 +32,12 @@ fn span(
         trace_id: trace,
         span_id: id,
         parent_span_id: parent,
-        name: format!("{service}/op"),
+        name: format!("{service}/op").into(),
         service: Arc::from(service),
         kind: "server",
         start_us,
         duration_us: dur_us,
-        tags: vec![("case".into(), TagValue::Str("window".into()))],
+        tags: vec![Tag::new("case", "window")],
         events: vec![],
         error: None,
     }

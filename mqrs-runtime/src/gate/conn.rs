@@ -31,9 +31,10 @@ pub(crate) enum ConnError {
     Mqtt5,
 }
 
-/// The state a connection shares with the gate: its session facts and its outgoing queue.
+/// The state a connection shares with the gate: its session (facts, no trace) and its outgoing
+/// queue. Each request takes a clone of the session: two reference counts, no copied strings.
 pub(crate) struct ConnShared {
-    pub(crate) data: Mutex<SessionData>,
+    pub(crate) data: Mutex<Session>,
     tx: mpsc::Sender<Packet>,
     next_pkid: Mutex<u16>,
 }
@@ -41,7 +42,7 @@ pub(crate) struct ConnShared {
 impl ConnShared {
     /// A fresh copy of the connection's session, with no trace context.
     pub(crate) fn session(&self) -> Session {
-        Session::new(self.data.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Queues a publish to the client; waits while the queue is full. False when the client is
@@ -195,13 +196,13 @@ where
     let writer_task = tokio::spawn(writer(wr, rx, cfg.max_packet_size.max(1 << 20)));
     let sessionid = gate.new_session_id();
     let conn = Arc::new(ConnShared {
-        data: Mutex::new(SessionData {
+        data: Mutex::new(Session::new(SessionData {
             sessionid: sessionid.clone(),
             network: network.to_string(),
             ip: peer.clone(),
             serverid: gate.server_id.clone(),
             ..Default::default()
-        }),
+        })),
         tx: tx.clone(),
         next_pkid: Mutex::new(0),
     });

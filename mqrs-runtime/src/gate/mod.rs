@@ -131,7 +131,11 @@ impl Gate {
                 "no client connection with session id `{sessionid}`"
             ))
         })?;
-        f(&mut conn.data.lock().unwrap_or_else(|p| p.into_inner()));
+        f(conn
+            .data
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .data_mut());
         Ok(())
     }
 }

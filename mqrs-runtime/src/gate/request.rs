@@ -91,22 +91,15 @@ fn start_root(
     publish: &Publish,
     topic: Option<&ClientTopic<'_>>,
 ) -> (Session, EndOnDrop) {
-    let route = match topic {
-        Some(t) => format!("{}/{}", t.module, t.handler),
-        None => "invalid-topic".to_string(),
-    };
-    let mut attrs = vec![
-        KeyValue::new("network.protocol.name", "mqtt"),
-        KeyValue::new("network.transport", session.network().to_string()),
-        KeyValue::new("client.address", session.ip().to_string()),
-        KeyValue::new("mqrs.topic", publish.topic.clone()),
-        KeyValue::new("mqrs.qos", publish.qos as i64),
-        KeyValue::new("session.id", session.sessionid().to_string()),
-    ];
-    if !session.userid().is_empty() {
-        attrs.push(KeyValue::new("user.id", session.userid().to_string()));
-    }
-    let root = spans::gate_root(&gate.tracer, format!("gate {route}"), attrs);
+    let root = spans::gate_root(
+        &gate.tracer,
+        topic.map(|t| (t.module, t.handler)),
+        &session,
+        [
+            KeyValue::new("mqrs.topic", publish.topic.clone()),
+            KeyValue::new("mqrs.qos", publish.qos as i64),
+        ],
+    );
     let s = session.with_trace(root.cx().clone(), gate.tracer.clone());
     (s, root)
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::encode_args;
 use crate::error::RpcError;
 use crate::session::Session;
-use crate::trace::{spans, Tracing};
+use crate::trace::{names, spans, Tracing};
 use crate::transport::{Request, Target, Transport};
 
 /// Makes RPC calls by name; cheap to clone. [`App::call`](crate::App::call) and the generated
@@ -123,8 +123,8 @@ impl Caller {
             return (None, session.clone());
         };
         let tracer = self.tracer_for(parent.tracer.as_ref());
-        let name = format!("{}/{method}", target.module);
-        let span = spans::client(&tracer, &parent.cx, &name, session);
+        let name = names::intern_parts(&[target.module, "/", method]);
+        let span = spans::client(&tracer, &parent.cx, name, session);
         let callee = session.with_trace(span.cx().clone(), tracer);
         (Some(span), callee)
     }

@@ -106,10 +106,10 @@ mod tests {
             .iter()
             .find(|s| s.name == "M/f")
             .expect("server span");
-        assert!(server
-            .tags
-            .iter()
-            .any(|(k, v)| k == "error.type" && v.as_text() == "deadline_exceeded"));
+        assert_eq!(
+            server.tag("error.type").map(|v| v.as_str()),
+            Some("deadline_exceeded".into())
+        );
         // In time, it runs.
         let ok = dispatch(
             route,

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::store::{StoredTrace, TagValue, TraceQuery, TraceStore};
+use super::store::{micros, StoredTrace, TraceQuery, TraceStore};
 
 const PAGE: &str = include_str!("ui.html");
 const DEFAULT_LIMIT: usize = 20;
@@ -313,14 +313,19 @@ async fn dependencies(
     envelope(Value::Array(deps)).into_response()
 }
 
-fn tag_json(key: &str, v: &TagValue) -> Value {
+fn tag_json(key: &str, v: &opentelemetry::Value) -> Value {
+    use opentelemetry::Value as V;
     let (ty, val) = match v {
-        TagValue::Str(s) => ("string", json!(s)),
-        TagValue::Bool(b) => ("bool", json!(b)),
-        TagValue::I64(i) => ("int64", json!(i)),
-        TagValue::F64(f) => ("float64", json!(f)),
+        V::Bool(b) => ("bool", json!(b)),
+        V::I64(i) => ("int64", json!(i)),
+        V::F64(f) => ("float64", json!(f)),
+        other => ("string", json!(other.as_str())),
     };
     json!({"key": key, "type": ty, "value": val})
+}
+
+fn text_json(key: &str, v: &str) -> Value {
+    json!({"key": key, "type": "string", "value": v})
 }
 
 /// A trace in Jaeger's JSON shape, one process per service.
@@ -342,12 +347,16 @@ pub fn jaeger_trace(t: &StoredTrace) -> Value {
                     pid
                 })
                 .clone();
-            let mut tags: Vec<Value> = s.tags.iter().map(|(k, v)| tag_json(k, v)).collect();
-            tags.push(tag_json("span.kind", &TagValue::Str(s.kind.into())));
+            let mut tags: Vec<Value> = s
+                .tags
+                .iter()
+                .map(|kv| tag_json(kv.key.as_str(), &kv.value))
+                .collect();
+            tags.push(text_json("span.kind", s.kind));
             if let Some(e) = &s.error {
-                tags.push(tag_json("error", &TagValue::Bool(true)));
-                tags.push(tag_json("otel.status_code", &TagValue::Str("ERROR".into())));
-                tags.push(tag_json("otel.status_description", &TagValue::Str(e.clone())));
+                tags.push(json!({"key": "error", "type": "bool", "value": true}));
+                tags.push(text_json("otel.status_code", "ERROR"));
+                tags.push(text_json("otel.status_description", e));
             }
             let references: Vec<Value> = s
                 .parent_span_id
@@ -358,9 +367,13 @@ pub fn jaeger_trace(t: &StoredTrace) -> Value {
                 .events
                 .iter()
                 .map(|e| {
-                    let mut fields = vec![tag_json("event", &TagValue::Str(e.name.clone()))];
-                    fields.extend(e.tags.iter().map(|(k, v)| tag_json(k, v)));
-                    json!({"timestamp": e.time_us, "fields": fields})
+                    let mut fields = vec![text_json("event", &e.name)];
+                    fields.extend(
+                        e.attributes
+                            .iter()
+                            .map(|kv| tag_json(kv.key.as_str(), &kv.value)),
+                    );
+                    json!({"timestamp": micros(e.timestamp), "fields": fields})
                 })
                 .collect();
             json!({

@@ -3,21 +3,24 @@
 
 pub mod api;
 pub mod context;
+pub(crate) mod names;
 pub mod otlp;
 pub(crate) mod spans;
 pub mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
-use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
-pub use store::{OpLatency, StoreLimits, StoreStats, StoredSpan, TagValue, TraceQuery, TraceStore};
+pub use store::{
+    OpLatency, StoreLimits, StoreStats, StoredEvent, StoredSpan, Tag, TraceQuery, TraceStore,
+};
 
 /// A tracer bound to one service (module), shared by every span that module records.
 #[derive(Clone, Debug)]
@@ -128,37 +131,15 @@ impl SpanProcessor for StoreProcessor {
     }
 }
 
-fn micros(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-fn tag_value(v: Value) -> TagValue {
-    match v {
-        Value::Bool(b) => TagValue::Bool(b),
-        Value::I64(i) => TagValue::I64(i),
-        Value::F64(f) => TagValue::F64(f),
-        Value::String(s) => TagValue::Str(s.into()),
-        other => TagValue::Str(other.to_string()),
-    }
-}
-
-fn tags(kvs: Vec<KeyValue>) -> Vec<(String, TagValue)> {
-    kvs.into_iter()
-        .map(|kv| (kv.key.to_string(), tag_value(kv.value)))
-        .collect()
-}
-
-/// Converts the SDK's finished span into the store's form.
+/// Converts the SDK's finished span into the store's form; moves, never copies, its strings.
 pub(crate) fn to_stored(s: SpanData, service: Arc<str>) -> StoredSpan {
     let parent = u64::from_be_bytes(s.parent_span_id.to_bytes());
-    let start_us = micros(s.start_time);
+    let start_us = store::micros(s.start_time);
     StoredSpan {
         trace_id: u128::from_be_bytes(s.span_context.trace_id().to_bytes()),
         span_id: u64::from_be_bytes(s.span_context.span_id().to_bytes()),
         parent_span_id: (parent != 0).then_some(parent),
-        name: s.name.into_owned(),
+        name: s.name,
         service,
         kind: match s.span_kind {
             SpanKind::Server => "server",
@@ -168,20 +149,11 @@ pub(crate) fn to_stored(s: SpanData, service: Arc<str>) -> StoredSpan {
             SpanKind::Internal => "internal",
         },
         start_us,
-        duration_us: micros(s.end_time).saturating_sub(start_us),
-        tags: tags(s.attributes),
-        events: s
-            .events
-            .events
-            .into_iter()
-            .map(|e| store::StoredEvent {
-                time_us: micros(e.timestamp),
-                name: e.name.into_owned(),
-                tags: tags(e.attributes),
-            })
-            .collect(),
+        duration_us: store::micros(s.end_time).saturating_sub(start_us),
+        tags: s.attributes,
+        events: s.events.events,
         error: match s.status {
-            Status::Error { description } => Some(description.into_owned()),
+            Status::Error { description } => Some(description),
             _ => None,
         },
     }

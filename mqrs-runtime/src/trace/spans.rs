@@ -6,7 +6,9 @@
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 
-use super::ServiceTracer;
+use std::borrow::Cow;
+
+use super::{names, ServiceTracer};
 use crate::error::RpcError;
 use crate::session::Session;
 
@@ -30,22 +32,46 @@ impl Drop for EndOnDrop {
 }
 
 /// Attribute values shared by CLIENT and SERVER spans of an RPC (OpenTelemetry RPC conventions).
-fn rpc_attributes(method: &str, session: &Session) -> Vec<KeyValue> {
+/// Names are kept once and session values are shared: nothing here copies a string.
+fn rpc_attributes(method: Cow<'static, str>, session: &Session) -> Vec<KeyValue> {
     let mut attrs = Vec::with_capacity(4);
     attrs.push(KeyValue::new("rpc.system.name", RPC_SYSTEM));
-    attrs.push(KeyValue::new("rpc.method", method.to_string()));
-    let d = session.data();
-    if !d.userid.is_empty() {
-        attrs.push(KeyValue::new("user.id", d.userid.clone()));
+    attrs.push(KeyValue::new("rpc.method", method));
+    let a = session.span_attrs();
+    if let Some(u) = &a.user {
+        attrs.push(KeyValue::new("user.id", u.clone()));
     }
-    if !d.sessionid.is_empty() {
-        attrs.push(KeyValue::new("session.id", d.sessionid.clone()));
+    if let Some(s) = &a.session {
+        attrs.push(KeyValue::new("session.id", s.clone()));
     }
     attrs
 }
 
-/// The gate's root span for one client request: SERVER kind, a new trace.
-pub(crate) fn gate_root(tracer: &ServiceTracer, name: String, attrs: Vec<KeyValue>) -> EndOnDrop {
+/// The gate's root span for one client request (`gate Module/HD_handler`, or a fixed name when
+/// the topic is not a route): SERVER kind, a new trace, with the connection's facts and `extra`
+/// attributes.
+pub(crate) fn gate_root(
+    tracer: &ServiceTracer,
+    route: Option<(&str, &str)>,
+    session: &Session,
+    extra: [KeyValue; 2],
+) -> EndOnDrop {
+    let name = match route {
+        Some((module, handler)) => names::intern_parts(&["gate ", module, "/", handler]),
+        None => Cow::Borrowed("gate invalid-topic"),
+    };
+    let a = session.span_attrs();
+    let mut attrs = Vec::with_capacity(8);
+    attrs.push(KeyValue::new("network.protocol.name", "mqtt"));
+    attrs.push(KeyValue::new("network.transport", a.network.clone()));
+    attrs.push(KeyValue::new("client.address", a.ip.clone()));
+    attrs.extend(extra);
+    if let Some(s) = &a.session {
+        attrs.push(KeyValue::new("session.id", s.clone()));
+    }
+    if let Some(u) = &a.user {
+        attrs.push(KeyValue::new("user.id", u.clone()));
+    }
     let t = &tracer.tracer;
     let span = t
         .span_builder(name)
@@ -62,11 +88,12 @@ pub(crate) fn internal_root(tracer: &ServiceTracer, name: String) -> EndOnDrop {
     EndOnDrop(Context::new().with_span(span))
 }
 
-/// The caller's CLIENT span of a call to `method` (`Module/method`), child of `parent`.
+/// The caller's CLIENT span of a call to `method` (`Module/method`, see [`names`]), child of
+/// `parent`.
 pub(crate) fn client(
     tracer: &ServiceTracer,
     parent: &Context,
-    method: &str,
+    method: Cow<'static, str>,
     session: &Session,
 ) -> EndOnDrop {
     rpc_span(SpanKind::Client, tracer, parent, method, session)
@@ -79,21 +106,28 @@ pub(crate) fn server(
     method: &str,
     session: &Session,
 ) -> EndOnDrop {
-    rpc_span(SpanKind::Server, tracer, parent, method, session)
+    rpc_span(
+        SpanKind::Server,
+        tracer,
+        parent,
+        names::intern(method),
+        session,
+    )
 }
 
 fn rpc_span(
     kind: SpanKind,
     tracer: &ServiceTracer,
     parent: &Context,
-    method: &str,
+    name: Cow<'static, str>,
     session: &Session,
 ) -> EndOnDrop {
     let t = &tracer.tracer;
+    let attrs = rpc_attributes(name.clone(), session);
     let span = t
-        .span_builder(method.to_string())
+        .span_builder(name)
         .with_kind(kind)
-        .with_attributes(rpc_attributes(method, session))
+        .with_attributes(attrs)
         .start_with_context(t, parent);
     EndOnDrop(parent.with_span(span))
 }

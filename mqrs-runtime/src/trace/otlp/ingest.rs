@@ -4,9 +4,11 @@
 //! mqrs processes started with an OTLP endpoint. A malformed body gets 400 and an oversized one
 //! 413, each with a reason.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -14,6 +16,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use opentelemetry::Value;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -21,7 +24,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::trace::store::{StoredEvent, StoredSpan, TagValue, TraceStore};
+use crate::trace::store::{StoredEvent, StoredSpan, Tag, TraceStore};
 
 /// What the collector needs: where spans go and how large a body may be.
 #[derive(Clone)]
@@ -184,12 +187,12 @@ fn to_stored(req: ExportTraceServiceRequest) -> (Vec<StoredSpan>, usize) {
                 .status
                 .as_ref()
                 .filter(|s| s.code == 2)
-                .map(|s| s.message.clone());
+                .map(|s| Cow::Owned(s.message.clone()));
             out.push(StoredSpan {
                 trace_id,
                 span_id,
                 parent_span_id: parent,
-                name: span.name,
+                name: Cow::Owned(span.name),
                 service: service.clone(),
                 kind: match span.kind {
                     2 => "server",
@@ -204,10 +207,13 @@ fn to_stored(req: ExportTraceServiceRequest) -> (Vec<StoredSpan>, usize) {
                 events: span
                     .events
                     .into_iter()
-                    .map(|e| StoredEvent {
-                        time_us: e.time_unix_nano / 1000,
-                        name: e.name,
-                        tags: tags(e.attributes),
+                    .map(|e| {
+                        StoredEvent::new(
+                            e.name,
+                            UNIX_EPOCH + Duration::from_nanos(e.time_unix_nano),
+                            tags(e.attributes),
+                            e.dropped_attributes_count,
+                        )
                     })
                     .collect(),
                 error,
@@ -217,35 +223,29 @@ fn to_stored(req: ExportTraceServiceRequest) -> (Vec<StoredSpan>, usize) {
     (out, rejected)
 }
 
-fn tags(kvs: Vec<KeyValue>) -> Vec<(String, TagValue)> {
+fn tags(kvs: Vec<KeyValue>) -> Vec<Tag> {
     kvs.into_iter()
-        .map(|kv| {
-            let v = kv.value.map_or(TagValue::Str(String::new()), tag_value);
-            (kv.key, v)
-        })
+        .map(|kv| Tag::new(kv.key, kv.value.map_or(Value::from(""), tag_value)))
         .collect()
 }
 
-fn tag_value(v: AnyValue) -> TagValue {
+fn tag_value(v: AnyValue) -> Value {
     match v.value {
-        Some(any_value::Value::StringValue(s)) => TagValue::Str(s),
-        Some(any_value::Value::BoolValue(b)) => TagValue::Bool(b),
-        Some(any_value::Value::IntValue(i)) => TagValue::I64(i),
-        Some(any_value::Value::DoubleValue(f)) => TagValue::F64(f),
-        Some(any_value::Value::ArrayValue(a)) => TagValue::Str(
+        Some(any_value::Value::StringValue(s)) => Value::from(s),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(b),
+        Some(any_value::Value::IntValue(i)) => Value::I64(i),
+        Some(any_value::Value::DoubleValue(f)) => Value::F64(f),
+        Some(any_value::Value::ArrayValue(a)) => Value::from(
             a.values
                 .into_iter()
-                .map(|v| match tag_value(v) {
-                    TagValue::Str(s) => s,
-                    other => other.as_text(),
-                })
+                .map(|v| tag_value(v).as_str().into_owned())
                 .collect::<Vec<_>>()
                 .join(","),
         ),
         Some(any_value::Value::BytesValue(b)) => {
-            TagValue::Str(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+            Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
         }
-        Some(other) => TagValue::Str(format!("{other:?}")),
-        None => TagValue::Str(String::new()),
+        Some(other) => Value::from(format!("{other:?}")),
+        None => Value::from(""),
     }
 }

@@ -43,7 +43,7 @@ impl TraceStore {
         for s in g.traces.values().flat_map(|t| &t.spans) {
             if s.start_us >= since_us {
                 let e = groups
-                    .entry((s.service.clone(), s.name.as_str(), s.kind))
+                    .entry((s.service.clone(), &*s.name, s.kind))
                     .or_default();
                 e.0.push(s.duration_us);
                 e.1 += usize::from(s.error.is_some());

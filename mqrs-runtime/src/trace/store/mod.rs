@@ -10,47 +10,25 @@ mod analytics;
 
 pub use analytics::{nearest_rank, OpLatency};
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A tag value as the store keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TagValue {
-    /// Text.
-    Str(String),
-    /// Boolean.
-    Bool(bool),
-    /// Integer.
-    I64(i64),
-    /// Floating point.
-    F64(f64),
-}
+use opentelemetry::Value;
 
-impl TagValue {
-    /// The value as text, for matching tag queries.
-    pub fn as_text(&self) -> String {
-        match self {
-            TagValue::Str(s) => s.clone(),
-            TagValue::Bool(b) => b.to_string(),
-            TagValue::I64(i) => i.to_string(),
-            TagValue::F64(f) => f.to_string(),
-        }
-    }
-}
+/// A span attribute as the store keeps it: the SDK's own key and value, moved in as they are.
+pub use opentelemetry::KeyValue as Tag;
 
-/// A timestamped event within a span (a Jaeger "log").
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    /// Microseconds since the Unix epoch.
-    pub time_us: u64,
-    /// Event name.
-    pub name: String,
-    /// Event attributes.
-    pub tags: Vec<(String, TagValue)>,
-}
+/// A timestamped event within a span (a Jaeger "log"): the SDK's own event, moved in as it is.
+pub use opentelemetry::trace::Event as StoredEvent;
 
 /// One finished span.
+///
+/// The representation is the SDK's: names and attribute keys that repeat are `'static` or
+/// shared (see `trace::names`), attribute values are moved in, so turning a finished span into
+/// a stored one allocates nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSpan {
     /// 16-byte trace id.
@@ -60,7 +38,7 @@ pub struct StoredSpan {
     /// Parent span id, `None` for a root.
     pub parent_span_id: Option<u64>,
     /// Operation name, e.g. `Login/track`.
-    pub name: String,
+    pub name: Cow<'static, str>,
     /// Service (module) that recorded the span.
     pub service: Arc<str>,
     /// `server`, `client`, `internal`, `producer` or `consumer`.
@@ -70,35 +48,62 @@ pub struct StoredSpan {
     /// Duration in microseconds.
     pub duration_us: u64,
     /// Attributes.
-    pub tags: Vec<(String, TagValue)>,
+    pub tags: Vec<Tag>,
     /// Events.
     pub events: Vec<StoredEvent>,
     /// `Some(description)` when the span ended with an error status.
-    pub error: Option<String>,
+    pub error: Option<Cow<'static, str>>,
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+pub fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Bytes a string owns on the heap: nothing when it is `'static` or shared.
+#[allow(clippy::ptr_arg)] // the point is to look at which `Cow` variant it is
+fn owned_len(s: &Cow<'static, str>) -> usize {
+    match s {
+        Cow::Borrowed(_) => 0,
+        Cow::Owned(s) => s.len(),
+    }
+}
+
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.as_str().len(),
+        Value::Array(a) => a.to_string().len(),
+        _ => 0,
+    }
+}
+
+fn tags_bytes(t: &[Tag]) -> usize {
+    t.iter()
+        .map(|kv| 48 + kv.key.as_str().len() + value_bytes(&kv.value))
+        .sum()
 }
 
 impl StoredSpan {
+    /// The value of attribute `key`, if present.
+    pub fn tag(&self, key: &str) -> Option<&Value> {
+        self.tags
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+    }
+
+    /// What the span holds in memory, roughly (shared names count nothing).
     fn approx_bytes(&self) -> usize {
-        let tags = |t: &[(String, TagValue)]| -> usize {
-            t.iter()
-                .map(|(k, v)| {
-                    k.len()
-                        + 16
-                        + match v {
-                            TagValue::Str(s) => s.len(),
-                            _ => 8,
-                        }
-                })
-                .sum()
-        };
-        160 + self.name.len()
-            + tags(&self.tags)
+        160 + owned_len(&self.name)
+            + tags_bytes(&self.tags)
             + self
                 .events
                 .iter()
-                .map(|e| 32 + e.name.len() + tags(&e.tags))
+                .map(|e| 48 + owned_len(&e.name) + tags_bytes(&e.attributes))
                 .sum::<usize>()
-            + self.error.as_ref().map_or(0, String::len)
+            + self.error.as_ref().map_or(0, owned_len)
     }
 }
 
@@ -264,10 +269,10 @@ impl TraceStore {
         let ops = inner.operations.entry(span.service.clone()).or_default();
         let bit = kind_bit(span.kind);
         // Names repeat: look up by `&str`, allocate only for a new one.
-        match ops.get_mut(span.name.as_str()) {
+        match ops.get_mut(&*span.name) {
             Some(kinds) => *kinds |= bit,
             None => {
-                ops.insert(span.name.clone(), bit);
+                ops.insert(span.name.to_string(), bit);
             }
         }
         trace.spans.push(span);
@@ -362,7 +367,7 @@ fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
     if q.service.as_deref().is_some_and(|v| v != &*s.service) {
         return false;
     }
-    if q.operation.as_deref().is_some_and(|v| v != s.name) {
+    if q.operation.as_deref().is_some_and(|v| v != s.name.as_ref()) {
         return false;
     }
     if q.min_duration_us.is_some_and(|v| s.duration_us < v)
@@ -374,12 +379,14 @@ fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
         return false;
     }
     q.tags.iter().all(|(k, v)| {
-        let has =
-            |tags: &[(String, TagValue)]| tags.iter().any(|(tk, tv)| tk == k && tv.as_text() == *v);
+        let has = |tags: &[Tag]| {
+            tags.iter()
+                .any(|kv| kv.key.as_str() == k && kv.value.as_str() == v.as_str())
+        };
         has(&s.tags)
             || (k == "error" && v == "true" && s.error.is_some())
             || (k == "span.kind" && v == s.kind)
-            || s.events.iter().any(|e| has(&e.tags))
+            || s.events.iter().any(|e| has(&e.attributes))
     })
 }
 
@@ -387,17 +394,17 @@ fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
 mod tests {
     use super::*;
 
-    fn span(trace: u128, id: u64, name: &str, pad: usize) -> StoredSpan {
+    fn span(trace: u128, id: u64, name: &'static str, pad: usize) -> StoredSpan {
         StoredSpan {
             trace_id: trace,
             span_id: id,
             parent_span_id: None,
-            name: name.into(),
+            name: Cow::Borrowed(name),
             service: Arc::from("Login"),
             kind: "server",
             start_us: 1_000 + trace as u64,
             duration_us: 10,
-            tags: vec![("pad".into(), TagValue::Str("x".repeat(pad)))],
+            tags: vec![Tag::new("pad", "x".repeat(pad))],
             events: vec![],
             error: None,
         }
@@ -511,7 +518,7 @@ mod tests {
         for i in 1..=100u64 {
             let mut s = span(i as u128, i, "op", 0);
             s.duration_us = i;
-            s.error = (i % 10 == 0).then(|| "e".to_string());
+            s.error = (i % 10 == 0).then_some(Cow::Borrowed("e"));
             store.insert(s);
         }
         let l = store.latency(0);
