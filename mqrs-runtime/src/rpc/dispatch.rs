@@ -1,12 +1,14 @@
 //! The serving side of a call: refuses work whose deadline has passed, opens the SERVER span
 //! (through `trace::spans`), runs the handler with a session that carries that span and the
-//! deadline, contains panics, and records the outcome.
+//! deadline, contains panics, and records the outcome. A traced handler is polled with its span
+//! as the current OpenTelemetry context.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
+use opentelemetry::context::FutureExt as _;
 
 use super::registry::Route;
 use crate::error::RpcError;
@@ -29,7 +31,13 @@ pub async fn dispatch(
         }
         return run(&route, session.with_deadline(deadline), args).await;
     };
-    let guard = spans::server(&route.tracer, &parent.cx, &route.name, &session);
+    let guard = spans::server(
+        &route.tracer,
+        &parent.cx,
+        &route.values,
+        &route.name,
+        &session,
+    );
     let result = if late {
         Err(RpcError::DeadlineExceeded(route.name.to_string()))
     } else {
@@ -37,7 +45,11 @@ pub async fn dispatch(
         let inner = session
             .with_trace(guard.cx().clone(), route.tracer.clone())
             .with_deadline(deadline);
-        let r = run(&route, inner, args).await;
+        // Polled with the span attached, so `tracing` spans and events inside the handler land
+        // in it (see `trace::layer`).
+        let r = run(&route, inner, args)
+            .with_context(guard.cx().clone())
+            .await;
         cancel.disarm();
         r
     };
@@ -83,6 +95,7 @@ mod tests {
                 flag.store(true, Ordering::SeqCst);
                 Box::pin(async { Ok(b"null".to_vec()) })
             }),
+            values: crate::trace::layer::handler_values(&tracer),
             tracer: tracer.clone(),
         });
         let past = Instant::now() - Duration::from_millis(1);

@@ -7,9 +7,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
+use opentelemetry::Context;
+
 use crate::error::RpcError;
 use crate::session::Session;
-use crate::trace::ServiceTracer;
+use crate::trace::{layer, ServiceTracer};
 
 /// The future a dispatch shim returns: the handler's reply encoded as JSON, or an error.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send>>;
@@ -69,6 +71,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub(crate) handler: HandlerFn,
     pub(crate) tracer: ServiceTracer,
+    /// The context values a traced call of this handler runs with (its module's tracer).
+    pub(crate) values: Context,
 }
 
 impl std::fmt::Debug for Route {
@@ -120,6 +124,7 @@ impl Registry {
         let route = Arc::new(Route {
             name: Arc::from(format!("{module}/{method}")),
             handler,
+            values: layer::handler_values(&tracer),
             tracer,
         });
         self.modules

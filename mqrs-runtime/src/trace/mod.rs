@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod context;
+pub mod layer;
 pub(crate) mod names;
 pub mod otlp;
 pub(crate) mod spans;
@@ -18,6 +19,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
+pub use layer::layer;
 pub use store::{
     OpLatency, StoreLimits, StoreStats, StoredEvent, StoredSpan, Tag, TraceQuery, TraceStore,
 };

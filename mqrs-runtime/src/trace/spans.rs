@@ -96,13 +96,15 @@ pub(crate) fn client(
     method: Cow<'static, str>,
     session: &Session,
 ) -> EndOnDrop {
-    rpc_span(SpanKind::Client, tracer, parent, method, session)
+    rpc_span(SpanKind::Client, tracer, parent, parent, method, session)
 }
 
-/// The callee's SERVER span of `method`, child of the caller's span in `parent`.
+/// The callee's SERVER span of `method`, child of the caller's span in `parent`; its context
+/// holds the values of `values` (the handler's, not the caller's: see `trace::layer`).
 pub(crate) fn server(
     tracer: &ServiceTracer,
     parent: &Context,
+    values: &Context,
     method: &str,
     session: &Session,
 ) -> EndOnDrop {
@@ -110,6 +112,7 @@ pub(crate) fn server(
         SpanKind::Server,
         tracer,
         parent,
+        values,
         names::intern(method),
         session,
     )
@@ -119,6 +122,7 @@ fn rpc_span(
     kind: SpanKind,
     tracer: &ServiceTracer,
     parent: &Context,
+    values: &Context,
     name: Cow<'static, str>,
     session: &Session,
 ) -> EndOnDrop {
@@ -129,7 +133,7 @@ fn rpc_span(
         .with_kind(kind)
         .with_attributes(attrs)
         .start_with_context(t, parent);
-    EndOnDrop(parent.with_span(span))
+    EndOnDrop(values.with_span(span))
 }
 
 /// Marks the span in `cx` as failed with the error's text and kind (`error.type`).
