@@ -1,10 +1,13 @@
 //! The `Login` module: `HD_Login` binds a user to the connection; `track`, `track2`, `track3`
-//! form the call chain of mqantserver's tracing demo. None of them contains span code.
+//! form the call chain of mqantserver's tracing demo. None of them contains span code: `track`
+//! logs a line and `track2` waits inside a `tracing` span, which the viewer shows inside their
+//! RPC spans.
 
 use std::time::Duration;
 
 use mqrs_runtime::{rpc, rpc_module, App, Session};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 /// Handles logins and the tracing demo chain.
 pub struct Login {
@@ -64,6 +67,7 @@ impl Login {
     #[rpc]
     async fn track(&self, session: Session) -> Result<String, String> {
         session.span().set_attribute("track", "track测试");
+        tracing::info!(user = session.userid(), "track called");
         tokio::time::sleep(Duration::from_millis(10)).await;
         self.app
             .call::<_, String>("Login", "track2", &session, ())
@@ -77,7 +81,9 @@ impl Login {
         session
             .span()
             .set_attribute("track", "track 第二个测试函数");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10))
+            .instrument(tracing::info_span!("track2 wait", ms = 10))
+            .await;
         if rand::random::<f64>() < 0.69 {
             LoginClient::new(&self.app).track3(&session).await?;
         }

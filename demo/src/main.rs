@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The traced request path allocates a lot of small strings; mimalloc measured faster than the
 /// system allocator for it (see README, Benchmark).
@@ -152,12 +154,18 @@ fn apply_flags(cli: &Cli, parts: demo::Parts, config: &mut Config) -> Result<(),
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    // Log lines go to stdout; those made inside a traced handler also become events (and
+    // `tracing` spans child spans) of its RPC span in the viewer.
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,mqtt5=warn")),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+        )
+        .with(mqrs_runtime::trace::layer())
         .init();
     let (parts, config) = match setup(&cli) {
         Ok(x) => x,
