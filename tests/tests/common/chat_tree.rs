@@ -1,6 +1,7 @@
 //! The shape of the chat scenario's trace (`Chat/HD_JoinChat` → `Login/track` → `track2` →
 //! sometimes `track3`, beside `Gate/Push`), checked span by span on a Jaeger JSON trace; the
-//! same check holds whether the modules ran in one process or several.
+//! same check holds whether the modules ran in one process or several, and whether or not
+//! handlers' `tracing` spans are recorded.
 
 use std::collections::HashMap;
 
@@ -98,15 +99,31 @@ pub fn assert_chat_tree(all: &[Span], user: &str) -> bool {
         ("Chat", "Gate")
     );
     assert_within(chat, push_c);
+    // `tracing` spans opened in handlers (recorded when the app's subscriber has
+    // `mqrs_runtime::trace::layer()`) sit inside a span of the same service.
+    let internal: Vec<&Span> = all.iter().filter(|s| s.kind == "internal").collect();
+    for s in &internal {
+        let parent = all
+            .iter()
+            .find(|p| Some(&p.id) == s.parent.as_ref())
+            .unwrap_or_else(|| panic!("`{}` has no parent in the trace: {all:#?}", s.name));
+        assert_eq!(
+            s.service, parent.service,
+            "`{}` under `{}`",
+            s.name, parent.name
+        );
+        assert_within(parent, s);
+    }
+    let rpc_spans = all.len() - internal.len();
     let has3 = all.iter().any(|s| s.name == "Login/track3");
     if has3 {
         let t3c = child(all, track2, "Login/track3", "client");
         let t3 = child(all, t3c, "Login/track3", "server");
         assert_within(track2, t3c);
         assert_eq!(t3.service, "Login");
-        assert_eq!(all.len(), 11);
+        assert_eq!(rpc_spans, 11);
     } else {
-        assert_eq!(all.len(), 9);
+        assert_eq!(rpc_spans, 9);
     }
     // Exactly one SERVER span per handler name.
     let mut servers: HashMap<&str, usize> = HashMap::new();
