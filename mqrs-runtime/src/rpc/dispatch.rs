@@ -1,7 +1,7 @@
 //! The serving side of a call: refuses work whose deadline has passed, opens the SERVER span
 //! (through `trace::spans`), runs the handler with a session that carries that span and the
-//! deadline, contains panics, and records the outcome. A traced handler is polled with its span
-//! as the current OpenTelemetry context.
+//! deadline, contains panics, and records the outcome. Once `trace::layer` is installed, a traced
+//! handler is polled with its span as the current OpenTelemetry context.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use opentelemetry::context::FutureExt as _;
 use super::registry::Route;
 use crate::error::RpcError;
 use crate::session::Session;
+use crate::trace::layer;
 use crate::trace::spans::{self, CancelMark};
 
 /// Runs `route` for one call, inside a SERVER span when the session is traced. A call whose
@@ -45,11 +46,14 @@ pub async fn dispatch(
         let inner = session
             .with_trace(guard.cx().clone(), route.tracer.clone())
             .with_deadline(deadline);
-        // Polled with the span attached, so `tracing` spans and events inside the handler land
-        // in it (see `trace::layer`).
-        let r = run(&route, inner, args)
-            .with_context(guard.cx().clone())
-            .await;
+        // With `trace::layer` installed, polled with the span attached, so `tracing` spans and
+        // events inside the handler land in it; without it, attaching would cost for nothing.
+        let handler = run(&route, inner, args);
+        let r = if layer::installed() {
+            handler.with_context(guard.cx().clone()).await
+        } else {
+            handler.await
+        };
         cancel.disarm();
         r
     };
@@ -95,7 +99,7 @@ mod tests {
                 flag.store(true, Ordering::SeqCst);
                 Box::pin(async { Ok(b"null".to_vec()) })
             }),
-            values: crate::trace::layer::handler_values(&tracer),
+            values: layer::handler_values(&tracer),
             tracer: tracer.clone(),
         });
         let past = Instant::now() - Duration::from_millis(1);

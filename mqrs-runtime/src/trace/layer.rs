@@ -1,12 +1,14 @@
 //! Bridges the `tracing` crate into mqrs spans: this file owns the `tracing_subscriber` layer
 //! that turns `tracing` spans opened inside a handler into INTERNAL child spans of its RPC span
 //! and `tracing` events (`info!`, `warn!`, ...) into events on that span, and the context value
-//! that marks "a handler of this module is running" (set by `rpc::dispatch` while it polls a
-//! traced handler). Outside a traced handler the layer records nothing.
+//! that marks "a handler of this module is running" (attached by `rpc::dispatch` while it polls
+//! a traced handler, once the layer is installed). Outside a traced handler the layer records
+//! nothing.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, ContextGuard, Key, KeyValue, Value};
@@ -42,6 +44,15 @@ pub fn layer() -> HandlerLayer {
     HandlerLayer::default()
 }
 
+/// Set when a subscriber with [`HandlerLayer`] is built; until then dispatch attaches nothing.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// True once [`HandlerLayer`] is part of a subscriber: only then is a traced handler polled
+/// with its span as the current context (attaching costs on every poll).
+pub(crate) fn installed() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
 /// Extension of a `tracing` span that has an mqrs span: the context holding it.
 struct OtelSpan(Context);
 
@@ -74,6 +85,10 @@ impl<S> Layer<S> for HandlerLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_layer(&mut self, _subscriber: &mut S) {
+        INSTALLED.store(true, Ordering::Relaxed);
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerCx<'_, S>) {
         let meta = attrs.metadata();
         if is_own(meta.target()) {
