@@ -323,18 +323,12 @@ mod tests {
         assert_eq!(rpc.events.len(), 1, "{:#?}", rpc.events);
         let hello = &rpc.events[0];
         assert_eq!(hello.name, "hello");
-        assert_eq!(
-            tag(&hello.attributes, "level"),
-            Some(&Value::from("INFO"))
-        );
+        assert_eq!(tag(&hello.attributes, "level"), Some(&Value::from("INFO")));
         assert_eq!(
             tag(&hello.attributes, "target"),
             Some(&Value::from(module_path!()))
         );
-        assert_eq!(
-            tag(&hello.attributes, "user"),
-            Some(&Value::from("alice"))
-        );
+        assert_eq!(tag(&hello.attributes, "user"), Some(&Value::from("alice")));
         assert_eq!(tag(&hello.attributes, "n"), Some(&Value::I64(3)));
         assert_eq!(
             tag(&hello.attributes, "big"),
