@@ -83,6 +83,11 @@ struct Cli {
     /// OTLP/HTTP collector listen address (default 127.0.0.1:4318).
     #[arg(long, env = "MQRS_COLLECTOR", value_name = "HOST:PORT")]
     collector: Option<SocketAddr>,
+
+    /// Share of new traces recorded, 0.0 to 1.0 (`[trace] sample_ratio`); failed and slow
+    /// requests are kept anyway.
+    #[arg(long, env = "MQRS_SAMPLE_RATIO", value_name = "RATIO")]
+    sample_ratio: Option<f64>,
 }
 
 /// The settings file's contents (defaults without one).
@@ -134,6 +139,9 @@ fn apply_flags(cli: &Cli, parts: demo::Parts, config: &mut Config) -> Result<(),
     }
     if let Some(c) = cli.collector {
         config.trace.collector_addr = c;
+    }
+    if let Some(r) = cli.sample_ratio {
+        config.trace.sample_ratio = r;
     }
     if let Some(url) = &cli.otlp {
         config.trace.otlp_export = url.clone();
