@@ -103,6 +103,19 @@ pub struct TraceSection {
     pub collector_addr: SocketAddr,
     /// Largest OTLP request body accepted, in bytes (after gzip).
     pub collector_max_body: usize,
+    /// Share of new traces recorded, 0.0 to 1.0, decided once at the root (after
+    /// `on_request_tracing`) and followed by every span of the request in every process.
+    pub sample_ratio: f64,
+    /// Per root operation (`"Chat/HD_CurrentRoom"`), a ratio that replaces `sample_ratio`.
+    pub sample_operations: BTreeMap<String, f64>,
+    /// At most this many new traces recorded per second by this process; 0: no cap.
+    pub max_traces_per_second: u32,
+    /// Keep a trace the sampler skipped when one of its spans fails (error reply, handler
+    /// error, timeout, panic): the spans from the root to the failure are stored.
+    pub keep_failed: bool,
+    /// Keep a trace the sampler skipped when one of its spans takes at least this many
+    /// milliseconds; 0: never.
+    pub keep_slow_ms: u64,
 }
 
 /// `[broker]`: how this process reaches modules in other processes.
@@ -225,6 +238,11 @@ impl Default for TraceSection {
             collector: true,
             collector_addr: SocketAddr::from(([127, 0, 0, 1], 4318)),
             collector_max_body: 4 << 20,
+            sample_ratio: 1.0,
+            sample_operations: BTreeMap::new(),
+            max_traces_per_second: 0,
+            keep_failed: true,
+            keep_slow_ms: 1000,
         }
     }
 }

@@ -12,6 +12,8 @@ use opentelemetry::{Context, Key, KeyValue, Value};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::trace::context::{format_traceparent, parse_traceparent};
+use crate::trace::sampling::Keep;
+use crate::trace::spans::EndOnDrop;
 use crate::trace::ServiceTracer;
 
 /// The identity and connection facts of one client, as the gate sees them.
@@ -43,6 +45,8 @@ pub(crate) struct TraceCx {
     pub(crate) cx: Context,
     /// `None` when the context arrived from another process and no module has taken it up yet.
     pub(crate) tracer: Option<ServiceTracer>,
+    /// The keep mark of a trace the sampler skipped, shared by its spans in this process.
+    pub(crate) keep: Option<Arc<Keep>>,
 }
 
 /// The session's facts, with their span attribute values made once and shared by every span
@@ -51,6 +55,21 @@ pub(crate) struct TraceCx {
 pub(crate) struct Shared {
     data: SessionData,
     attrs: OnceLock<SpanAttrs>,
+}
+
+impl Shared {
+    /// The span attribute values of these facts, made on first use.
+    pub(crate) fn span_attrs(&self) -> &SpanAttrs {
+        self.attrs.get_or_init(|| {
+            let d = &self.data;
+            SpanAttrs {
+                user: (!d.userid.is_empty()).then(|| shared_value(&d.userid)),
+                session: (!d.sessionid.is_empty()).then(|| shared_value(&d.sessionid)),
+                network: shared_value(&d.network),
+                ip: shared_value(&d.ip),
+            }
+        })
+    }
 }
 
 impl std::ops::Deref for Shared {
@@ -75,6 +94,19 @@ pub(crate) struct SpanAttrs {
 
 fn shared_value(s: &str) -> Value {
     Value::String(Arc::<str>::from(s).into())
+}
+
+impl TraceCx {
+    /// The context of a span in another process; a skipped trace (flags `00`) gets a keep
+    /// mark of its own here, which the reply carries back.
+    fn remote(sc: opentelemetry::trace::SpanContext) -> TraceCx {
+        let keep = (!sc.is_sampled()).then(Arc::default);
+        TraceCx {
+            cx: Context::new().with_remote_span_context(sc),
+            tracer: None,
+            keep,
+        }
+    }
 }
 
 /// What a handler knows about its caller; passed as the first argument of every `#[rpc]` handler.
@@ -124,15 +156,12 @@ impl Session {
 
     /// The session's span attribute values, made on first use.
     pub(crate) fn span_attrs(&self) -> &SpanAttrs {
-        self.data.attrs.get_or_init(|| {
-            let d = &self.data.data;
-            SpanAttrs {
-                user: (!d.userid.is_empty()).then(|| shared_value(&d.userid)),
-                session: (!d.sessionid.is_empty()).then(|| shared_value(&d.sessionid)),
-                network: shared_value(&d.network),
-                ip: shared_value(&d.ip),
-            }
-        })
+        self.data.span_attrs()
+    }
+
+    /// The session's facts, shared (for a span that builds its attributes only if it is kept).
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.data.clone()
     }
 
     /// The bound user id, empty while anonymous.
@@ -255,6 +284,11 @@ impl Session {
         self.trace.as_ref()
     }
 
+    /// The keep mark of this session's trace, when the sampler skipped it.
+    pub(crate) fn keep_mark(&self) -> Option<Arc<Keep>> {
+        self.trace.as_ref()?.keep.clone()
+    }
+
     /// The same session as the child of a remote span given as W3C `traceparent` (and
     /// `tracestate`) text, e.g. from MQTT user properties; unchanged if `traceparent` is not
     /// valid.
@@ -273,20 +307,19 @@ impl Session {
         let sc = SpanContext::new(sc.trace_id(), sc.span_id(), sc.trace_flags(), true, state);
         Session {
             data: self.data.clone(),
-            trace: Some(TraceCx {
-                cx: Context::new().with_remote_span_context(sc),
-                tracer: None,
-            }),
+            trace: Some(TraceCx::remote(sc)),
             deadline: self.deadline,
         }
     }
 
-    pub(crate) fn with_trace(&self, cx: Context, tracer: ServiceTracer) -> Session {
+    /// The same session inside `span`, recorded by `tracer`'s module.
+    pub(crate) fn with_span(&self, span: &EndOnDrop, tracer: ServiceTracer) -> Session {
         Session {
             data: self.data.clone(),
             trace: Some(TraceCx {
-                cx,
+                cx: span.cx().clone(),
                 tracer: Some(tracer),
+                keep: span.keep().cloned(),
             }),
             deadline: self.deadline,
         }
@@ -390,10 +423,7 @@ impl<'de> Deserialize<'de> for Session {
             .traceparent
             .as_deref()
             .and_then(parse_traceparent)
-            .map(|sc| TraceCx {
-                cx: Context::new().with_remote_span_context(sc),
-                tracer: None,
-            });
+            .map(TraceCx::remote);
         // The deadline travels beside the session, in the call's envelope, as time remaining.
         let mut session = Session::new(SessionData {
             userid: w.userid,

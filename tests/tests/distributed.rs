@@ -66,13 +66,25 @@ fn cfg(server_id: &str, url: BrokerUrl, timeout_ms: u64) -> Config {
 }
 
 async fn split(broker: Broker, timeout_ms: u64) -> Split {
+    split_with(broker, timeout_ms, |_| {}, |_| {}).await
+}
+
+/// As [`split`], with the front's and the back's settings adjusted.
+async fn split_with(
+    broker: Broker,
+    timeout_ms: u64,
+    front_tweak: impl FnOnce(&mut Config),
+    back_tweak: impl FnOnce(&mut Config),
+) -> Split {
     let url = |port: u16| BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{port}")]);
     let front_url = match &broker {
         Broker::Embedded => BrokerUrl::Embedded,
         Broker::Mosquitto(m) => url(m.port),
     };
+    let mut front_cfg = cfg("front", front_url, timeout_ms);
+    front_tweak(&mut front_cfg);
     let front = demo::build(
-        cfg("front", front_url, timeout_ms),
+        front_cfg,
         Parts {
             gate: true,
             login: false,
@@ -92,6 +104,7 @@ async fn split(broker: Broker, timeout_ms: u64) -> Split {
     back_cfg.trace.store = false;
     back_cfg.trace.collector = false;
     back_cfg.trace.otlp_export = format!("http://{}", addrs.collector.expect("collector"));
+    back_tweak(&mut back_cfg);
     let back = App::builder()
         .config(back_cfg)
         .module(demo::login::Login::new)
@@ -333,4 +346,81 @@ async fn faults_across_the_broker() {
         .expect_err("gone");
     assert_eq!(e, RpcError::UnknownModule("Probe".into()));
     s.front.shutdown().await;
+}
+
+/// The sampling decision travels in the trace flags: the back process follows the front's
+/// "skip" although its own ratio is 1.0. A span the back finds slow is kept there, and its
+/// reply (`mqrs-kept`) makes the front keep its part of the path, although the front itself
+/// keeps no slow traces: one whole kept trace across both processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_decision_and_keeping_cross_processes() {
+    let s = split_with(
+        Broker::Embedded,
+        3000,
+        |f| {
+            f.trace.sample_ratio = 0.0;
+            f.trace.keep_slow_ms = 0;
+        },
+        |b| b.trace.keep_slow_ms = 15,
+    )
+    .await;
+    let store = s.front.trace_store().expect("front store");
+    let id_of = |session: &Session| {
+        u128::from_str_radix(&session.trace_id().expect("trace id"), 16).expect("hex")
+    };
+    let fast = s.front.start_trace("job fast", &Session::default());
+    let fast_id = id_of(fast.session());
+    let ms: u64 = s
+        .front
+        .call("Probe", "sleep", fast.session(), (0u64,))
+        .await
+        .expect("fast call");
+    assert_eq!(ms, 0);
+    drop(fast);
+    let slow = s.front.start_trace("job slow", &Session::default());
+    let slow_id = id_of(slow.session());
+    let _: u64 = s
+        .front
+        .call("Probe", "sleep", slow.session(), (40u64,))
+        .await
+        .expect("slow call");
+    drop(slow);
+    wait_for(
+        "the kept trace from both processes",
+        Duration::from_secs(5),
+        || store.trace(slow_id).is_some_and(|t| t.spans.len() >= 3),
+    )
+    .await;
+    let t = store.trace(slow_id).expect("kept");
+    let mut got: Vec<(String, &str, &str)> = t
+        .spans
+        .iter()
+        .map(|sp| (sp.name.to_string(), sp.kind, &*sp.service))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("Probe/sleep".to_string(), "client", "mqrs"),
+            ("Probe/sleep".to_string(), "server", "Probe"),
+            ("job slow".to_string(), "internal", "mqrs"),
+        ],
+        "{t:#?}"
+    );
+    for sp in &t.spans {
+        assert_eq!(
+            sp.tag("mqrs.kept")
+                .map(|v| v.as_str().into_owned())
+                .as_deref(),
+            Some("slow"),
+            "{sp:#?}"
+        );
+    }
+    // The back exports in order: had it recorded the fast call's span, it would be here.
+    assert!(
+        store.trace(fast_id).is_none(),
+        "the back followed its own ratio instead of the trace flags: {:#?}",
+        store.trace(fast_id)
+    );
+    s.stop().await;
 }

@@ -94,3 +94,32 @@ async fn viewer_page_renders_trace_list_and_timeline() {
     );
     d.app.shutdown().await;
 }
+
+/// A trace the sampler skipped but kept because it failed is marked so in the list and on
+/// its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_marks_traces_kept_after_a_failure() {
+    let d = start_demo(|c| c.trace.sample_ratio = 0.0).await;
+    let c = d.logged_in("kim").await;
+    let r = c
+        .request("Chat/HD_JoinChat", br#"{"notARoom": 1}"#, QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert!(r["Error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+    let id = r["TraceId"].as_str().expect("kept, so named").to_string();
+    d.wait_chat_trace(&id).await;
+
+    let base = format!("http://{}", d.viewer);
+    let dom = render(&format!("{base}/")).await;
+    let row = dom
+        .split("<tr ")
+        .find(|r| r.contains(&format!("data-trace-id=\"{id}\"")))
+        .unwrap_or_else(|| panic!("kept trace listed: {dom}"));
+    assert!(row.contains("kept: error"), "marked in the list: {row}");
+    let dom = render(&format!("{base}/trace/{id}")).await;
+    assert!(
+        dom.contains("not sampled, kept (error)"),
+        "marked on its page: {dom}"
+    );
+    d.app.shutdown().await;
+}

@@ -11,7 +11,7 @@ use crate::gate::Publish;
 use crate::rpc::call::Caller;
 use crate::rpc::{Registry, RpcModule};
 use crate::session::Session;
-use crate::trace::{StoreLimits, TraceStore, Tracing};
+use crate::trace::{Sampling, StoreLimits, TraceStore, Tracing};
 use crate::transport::{InProcess, MqttTransport, Router, Transport};
 
 type AddModule = Box<dyn FnOnce(&App) -> Result<(), AppError>>;
@@ -100,15 +100,21 @@ impl AppBuilder {
                 max_spans_per_trace: config.trace.max_spans_per_trace,
             }))
         });
+        // Bad sampling settings or a bad endpoint are reported again by `App::start`, which
+        // then refuses to start.
+        let sampling = Sampling::from_config(&config.trace).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "sampling settings ignored");
+            Sampling::default()
+        });
         let tracing = if config.trace.otlp_export.is_empty() {
-            Tracing::new(store)
+            Tracing::new(store).with_sampling(sampling)
         } else {
-            // A bad endpoint is reported again by `App::start`, which then refuses to start.
             Tracing::new(store.clone())
+                .with_sampling(sampling.clone())
                 .with_export(&config.trace.otlp_export, config.trace.otlp_queue)
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "OTLP export is off");
-                    Tracing::new(store)
+                    Tracing::new(store).with_sampling(sampling)
                 })
         };
         let tracing = Arc::new(tracing);

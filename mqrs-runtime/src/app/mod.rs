@@ -75,6 +75,9 @@ pub enum AppError {
     /// The OTLP export endpoint is not usable.
     #[error("OTLP export: {0}")]
     Otlp(String),
+    /// A sampling setting of `[trace]` is out of range.
+    #[error("tracing settings: {0}")]
+    Sampling(String),
     /// The broker settings are not usable.
     #[error("broker settings: {0}")]
     BrokerSettings(String),
@@ -256,7 +259,7 @@ impl App {
         let tracer = self.inner.tracing.tracer(self.name());
         let end = spans::internal_root(&tracer, name.into());
         RootSpan {
-            session: session.with_trace(end.cx().clone(), tracer),
+            session: session.with_span(&end, tracer),
             _end: end,
         }
     }

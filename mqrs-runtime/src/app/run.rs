@@ -33,6 +33,8 @@ impl App {
         if !otlp.is_empty() {
             crate::trace::otlp::export::traces_url(otlp).map_err(AppError::Otlp)?;
         }
+        crate::trace::Sampling::from_config(&self.inner.config.trace)
+            .map_err(AppError::Sampling)?;
         let broker_urls = self.start_broker().await?;
         let starts: Vec<(&'static str, BoxFuture<'static, Result<(), String>>)> = self
             .inner

@@ -32,11 +32,24 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
             reason,
         }),
     };
-    if let (Err(e), Some(root)) = (&result, &root) {
-        spans::record_error(root.cx(), e);
+    if let Err(e) = &result {
+        if let Some(root) = &root {
+            spans::record_error(root, e);
+        }
+        // Sampled or not, the trace id lets this line be matched to the trace if it is kept.
+        let trace_id = session.trace_id();
+        let trace_id = trace_id.as_deref().unwrap_or("-");
+        tracing::debug!(topic = %publish.topic, error = %e, trace_id, "gate: request failed");
     }
     if wants_reply(&publish.topic) {
-        let trace_id = root.as_ref().and_then(|_| session.trace_id());
+        // The reply names the trace when it will be found: sampled, or kept so far (failed, or
+        // slow already).
+        let trace_id = root.as_ref().and_then(|r| {
+            r.check_slow();
+            let sampled = r.cx().span().span_context().is_sampled();
+            let kept = r.keep().is_some_and(|k| k.reason().is_some());
+            (sampled || kept).then(|| session.trace_id()).flatten()
+        });
         let payload = encode_reply(result, trace_id.as_deref());
         let size = payload.len() as i64;
         let qos = match publish.qos {
@@ -56,8 +69,6 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
                 vec![KeyValue::new("messaging.message.body.size", size)],
             );
         }
-    } else if let Err(e) = result {
-        tracing::debug!(topic = %publish.topic, error = %e, "gate: request without msgid failed");
     }
     // The root span ends here, after the reply has been handed to the connection.
     drop(root);
@@ -100,6 +111,6 @@ fn start_root(
             KeyValue::new("mqrs.qos", publish.qos as i64),
         ],
     );
-    let s = session.with_trace(root.cx().clone(), gate.tracer.clone());
+    let s = session.with_span(&root, gate.tracer.clone());
     (s, root)
 }

@@ -125,7 +125,7 @@ impl Caller {
         let tracer = self.tracer_for(parent.tracer.as_ref());
         let name = names::intern_parts(&[target.module, "/", method]);
         let span = spans::client(&tracer, &parent.cx, name, session);
-        let callee = session.with_trace(span.cx().clone(), tracer);
+        let callee = session.with_span(&span, tracer);
         (Some(span), callee)
     }
 
@@ -178,6 +178,6 @@ impl Caller {
 /// Marks the CLIENT span, if any, as failed when the call failed; it ends when dropped.
 fn record<T>(span: Option<spans::EndOnDrop>, result: &Result<T, RpcError>) {
     if let (Some(span), Err(e)) = (&span, result) {
-        spans::record_error(span.cx(), e);
+        spans::record_error(span, e);
     }
 }

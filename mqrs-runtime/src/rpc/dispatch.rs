@@ -42,14 +42,15 @@ pub async fn dispatch(
     let result = if late {
         Err(RpcError::DeadlineExceeded(route.name.to_string()))
     } else {
-        let cancel = CancelMark::new(guard.cx());
+        let cancel = CancelMark::new(&guard);
         let inner = session
-            .with_trace(guard.cx().clone(), route.tracer.clone())
+            .with_span(&guard, route.tracer.clone())
             .with_deadline(deadline);
         // With `trace::layer` installed, polled with the span attached, so `tracing` spans and
-        // events inside the handler land in it; without it, attaching would cost for nothing.
+        // events inside the handler land in it; without it, or in a trace the sampler skipped,
+        // attaching would cost for nothing.
         let handler = run(&route, inner, args);
-        let r = if layer::installed() {
+        let r = if guard.is_recording() && layer::installed() {
             handler.with_context(guard.cx().clone()).await
         } else {
             handler.await
@@ -58,7 +59,7 @@ pub async fn dispatch(
         r
     };
     if let Err(e) = &result {
-        spans::record_error(guard.cx(), e);
+        spans::record_error(&guard, e);
     }
     result
 }
@@ -109,7 +110,7 @@ mod tests {
             .expect_err("refused");
         assert_eq!(e, RpcError::DeadlineExceeded("M/f".into()));
         let root = spans::internal_root(&tracer, "root".into());
-        let traced = Session::default().with_trace(root.cx().clone(), tracer);
+        let traced = Session::default().with_span(&root, tracer);
         let e = dispatch(route.clone(), traced, vec![], past)
             .await
             .expect_err("refused");

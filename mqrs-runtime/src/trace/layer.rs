@@ -395,7 +395,7 @@ mod tests {
                 userid: user.into(),
                 ..Default::default()
             })
-            .with_trace(root.cx().clone(), tracer.clone());
+            .with_span(&root, tracer.clone());
             (root, dispatch(route.clone(), s, vec![], deadline))
         };
         let (root_a, a) = call("a");

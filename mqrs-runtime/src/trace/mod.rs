@@ -3,9 +3,12 @@
 
 pub mod api;
 pub mod context;
+pub(crate) mod hash;
 pub mod layer;
 pub(crate) mod names;
 pub mod otlp;
+pub mod sampling;
+pub(crate) mod skipped;
 pub(crate) mod spans;
 pub mod store;
 
@@ -20,6 +23,7 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, Spa
 use opentelemetry_sdk::Resource;
 
 pub use layer::layer;
+pub use sampling::Sampling;
 pub use store::{
     OpLatency, StoreLimits, StoreStats, StoredEvent, StoredSpan, Tag, TraceQuery, TraceStore,
 };
@@ -31,11 +35,50 @@ pub struct ServiceTracer {
     pub name: Arc<str>,
     /// The SDK tracer whose resource carries that `service.name`.
     pub tracer: SdkTracer,
+    /// How this module's spans are sampled, and where kept spans of skipped traces go.
+    pub(crate) policy: Arc<Policy>,
+}
+
+/// How one module's spans are sampled, and where the kept spans of skipped traces go (they
+/// bypass the SDK, which never saw them: see `trace::skipped`).
+#[derive(Debug)]
+pub(crate) struct Policy {
+    /// The process's root decision.
+    pub(crate) sampler: sampling::Sampler,
+    /// Keep skipped traces in which a span fails.
+    pub(crate) keep_failed: bool,
+    /// Keep skipped traces in which a span takes at least this long.
+    pub(crate) keep_slow: Option<Duration>,
+    service: Arc<str>,
+    store: Option<Arc<TraceStore>>,
+    exporter: Option<otlp::export::ExportProcessor>,
+}
+
+impl Policy {
+    /// True when skipped traces are followed, to keep the failed or slow ones.
+    pub(crate) fn keeps(&self) -> bool {
+        self.keep_failed || self.keep_slow.is_some()
+    }
+
+    /// Stores and exports a kept span of a skipped trace, as the SDK's processors would.
+    pub(crate) fn deliver(&self, span: SpanData) {
+        match (&self.store, &self.exporter) {
+            (Some(store), Some(exporter)) => {
+                exporter.on_end(span.clone());
+                store.insert(to_stored(span, self.service.clone()));
+            }
+            (Some(store), None) => store.insert(to_stored(span, self.service.clone())),
+            (None, Some(exporter)) => exporter.on_end(span),
+            (None, None) => {}
+        }
+    }
 }
 
 /// Owns the per-service tracer providers and where their spans go.
 pub struct Tracing {
     store: Option<Arc<TraceStore>>,
+    sampling: Sampling,
+    sampler: sampling::Sampler,
     exporter: Option<otlp::export::Exporter>,
     services: Mutex<HashMap<Arc<str>, (SdkTracerProvider, ServiceTracer)>>,
 }
@@ -43,11 +86,22 @@ pub struct Tracing {
 impl Tracing {
     /// Tracing whose finished spans go to `store` (none: spans are created but kept nowhere).
     pub fn new(store: Option<Arc<TraceStore>>) -> Self {
+        let sampling = Sampling::default();
         Tracing {
             store,
+            sampler: sampling.sampler(),
+            sampling,
             exporter: None,
             services: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Samples new traces by `sampling` instead of recording all of them; call before the
+    /// first [`Tracing::tracer`].
+    pub fn with_sampling(mut self, sampling: Sampling) -> Self {
+        self.sampler = sampling.sampler();
+        self.sampling = sampling;
+        self
     }
 
     /// Also sends every finished span by OTLP/HTTP to `endpoint`, through a queue of `queue`
@@ -92,6 +146,14 @@ impl Tracing {
         let tracer = ServiceTracer {
             name: name.clone(),
             tracer: provider.tracer("mqrs"),
+            policy: Arc::new(Policy {
+                sampler: self.sampler.clone(),
+                keep_failed: self.sampling.keep_failed,
+                keep_slow: self.sampling.keep_slow,
+                service: name.clone(),
+                store: self.store.clone(),
+                exporter: self.exporter.as_ref().map(|e| e.processor(name.clone())),
+            }),
         };
         map.insert(name, (provider, tracer.clone()));
         tracer
@@ -121,7 +183,9 @@ impl SpanProcessor for StoreProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        self.store.insert(to_stored(span, self.service.clone()));
+        if sampling::wanted(&span) {
+            self.store.insert(to_stored(span, self.service.clone()));
+        }
     }
 
     fn force_flush(&self) -> OTelSdkResult {

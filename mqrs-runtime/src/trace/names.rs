@@ -10,14 +10,18 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::{OnceLock, RwLock};
 
+use super::hash::KeyedHash;
+
 /// Longest name kept in the table.
 pub const MAX_LEN: usize = 128;
 /// Most names kept in the table.
 pub const MAX_NAMES: usize = 4096;
 
-fn table() -> &'static RwLock<HashSet<&'static str>> {
-    static TABLE: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
-    TABLE.get_or_init(|| RwLock::new(HashSet::new()))
+type Table = HashSet<&'static str, KeyedHash>;
+
+fn table() -> &'static RwLock<Table> {
+    static TABLE: OnceLock<RwLock<Table>> = OnceLock::new();
+    TABLE.get_or_init(|| RwLock::new(HashSet::default()))
 }
 
 /// `name` as a `'static` string when it is (or can become) one of the kept names, else a copy.

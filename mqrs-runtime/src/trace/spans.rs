@@ -2,42 +2,95 @@
 //! span, a root started outside the gate, and how failures and cancellation are recorded on
 //! them. Everything that opens or closes a span goes through here, so samplers and exporters
 //! change in one file.
-
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
-use opentelemetry::{Context, KeyValue};
+//!
+//! Sampling is decided here, at the root (`trace::sampling`); a child follows its parent's
+//! flags. A sampled span is an SDK span. A span of a skipped trace is, when keeping is on, a
+//! [`Shadow`] that becomes a span only if the trace is kept (it fails or is slow), and
+//! otherwise nothing but a non-recording context carrying the trace id.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt, TraceState, Tracer};
+use opentelemetry::{Context, KeyValue};
+
+use super::sampling::Keep;
+use super::skipped::{self, Attrs, Shadow};
 use super::{names, ServiceTracer};
 use crate::error::RpcError;
-use crate::session::Session;
+use crate::session::{Session, SpanAttrs};
 
 /// Value of `rpc.system.name` on every RPC span.
 pub const RPC_SYSTEM: &str = "mqrs";
 
+/// What a span is, by the sampling decision of its trace.
+enum State {
+    /// An SDK span, ended on drop.
+    Recorded,
+    /// A span of a skipped trace, kept only if the trace is.
+    Skipped(Box<Shadow>),
+    /// A skipped trace that is not followed (keeping is off): nothing to end.
+    Quiet,
+}
+
 /// Ends the span in a context when dropped, so a cancelled call still finishes its span.
-pub(crate) struct EndOnDrop(pub(crate) Context);
+pub(crate) struct EndOnDrop {
+    cx: Context,
+    state: State,
+}
 
 impl EndOnDrop {
     /// The context holding the span.
     pub(crate) fn cx(&self) -> &Context {
-        &self.0
+        &self.cx
+    }
+
+    /// True for an SDK span (a sampled trace): tags, events and `tracing` spans are recorded.
+    pub(crate) fn is_recording(&self) -> bool {
+        matches!(self.state, State::Recorded)
+    }
+
+    /// The keep mark of the trace, when the sampler skipped it (shared with the spans under
+    /// this one in this process).
+    pub(crate) fn keep(&self) -> Option<&Arc<Keep>> {
+        match &self.state {
+            State::Skipped(s) => Some(&s.keep),
+            _ => None,
+        }
+    }
+
+    /// Marks a skipped trace as slow if this span has already run past the threshold (the
+    /// gate asks before it replies, so the reply can name a trace that will be kept).
+    pub(crate) fn check_slow(&self) {
+        if let State::Skipped(s) = &self.state {
+            s.check_slow(std::time::SystemTime::now());
+        }
+    }
+
+    fn recorded(cx: Context) -> EndOnDrop {
+        EndOnDrop {
+            cx,
+            state: State::Recorded,
+        }
     }
 }
 
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
-        self.0.span().end();
+        match std::mem::replace(&mut self.state, State::Quiet) {
+            State::Recorded => self.cx.span().end(),
+            State::Skipped(s) => (*s).finish(),
+            State::Quiet => {}
+        }
     }
 }
 
-/// Attribute values shared by CLIENT and SERVER spans of an RPC (OpenTelemetry RPC conventions).
+/// Attributes shared by CLIENT and SERVER spans of an RPC (OpenTelemetry RPC conventions).
 /// Names are kept once and session values are shared: nothing here copies a string.
-fn rpc_attributes(method: Cow<'static, str>, session: &Session) -> Vec<KeyValue> {
-    let mut attrs = Vec::with_capacity(4);
+pub(crate) fn rpc_attributes(method: Cow<'static, str>, a: &SpanAttrs) -> Vec<KeyValue> {
+    let mut attrs = Vec::with_capacity(5);
     attrs.push(KeyValue::new("rpc.system.name", RPC_SYSTEM));
     attrs.push(KeyValue::new("rpc.method", method));
-    let a = session.span_attrs();
     if let Some(u) = &a.user {
         attrs.push(KeyValue::new("user.id", u.clone()));
     }
@@ -45,6 +98,77 @@ fn rpc_attributes(method: Cow<'static, str>, session: &Session) -> Vec<KeyValue>
         attrs.push(KeyValue::new("session.id", s.clone()));
     }
     attrs
+}
+
+/// Attributes of the gate's root span: the connection's facts and the request's `extra`.
+pub(crate) fn gate_attributes(a: &SpanAttrs, extra: [KeyValue; 2]) -> Vec<KeyValue> {
+    let mut attrs = Vec::with_capacity(9);
+    attrs.push(KeyValue::new("network.protocol.name", "mqtt"));
+    attrs.push(KeyValue::new("network.transport", a.network.clone()));
+    attrs.push(KeyValue::new("client.address", a.ip.clone()));
+    attrs.extend(extra);
+    if let Some(s) = &a.session {
+        attrs.push(KeyValue::new("session.id", s.clone()));
+    }
+    if let Some(u) = &a.user {
+        attrs.push(KeyValue::new("user.id", u.clone()));
+    }
+    attrs
+}
+
+/// What starts a new trace.
+enum RootOf<'a> {
+    /// A client request at the gate, with the request's own attributes.
+    Gate(&'a Session, [KeyValue; 2]),
+    /// A timer or background job.
+    Job,
+}
+
+/// A new trace's root: sampled, followed as a shadow, or quiet.
+fn root(tracer: &ServiceTracer, name: Cow<'static, str>, of: RootOf<'_>) -> EndOnDrop {
+    let policy = &tracer.policy;
+    let kind = match of {
+        RootOf::Gate(..) => SpanKind::Server,
+        RootOf::Job => SpanKind::Internal,
+    };
+    if policy.sampler.sample_root(&name) {
+        let attrs = match of {
+            RootOf::Gate(session, extra) => gate_attributes(session.span_attrs(), extra),
+            RootOf::Job => Vec::new(),
+        };
+        let t = &tracer.tracer;
+        let span = t
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes(attrs)
+            .start_with_context(t, &Context::new());
+        return EndOnDrop::recorded(Context::new().with_span(span));
+    }
+    let sc = skipped::span_context(skipped::new_trace_id(), TraceState::default());
+    let cx = Context::new().with_remote_span_context(sc.clone());
+    if !policy.keeps() {
+        return EndOnDrop {
+            cx,
+            state: State::Quiet,
+        };
+    }
+    let attrs = match of {
+        RootOf::Gate(session, extra) => Attrs::Gate(session.shared(), extra),
+        RootOf::Job => Attrs::Internal,
+    };
+    let shadow = Shadow::new(
+        policy,
+        Arc::default(),
+        sc,
+        SpanId::INVALID,
+        kind,
+        name,
+        attrs,
+    );
+    EndOnDrop {
+        cx,
+        state: State::Skipped(Box::new(shadow)),
+    }
 }
 
 /// The gate's root span for one client request (`gate Module/HD_handler`, or a fixed name when
@@ -60,32 +184,12 @@ pub(crate) fn gate_root(
         Some((module, handler)) => names::intern_parts(&["gate ", module, "/", handler]),
         None => Cow::Borrowed("gate invalid-topic"),
     };
-    let a = session.span_attrs();
-    let mut attrs = Vec::with_capacity(8);
-    attrs.push(KeyValue::new("network.protocol.name", "mqtt"));
-    attrs.push(KeyValue::new("network.transport", a.network.clone()));
-    attrs.push(KeyValue::new("client.address", a.ip.clone()));
-    attrs.extend(extra);
-    if let Some(s) = &a.session {
-        attrs.push(KeyValue::new("session.id", s.clone()));
-    }
-    if let Some(u) = &a.user {
-        attrs.push(KeyValue::new("user.id", u.clone()));
-    }
-    let t = &tracer.tracer;
-    let span = t
-        .span_builder(name)
-        .with_kind(SpanKind::Server)
-        .with_attributes(attrs)
-        .start_with_context(t, &Context::new());
-    EndOnDrop(Context::new().with_span(span))
+    root(tracer, name, RootOf::Gate(session, extra))
 }
 
 /// A root span started outside the gate (a timer, a background job): INTERNAL kind.
 pub(crate) fn internal_root(tracer: &ServiceTracer, name: String) -> EndOnDrop {
-    let t = &tracer.tracer;
-    let span = t.span_builder(name).start_with_context(t, &Context::new());
-    EndOnDrop(Context::new().with_span(span))
+    root(tracer, Cow::Owned(name), RootOf::Job)
 }
 
 /// The caller's CLIENT span of a call to `method` (`Module/method`, see [`names`]), child of
@@ -126,31 +230,72 @@ fn rpc_span(
     name: Cow<'static, str>,
     session: &Session,
 ) -> EndOnDrop {
+    let parent_span = parent.span();
+    let psc = parent_span.span_context();
+    if psc.is_valid() && !psc.is_sampled() {
+        // The root skipped this trace: follow the decision.
+        let sc = skipped::span_context(psc.trace_id(), psc.trace_state().clone());
+        let cx = Context::new().with_remote_span_context(sc.clone());
+        if !tracer.policy.keeps() {
+            return EndOnDrop {
+                cx,
+                state: State::Quiet,
+            };
+        }
+        let keep = session
+            .trace_cx()
+            .and_then(|t| t.keep.clone())
+            .unwrap_or_default();
+        let shadow = Shadow::new(
+            &tracer.policy,
+            keep,
+            sc,
+            psc.span_id(),
+            kind,
+            name,
+            Attrs::Rpc(session.shared()),
+        );
+        return EndOnDrop {
+            cx,
+            state: State::Skipped(Box::new(shadow)),
+        };
+    }
     let t = &tracer.tracer;
-    let attrs = rpc_attributes(name.clone(), session);
+    let attrs = rpc_attributes(name.clone(), session.span_attrs());
     let span = t
         .span_builder(name)
         .with_kind(kind)
         .with_attributes(attrs)
         .start_with_context(t, parent);
-    EndOnDrop(values.with_span(span))
+    EndOnDrop::recorded(values.with_span(span))
 }
 
-/// Marks the span in `cx` as failed with the error's text and kind (`error.type`).
-pub(crate) fn record_error(cx: &Context, e: &RpcError) {
-    let span = cx.span();
-    span.set_attribute(KeyValue::new("error.type", e.kind()));
-    span.set_status(Status::error(e.to_string()));
+/// Marks the span as failed with the error's text and kind (`error.type`); in a skipped trace,
+/// marks the trace to be kept.
+pub(crate) fn record_error(span: &EndOnDrop, e: &RpcError) {
+    fail(span, e.kind(), || e.to_string());
+}
+
+fn fail(span: &EndOnDrop, kind: &'static str, text: impl FnOnce() -> String) {
+    match &span.state {
+        State::Recorded => {
+            let s = span.cx.span();
+            s.set_attribute(KeyValue::new("error.type", kind));
+            s.set_status(Status::error(text()));
+        }
+        State::Skipped(shadow) => shadow.fail(kind, text),
+        State::Quiet => {}
+    }
 }
 
 /// Marks a SERVER span as cancelled if the handler is dropped before it finishes (the caller
 /// timed out or went away); disarmed with [`CancelMark::disarm`] when the handler completes.
-pub(crate) struct CancelMark<'a>(&'a Context, bool);
+pub(crate) struct CancelMark<'a>(&'a EndOnDrop, bool);
 
 impl<'a> CancelMark<'a> {
-    /// Armed for the span in `cx`.
-    pub(crate) fn new(cx: &'a Context) -> Self {
-        CancelMark(cx, true)
+    /// Armed for `span`.
+    pub(crate) fn new(span: &'a EndOnDrop) -> Self {
+        CancelMark(span, true)
     }
 
     /// The handler finished: nothing to mark.
@@ -162,9 +307,9 @@ impl<'a> CancelMark<'a> {
 impl Drop for CancelMark<'_> {
     fn drop(&mut self) {
         if self.1 {
-            let span = self.0.span();
-            span.set_attribute(KeyValue::new("error.type", "cancelled"));
-            span.set_status(Status::error("cancelled: the caller stopped waiting"));
+            fail(self.0, "cancelled", || {
+                "cancelled: the caller stopped waiting".to_string()
+            });
         }
     }
 }

@@ -129,6 +129,9 @@ impl SpanProcessor for ExportProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
+        if !crate::trace::sampling::wanted(&span) {
+            return;
+        }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.tx.try_send((self.service.clone(), span))
         {

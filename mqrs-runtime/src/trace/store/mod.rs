@@ -18,6 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::Value;
 
+use super::hash::KeyedHash;
+
 /// A span attribute as the store keeps it: the SDK's own key and value, moved in as they are.
 pub use opentelemetry::KeyValue as Tag;
 
@@ -176,58 +178,9 @@ pub struct TraceQuery {
     pub limit: usize,
 }
 
-/// Hashes trace ids: they are random already, so one keyed multiply-xorshift mixes them (the
-/// key is secret per store, so ids sent to the collector cannot be chosen to collide), at a
-/// fraction of the default SipHash's cost on the insert path.
-#[derive(Clone, Copy)]
-struct IdHash(u64);
-
-impl Default for IdHash {
-    fn default() -> Self {
-        IdHash(rand::random::<u64>() | 1)
-    }
-}
-
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(self.0)
-    }
-}
-
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^ (x >> 33)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-    }
-
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64);
-        self.write_u64((v >> 64) as u64);
-    }
-}
-
 #[derive(Default)]
 struct Inner {
-    traces: HashMap<u128, StoredTrace, IdHash>,
+    traces: HashMap<u128, StoredTrace, KeyedHash>,
     order: VecDeque<u128>,
     bytes: usize,
     spans: usize,

@@ -18,6 +18,7 @@ use super::{wire, MqttTransport, Shared};
 use crate::error::RpcError;
 use crate::rpc::dispatch::dispatch;
 use crate::rpc::Registry;
+use crate::trace::sampling::KeepReason;
 
 /// What the connection needs besides the transport's shared state.
 pub(crate) struct Link {
@@ -304,8 +305,9 @@ async fn close(
 /// A publish on this process's reply topic: completes the call waiting for it, or is counted
 /// and dropped when nobody waits (its caller gave up, or the correlation is unknown).
 fn on_reply(shared: &Shared, p: &Publish) {
+    let kept = wire::reply_kept(p.properties.as_ref());
     let done = wire::correlation_id(p.properties.as_ref())
-        .is_some_and(|id| shared.complete(id, &p.payload));
+        .is_some_and(|id| shared.complete(id, &p.payload, kept));
     if !done {
         shared.counters.late_replies.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("a reply arrived after its caller gave up; dropped");
@@ -431,6 +433,7 @@ impl Incoming {
 }
 
 async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call: Incoming) {
+    let mut keep = None;
     let result = match wire::decode_request(&call.payload) {
         Err(reason) => {
             shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -443,6 +446,7 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
             Ok(route) if call.traceparent.is_some() => {
                 let tp = call.traceparent.as_deref().unwrap_or_default();
                 let session = session.with_remote_parent(tp, call.tracestate.as_deref());
+                keep = session.keep_mark();
                 run_until(
                     call.deadline,
                     &call.name,
@@ -462,7 +466,8 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
         },
     };
     shared.counters.calls_served.fetch_add(1, Ordering::Relaxed);
-    reply(shared, client, call, result).await;
+    let kept = keep.and_then(|k| k.reason());
+    reply(shared, client, call, result, kept).await;
 }
 
 /// Runs a served call until its deadline; past it the caller has given up, so the handler is
@@ -482,6 +487,7 @@ async fn reply(
     client: &AsyncClient,
     call: Incoming,
     result: Result<Vec<u8>, RpcError>,
+    kept: Option<KeepReason>,
 ) {
     let Some((topic, correlation)) = call.reply_to else {
         if let Err(e) = result {
@@ -502,10 +508,7 @@ async fn reply(
             reason: format!("the reply cannot go through the broker: {why}"),
         }));
     }
-    let props = PublishProperties {
-        correlation_data: correlation,
-        ..Default::default()
-    };
+    let props = wire::reply_properties(correlation, kept);
     if let Err(e) = client
         .publish_with_properties(topic, shared.qos(), false, payload, props)
         .await

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use super::{Request, Transport};
 use crate::config::BrokerSection;
 use crate::error::RpcError;
+use crate::trace::sampling::{Keep, KeepReason};
 
 pub(crate) use link::Link;
 
@@ -85,7 +86,9 @@ type ReplyTx = oneshot::Sender<Result<Vec<u8>, RpcError>>;
 /// Where a caller waits for it.
 type ReplyRx = oneshot::Receiver<Result<Vec<u8>, RpcError>>;
 /// Calls waiting for a reply, by correlation id, with their `Module/method`.
-type Pending = HashMap<u64, (ReplyTx, Arc<str>)>;
+/// A call waiting for its reply: where the reply goes, the method (for errors), and the keep
+/// mark of the caller's trace when the sampler skipped it (a reply can say to keep it).
+type Pending = HashMap<u64, (ReplyTx, Arc<str>, Option<Arc<Keep>>)>;
 
 /// State shared by the transport's callers and its connection task.
 struct Shared {
@@ -109,11 +112,15 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Completes the call waiting for `id`; false when nobody waits (late or unknown).
-    fn complete(&self, id: u64, payload: &[u8]) -> bool {
-        let Some((tx, method)) = self.pending().remove(&id) else {
+    /// Completes the call waiting for `id`; false when nobody waits (late or unknown). `kept`
+    /// is the callee's word that the trace is kept there, so the caller keeps its part too.
+    fn complete(&self, id: u64, payload: &[u8], kept: Option<KeepReason>) -> bool {
+        let Some((tx, method, keep)) = self.pending().remove(&id) else {
             return false;
         };
+        if let (Some(keep), Some(reason)) = (keep, kept) {
+            keep.mark(reason);
+        }
         let _ = tx.send(wire::decode_reply(payload, &method));
         true
     }
@@ -121,7 +128,7 @@ impl Shared {
     /// Fails every waiting call, e.g. when the broker connection is lost.
     fn fail_all(&self, reason: &str) {
         let waiting: Vec<_> = self.pending().drain().collect();
-        for (_, (tx, method)) in waiting {
+        for (_, (tx, method, _)) in waiting {
             let _ = tx.send(Err(RpcError::Unreachable {
                 target: method.to_string(),
                 reason: reason.to_string(),
@@ -328,7 +335,7 @@ impl Transport for MqttTransport {
                 .boxed();
             }
             let method: Arc<str> = Arc::from(format!("{}/{}", req.target.module, req.method));
-            pending.insert(id, (tx, method));
+            pending.insert(id, (tx, method, req.session.keep_mark()));
         }
         match self.send(req, Some((id, rx))) {
             Ok(fut) => fut,

@@ -14,6 +14,9 @@
 //!   `mqrs-timeout-ms` (milliseconds left before the deadline when sent).
 //! - Reply: published on the response topic with the same correlation data; payload JSON
 //!   `{"ok": <reply>}` or `{"err": {"kind": .., "detail": ..}}` ([`RpcError`]'s serde form).
+//!   When the callee keeps its part of a trace the sampler skipped (flags `00`) because a span
+//!   failed or was slow, the reply has the user property `mqrs-kept` = `error` or `slow`, and
+//!   the caller keeps its part too.
 //! - Presence: each process publishes, retained, `mqrs/presence/{serverId}` with payload
 //!   `{"modules": ["Login", ..]}` when it connects, and an empty retained payload (its last
 //!   will, or on a clean stop) when it goes; everyone subscribes `mqrs/presence/+`. A call to a
@@ -28,6 +31,7 @@ use serde_json::value::RawValue;
 
 use crate::error::RpcError;
 use crate::session::Session;
+use crate::trace::sampling::KeepReason;
 use crate::transport::Target;
 
 /// Prefix of every request topic.
@@ -193,6 +197,33 @@ pub fn decode_reply(payload: &[u8], method: &str) -> Result<Vec<u8>, RpcError> {
 /// True for a response topic a reply may go to: not empty, no wildcard, not a `$` topic.
 pub fn valid_reply_topic(t: &str) -> bool {
     !t.is_empty() && !t.starts_with('$') && !t.contains(['+', '#', '\0'])
+}
+
+/// User property of a reply saying that the callee keeps its part of a trace the sampler
+/// skipped (`error` or `slow`), so the caller keeps its part too.
+pub const KEPT_PROPERTY: &str = "mqrs-kept";
+
+/// A reply's properties: the call's correlation data, and [`KEPT_PROPERTY`] when it applies.
+pub fn reply_properties(
+    correlation: Option<bytes::Bytes>,
+    kept: Option<KeepReason>,
+) -> PublishProperties {
+    PublishProperties {
+        correlation_data: correlation,
+        user_properties: kept
+            .map(|k| vec![(KEPT_PROPERTY.to_string(), k.as_str().to_string())])
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The [`KEPT_PROPERTY`] of a reply, if present and known.
+pub fn reply_kept(props: Option<&PublishProperties>) -> Option<KeepReason> {
+    props?
+        .user_properties
+        .iter()
+        .find(|(k, _)| k == KEPT_PROPERTY)
+        .and_then(|(_, v)| KeepReason::parse(v))
 }
 
 /// The call id in a reply's correlation data.
