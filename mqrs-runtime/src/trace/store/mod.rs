@@ -273,9 +273,17 @@ impl TraceStore {
         trace.bytes += size;
         inner.bytes += size;
         inner.spans += 1;
-        let ops = inner.operations.entry(span.service.clone()).or_default();
+        // Services and names repeat: look up by `&str` (no reference count touched), insert
+        // only what is new.
+        if !inner.operations.contains_key(&*span.service) {
+            inner
+                .operations
+                .insert(span.service.clone(), BTreeMap::new());
+        }
+        let Some(ops) = inner.operations.get_mut(&*span.service) else {
+            return;
+        };
         let bit = kind_bit(span.kind);
-        // Names repeat: look up by `&str`, allocate only for a new one.
         match ops.get_mut(&*span.name) {
             Some(kinds) => *kinds |= bit,
             None => {
