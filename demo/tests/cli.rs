@@ -297,7 +297,8 @@ fn pid_runs_the_modules_the_settings_assign_to_that_process() {
     .expect("write settings");
     let path = settings.to_string_lossy().to_string();
     let (back, mut log) = start_demo(&["--config", &path, "--pid", "back"]);
-    let ready = wait_for_lines(&mut log, &["modules ready handlers="]);
+    // The app listens for signals once it says it is running.
+    let ready = wait_for_lines(&mut log, &["modules ready handlers=", "app running"]);
     assert!(ready[0].contains("Login/HD_Login"), "{ready:?}");
     assert!(
         !ready[0].contains("Chat/"),

@@ -184,18 +184,14 @@ impl App {
     /// Starts, then runs until Ctrl-C, SIGTERM (what `docker stop`, systemd and Kubernetes
     /// send) or [`App::stop`], then shuts down gracefully.
     pub async fn run(&self) -> Result<(), AppError> {
+        // Listening starts before the app does: a signal that arrives while it starts stops it
+        // gracefully instead of killing the process.
+        let mut signals = Signals::listen();
         self.start().await?;
+        tracing::info!("app running; Ctrl-C or SIGTERM stops it");
         let mut rx = self.inner.shutdown.subscribe();
         tokio::select! {
-            r = tokio::signal::ctrl_c() => {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "cannot listen for Ctrl-C; run until stopped");
-                    let _ = self.inner.shutdown.subscribe().wait_for(|v| *v).await;
-                } else {
-                    tracing::info!("Ctrl-C: shutting down");
-                }
-            }
-            () = terminated() => tracing::info!("SIGTERM: shutting down"),
+            what = signals.recv() => tracing::info!("{what}: shutting down"),
             _ = rx.wait_for(|v| *v) => {}
         }
         self.shutdown().await;
@@ -273,18 +269,58 @@ impl App {
     }
 }
 
-/// Resolves on SIGTERM; never where there is no such signal.
-async fn terminated() {
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from the moment this is made.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-                return;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}; run until stopped");
+                    None
+                }
+            };
+            Signals {
+                interrupt: listen(SignalKind::interrupt(), "Ctrl-C"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGTERM"),
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Resolves with the signal's name when one arrives; never if none can be listened for.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = one(&mut self.interrupt) => "Ctrl-C",
+                () = one(&mut self.terminate) => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => std::future::pending().await,
+            }
         }
     }
-    std::future::pending::<()>().await
 }
