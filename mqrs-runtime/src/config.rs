@@ -69,7 +69,9 @@ pub struct GateSection {
     pub connect_timeout_ms: u64,
     /// Most open client connections.
     pub max_connections: usize,
-    /// Most requests of one connection being handled at once; more wait (backpressure).
+    /// Requests of one connection handled at once. 1 (the default): one after the other, in
+    /// the order they arrived, as a player's actions must be. More: that many at once, in no
+    /// particular order. Either way, more wait and the client is not read meanwhile.
     pub max_inflight: usize,
     /// Capacity of each connection's outgoing queue, in packets.
     pub outgoing_queue: usize,
@@ -217,7 +219,7 @@ impl Default for GateSection {
             max_packet_size: 1 << 20,
             connect_timeout_ms: 5000,
             max_connections: 10_000,
-            max_inflight: 64,
+            max_inflight: 1,
             outgoing_queue: 256,
             shutdown_grace_ms: 5000,
         }

@@ -136,6 +136,10 @@ async fn writer<W: AsyncWrite + Unpin>(
 /// clients (rumqttc among them) lose a packet that arrives together with the close.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
 
+/// Requests of one connection waiting for their turn when they are handled in order; a client
+/// that sends more waits (its socket is not read) until one is done.
+const ORDERED_QUEUE: usize = 64;
+
 /// Serves one client until it disconnects, breaks the protocol, goes silent, or the app stops.
 pub(crate) async fn serve<S>(
     gate: Arc<Gate>,
@@ -193,7 +197,7 @@ where
     };
 
     let (tx, rx) = mpsc::channel(cfg.outgoing_queue.max(1));
-    let writer_task = tokio::spawn(writer(wr, rx, cfg.max_packet_size.max(1 << 20)));
+    let writer_task = tokio::spawn(writer(wr, rx, gate.max_outgoing()));
     let sessionid = gate.new_session_id();
     let conn = Arc::new(ConnShared {
         data: Mutex::new(Session::new(SessionData {
@@ -217,6 +221,19 @@ where
 
     let keepalive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    // One request at a time (the default): a worker handles them in arrival order, so a
+    // player's `HD_Login` is done before the `HD_JoinChat` sent right after it. More: each
+    // request runs on its own, up to `max_inflight` at once, in no particular order.
+    let ordered = (cfg.max_inflight <= 1).then(|| {
+        let (req_tx, mut req_rx) = mpsc::channel::<Publish>(ORDERED_QUEUE);
+        let (g, c) = (gate.clone(), conn.clone());
+        gate.spawn_contained("requests", async move {
+            while let Some(p) = req_rx.recv().await {
+                super::request::handle(&g, &c, p).await;
+            }
+        });
+        req_tx
+    });
     let inflight = Arc::new(Semaphore::new(cfg.max_inflight.max(1)));
     // QoS 2 packet ids received and not yet released; at most 65,535 entries by construction.
     let mut qos2_pending: HashSet<u16> = HashSet::new();
@@ -254,6 +271,17 @@ where
                     let _ = tx.send(ack).await;
                 }
                 if resend {
+                    continue;
+                }
+                if let Some(queue) = &ordered {
+                    // Waits while the queue is full: the client is throttled, not buffered.
+                    tokio::select! {
+                        _ = shutdown.changed() => {
+                            stopping = true;
+                            break Ok(());
+                        }
+                        sent = queue.send(p) => if sent.is_err() { break Ok(()) },
+                    }
                     continue;
                 }
                 let Ok(permit) = inflight.clone().acquire_owned().await else {
@@ -300,6 +328,8 @@ where
         }
     };
     gate.unregister(&sessionid);
+    // The worker finishes what is queued, then lets the connection go.
+    drop(ordered);
     drop(tx);
     drop(conn);
     // In-flight requests hold the connection; the writer ends when the last one finishes.

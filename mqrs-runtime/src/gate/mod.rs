@@ -89,6 +89,11 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
+    /// Largest packet the gate sends a client: its own `max_packet_size`, at least 1 MiB.
+    fn max_outgoing(&self) -> usize {
+        self.cfg.max_packet_size.max(1 << 20)
+    }
+
     fn new_session_id(&self) -> String {
         format!("{:032x}", rand::random::<u128>())
     }

@@ -50,7 +50,23 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
             let kept = r.keep().is_some_and(|k| k.reason().is_some());
             (sampled || kept).then(|| session.trace_id()).flatten()
         });
-        let payload = encode_reply(result, trace_id.as_deref());
+        let mut payload = encode_reply(result, trace_id.as_deref());
+        // PUBLISH header: fixed header (up to 5 bytes), topic length and topic, packet id.
+        let packet = payload.len() + publish.topic.len() + 9;
+        if packet > gate.max_outgoing() {
+            let e = RpcError::BadReply {
+                method: clip(&publish.topic, 128).to_string(),
+                reason: format!(
+                    "the reply is {packet} bytes, over the gate's packet limit of {} bytes",
+                    gate.max_outgoing()
+                ),
+            };
+            tracing::warn!(topic = %publish.topic, error = %e, "gate: reply too large; the client gets an error instead");
+            if let Some(root) = &root {
+                spans::record_error(root, &e);
+            }
+            payload = encode_reply(Err(e), trace_id.as_deref());
+        }
         let size = payload.len() as i64;
         let qos = match publish.qos {
             QoS::AtMostOnce => QoS::AtMostOnce,
@@ -113,4 +129,16 @@ fn start_root(
     );
     let s = session.with_span(&root, gate.tracer.clone());
     (s, root)
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub(crate) fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

@@ -1,0 +1,98 @@
+//! What a client cannot do to the gate: overtake its own requests (they are handled in arrival
+//! order by default), or make a reply vanish by making it too large (it becomes an error reply
+//! that says so).
+
+mod common;
+
+use common::start_demo;
+use mqrs_runtime::config::BrokerUrl;
+use mqrs_runtime::{rpc, rpc_module, App, Config, Session};
+use rumqttc::QoS;
+
+/// Answers with as many bytes as asked.
+pub struct Big;
+
+/// The body of `HD_Big`.
+#[derive(serde::Deserialize)]
+pub struct Size {
+    bytes: usize,
+}
+
+#[rpc_module]
+impl Big {
+    #[rpc(name = "HD_Big")]
+    async fn big(&self, _session: Session, size: Size) -> Result<String, String> {
+        Ok("x".repeat(size.bytes))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_sent_right_before_a_join_is_done_before_it() {
+    let d = start_demo(|_| {}).await;
+    let mut failed = Vec::new();
+    for i in 0..20 {
+        let c = d.client(&format!("order-{i}")).await;
+        let login =
+            serde_json::json!({"userName": format!("ord{i}"), "passWord": "pw"}).to_string();
+        // Both are on the wire before either is answered: the join must see the login.
+        let (l, j) = tokio::join!(
+            c.request("Login/HD_Login", login.as_bytes(), QoS::AtMostOnce),
+            c.request(
+                "Chat/HD_JoinChat",
+                br#"{"roomName":"ordered"}"#,
+                QoS::AtMostOnce
+            ),
+        );
+        let (l, j) = (l.expect("login reply"), j.expect("join reply"));
+        assert_eq!(l["Error"], "", "{l}");
+        if j["Error"] != "" {
+            failed.push(j);
+        }
+        c.disconnect().await;
+    }
+    assert!(
+        failed.is_empty(),
+        "joins that overtook their login: {failed:?}"
+    );
+    d.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_over_the_packet_limit_becomes_an_error_reply() {
+    let mut cfg = Config::ephemeral();
+    cfg.broker.url = BrokerUrl::None;
+    cfg.trace.viewer = false;
+    cfg.trace.collector = false;
+    let app = App::builder()
+        .config(cfg)
+        .module(|_| Big)
+        .build()
+        .expect("builds");
+    let addrs = app.start().await.expect("starts");
+    let port = addrs.gate.expect("gate").port();
+    let c = demo::client::GateClient::connect("big", "127.0.0.1", port)
+        .await
+        .expect("connects");
+    // Fits: answered as usual.
+    let ok = c
+        .request("Big/HD_Big", br#"{"bytes": 1000}"#, QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert_eq!(ok["Result"].as_str().map(str::len), Some(1000));
+    // Over 1 MiB: the client still gets an answer, and it says why.
+    for _ in 0..2 {
+        let r = c
+            .request("Big/HD_Big", br#"{"bytes": 1100000}"#, QoS::AtLeastOnce)
+            .await
+            .expect("an error reply, not silence");
+        let e = r["Error"].as_str().unwrap_or_default();
+        assert!(e.contains("over the gate's packet limit"), "{r}");
+    }
+    // The connection is still good.
+    let ok = c
+        .request("Big/HD_Big", br#"{"bytes": 10}"#, QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert_eq!(ok["Result"], "xxxxxxxxxx");
+    app.shutdown().await;
+}
