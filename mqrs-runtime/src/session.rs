@@ -92,8 +92,11 @@ pub(crate) struct SpanAttrs {
     pub(crate) ip: Value,
 }
 
+/// A span attribute value from session text, cut like the store cuts values: a client's
+/// megabyte user name does not ride on every span.
 fn shared_value(s: &str) -> Value {
-    Value::String(Arc::<str>::from(s).into())
+    let s = crate::trace::store::cut(s, crate::trace::store::MAX_VALUE_BYTES);
+    Value::String(Arc::<str>::from(s.as_ref()).into())
 }
 
 impl TraceCx {

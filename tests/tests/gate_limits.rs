@@ -96,3 +96,73 @@ async fn a_reply_over_the_packet_limit_becomes_an_error_reply() {
     assert_eq!(ok["Result"], "xxxxxxxxxx");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_topics_and_names_never_grow_the_operation_list_or_the_spans() {
+    let d = start_demo(|_| {}).await;
+    // A 100 KB user name: accepted by the demo, but cut on every span that carries it.
+    let user = "u".repeat(100_000);
+    let c = d.logged_in(&user).await;
+    let long = "M".repeat(30_000);
+    for i in 0..40 {
+        let r = c
+            .request(&format!("Nope{i}/HD_x"), b"{}", QoS::AtMostOnce)
+            .await
+            .expect("reply");
+        let e = r["Error"].as_str().unwrap_or_default();
+        assert!(e.contains("unknown module"), "{r}");
+        let r = c
+            .request(&format!("{long}{i}/HD_x"), b"{}", QoS::AtMostOnce)
+            .await
+            .expect("reply");
+        let e = r["Error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("at most 128 bytes") && e.len() < 400,
+            "{}",
+            e.len()
+        );
+    }
+    let r = c
+        .request("Chat/HD_NoSuchHandler", b"{}", QoS::AtMostOnce)
+        .await
+        .expect("reply");
+    assert!(r["Error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+    let r = common::join_chat(&c, "names", QoS::AtMostOnce).await;
+    let id = r["TraceId"].as_str().expect("traced").to_string();
+    let trace = d.wait_chat_trace(&id).await;
+    for s in common::spans(&trace) {
+        if let Some(u) = s.tag("user.id") {
+            let u = u.as_str().unwrap_or_default().to_string();
+            assert!(
+                u.len() <= 1024 + 3 && u.ends_with('…'),
+                "{}: {} bytes",
+                s.name,
+                u.len()
+            );
+        }
+    }
+
+    // 81 unknown routes went through the gate, traced: one operation name covers them all.
+    let (status, ops) = d.get("/api/services/Gate/operations").await;
+    assert_eq!(status, 200);
+    let ops: Vec<String> = ops["data"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .filter_map(|o| o.as_str().map(str::to_string))
+        .collect();
+    assert!(ops.contains(&"gate unknown-route".to_string()), "{ops:?}");
+    assert!(
+        ops.iter()
+            .all(|o| o.len() < 64 && !o.contains("Nope") && !o.contains("MMM")),
+        "{ops:?}"
+    );
+    let (_, services) = d.get("/api/services").await;
+    assert!(
+        !services.to_string().contains("Nope"),
+        "no service named after a client's topic: {services}"
+    );
+    let (_, all) = d.get("/api/operations?service=Chat").await;
+    assert!(!all.to_string().contains("HD_NoSuchHandler"), "{all}");
+    d.app.shutdown().await;
+}

@@ -17,19 +17,31 @@ use crate::trace::spans::{self, EndOnDrop};
 pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
     let session = conn.session();
     let topic = parse_topic(&publish.topic);
+    // Only a route the app serves names a span; anything else a client sends is one fixed
+    // name, so client input never grows the operation list.
+    let known = topic.as_ref().ok().filter(|t| {
+        t.module.len() + t.handler.len() < MAX_ROUTE && gate.caller.reaches(&target(t), t.handler)
+    });
     let hook = gate.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
     let traced = hook(&session, &publish);
     let (session, root) = if traced {
-        let (s, guard) = start_root(gate, session, &publish, topic.as_ref().ok());
+        let (s, guard) = start_root(gate, session, &publish, known);
         (s, Some(guard))
     } else {
         (session, None)
     };
-    let result = match topic {
-        Ok(t) => call(gate, &session, &t, &publish.payload).await,
+    let result = match &topic {
+        Ok(t) if t.module.len() + t.handler.len() >= MAX_ROUTE => Err(RpcError::BadArgs {
+            method: clip(&publish.topic, 64).to_string(),
+            reason: format!("a route is at most {MAX_ROUTE} bytes"),
+        }),
+        // The precise error (unknown module or method), from an untraced call that records
+        // nothing.
+        Ok(t) if known.is_none() => call(gate, &session.untraced(), t, &publish.payload).await,
+        Ok(t) => call(gate, &session, t, &publish.payload).await,
         Err(reason) => Err(RpcError::BadArgs {
-            method: publish.topic.clone(),
-            reason,
+            method: clip(&publish.topic, 128).to_string(),
+            reason: reason.clone(),
         }),
     };
     if let Err(e) = &result {
@@ -101,15 +113,24 @@ async fn call(
         return Err(RpcError::NotClientReachable(name));
     }
     let args = body_to_args(&name, body)?;
-    // `Module@ServerId` is passed on as it is: the router sends it to that server, which may
-    // be this process or another one behind the broker.
-    let target = match topic.server_id {
+    gate.caller
+        .call_raw(&target(topic), topic.handler, session, args)
+        .await
+}
+
+/// Longest `Module/HD_handler` (with the slash) a client may call.
+const MAX_ROUTE: usize = 128;
+
+/// Longest topic kept on the root span (`mqrs.topic`); longer ones are cut.
+const MAX_TOPIC_ATTRIBUTE: usize = 256;
+
+/// The call target of a topic. `Module@ServerId` is passed on as it is: the router sends it to
+/// that server, which may be this process or another one behind the broker.
+fn target(topic: &ClientTopic<'_>) -> String {
+    match topic.server_id {
         Some(sid) => format!("{}@{sid}", topic.module),
         None => topic.module.to_string(),
-    };
-    gate.caller
-        .call_raw(&target, topic.handler, session, args)
-        .await
+    }
 }
 
 fn start_root(
@@ -123,7 +144,10 @@ fn start_root(
         topic.map(|t| (t.module, t.handler)),
         &session,
         [
-            KeyValue::new("mqrs.topic", publish.topic.clone()),
+            KeyValue::new(
+                "mqrs.topic",
+                clip(&publish.topic, MAX_TOPIC_ATTRIBUTE).to_string(),
+            ),
             KeyValue::new("mqrs.qos", publish.qos as i64),
         ],
     );

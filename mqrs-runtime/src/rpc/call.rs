@@ -70,6 +70,11 @@ impl Caller {
         })
     }
 
+    /// False when no process can serve `module/method` (see [`Transport::reaches`]).
+    pub(crate) fn reaches(&self, module: &str, method: &str) -> bool {
+        self.inner.transport.reaches(Target::parse(module), method)
+    }
+
     /// Calls `module/method` and does not wait for a result (mqant's `RpcInvokeNR`); a call
     /// that cannot be handed over is logged.
     pub fn call_nr<A: Serialize>(&self, module: &str, method: &str, session: &Session, args: A) {

@@ -171,8 +171,8 @@ fn root(tracer: &ServiceTracer, name: Cow<'static, str>, of: RootOf<'_>) -> EndO
     }
 }
 
-/// The gate's root span for one client request (`gate Module/HD_handler`, or a fixed name when
-/// the topic is not a route): SERVER kind, a new trace, with the connection's facts and `extra`
+/// The gate's root span for one client request (`gate Module/HD_handler`, or the fixed name
+/// `gate unknown-route` when the topic is not a route the app serves): SERVER kind, a new trace, with the connection's facts and `extra`
 /// attributes.
 pub(crate) fn gate_root(
     tracer: &ServiceTracer,
@@ -182,7 +182,7 @@ pub(crate) fn gate_root(
 ) -> EndOnDrop {
     let name = match route {
         Some((module, handler)) => names::intern_parts(&["gate ", module, "/", handler]),
-        None => Cow::Borrowed("gate invalid-topic"),
+        None => Cow::Borrowed("gate unknown-route"),
     };
     root(tracer, name, RootOf::Gate(session, extra))
 }

@@ -46,4 +46,8 @@ impl Transport for InProcess {
         });
         Ok(())
     }
+
+    fn reaches(&self, target: super::Target<'_>, method: &str) -> bool {
+        self.registry.resolve(target.module, method).is_ok()
+    }
 }

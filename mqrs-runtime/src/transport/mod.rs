@@ -91,6 +91,14 @@ pub trait Transport: Send + Sync + 'static {
     /// Fire-and-forget (mqant's `RpcInvokeNR`): hands the call over and returns; the handler's
     /// result is not reported. An error means the call could not even be handed over.
     fn notify(&self, req: Request<'_>) -> Result<(), RpcError>;
+
+    /// False when `target` certainly cannot serve `method`: no process runs the module, or it
+    /// runs here without that method. The gate asks before it calls on a client's behalf, so an
+    /// unknown route costs nothing and leaves no trace named after it. Default: true.
+    fn reaches(&self, target: Target<'_>, method: &str) -> bool {
+        let _ = (target, method);
+        true
+    }
 }
 
 #[cfg(test)]

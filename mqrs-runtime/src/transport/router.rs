@@ -53,4 +53,8 @@ impl Transport for Router {
     fn notify(&self, req: Request<'_>) -> Result<(), RpcError> {
         self.pick(req.target)?.notify(req)
     }
+
+    fn reaches(&self, target: Target<'_>, method: &str) -> bool {
+        self.pick(target).is_ok_and(|t| t.reaches(target, method))
+    }
 }

@@ -57,6 +57,36 @@ pub struct StoredSpan {
     pub error: Option<Cow<'static, str>>,
 }
 
+/// Longest text attribute value the store keeps; longer ones are cut (and end with `…`), so
+/// a client that sends a megabyte of name cannot put it on every span.
+pub const MAX_VALUE_BYTES: usize = 1024;
+
+/// Longest span or service name the store keeps.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// `s` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+pub fn cut(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
+}
+
+/// Cuts over-long text values in place (rare: the common case touches nothing).
+pub fn cap_values(tags: &mut [Tag]) {
+    for kv in tags {
+        if let Value::String(v) = &kv.value {
+            if v.as_str().len() > MAX_VALUE_BYTES {
+                kv.value = Value::from(cut(v.as_str(), MAX_VALUE_BYTES).into_owned());
+            }
+        }
+    }
+}
+
 /// Microseconds since the Unix epoch (0 before it).
 pub fn micros(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -184,8 +214,10 @@ struct Inner {
     order: VecDeque<u128>,
     bytes: usize,
     spans: usize,
-    /// Operation names of each service, with the span kinds seen for them (bits of `KINDS`).
-    operations: BTreeMap<Arc<str>, BTreeMap<String, u8>>,
+    /// Operation names of each service, with how many spans of each kind (in the order of
+    /// `KINDS`) the store holds: an entry goes when its last span is evicted, so the index
+    /// never outgrows the store.
+    operations: BTreeMap<Arc<str>, BTreeMap<Box<str>, [u32; 5]>>,
 }
 
 impl std::fmt::Debug for TraceStore {
@@ -220,8 +252,19 @@ impl TraceStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a finished span, evicting the oldest traces when a cap is exceeded.
-    pub fn insert(&self, span: StoredSpan) {
+    /// Adds a finished span, evicting the oldest traces when a cap is exceeded. Over-long
+    /// names and text values are cut first.
+    pub fn insert(&self, mut span: StoredSpan) {
+        cap_values(&mut span.tags);
+        for e in &mut span.events {
+            cap_values(&mut e.attributes);
+        }
+        if span.name.len() > MAX_NAME_BYTES {
+            span.name = Cow::Owned(cut(&span.name, MAX_NAME_BYTES).into_owned());
+        }
+        if span.service.len() > MAX_NAME_BYTES {
+            span.service = Arc::from(cut(&span.service, MAX_NAME_BYTES).as_ref());
+        }
         let size = span.approx_bytes();
         if size > self.limits.max_bytes {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -280,14 +323,15 @@ impl TraceStore {
                 .operations
                 .insert(span.service.clone(), BTreeMap::new());
         }
-        let Some(ops) = inner.operations.get_mut(&*span.service) else {
-            return;
-        };
-        let bit = kind_bit(span.kind);
-        match ops.get_mut(&*span.name) {
-            Some(kinds) => *kinds |= bit,
-            None => {
-                ops.insert(span.name.to_string(), bit);
+        if let Some(ops) = inner.operations.get_mut(&*span.service) {
+            let kind = kind_index(span.kind);
+            match ops.get_mut(&*span.name) {
+                Some(counts) => counts[kind] += 1,
+                None => {
+                    let mut counts = [0; 5];
+                    counts[kind] = 1;
+                    ops.insert(span.name.as_ref().into(), counts);
+                }
             }
         }
         trace.spans.push(span);
@@ -303,6 +347,9 @@ impl TraceStore {
             if let Some(t) = inner.traces.remove(&id) {
                 inner.bytes -= t.bytes;
                 inner.spans -= t.spans.len();
+                for s in &t.spans {
+                    forget_operation(&mut inner.operations, s);
+                }
                 self.dropped
                     .fetch_add(t.spans.len() as u64, Ordering::Relaxed);
                 return Some(t);
@@ -338,12 +385,12 @@ impl TraceStore {
             .get(service)
             .map(|ops| {
                 ops.iter()
-                    .flat_map(|(name, bits)| {
+                    .flat_map(|(name, counts)| {
                         KINDS
                             .iter()
-                            .enumerate()
-                            .filter(move |(i, _)| bits & (1 << i) != 0)
-                            .map(move |(_, k)| (name.clone(), *k))
+                            .zip(counts)
+                            .filter(|(_, n)| **n > 0)
+                            .map(move |(k, _)| (name.to_string(), *k))
                     })
                     .collect()
             })
@@ -368,14 +415,28 @@ impl TraceStore {
     }
 }
 
-/// Span kinds, in the order of their bits in the operation index.
+/// Span kinds, in the order of their counts in the operation index.
 const KINDS: [&str; 5] = ["client", "consumer", "internal", "producer", "server"];
 
-fn kind_bit(kind: &str) -> u8 {
-    KINDS
-        .iter()
-        .position(|k| *k == kind)
-        .map_or(1 << 2, |i| 1 << i)
+fn kind_index(kind: &str) -> usize {
+    KINDS.iter().position(|k| *k == kind).unwrap_or(2)
+}
+
+/// Takes an evicted span out of the operation index; drops entries left with no span.
+fn forget_operation(ops: &mut BTreeMap<Arc<str>, BTreeMap<Box<str>, [u32; 5]>>, s: &StoredSpan) {
+    let Some(names) = ops.get_mut(&*s.service) else {
+        return;
+    };
+    if let Some(counts) = names.get_mut(&*s.name) {
+        let n = &mut counts[kind_index(s.kind)];
+        *n = n.saturating_sub(1);
+        if counts.iter().all(|n| *n == 0) {
+            names.remove(&*s.name);
+        }
+    }
+    if names.is_empty() {
+        ops.remove(&*s.service);
+    }
 }
 
 fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
@@ -546,6 +607,46 @@ mod tests {
             (50, 95, 99, 50)
         );
         assert!(store.latency(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn operation_index_shrinks_as_traces_are_evicted_and_values_are_cut() {
+        let store = TraceStore::new(StoreLimits {
+            max_traces: 3,
+            ..Default::default()
+        });
+        let names: Vec<&'static str> = (0..10)
+            .map(|i| &*Box::leak(format!("op{i}").into_boxed_str()))
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            store.insert(span(i as u128 + 1, i as u64 + 1, n, 0));
+        }
+        // Ten operations went through; the three traces held name three of them.
+        let ops: Vec<String> = store.operations("Login").into_iter().map(|o| o.0).collect();
+        assert_eq!(ops, ["op7", "op8", "op9"]);
+        let mut big = span(100, 100, "big", 0);
+        big.tags = vec![Tag::new("user.id", "u".repeat(100_000))];
+        big.name = Cow::Owned("n".repeat(10_000));
+        store.insert(big);
+        let t = store.trace(100).expect("stored");
+        assert!(t.spans[0].name.len() <= MAX_NAME_BYTES + 3);
+        let v = t.spans[0]
+            .tag("user.id")
+            .expect("tag")
+            .as_str()
+            .into_owned();
+        assert!(
+            v.len() <= MAX_VALUE_BYTES + 3 && v.ends_with('…'),
+            "{}",
+            v.len()
+        );
+        // Evicting the last span of a service forgets the service too.
+        for i in 200..204 {
+            let mut s = span(i, i as u64, "x", 0);
+            s.service = Arc::from("Other");
+            store.insert(s);
+        }
+        assert_eq!(store.services(), vec!["Other".to_string()]);
     }
 
     #[test]

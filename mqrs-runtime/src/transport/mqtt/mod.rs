@@ -355,6 +355,11 @@ impl Transport for MqttTransport {
         });
         Ok(())
     }
+
+    fn reaches(&self, target: super::Target<'_>, _method: &str) -> bool {
+        // Presence names modules, not methods: a remote module's methods are its to refuse.
+        self.shared.announced(target)
+    }
 }
 
 #[cfg(test)]
