@@ -166,3 +166,72 @@ async fn client_topics_and_names_never_grow_the_operation_list_or_the_spans() {
     assert!(!all.to_string().contains("HD_NoSuchHandler"), "{all}");
     d.app.shutdown().await;
 }
+
+/// A PUBLISH (QoS 0) of `payload` on `topic` as raw bytes; `topic` may break the rules.
+fn raw_publish(topic: &[u8], payload: &[u8]) -> Vec<u8> {
+    let len = 2 + topic.len() + payload.len();
+    assert!(len < 128, "one-byte remaining length");
+    let mut p = vec![0x30, len as u8];
+    p.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    p.extend_from_slice(topic);
+    p.extend_from_slice(payload);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_break_mqtt_rules_are_disconnected_and_counted() {
+    use common::raw::{read_exact, read_until_closed, CONNACK_OK, CONNECT_V4};
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    let d = start_demo(|_| {}).await;
+    let connected = |bytes: Vec<u8>| {
+        let port = d.gate.port();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            s.write_all(CONNECT_V4).await.expect("write");
+            assert_eq!(
+                read_exact(&mut s, 4, Duration::from_secs(5)).await,
+                CONNACK_OK
+            );
+            s.write_all(&bytes).await.expect("write");
+            s
+        }
+    };
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("wildcard #", raw_publish(b"Chat/#/1", b"{}")),
+        ("wildcard +", raw_publish(b"+/HD_JoinChat/1", b"{}")),
+        ("empty topic", raw_publish(b"", b"{}")),
+        ("NUL in topic", raw_publish(b"Chat/HD\0X/1", b"{}")),
+        // SUBSCRIBE with flags 0000 instead of 0010, and with reserved option bits.
+        ("subscribe flags", vec![0x80, 6, 0, 1, 0, 1, b'a', 0]),
+        ("subscribe options", vec![0x82, 6, 0, 1, 0, 1, b'a', 0x40]),
+    ];
+    let before = d.app.gate_stats().expect("gate").protocol_violations;
+    for (what, bytes) in cases.drain(..) {
+        let mut s = connected(bytes).await;
+        // Closed without an answer (no reply is ever published on a wildcard topic).
+        let rest = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        assert!(rest.is_empty(), "{what}: the gate answered {rest:?}");
+    }
+    // CONNECTs the rules forbid: the reserved flag, a password without a user name.
+    for (what, flags) in [("reserved flag", 0x03u8), ("password alone", 0x42)] {
+        let mut connect = CONNECT_V4.to_vec();
+        connect[9] = flags;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", d.gate.port()))
+            .await
+            .expect("connect");
+        s.write_all(&connect).await.expect("write");
+        let rest = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        assert!(rest.is_empty(), "{what}: no CONNACK, just closed: {rest:?}");
+    }
+    let after = d.app.gate_stats().expect("gate").protocol_violations;
+    assert_eq!(after - before, 8, "each disconnect is counted");
+    // A client that keeps to the rules is served as before.
+    let c = d.logged_in("rules").await;
+    let r = common::join_chat(&c, "rules", QoS::AtMostOnce).await;
+    assert_eq!(r["Error"], "", "{r}");
+    d.app.shutdown().await;
+}

@@ -29,6 +29,8 @@ pub(crate) enum ConnError {
     TruncatedPacket,
     #[error("MQTT 5 CONNECT")]
     Mqtt5,
+    #[error("MQTT protocol violation: {0}")]
+    Protocol(super::rules::Violation),
 }
 
 /// The state a connection shares with the gate: its session (facts, no trace) and its outgoing
@@ -70,9 +72,11 @@ async fn read_packet<R: AsyncRead + Unpin>(
     loop {
         match check(buf.iter(), max) {
             Ok(header) => {
-                if first && connect_level(&buf[..header.frame_length()]) == Some(5) {
+                let frame = &buf[..header.frame_length()];
+                if first && connect_level(frame) == Some(5) {
                     return Err(ConnError::Mqtt5);
                 }
+                super::rules::check_frame(frame).map_err(ConnError::Protocol)?;
                 return Ok(Some(Packet::read(buf, max)?));
             }
             Err(CodecError::InsufficientBytes(n)) => buf.reserve(n.min(max)),
@@ -259,6 +263,9 @@ where
         };
         let reply = match packet {
             Packet::Publish(p) => {
+                if let Err(why) = super::rules::check_topic(&p.topic) {
+                    break Err(ConnError::Protocol(why));
+                }
                 let ack = match p.qos {
                     QoS::AtMostOnce => None,
                     QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(p.pkid))),

@@ -4,6 +4,7 @@
 
 mod conn;
 mod request;
+mod rules;
 pub mod topic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +45,9 @@ pub struct GateStats {
     /// Panics inside the gate's own tasks (a connection or a request), each contained to its
     /// task and logged. Handler panics are not counted here: they become error replies.
     pub panics: u64,
+    /// Connections closed because the client broke an MQTT 3.1.1 rule (a wildcard or empty
+    /// topic in a PUBLISH, reserved flags set, a password without a user name, ...).
+    pub protocol_violations: u64,
 }
 
 /// The counters behind [`GateStats`], shared by the gate's tasks.
@@ -53,6 +57,7 @@ pub(crate) struct GateCounters {
     refused: AtomicU64,
     open: AtomicU64,
     panics: AtomicU64,
+    protocol_violations: AtomicU64,
 }
 
 impl GateCounters {
@@ -63,6 +68,7 @@ impl GateCounters {
             refused: self.refused.load(Ordering::Relaxed),
             open: self.open.load(Ordering::Relaxed),
             panics: self.panics.load(Ordering::Relaxed),
+            protocol_violations: self.protocol_violations.load(Ordering::Relaxed),
         }
     }
 }
@@ -264,8 +270,14 @@ async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch
         let open = OpenGuard::new(&gate.counters);
         gate.spawn_contained("connection", async move {
             let _open = (open, permit);
-            if let Err(e) = conn::serve(g, stream, "tcp", peer.to_string(), rx).await {
-                tracing::debug!(%peer, error = %e, "gate: connection closed on error");
+            let counters = g.counters.clone();
+            match conn::serve(g, stream, "tcp", peer.to_string(), rx).await {
+                Ok(()) => {}
+                Err(conn::ConnError::Protocol(why)) => {
+                    counters.protocol_violations.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, violation = why, "gate: client broke the MQTT protocol; disconnected");
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "gate: connection closed on error"),
             }
         });
     }
