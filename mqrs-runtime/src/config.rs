@@ -69,6 +69,18 @@ pub struct GateSection {
     pub connect_timeout_ms: u64,
     /// Most open client connections.
     pub max_connections: usize,
+    /// Most open client connections from one IP address, so one host cannot take every
+    /// connection (players behind one NAT share an address: keep room for them).
+    pub max_connections_per_ip: usize,
+    /// Longest a connection may stay silent, in milliseconds, whatever keepalive it asked for
+    /// (keepalive 0 included); a keepalive below it is enforced at 1.5 times its value.
+    pub max_idle_ms: u64,
+    /// Once a packet has started to arrive, the time allowed for the rest of it, in
+    /// milliseconds; a client that stops in the middle of a packet is disconnected.
+    pub packet_timeout_ms: u64,
+    /// Most bytes of replies waiting for one client to read them; a client that reads more
+    /// slowly than it asks is disconnected (counted, logged once).
+    pub max_outgoing_bytes: usize,
     /// Requests of one connection handled at once. 1 (the default): one after the other, in
     /// the order they arrived, as a player's actions must be. More: that many at once, in no
     /// particular order. Either way, more wait and the client is not read meanwhile.
@@ -219,6 +231,10 @@ impl Default for GateSection {
             max_packet_size: 1 << 20,
             connect_timeout_ms: 5000,
             max_connections: 10_000,
+            max_connections_per_ip: 256,
+            max_idle_ms: 300_000,
+            packet_timeout_ms: 10_000,
+            max_outgoing_bytes: 4 << 20,
             max_inflight: 1,
             outgoing_queue: 256,
             shutdown_grace_ms: 5000,

@@ -235,3 +235,153 @@ async fn clients_that_break_mqtt_rules_are_disconnected_and_counted() {
     assert_eq!(r["Error"], "", "{r}");
     d.app.shutdown().await;
 }
+
+/// A raw connection that sent `connect` and got the CONNACK, from `local` (a loopback IP).
+async fn raw_client(
+    port: u16,
+    local: std::net::IpAddr,
+    connect: &[u8],
+) -> Option<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind((local, 0).into()).expect("bind");
+    let mut s = socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connect");
+    s.write_all(connect).await.ok()?;
+    let mut ack = [0u8; 4];
+    match tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut ack)).await {
+        Ok(Ok(_)) if ack == common::raw::CONNACK_OK => Some(s),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let d = start_demo(|c| c.gate.max_connections_per_ip = 3).await;
+    let port = d.gate.port();
+    let (a, b) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            raw_client(port, a, common::raw::CONNECT_V4)
+                .await
+                .expect("within the limit"),
+        );
+    }
+    assert!(
+        raw_client(port, a, common::raw::CONNECT_V4).await.is_none(),
+        "a 4th from 127.0.0.1"
+    );
+    let other = raw_client(port, b, common::raw::CONNECT_V4).await;
+    assert!(other.is_some(), "another address is still served");
+    let stats = d.app.gate_stats().expect("gate");
+    assert_eq!(stats.refused_per_ip, 1, "{stats:?}");
+    // A closed connection gives its place back.
+    drop(held.pop());
+    common::wait_for("a freed place", std::time::Duration::from_secs(5), || {
+        d.app.gate_stats().is_some_and(|s| s.open == 3)
+    })
+    .await;
+    assert!(raw_client(port, a, common::raw::CONNECT_V4).await.is_some());
+    d.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_stalled_clients_are_closed_whatever_keepalive_they_asked() {
+    use common::raw::{connect_with_keepalive, read_until_closed};
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let d = start_demo(|c| {
+        c.gate.max_idle_ms = 1500;
+        c.gate.packet_timeout_ms = 200;
+    })
+    .await;
+    let (port, lo) = (d.gate.port(), [127, 0, 0, 1].into());
+    // Keepalive 0 ("never") and keepalive 65535 s: both closed after the gate's idle limit.
+    for ka in [0u16, u16::MAX] {
+        let mut s = raw_client(port, lo, &connect_with_keepalive(ka))
+            .await
+            .expect("connected");
+        let t = Instant::now();
+        read_until_closed(&mut s, Duration::from_secs(5)).await;
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1300) && waited < Duration::from_millis(3000),
+            "keepalive {ka}: closed after {waited:?}"
+        );
+    }
+    // Half a PUBLISH (it announces 50 bytes, sends 3), then nothing: closed at the packet
+    // timeout, long before the idle limit, and counted.
+    let before = d.app.gate_stats().expect("gate").slow_clients;
+    let mut s = raw_client(port, lo, &connect_with_keepalive(60))
+        .await
+        .expect("connected");
+    s.write_all(&[0x30, 50, 0]).await.expect("write");
+    let t = Instant::now();
+    read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(d.app.gate_stats().expect("gate").slow_clients, before + 1);
+    d.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_replies_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let mut cfg = Config::ephemeral();
+    cfg.broker.url = BrokerUrl::None;
+    cfg.trace.viewer = false;
+    cfg.trace.collector = false;
+    cfg.gate.max_outgoing_bytes = 256 * 1024;
+    let app = App::builder()
+        .config(cfg)
+        .module(|_| Big)
+        .build()
+        .expect("builds");
+    let port = app
+        .start()
+        .await
+        .expect("starts")
+        .gate
+        .expect("gate")
+        .port();
+    let mut s = raw_client(port, [127, 0, 0, 1].into(), common::raw::CONNECT_V4)
+        .await
+        .expect("connected");
+    // 400 requests for 64 KB each (25 MB of replies), and never a read.
+    let mut burst = Vec::new();
+    for i in 0..400 {
+        burst.extend(raw_publish(
+            format!("Big/HD_Big/{i}").as_bytes(),
+            br#"{"bytes":65536}"#,
+        ));
+    }
+    let _ = s.write_all(&burst).await;
+    common::wait_for(
+        "the slow reader to be noticed",
+        std::time::Duration::from_secs(30),
+        || app.gate_stats().is_some_and(|st| st.slow_clients == 1),
+    )
+    .await;
+    common::wait_for(
+        "its connection to close",
+        std::time::Duration::from_secs(15),
+        || app.gate_stats().is_some_and(|st| st.open == 0),
+    )
+    .await;
+    // A reading client is served meanwhile and after.
+    let c = demo::client::GateClient::connect("reader", "127.0.0.1", port)
+        .await
+        .expect("connects");
+    let ok = c
+        .request("Big/HD_Big", br#"{"bytes": 3}"#, QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert_eq!(ok["Result"], "xxx");
+    app.shutdown().await;
+}

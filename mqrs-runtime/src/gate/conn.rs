@@ -3,6 +3,7 @@
 //! and a bound on requests in flight. Generic over the byte stream, so WebSocket can reuse it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{check, Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use super::Gate;
 use crate::session::{Session, SessionData};
@@ -31,6 +32,10 @@ pub(crate) enum ConnError {
     Mqtt5,
     #[error("MQTT protocol violation: {0}")]
     Protocol(super::rules::Violation),
+    #[error("a packet started arriving and stopped")]
+    Stalled,
+    #[error("the client reads its replies too slowly")]
+    SlowReader,
 }
 
 /// The state a connection shares with the gate: its session (facts, no trace) and its outgoing
@@ -39,6 +44,12 @@ pub(crate) struct ConnShared {
     pub(crate) data: Mutex<Session>,
     tx: mpsc::Sender<Packet>,
     next_pkid: Mutex<u16>,
+    /// Payload bytes queued for the client and not yet written to its socket.
+    queued: Arc<AtomicUsize>,
+    /// Most bytes that may wait for the client (`max_outgoing_bytes`).
+    max_queued: usize,
+    /// Wakes the reader loop to close a client that does not read its replies.
+    slow: Notify,
 }
 
 impl ConnShared {
@@ -50,6 +61,13 @@ impl ConnShared {
     /// Queues a publish to the client; waits while the queue is full. False when the client is
     /// gone and the publish had nowhere to go.
     pub(crate) async fn publish(&self, topic: String, qos: QoS, payload: Vec<u8>) -> bool {
+        let size = payload.len();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > self.max_queued {
+            // The client asks faster than it reads: it is closed rather than buffered for.
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            self.slow.notify_one();
+            return false;
+        }
         let mut p = Publish::new(topic, qos, payload);
         if qos != QoS::AtMostOnce {
             let mut id = self.next_pkid.lock().unwrap_or_else(|p| p.into_inner());
@@ -57,17 +75,34 @@ impl ConnShared {
             p.pkid = *id;
         }
         // A closed queue means the client is gone.
-        self.tx.send(Packet::Publish(p)).await.is_ok()
+        self.queue(Packet::Publish(p), SLOW_READER_WAIT).await
+    }
+
+    /// Queues a packet for the client, waiting at most `wait` while its queue is full; a
+    /// client whose queue stays full that long does not read, and is closed. False when the
+    /// packet was not queued.
+    async fn queue(&self, p: Packet, wait: Duration) -> bool {
+        match self.tx.send_timeout(p, wait).await {
+            Ok(()) => true,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                self.slow.notify_one();
+                false
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+        }
     }
 }
 
 /// Reads one packet; `Ok(None)` on a clean end of stream between packets. With `first`, an
 /// MQTT 5 CONNECT is recognised from its protocol level before the 3.1.1 decoder sees it.
+///
+/// Once part of a packet is in, the rest must arrive within `rest_within`.
 async fn read_packet<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     max: usize,
     first: bool,
+    rest_within: Duration,
 ) -> Result<Option<Packet>, ConnError> {
     loop {
         match check(buf.iter(), max) {
@@ -82,7 +117,14 @@ async fn read_packet<R: AsyncRead + Unpin>(
             Err(CodecError::InsufficientBytes(n)) => buf.reserve(n.min(max)),
             Err(e) => return Err(e.into()),
         }
-        if rd.read_buf(buf).await? == 0 {
+        let n = if buf.is_empty() {
+            rd.read_buf(buf).await?
+        } else {
+            tokio::time::timeout(rest_within, rd.read_buf(buf))
+                .await
+                .map_err(|_| ConnError::Stalled)??
+        };
+        if n == 0 {
             return if buf.is_empty() {
                 Ok(None)
             } else {
@@ -113,12 +155,17 @@ async fn writer<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::Receiver<Packet>,
     max: usize,
+    queued: Arc<AtomicUsize>,
 ) -> Option<W> {
     let mut out = BytesMut::with_capacity(4096);
     while let Some(p) = rx.recv().await {
         let mut next = Some(p);
+        let mut written = 0;
         // Batch whatever is already queued into one write.
         while let Some(p) = next {
+            if let Packet::Publish(p) = &p {
+                written += p.payload.len();
+            }
             if let Err(e) = p.write(&mut out, max) {
                 tracing::warn!(error = %e, "gate: cannot encode an outgoing packet; dropped");
             }
@@ -128,9 +175,12 @@ async fn writer<W: AsyncWrite + Unpin>(
                 None
             };
         }
-        if wr.write_all(&out).await.is_err() {
-            return None;
+        // A client that stops reading blocks the write: after a while it is given up.
+        match tokio::time::timeout(SLOW_READER_WAIT, wr.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return None,
         }
+        queued.fetch_sub(written, Ordering::Relaxed);
         out.clear();
     }
     Some(wr)
@@ -139,6 +189,10 @@ async fn writer<W: AsyncWrite + Unpin>(
 /// How long a stopping gate waits after a connection's last reply before closing it: some
 /// clients (rumqttc among them) lose a packet that arrives together with the close.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
+
+/// Longest a reply waits for room in a client's full outgoing queue before the client counts
+/// as not reading (and is closed).
+const SLOW_READER_WAIT: Duration = Duration::from_secs(10);
 
 /// Requests of one connection waiting for their turn when they are handled in order; a client
 /// that sends more waits (its socket is not read) until one is done.
@@ -156,6 +210,7 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let cfg = &gate.cfg;
+    let rest_within = Duration::from_millis(cfg.packet_timeout_ms.max(1));
     let (mut rd, wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(1024);
     let first = tokio::select! {
@@ -163,7 +218,7 @@ where
         _ = shutdown.changed() => return Ok(()),
         r = tokio::time::timeout(
             Duration::from_millis(cfg.connect_timeout_ms),
-            read_packet(&mut rd, &mut buf, cfg.max_packet_size, true),
+            read_packet(&mut rd, &mut buf, cfg.max_packet_size, true, rest_within),
         ) => r,
     };
     let connect = match first {
@@ -201,7 +256,8 @@ where
     };
 
     let (tx, rx) = mpsc::channel(cfg.outgoing_queue.max(1));
-    let writer_task = tokio::spawn(writer(wr, rx, gate.max_outgoing()));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let writer_task = tokio::spawn(writer(wr, rx, gate.max_outgoing(), queued.clone()));
     let sessionid = gate.new_session_id();
     let conn = Arc::new(ConnShared {
         data: Mutex::new(Session::new(SessionData {
@@ -213,6 +269,9 @@ where
         })),
         tx: tx.clone(),
         next_pkid: Mutex::new(0),
+        queued,
+        max_queued: cfg.max_outgoing_bytes.max(1),
+        slow: Notify::new(),
     });
     gate.register(&sessionid, conn.clone());
     tracing::debug!(%peer, %sessionid, client_id = %connect.client_id, "gate: client connected");
@@ -223,8 +282,13 @@ where
         )))
         .await;
 
-    let keepalive = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    // Silence allowed: 1.5 times the keepalive the client asked for, never more than the
+    // gate's own idle limit (which also covers keepalive 0, "no keepalive").
+    let max_idle = Duration::from_millis(cfg.max_idle_ms.max(1));
+    let keepalive = match connect.keep_alive {
+        0 => max_idle,
+        k => Duration::from_millis(u64::from(k) * 1500).min(max_idle),
+    };
     // One request at a time (the default): a worker handles them in arrival order, so a
     // player's `HD_Login` is done before the `HD_JoinChat` sent right after it. More: each
     // request runs on its own, up to `max_inflight` at once, in no particular order.
@@ -243,18 +307,14 @@ where
     let mut qos2_pending: HashSet<u16> = HashSet::new();
     let mut stopping = false;
     let result = loop {
-        let read = read_packet(&mut rd, &mut buf, cfg.max_packet_size, false);
+        let read = read_packet(&mut rd, &mut buf, cfg.max_packet_size, false, rest_within);
         let packet = tokio::select! {
             _ = shutdown.changed() => {
                 stopping = true;
                 break Ok(());
             }
-            r = async {
-                match keepalive {
-                    Some(d) => tokio::time::timeout(d, read).await.unwrap_or(Ok(None)),
-                    None => read.await,
-                }
-            } => r,
+            () = conn.slow.notified() => break Err(ConnError::SlowReader),
+            r = tokio::time::timeout(keepalive, read) => r.unwrap_or(Ok(None)),
         };
         let packet = match packet {
             Ok(Some(p)) => p,
@@ -275,7 +335,9 @@ where
                 // resend, acknowledged again but not handled again.
                 let resend = p.qos == QoS::ExactlyOnce && !qos2_pending.insert(p.pkid);
                 if let Some(ack) = ack {
-                    let _ = tx.send(ack).await;
+                    if !conn.queue(ack, rest_within).await {
+                        break Err(ConnError::SlowReader);
+                    }
                 }
                 if resend {
                     continue;
@@ -287,6 +349,7 @@ where
                             stopping = true;
                             break Ok(());
                         }
+                        () = conn.slow.notified() => break Err(ConnError::SlowReader),
                         sent = queue.send(p) => if sent.is_err() { break Ok(()) },
                     }
                     continue;
@@ -329,8 +392,8 @@ where
             _ => None,
         };
         if let Some(r) = reply {
-            if tx.send(r).await.is_err() {
-                break Ok(());
+            if !conn.queue(r, rest_within).await {
+                break Err(ConnError::SlowReader);
             }
         }
     };
@@ -339,6 +402,10 @@ where
     drop(ordered);
     drop(tx);
     drop(conn);
+    if matches!(result, Err(ConnError::SlowReader)) {
+        // Nothing queued for it will be read: close now.
+        writer_task.abort();
+    }
     // In-flight requests hold the connection; the writer ends when the last one finishes.
     if let Ok(Some(mut wr)) = writer_task.await {
         if stopping {

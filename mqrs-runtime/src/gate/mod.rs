@@ -48,6 +48,11 @@ pub struct GateStats {
     /// Connections closed because the client broke an MQTT 3.1.1 rule (a wildcard or empty
     /// topic in a PUBLISH, reserved flags set, a password without a user name, ...).
     pub protocol_violations: u64,
+    /// Connections closed because the client did not read its replies (`max_outgoing_bytes`
+    /// waiting, or its queue full for 10 s) or stopped in the middle of a packet.
+    pub slow_clients: u64,
+    /// Connections refused because their IP address had `max_connections_per_ip` open.
+    pub refused_per_ip: u64,
 }
 
 /// The counters behind [`GateStats`], shared by the gate's tasks.
@@ -58,6 +63,8 @@ pub(crate) struct GateCounters {
     open: AtomicU64,
     panics: AtomicU64,
     protocol_violations: AtomicU64,
+    slow_clients: AtomicU64,
+    refused_per_ip: AtomicU64,
 }
 
 impl GateCounters {
@@ -69,6 +76,8 @@ impl GateCounters {
             open: self.open.load(Ordering::Relaxed),
             panics: self.panics.load(Ordering::Relaxed),
             protocol_violations: self.protocol_violations.load(Ordering::Relaxed),
+            slow_clients: self.slow_clients.load(Ordering::Relaxed),
+            refused_per_ip: self.refused_per_ip.load(Ordering::Relaxed),
         }
     }
 }
@@ -91,6 +100,8 @@ pub(crate) struct Gate {
     server_id: String,
     tracer: ServiceTracer,
     conns: Mutex<HashMap<String, Arc<ConnShared>>>,
+    /// Open connections per client IP address.
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     counters: Arc<GateCounters>,
 }
 
@@ -172,6 +183,7 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> std::io::Result<Bound>
         caller: deps.caller,
         hook: deps.hook,
         conns: Mutex::new(HashMap::new()),
+        per_ip: Mutex::new(HashMap::new()),
         counters: counters.clone(),
         cfg,
     });
@@ -262,6 +274,13 @@ async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch
             tracing::warn!(%peer, max = gate.cfg.max_connections, "gate: connection limit reached; refusing");
             continue;
         };
+        let Some(ip_slot) = IpSlot::take(&gate, peer.ip()) else {
+            let n = gate.counters.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() || n == 0 {
+                tracing::warn!(%peer, max = gate.cfg.max_connections_per_ip, refused = n + 1, "gate: too many connections from one address; refusing");
+            }
+            continue;
+        };
         gate.counters.accepted.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "gate: cannot set TCP_NODELAY");
@@ -269,13 +288,17 @@ async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch
         let (g, rx) = (gate.clone(), shutdown.clone());
         let open = OpenGuard::new(&gate.counters);
         gate.spawn_contained("connection", async move {
-            let _open = (open, permit);
+            let _open = (open, permit, ip_slot);
             let counters = g.counters.clone();
             match conn::serve(g, stream, "tcp", peer.to_string(), rx).await {
                 Ok(()) => {}
                 Err(conn::ConnError::Protocol(why)) => {
                     counters.protocol_violations.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%peer, violation = why, "gate: client broke the MQTT protocol; disconnected");
+                }
+                Err(e @ (conn::ConnError::SlowReader | conn::ConnError::Stalled)) => {
+                    counters.slow_clients.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, reason = %e, "gate: slow client disconnected");
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "gate: connection closed on error"),
             }
@@ -298,6 +321,34 @@ async fn drain(gate: &Gate) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// One connection's place in its IP address's count; given back when dropped.
+struct IpSlot(Arc<Gate>, std::net::IpAddr);
+
+impl IpSlot {
+    /// A place for one more connection from `ip`, unless it has `max_connections_per_ip`.
+    fn take(gate: &Arc<Gate>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut per_ip = gate.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= gate.cfg.max_connections_per_ip.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(gate.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.0.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.1);
+            }
+        }
     }
 }
 
