@@ -26,6 +26,22 @@ impl Big {
     }
 }
 
+/// An app with [`Big`] behind a gate (no broker, no viewer); returns it and the gate's port.
+async fn start_big(tweak: impl FnOnce(&mut Config)) -> (App, u16) {
+    let mut cfg = Config::ephemeral();
+    cfg.broker.url = BrokerUrl::None;
+    cfg.trace.viewer = false;
+    cfg.trace.collector = false;
+    tweak(&mut cfg);
+    let app = App::builder()
+        .config(cfg)
+        .module(|_| Big)
+        .build()
+        .expect("builds");
+    let addrs = app.start().await.expect("starts");
+    (app, addrs.gate.expect("gate").port())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_sent_right_before_a_join_is_done_before_it() {
     let d = start_demo(|_| {}).await;
@@ -59,17 +75,7 @@ async fn a_login_sent_right_before_a_join_is_done_before_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_over_the_packet_limit_becomes_an_error_reply() {
-    let mut cfg = Config::ephemeral();
-    cfg.broker.url = BrokerUrl::None;
-    cfg.trace.viewer = false;
-    cfg.trace.collector = false;
-    let app = App::builder()
-        .config(cfg)
-        .module(|_| Big)
-        .build()
-        .expect("builds");
-    let addrs = app.start().await.expect("starts");
-    let port = addrs.gate.expect("gate").port();
+    let (app, port) = start_big(|_| {}).await;
     let c = demo::client::GateClient::connect("big", "127.0.0.1", port)
         .await
         .expect("connects");
@@ -333,23 +339,7 @@ async fn silent_and_stalled_clients_are_closed_whatever_keepalive_they_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_does_not_read_its_replies_is_disconnected() {
     use tokio::io::AsyncWriteExt;
-    let mut cfg = Config::ephemeral();
-    cfg.broker.url = BrokerUrl::None;
-    cfg.trace.viewer = false;
-    cfg.trace.collector = false;
-    cfg.gate.max_outgoing_bytes = 256 * 1024;
-    let app = App::builder()
-        .config(cfg)
-        .module(|_| Big)
-        .build()
-        .expect("builds");
-    let port = app
-        .start()
-        .await
-        .expect("starts")
-        .gate
-        .expect("gate")
-        .port();
+    let (app, port) = start_big(|c| c.gate.max_outgoing_bytes = 256 * 1024).await;
     let mut s = raw_client(port, [127, 0, 0, 1].into(), common::raw::CONNECT_V4)
         .await
         .expect("connected");
