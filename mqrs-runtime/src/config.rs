@@ -78,6 +78,11 @@ pub struct GateSection {
     /// Once a packet has started to arrive, the time allowed for the rest of it, in
     /// milliseconds; a client that stops in the middle of a packet is disconnected.
     pub packet_timeout_ms: u64,
+    /// Most bytes of requests one connection may have received and not yet handled; past it
+    /// the gate stops reading that client until some are done.
+    pub max_request_bytes: usize,
+    /// The same bound over all connections together.
+    pub max_total_request_bytes: usize,
     /// Most bytes of replies waiting for one client to read them; a client that reads more
     /// slowly than it asks is disconnected (counted, logged once).
     pub max_outgoing_bytes: usize,
@@ -235,6 +240,8 @@ impl Default for GateSection {
             max_idle_ms: 300_000,
             packet_timeout_ms: 10_000,
             max_outgoing_bytes: 4 << 20,
+            max_request_bytes: 4 << 20,
+            max_total_request_bytes: 256 << 20,
             max_inflight: 1,
             outgoing_queue: 256,
             shutdown_grace_ms: 5000,

@@ -24,6 +24,12 @@ impl Big {
     async fn big(&self, _session: Session, size: Size) -> Result<String, String> {
         Ok("x".repeat(size.bytes))
     }
+
+    #[rpc(name = "HD_Sleep")]
+    async fn sleep(&self, _session: Session, size: Size) -> Result<(), String> {
+        tokio::time::sleep(std::time::Duration::from_millis(size.bytes as u64)).await;
+        Ok(())
+    }
 }
 
 /// An app with [`Big`] behind a gate (no broker, no viewer); returns it and the gate's port.
@@ -175,9 +181,17 @@ async fn client_topics_and_names_never_grow_the_operation_list_or_the_spans() {
 
 /// A PUBLISH (QoS 0) of `payload` on `topic` as raw bytes; `topic` may break the rules.
 fn raw_publish(topic: &[u8], payload: &[u8]) -> Vec<u8> {
-    let len = 2 + topic.len() + payload.len();
-    assert!(len < 128, "one-byte remaining length");
-    let mut p = vec![0x30, len as u8];
+    let mut len = 2 + topic.len() + payload.len();
+    let mut p = vec![0x30];
+    // Remaining length: 7 bits per byte, high bit set while more follow.
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        p.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
     p.extend_from_slice(&(topic.len() as u16).to_be_bytes());
     p.extend_from_slice(topic);
     p.extend_from_slice(payload);
@@ -373,5 +387,45 @@ async fn a_client_that_does_not_read_its_replies_is_disconnected() {
         .await
         .expect("reply");
     assert_eq!(ok["Result"], "xxx");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_to_be_handled_are_bounded_in_bytes() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    const BUDGET: u64 = 100_000;
+    let (app, port) = start_big(|c| c.gate.max_request_bytes = BUDGET as usize).await;
+    let mut s = raw_client(port, [127, 0, 0, 1].into(), common::raw::CONNECT_V4)
+        .await
+        .expect("connected");
+    // One slow request, then 30 of 40 KB each: 1.2 MB sent at once.
+    let mut burst = raw_publish(b"Big/HD_Sleep/0", br#"{"bytes": 600}"#);
+    let pad = format!(r#"{{"bytes": 1, "pad": "{}"}}"#, "p".repeat(40_000));
+    for i in 1..=30 {
+        burst.extend(raw_publish(
+            format!("Big/HD_Big/{i}").as_bytes(),
+            pad.as_bytes(),
+        ));
+    }
+    s.write_all(&burst).await.expect("write");
+    let mut most = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen_some = false;
+    loop {
+        let held = app.gate_stats().expect("gate").request_bytes_held;
+        most = most.max(held);
+        seen_some |= held > 0;
+        if seen_some && held == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "held {held} bytes for 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(most <= BUDGET, "held {most} bytes, budget {BUDGET}");
+    assert!(most >= 40_000, "the budget was used: {most}");
     app.shutdown().await;
 }

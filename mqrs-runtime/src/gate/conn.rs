@@ -14,7 +14,7 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{check, Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::Gate;
 use crate::session::{Session, SessionData};
@@ -198,6 +198,50 @@ const SLOW_READER_WAIT: Duration = Duration::from_secs(10);
 /// that sends more waits (its socket is not read) until one is done.
 const ORDERED_QUEUE: usize = 64;
 
+/// A request's bytes, held against its connection's budget and the gate's until dropped.
+struct Held {
+    _own: OwnedSemaphorePermit,
+    _total: OwnedSemaphorePermit,
+    bytes: u64,
+    counters: Arc<super::GateCounters>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counters
+            .request_bytes_held
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A byte budget: its semaphore and its size.
+type Budget<'a> = (&'a Arc<Semaphore>, usize);
+
+impl Held {
+    /// Waits for `bytes` of both budgets (a request larger than a budget takes all of it);
+    /// `None` when a budget is closed.
+    async fn take(
+        own: Budget<'_>,
+        total: Budget<'_>,
+        bytes: usize,
+        counters: &Arc<super::GateCounters>,
+    ) -> Option<Held> {
+        let n = |cap: usize| u32::try_from(bytes.clamp(1, cap)).unwrap_or(u32::MAX);
+        let own_p = own.0.clone().acquire_many_owned(n(own.1)).await.ok()?;
+        let total_p = total.0.clone().acquire_many_owned(n(total.1)).await.ok()?;
+        let bytes = bytes as u64;
+        counters
+            .request_bytes_held
+            .fetch_add(bytes, Ordering::Relaxed);
+        Some(Held {
+            _own: own_p,
+            _total: total_p,
+            bytes,
+            counters: counters.clone(),
+        })
+    }
+}
+
 /// Serves one client until it disconnects, breaks the protocol, goes silent, or the app stops.
 pub(crate) async fn serve<S>(
     gate: Arc<Gate>,
@@ -293,15 +337,18 @@ where
     // player's `HD_Login` is done before the `HD_JoinChat` sent right after it. More: each
     // request runs on its own, up to `max_inflight` at once, in no particular order.
     let ordered = (cfg.max_inflight <= 1).then(|| {
-        let (req_tx, mut req_rx) = mpsc::channel::<Publish>(ORDERED_QUEUE);
+        let (req_tx, mut req_rx) = mpsc::channel::<(Publish, Held)>(ORDERED_QUEUE);
         let (g, c) = (gate.clone(), conn.clone());
         gate.spawn_contained("requests", async move {
-            while let Some(p) = req_rx.recv().await {
+            while let Some((p, held)) = req_rx.recv().await {
                 super::request::handle(&g, &c, p).await;
+                drop(held);
             }
         });
         req_tx
     });
+    // Bytes of this connection's requests received and not yet handled.
+    let own_bytes = Arc::new(Semaphore::new(super::permits(cfg.max_request_bytes)));
     let inflight = Arc::new(Semaphore::new(cfg.max_inflight.max(1)));
     // QoS 2 packet ids received and not yet released; at most 65,535 entries by construction.
     let mut qos2_pending: HashSet<u16> = HashSet::new();
@@ -342,6 +389,24 @@ where
                 if resend {
                     continue;
                 }
+                // The request's bytes count against this connection's budget and the gate's
+                // until it is handled; while either is spent, this client is not read.
+                let cost = p.payload.len() + p.topic.len();
+                let held = tokio::select! {
+                    _ = shutdown.changed() => {
+                        stopping = true;
+                        break Ok(());
+                    }
+                    h = Held::take(
+                        (&own_bytes, super::permits(cfg.max_request_bytes)),
+                        (&gate.request_bytes, super::permits(cfg.max_total_request_bytes)),
+                        cost,
+                        &gate.counters,
+                    ) => match h {
+                        Some(h) => h,
+                        None => break Ok(()),
+                    },
+                };
                 if let Some(queue) = &ordered {
                     // Waits while the queue is full: the client is throttled, not buffered.
                     tokio::select! {
@@ -350,7 +415,7 @@ where
                             break Ok(());
                         }
                         () = conn.slow.notified() => break Err(ConnError::SlowReader),
-                        sent = queue.send(p) => if sent.is_err() { break Ok(()) },
+                        sent = queue.send((p, held)) => if sent.is_err() { break Ok(()) },
                     }
                     continue;
                 }
@@ -359,7 +424,7 @@ where
                 };
                 let (g, conn) = (gate.clone(), conn.clone());
                 gate.spawn_contained("request", async move {
-                    let _permit = permit;
+                    let _permit = (permit, held);
                     super::request::handle(&g, &conn, p).await;
                 });
                 None

@@ -53,6 +53,8 @@ pub struct GateStats {
     pub slow_clients: u64,
     /// Connections refused because their IP address had `max_connections_per_ip` open.
     pub refused_per_ip: u64,
+    /// Bytes of requests received and not yet handled, over all connections, now.
+    pub request_bytes_held: u64,
 }
 
 /// The counters behind [`GateStats`], shared by the gate's tasks.
@@ -65,6 +67,7 @@ pub(crate) struct GateCounters {
     protocol_violations: AtomicU64,
     slow_clients: AtomicU64,
     refused_per_ip: AtomicU64,
+    pub(crate) request_bytes_held: AtomicU64,
 }
 
 impl GateCounters {
@@ -78,6 +81,7 @@ impl GateCounters {
             protocol_violations: self.protocol_violations.load(Ordering::Relaxed),
             slow_clients: self.slow_clients.load(Ordering::Relaxed),
             refused_per_ip: self.refused_per_ip.load(Ordering::Relaxed),
+            request_bytes_held: self.request_bytes_held.load(Ordering::Relaxed),
         }
     }
 }
@@ -102,6 +106,9 @@ pub(crate) struct Gate {
     conns: Mutex<HashMap<String, Arc<ConnShared>>>,
     /// Open connections per client IP address.
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Bytes of requests received and not yet handled, over all connections
+    /// (`max_total_request_bytes` permits).
+    request_bytes: Arc<Semaphore>,
     counters: Arc<GateCounters>,
 }
 
@@ -184,6 +191,7 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> std::io::Result<Bound>
         hook: deps.hook,
         conns: Mutex::new(HashMap::new()),
         per_ip: Mutex::new(HashMap::new()),
+        request_bytes: Arc::new(Semaphore::new(permits(cfg.max_total_request_bytes))),
         counters: counters.clone(),
         cfg,
     });
@@ -322,6 +330,11 @@ async fn drain(gate: &Gate) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// A byte budget as semaphore permits (at least one, at most what a semaphore holds).
+pub(crate) fn permits(bytes: usize) -> usize {
+    bytes.clamp(1, u32::MAX as usize)
 }
 
 /// One connection's place in its IP address's count; given back when dropped.
