@@ -14,6 +14,9 @@ pub struct Login {
     app: App,
 }
 
+/// Longest user name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
 /// Body of `Login/HD_Login`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,6 +51,9 @@ impl Login {
     async fn login(&self, mut session: Session, msg: LoginRequest) -> Result<LoginReply, String> {
         if msg.user_name.is_empty() || msg.pass_word.is_empty() {
             return Err("userName and passWord must both be non-empty".into());
+        }
+        if msg.user_name.chars().count() > MAX_NAME_CHARS {
+            return Err(format!("userName is at most {MAX_NAME_CHARS} characters"));
         }
         self.app.bind(&mut session, msg.user_name.clone()).await?;
         Ok(LoginReply {

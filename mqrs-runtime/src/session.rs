@@ -440,3 +440,21 @@ impl<'de> Deserialize<'de> for Session {
         Ok(session)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_values_of_a_huge_user_name_are_cut_and_made_again_after_a_change() {
+        let mut s = Session::new(SessionData {
+            userid: "u".repeat(100_000),
+            ..Default::default()
+        });
+        let user = s.span_attrs().user.clone().expect("user");
+        assert!(user.as_str().len() <= crate::trace::store::MAX_VALUE_BYTES + 3);
+        s.set_userid("ann");
+        assert_eq!(s.span_attrs().user, Some(Value::from("ann")));
+        assert_eq!(s.span_attrs().session, None);
+    }
+}

@@ -344,6 +344,9 @@ where
                 super::request::handle(&g, &c, p).await;
                 drop(held);
             }
+            // The connection is gone and its last request handled: modules hear of it now,
+            // after everything the client sent.
+            g.disconnected(&c.session());
         });
         req_tx
     });
@@ -463,6 +466,9 @@ where
         }
     };
     gate.unregister(&sessionid);
+    if ordered.is_none() {
+        gate.disconnected(&conn.session());
+    }
     // The worker finishes what is queued, then lets the connection go.
     drop(ordered);
     drop(tx);

@@ -33,6 +33,11 @@ use conn::ConnShared;
 /// The module name the gate registers its own handlers and spans under.
 pub const GATE_MODULE: &str = "Gate";
 
+/// The method the gate calls (fire-and-forget, untraced, with the client's last session) on
+/// every module of its process that has one, when a client connection ends: mqant's
+/// `OnDisconnect`. Not reachable by clients (no `HD_` prefix).
+pub const ON_DISCONNECT: &str = "OnDisconnect";
+
 /// Counters of a running gate, read with [`App::gate_stats`](crate::App::gate_stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GateStats {
@@ -104,6 +109,8 @@ pub(crate) struct Gate {
     server_id: String,
     tracer: ServiceTracer,
     conns: Mutex<HashMap<String, Arc<ConnShared>>>,
+    /// The process's routes, to find the modules that want to hear of a disconnect.
+    registry: Arc<Registry>,
     /// Open connections per client IP address.
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Bytes of requests received and not yet handled, over all connections
@@ -124,6 +131,13 @@ impl Gate {
 
     fn register(&self, id: &str, c: Arc<ConnShared>) {
         self.lock().insert(id.to_string(), c);
+    }
+
+    /// Tells every module with an [`ON_DISCONNECT`] method that this client is gone.
+    fn disconnected(&self, session: &Session) {
+        for module in self.registry.modules_with(ON_DISCONNECT) {
+            self.caller.call_nr(&module, ON_DISCONNECT, session, ());
+        }
     }
 
     fn unregister(&self, id: &str) {
@@ -190,6 +204,7 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> std::io::Result<Bound>
         caller: deps.caller,
         hook: deps.hook,
         conns: Mutex::new(HashMap::new()),
+        registry: deps.registry.clone(),
         per_ip: Mutex::new(HashMap::new()),
         request_bytes: Arc::new(Semaphore::new(permits(cfg.max_total_request_bytes))),
         counters: counters.clone(),

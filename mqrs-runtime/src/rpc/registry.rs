@@ -143,6 +143,18 @@ impl Registry {
             .clear();
     }
 
+    /// The modules of this process that have a method named `method`, sorted.
+    pub fn modules_with(&self, method: &str) -> Vec<String> {
+        let g = self.modules.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = g
+            .iter()
+            .filter(|(_, hs)| hs.contains_key(method))
+            .map(|(m, _)| m.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Names of the modules with routes, sorted.
     pub fn module_names(&self) -> Vec<String> {
         let g = self.modules.read().unwrap_or_else(|p| p.into_inner());
