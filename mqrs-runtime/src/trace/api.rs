@@ -19,6 +19,9 @@ use super::store::{micros, StoredTrace, TraceQuery, TraceStore};
 const PAGE: &str = include_str!("ui.html");
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1500;
+/// Spans (in the store's own measure) one search answers with at most; the JSON is about twice
+/// that. Bounds the memory and time a search can take, whatever its `limit`.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// The API's routes over `store`.
 pub fn router(store: Arc<TraceStore>) -> Router {
@@ -37,6 +40,7 @@ pub fn router(store: Arc<TraceStore>) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/latency", get(latency))
         .fallback(not_found)
+        .layer(axum::middleware::map_response(errors_as_json))
         .with_state(store)
 }
 
@@ -60,7 +64,7 @@ pub(crate) async fn serve_router(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
+        let r = axum::serve(super::http_limits::Limited::new(listener), app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.wait_for(|v| *v).await;
             })
@@ -220,6 +224,7 @@ pub fn parse_query(q: &HashMap<String, String>) -> Result<TraceQuery, String> {
         start_us: int("start")?,
         end_us: int("end")?,
         limit: int("limit")?.map_or(DEFAULT_LIMIT, |l| (l as usize).clamp(1, MAX_LIMIT)),
+        max_bytes: MAX_ANSWER_BYTES,
         tags: Vec::new(),
     };
     if let Some(lb) = nonempty("lookback").filter(|l| *l != "custom") {
@@ -249,13 +254,24 @@ async fn find_traces(
     State(store): State<Arc<TraceStore>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    match parse_query(&q) {
-        Ok(query) => {
-            let traces: Vec<Value> = store.find(&query).iter().map(jaeger_trace).collect();
-            envelope(Value::Array(traces)).into_response()
-        }
-        Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+    let query = match parse_query(&q) {
+        Ok(query) => query,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let Ok(_permit) = super::http_limits::HEAVY_QUERIES.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    };
+    let (found, truncated) = store.find_within(&query);
+    let traces: Vec<Value> = found.iter().map(jaeger_trace).collect();
+    let mut body = envelope(Value::Array(traces)).0;
+    if truncated {
+        // Jaeger clients read `data`; the note says why there are fewer than `limit`.
+        body["warnings"] = json!([format!(
+            "answer cut at about {} MiB of spans: narrow the search or lower the limit",
+            MAX_ANSWER_BYTES >> 20
+        )]);
     }
+    Json(body).into_response()
 }
 
 /// Parses a Jaeger trace id: up to 32 hex digits.
@@ -395,6 +411,24 @@ pub fn jaeger_trace(t: &StoredTrace) -> Value {
 }
 
 /// Answers unknown paths with a JSON error, like Jaeger.
+/// Errors from the HTTP layer itself (a method the route does not take, a query string that is
+/// not valid URL encoding, ...) answer in the API's own error shape, not as plain text.
+async fn errors_as_json(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let text = match axum::body::to_bytes(r.into_body(), 64 * 1024).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    error(status, text)
+}
+
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint".into())
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod context;
 pub(crate) mod hash;
+pub mod http_limits;
 pub mod layer;
 pub(crate) mod names;
 pub mod otlp;

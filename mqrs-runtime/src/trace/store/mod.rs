@@ -206,6 +206,9 @@ pub struct TraceQuery {
     pub end_us: Option<u64>,
     /// Most traces returned, newest first.
     pub limit: usize,
+    /// Most bytes of traces (the store's measure) returned; 0: no bound. At least one trace is
+    /// returned when any matches.
+    pub max_bytes: usize,
 }
 
 #[derive(Default)]
@@ -404,6 +407,12 @@ impl TraceStore {
 
     /// Traces matching the query, newest first.
     pub fn find(&self, q: &TraceQuery) -> Vec<StoredTrace> {
+        self.find_within(q).0
+    }
+
+    /// Traces matching the query, newest first, and whether `max_bytes` cut the answer short of
+    /// `limit`.
+    pub fn find_within(&self, q: &TraceQuery) -> (Vec<StoredTrace>, bool) {
         let g = self.lock();
         let mut hits: Vec<&StoredTrace> = g
             .traces
@@ -411,7 +420,20 @@ impl TraceStore {
             .filter(|t| t.spans.iter().any(|s| span_matches(s, q)))
             .collect();
         hits.sort_by_key(|t| std::cmp::Reverse(t.start_us));
-        hits.into_iter().take(q.limit).cloned().collect()
+        let budget = if q.max_bytes == 0 {
+            usize::MAX
+        } else {
+            q.max_bytes
+        };
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        for t in hits.iter().take(q.limit) {
+            if !out.is_empty() && bytes + t.bytes > budget {
+                return (out, true);
+            }
+            bytes += t.bytes;
+            out.push((*t).clone());
+        }
+        (out, false)
     }
 }
 
