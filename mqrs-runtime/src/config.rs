@@ -112,6 +112,9 @@ pub struct TraceSection {
     pub max_bytes: usize,
     /// Most spans kept per trace.
     pub max_spans_per_trace: usize,
+    /// Most traces kept for one client session: a session over it loses its own oldest
+    /// trace, so one flooding client cannot wipe everyone's history.
+    pub max_traces_per_session: usize,
     /// Send every span by OTLP/HTTP to this collector (`http://host:4318`); empty: do not.
     pub otlp_export: String,
     /// Spans waiting for export at most; more are dropped and counted.
@@ -258,6 +261,7 @@ impl Default for TraceSection {
             max_traces: 10_000,
             max_bytes: 64 << 20,
             max_spans_per_trace: 2_000,
+            max_traces_per_session: 1_000,
             otlp_export: String::new(),
             otlp_queue: 8192,
             collector: true,

@@ -65,3 +65,38 @@ async fn a_burst_leaves_the_store_within_its_caps() {
     assert_eq!(stats["traces"].as_u64(), Some(st.traces as u64), "{stats}");
     d.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_flooding_client_cannot_wipe_the_others_traces() {
+    let d = start_demo(|c| {
+        c.trace.max_traces = 50;
+        c.trace.max_traces_per_session = 10;
+    })
+    .await;
+    let store = d.app.trace_store().expect("store");
+    let calm = d.logged_in("calm").await;
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let r = common::join_chat(&calm, "calm", QoS::AtLeastOnce).await;
+        kept.push(r["TraceId"].as_str().expect("traced").to_string());
+    }
+    for id in &kept {
+        d.wait_chat_trace(id).await;
+    }
+    let flood = d.logged_in("flood").await;
+    for _ in 0..300 {
+        flood
+            .request("Chat/HD_CurrentRoom", b"{}", QoS::AtMostOnce)
+            .await
+            .expect("reply");
+    }
+    for id in &kept {
+        let id = u128::from_str_radix(id, 16).expect("hex");
+        assert!(
+            store.trace(id).is_some(),
+            "the calm client's trace {id:x} was wiped"
+        );
+    }
+    assert!(store.stats().traces <= 50);
+    d.app.shutdown().await;
+}

@@ -98,6 +98,7 @@ impl AppBuilder {
                 max_traces: config.trace.max_traces,
                 max_bytes: config.trace.max_bytes,
                 max_spans_per_trace: config.trace.max_spans_per_trace,
+                max_traces_per_session: config.trace.max_traces_per_session,
             }))
         });
         // Bad sampling settings or a bad endpoint are reported again by `App::start`, which

@@ -148,6 +148,9 @@ pub struct StoreLimits {
     pub max_bytes: usize,
     /// Most spans kept for one trace; later spans of it are dropped.
     pub max_spans_per_trace: usize,
+    /// Most traces kept for one client session (`session.id`): a session over it makes room
+    /// by losing its own oldest trace, so one flooding client cannot wipe everyone's history.
+    pub max_traces_per_session: usize,
 }
 
 impl Default for StoreLimits {
@@ -156,6 +159,7 @@ impl Default for StoreLimits {
             max_traces: 10_000,
             max_bytes: 64 << 20,
             max_spans_per_trace: 2_000,
+            max_traces_per_session: 1_000,
         }
     }
 }
@@ -181,6 +185,8 @@ pub struct StoredTrace {
     /// Spans in arrival order.
     pub spans: Vec<StoredSpan>,
     bytes: usize,
+    /// The client session the trace belongs to (a hash of its `session.id`), if any.
+    owner: Option<u64>,
     /// Earliest span start.
     pub start_us: u64,
     /// Latest span end.
@@ -214,6 +220,10 @@ pub struct TraceQuery {
 #[derive(Default)]
 struct Inner {
     traces: HashMap<u128, StoredTrace, KeyedHash>,
+    /// Trace ids of each client session, oldest first (ids of evicted traces go lazily).
+    owners: HashMap<u64, VecDeque<u128>>,
+    /// Hashes `session.id` values into owners.
+    owner_hash: KeyedHash,
     order: VecDeque<u128>,
     bytes: usize,
     spans: usize,
@@ -284,7 +294,26 @@ impl TraceStore {
         let mut g = self.lock();
         let inner = &mut *g;
         let is_new = !inner.traces.contains_key(&span.trace_id);
+        let mut owner = None;
         if is_new {
+            owner = span
+                .tag("session.id")
+                .map(|v| std::hash::BuildHasher::hash_one(&inner.owner_hash, v.as_str()));
+            if let Some(o) = owner {
+                // A session at its share makes room from its own traces first.
+                let cap = self.limits.max_traces_per_session.max(1);
+                while inner.owners.get(&o).is_some_and(|ids| ids.len() >= cap) {
+                    // Every removal keeps the owners' lists exact, so the front is held.
+                    let oldest = inner.owners.get(&o).and_then(|ids| ids.front().copied());
+                    match oldest.and_then(|id| self.remove(inner, id)) {
+                        Some(t) => keep(t),
+                        None => {
+                            inner.owners.remove(&o);
+                            break;
+                        }
+                    }
+                }
+            }
             while inner.traces.len() >= self.limits.max_traces.max(1) {
                 match self.evict_oldest(inner) {
                     Some(t) => keep(t),
@@ -305,8 +334,14 @@ impl TraceStore {
         }
         if is_new {
             inner.order.push_back(span.trace_id);
+            if let Some(o) = owner {
+                inner.owners.entry(o).or_default().push_back(span.trace_id);
+            }
         }
         let trace = inner.traces.entry(span.trace_id).or_default();
+        if is_new {
+            trace.owner = owner;
+        }
         if trace.spans.len() >= self.limits.max_spans_per_trace {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -347,17 +382,36 @@ impl TraceStore {
     fn evict_oldest(&self, inner: &mut Inner) -> Option<StoredTrace> {
         loop {
             let id = inner.order.pop_front()?;
-            if let Some(t) = inner.traces.remove(&id) {
-                inner.bytes -= t.bytes;
-                inner.spans -= t.spans.len();
-                for s in &t.spans {
-                    forget_operation(&mut inner.operations, s);
-                }
-                self.dropped
-                    .fetch_add(t.spans.len() as u64, Ordering::Relaxed);
+            if let Some(t) = self.remove(inner, id) {
                 return Some(t);
             }
         }
+    }
+
+    /// Takes trace `id` out of the store and its indexes, counting its spans as dropped;
+    /// `None` if it is not held. The caller frees it.
+    fn remove(&self, inner: &mut Inner, id: u128) -> Option<StoredTrace> {
+        let t = inner.traces.remove(&id)?;
+        inner.bytes -= t.bytes;
+        inner.spans -= t.spans.len();
+        for s in &t.spans {
+            forget_operation(&mut inner.operations, s);
+        }
+        if let Some(o) = t.owner {
+            if let Some(ids) = inner.owners.get_mut(&o) {
+                if ids.front() == Some(&id) {
+                    ids.pop_front();
+                } else {
+                    ids.retain(|x| *x != id);
+                }
+                if ids.is_empty() {
+                    inner.owners.remove(&o);
+                }
+            }
+        }
+        self.dropped
+            .fetch_add(t.spans.len() as u64, Ordering::Relaxed);
+        Some(t)
     }
 
     /// Counters.
@@ -669,6 +723,30 @@ mod tests {
             store.insert(s);
         }
         assert_eq!(store.services(), vec!["Other".to_string()]);
+    }
+
+    #[test]
+    fn a_flooding_session_loses_its_own_traces_not_the_others() {
+        let store = TraceStore::new(StoreLimits {
+            max_traces: 10,
+            max_traces_per_session: 3,
+            ..Default::default()
+        });
+        let of = |trace: u128, session: &'static str| {
+            let mut s = span(trace, trace as u64, "op", 0);
+            s.tags = vec![Tag::new("session.id", session)];
+            s
+        };
+        store.insert(of(1, "calm"));
+        store.insert(of(2, "calm"));
+        for t in 100..200 {
+            store.insert(of(t, "flood"));
+        }
+        // The flood keeps its newest three; the calm session keeps both of its traces.
+        assert!(store.trace(1).is_some() && store.trace(2).is_some());
+        let flood: Vec<u128> = (100..200).filter(|t| store.trace(*t).is_some()).collect();
+        assert_eq!(flood, vec![197, 198, 199]);
+        assert_eq!(store.stats().traces, 5);
     }
 
     #[test]
