@@ -1,0 +1,219 @@
+//! Unit tests of the store: eviction by count, bytes and session share, caps, search, the
+//! operation index, and the figures computed over the spans held.
+
+use super::*;
+
+fn span(trace: u128, id: u64, name: &'static str, pad: usize) -> StoredSpan {
+    StoredSpan {
+        trace_id: trace,
+        span_id: id,
+        parent_span_id: None,
+        name: Cow::Borrowed(name),
+        service: Arc::from("Login"),
+        kind: "server",
+        start_us: 1_000 + trace as u64,
+        duration_us: 10,
+        tags: vec![Tag::new("pad", "x".repeat(pad))],
+        events: vec![],
+        error: None,
+    }
+}
+
+#[test]
+fn evicts_oldest_trace_by_count_and_counts_drops() {
+    let store = TraceStore::new(StoreLimits {
+        max_traces: 2,
+        ..Default::default()
+    });
+    store.insert(span(1, 1, "a", 0));
+    store.insert(span(1, 2, "a", 0));
+    store.insert(span(2, 3, "b", 0));
+    store.insert(span(3, 4, "c", 0));
+    assert!(store.trace(1).is_none(), "oldest trace should be gone");
+    assert!(store.trace(2).is_some() && store.trace(3).is_some());
+    let st = store.stats();
+    assert_eq!((st.traces, st.spans, st.spans_dropped), (2, 2, 2));
+}
+
+#[test]
+fn evicts_by_bytes() {
+    let one = span(1, 1, "a", 1000).approx_bytes();
+    let store = TraceStore::new(StoreLimits {
+        max_bytes: one * 2 + 10,
+        ..Default::default()
+    });
+    for t in 1..=5 {
+        store.insert(span(t, t as u64, "a", 1000));
+    }
+    let st = store.stats();
+    assert_eq!(st.traces, 2);
+    assert!(st.bytes <= one * 2 + 10);
+    assert_eq!(st.spans_dropped, 3);
+    assert!(store.trace(5).is_some() && store.trace(4).is_some());
+}
+
+#[test]
+fn refuses_oversized_span_and_caps_spans_per_trace() {
+    let store = TraceStore::new(StoreLimits {
+        max_bytes: 500,
+        max_spans_per_trace: 2,
+        ..Default::default()
+    });
+    store.insert(span(1, 1, "big", 10_000));
+    assert_eq!(store.stats().spans, 0);
+    for id in 1..=3 {
+        store.insert(span(2, id, "a", 0));
+    }
+    let st = store.stats();
+    assert_eq!((st.spans, st.spans_dropped), (2, 2));
+}
+
+#[test]
+fn find_filters_and_orders_newest_first() {
+    let store = TraceStore::new(StoreLimits::default());
+    for t in 1..=4u128 {
+        let mut s = span(t, t as u64, if t % 2 == 0 { "even" } else { "odd" }, 0);
+        s.duration_us = t as u64 * 100;
+        store.insert(s);
+    }
+    let q = TraceQuery {
+        operation: Some("even".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let ids: Vec<u128> = store.find(&q).iter().map(|t| t.spans[0].trace_id).collect();
+    assert_eq!(ids, vec![4, 2]);
+    let q = TraceQuery {
+        min_duration_us: Some(250),
+        limit: 1,
+        ..Default::default()
+    };
+    let ids: Vec<u128> = store.find(&q).iter().map(|t| t.spans[0].trace_id).collect();
+    assert_eq!(ids, vec![4]);
+    let q = TraceQuery {
+        tags: vec![("pad".into(), "".into())],
+        service: Some("Nope".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store.find(&q).is_empty());
+    assert_eq!(store.services(), vec!["Login".to_string()]);
+    assert_eq!(store.operations("Login").len(), 2);
+}
+
+#[test]
+fn dependencies_count_cross_service_parent_links() {
+    let store = TraceStore::new(StoreLimits::default());
+    let mut root = span(1, 1, "gate", 0);
+    root.service = Arc::from("Gate");
+    let mut a = span(1, 2, "Login/track", 0);
+    a.parent_span_id = Some(1);
+    let mut b = span(1, 3, "Login/track2", 0);
+    b.parent_span_id = Some(2);
+    for s in [root, a, b] {
+        store.insert(s);
+    }
+    assert_eq!(
+        store.dependencies(0, u64::MAX),
+        vec![("Gate".into(), "Login".into(), 1)]
+    );
+    // The spans start at 1_001 µs: a window that ends before them sees no calls.
+    assert!(store.dependencies(0, 1_000).is_empty());
+}
+
+#[test]
+fn latency_percentiles_per_operation() {
+    let store = TraceStore::new(StoreLimits::default());
+    for i in 1..=100u64 {
+        let mut s = span(i as u128, i, "op", 0);
+        s.duration_us = i;
+        s.error = (i % 10 == 0).then_some(Cow::Borrowed("e"));
+        store.insert(s);
+    }
+    let l = store.latency(0);
+    assert_eq!(l.len(), 1);
+    let op = &l[0];
+    assert_eq!((op.count, op.errors, op.max_us), (100, 10, 100));
+    // Nearest rank over 1..=100: the p-th value is p.
+    assert_eq!(
+        (op.p50_us, op.p95_us, op.p99_us, op.avg_us),
+        (50, 95, 99, 50)
+    );
+    assert!(store.latency(u64::MAX).is_empty());
+}
+
+#[test]
+fn operation_index_shrinks_as_traces_are_evicted_and_values_are_cut() {
+    let store = TraceStore::new(StoreLimits {
+        max_traces: 3,
+        ..Default::default()
+    });
+    let names: Vec<&'static str> = (0..10)
+        .map(|i| &*Box::leak(format!("op{i}").into_boxed_str()))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        store.insert(span(i as u128 + 1, i as u64 + 1, n, 0));
+    }
+    // Ten operations went through; the three traces held name three of them.
+    let ops: Vec<String> = store.operations("Login").into_iter().map(|o| o.0).collect();
+    assert_eq!(ops, ["op7", "op8", "op9"]);
+    let mut big = span(100, 100, "big", 0);
+    big.tags = vec![Tag::new("user.id", "u".repeat(100_000))];
+    big.name = Cow::Owned("n".repeat(10_000));
+    store.insert(big);
+    let t = store.trace(100).expect("stored");
+    assert!(t.spans[0].name.len() <= MAX_NAME_BYTES + 3);
+    let v = t.spans[0]
+        .tag("user.id")
+        .expect("tag")
+        .as_str()
+        .into_owned();
+    assert!(
+        v.len() <= MAX_VALUE_BYTES + 3 && v.ends_with('…'),
+        "{}",
+        v.len()
+    );
+    // Evicting the last span of a service forgets the service too.
+    for i in 200..204 {
+        let mut s = span(i, i as u64, "x", 0);
+        s.service = Arc::from("Other");
+        store.insert(s);
+    }
+    assert_eq!(store.services(), vec!["Other".to_string()]);
+}
+
+#[test]
+fn a_flooding_session_loses_its_own_traces_not_the_others() {
+    let store = TraceStore::new(StoreLimits {
+        max_traces: 10,
+        max_traces_per_session: 3,
+        ..Default::default()
+    });
+    let of = |trace: u128, session: &'static str| {
+        let mut s = span(trace, trace as u64, "op", 0);
+        s.tags = vec![Tag::new("session.id", session)];
+        s
+    };
+    store.insert(of(1, "calm"));
+    store.insert(of(2, "calm"));
+    for t in 100..200 {
+        store.insert(of(t, "flood"));
+    }
+    // The flood keeps its newest three; the calm session keeps both of its traces.
+    assert!(store.trace(1).is_some() && store.trace(2).is_some());
+    let flood: Vec<u128> = (100..200).filter(|t| store.trace(*t).is_some()).collect();
+    assert_eq!(flood, vec![197, 198, 199]);
+    assert_eq!(store.stats().traces, 5);
+}
+
+#[test]
+fn nearest_rank_from_first_principles() {
+    // n = 100: rank p. n = 10: p50 is the 5th, p95 and p99 the 10th. n = 1: always the 1st.
+    assert_eq!(
+        [50, 95, 99, 100].map(|p| nearest_rank(100, p)),
+        [50, 95, 99, 100]
+    );
+    assert_eq!([50, 95, 99].map(|p| nearest_rank(10, p)), [5, 10, 10]);
+    assert_eq!([0, 50, 99].map(|p| nearest_rank(1, p)), [1, 1, 1]);
+    assert_eq!(nearest_rank(3, 50), 2);
+}
