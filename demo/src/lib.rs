@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod harness;
 pub mod login;
 
 use mqrs_runtime::{App, AppError, Config};

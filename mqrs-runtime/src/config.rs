@@ -81,7 +81,8 @@ pub struct GateSection {
     /// Most bytes of requests one connection may have received and not yet handled; past it
     /// the gate stops reading that client until some are done.
     pub max_request_bytes: usize,
-    /// The same bound over all connections together.
+    /// The same bound over all connections together; large packets still arriving count
+    /// against it too.
     pub max_total_request_bytes: usize,
     /// Most bytes of replies waiting for one client to read them; a client that reads more
     /// slowly than it asks is disconnected (counted, logged once).
@@ -244,7 +245,7 @@ impl Default for GateSection {
             packet_timeout_ms: 10_000,
             max_outgoing_bytes: 4 << 20,
             max_request_bytes: 4 << 20,
-            max_total_request_bytes: 256 << 20,
+            max_total_request_bytes: 64 << 20,
             max_inflight: 1,
             outgoing_queue: 256,
             shutdown_grace_ms: 5000,

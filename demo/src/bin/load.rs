@@ -6,14 +6,14 @@
 //! Without `--gate` it starts the demo binary next to itself on free ports and measures that
 //! process; with `--gate HOST:PORT` it drives a demo already running (RSS only with `--gate-pid`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use demo::client::GateClient;
+use demo::harness::{median, rss_mib, DemoProcess};
 use rumqttc::QoS;
 
 /// Load on the demo's gate, traced against untraced.
@@ -48,81 +48,6 @@ struct Cli {
     /// Run one phase only (to profile it); the ratio needs both.
     #[arg(long, value_parser = ["untraced", "traced"])]
     only: Option<String>,
-}
-
-/// The demo process this run started; stopped on drop.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the demo binary beside this one; returns it and its gate address.
-fn start_demo(sample_ratio: f64) -> Result<(Demo, String), String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("demo");
-    let mut child = Command::new(&exe)
-        .args(["--gate", "127.0.0.1:0", "--viewer", "127.0.0.1:0"])
-        .args(["--collector", "127.0.0.1:0", "--broker", "none"])
-        .args(["--sample-ratio", &sample_ratio.to_string()])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot start {}: {e} (build it: cargo build --release -p demo)",
-                exe.display()
-            )
-        })?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let demo = Demo(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let gate = loop {
-        match lines.next() {
-            Some(Ok(l)) => {
-                if let Some(a) = l.split("gate listening on mqtt://").nth(1) {
-                    break a.trim().to_string();
-                }
-            }
-            _ => return Err("the demo exited before listening".into()),
-        }
-    };
-    // Keep reading its log so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok((demo, gate))
-}
-
-/// Resident memory of process `pid`, in MiB.
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
-/// The median of `v` (mean of the middle two for an even count); `None` when empty.
-fn median(v: &mut [f64]) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-    }
 }
 
 struct Phase {
@@ -230,9 +155,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let (demo, gate, pid) = match &cli.gate {
         Some(g) => (None, g.clone(), cli.gate_pid),
-        None => match start_demo(cli.sample_ratio) {
-            Ok((d, g)) => {
-                let pid = d.0.id();
+        None => match DemoProcess::start(&["--sample-ratio", &cli.sample_ratio.to_string()]) {
+            Ok(d) => {
+                let (g, pid) = (d.gate.clone(), d.pid());
                 (Some(d), g, Some(pid))
             }
             Err(e) => {

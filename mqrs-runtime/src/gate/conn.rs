@@ -97,13 +97,20 @@ impl ConnShared {
 /// MQTT 5 CONNECT is recognised from its protocol level before the 3.1.1 decoder sees it.
 ///
 /// Once part of a packet is in, the rest must arrive within `rest_within`.
+///
+/// A packet larger than [`LARGE_PACKET`] takes its size from the gate's budget for arriving
+/// bytes before they are buffered (held until it is read whole), so many clients each sending
+/// most of a large packet cannot together take more memory than that budget, and cannot take
+/// the budget small requests use.
 async fn read_packet<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     max: usize,
     first: bool,
     rest_within: Duration,
+    total: Budget<'_>,
 ) -> Result<Option<Packet>, ConnError> {
+    let mut receiving: Option<OwnedSemaphorePermit> = None;
     loop {
         match check(buf.iter(), max) {
             Ok(header) => {
@@ -114,7 +121,15 @@ async fn read_packet<R: AsyncRead + Unpin>(
                 super::rules::check_frame(frame).map_err(ConnError::Protocol)?;
                 return Ok(Some(Packet::read(buf, max)?));
             }
-            Err(CodecError::InsufficientBytes(n)) => buf.reserve(n.min(max)),
+            Err(CodecError::InsufficientBytes(n)) => {
+                let frame = buf.len() + n.min(max);
+                if frame > LARGE_PACKET && receiving.is_none() {
+                    let permits = u32::try_from(frame.min(total.1)).unwrap_or(u32::MAX);
+                    // The budget is never closed; if it were, read on without it.
+                    receiving = total.0.clone().acquire_many_owned(permits).await.ok();
+                }
+                buf.reserve(n.min(max));
+            }
             Err(e) => return Err(e.into()),
         }
         let n = if buf.is_empty() {
@@ -190,6 +205,9 @@ async fn writer<W: AsyncWrite + Unpin>(
 /// clients (rumqttc among them) lose a packet that arrives together with the close.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
 
+/// Packets larger than this count against the gate's byte budget while they arrive.
+const LARGE_PACKET: usize = 64 * 1024;
+
 /// Longest a reply waits for room in a client's full outgoing queue before the client counts
 /// as not reading (and is closed).
 const SLOW_READER_WAIT: Duration = Duration::from_secs(10);
@@ -255,6 +273,10 @@ where
 {
     let cfg = &gate.cfg;
     let rest_within = Duration::from_millis(cfg.packet_timeout_ms.max(1));
+    let arriving = (
+        &gate.arriving_bytes,
+        super::permits(cfg.max_total_request_bytes / 2),
+    );
     let (mut rd, wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(1024);
     let first = tokio::select! {
@@ -262,7 +284,7 @@ where
         _ = shutdown.changed() => return Ok(()),
         r = tokio::time::timeout(
             Duration::from_millis(cfg.connect_timeout_ms),
-            read_packet(&mut rd, &mut buf, cfg.max_packet_size, true, rest_within),
+            read_packet(&mut rd, &mut buf, cfg.max_packet_size, true, rest_within, arriving),
         ) => r,
     };
     let connect = match first {
@@ -357,7 +379,14 @@ where
     let mut qos2_pending: HashSet<u16> = HashSet::new();
     let mut stopping = false;
     let result = loop {
-        let read = read_packet(&mut rd, &mut buf, cfg.max_packet_size, false, rest_within);
+        let read = read_packet(
+            &mut rd,
+            &mut buf,
+            cfg.max_packet_size,
+            false,
+            rest_within,
+            arriving,
+        );
         let packet = tokio::select! {
             _ = shutdown.changed() => {
                 stopping = true;

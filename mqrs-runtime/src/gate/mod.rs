@@ -116,6 +116,9 @@ pub(crate) struct Gate {
     /// Bytes of requests received and not yet handled, over all connections
     /// (`max_total_request_bytes` permits).
     request_bytes: Arc<Semaphore>,
+    /// Bytes of large packets still arriving, over all connections: half the total budget, its
+    /// own, so clients stalling in large packets cannot starve everyone's small requests.
+    arriving_bytes: Arc<Semaphore>,
     counters: Arc<GateCounters>,
 }
 
@@ -207,6 +210,7 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> std::io::Result<Bound>
         registry: deps.registry.clone(),
         per_ip: Mutex::new(HashMap::new()),
         request_bytes: Arc::new(Semaphore::new(permits(cfg.max_total_request_bytes))),
+        arriving_bytes: Arc::new(Semaphore::new(permits(cfg.max_total_request_bytes / 2))),
         counters: counters.clone(),
         cfg,
     });

@@ -21,7 +21,7 @@ const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1500;
 /// Spans (in the store's own measure) one search answers with at most; the JSON is about twice
 /// that. Bounds the memory and time a search can take, whatever its `limit`.
-const MAX_ANSWER_BYTES: usize = 4 << 20;
+const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// The API's routes over `store`.
 pub fn router(store: Arc<TraceStore>) -> Router {

@@ -26,7 +26,7 @@ pub const IDLE: Duration = Duration::from_secs(10);
 pub const FIRST_BYTE: Duration = Duration::from_secs(2);
 
 /// Most store searches (trace search, latency, dependencies) running at once in the process.
-pub const MAX_HEAVY_QUERIES: usize = 2;
+pub const MAX_HEAVY_QUERIES: usize = 1;
 
 /// The process's permits for store searches.
 pub(crate) static HEAVY_QUERIES: Semaphore = Semaphore::const_new(MAX_HEAVY_QUERIES);

@@ -1,0 +1,360 @@
+//! `cargo build --release -p demo --bins && ./target/release/hostile`: the attacks of the
+//! "hostile clients" table, each against a fresh demo process started beside this binary, and
+//! for each the demo's resident memory and a normal client's `HD_JoinChat` p50 before and
+//! during the attack, with their ratio (the bar: within 2x).
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use demo::client::GateClient;
+use demo::harness::{median, rss_mib, DemoProcess};
+use rumqttc::QoS;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// Hostile clients against the demo, measured.
+#[derive(Debug, Parser)]
+#[command(name = "hostile")]
+struct Cli {
+    /// Seconds each measurement lasts (before, and during the attack).
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+}
+
+/// Something an attack runs until told to stop.
+type Attack = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Starts an attack on a target.
+type Start = fn(Target) -> Attack;
+
+/// What an attack needs to know about its target.
+#[derive(Clone)]
+struct Target {
+    gate: (String, u16),
+    viewer: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Target {
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// A raw TCP connection to `addr` from the loopback address `from`.
+async fn raw_from(from: IpAddr, addr: &str) -> Option<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind((from, 0).into()).ok()?;
+    socket.connect(addr.parse().ok()?).await.ok()
+}
+
+/// An MQTT 3.1.1 CONNECT with client id `id` and keepalive `ka` seconds.
+fn connect_packet(id: &str, ka: u16) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02];
+    body.extend(ka.to_be_bytes());
+    body.extend((id.len() as u16).to_be_bytes());
+    body.extend(id.as_bytes());
+    let mut p = vec![0x10];
+    p.extend(remaining_length(body.len()));
+    p.extend(body);
+    p
+}
+
+/// A PUBLISH (QoS 0) header for `topic` announcing `payload_len` bytes of payload.
+fn publish_header(topic: &str, payload_len: usize) -> Vec<u8> {
+    let mut p = vec![0x30];
+    p.extend(remaining_length(2 + topic.len() + payload_len));
+    p.extend((topic.len() as u16).to_be_bytes());
+    p.extend(topic.as_bytes());
+    p
+}
+
+fn remaining_length(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n % 128) as u8;
+        n /= 128;
+        out.push(if n > 0 { b | 0x80 } else { b });
+        if n == 0 {
+            return out;
+        }
+    }
+}
+
+async fn logged_in(t: &Target, id: &str) -> Option<GateClient> {
+    let c = GateClient::connect(id, &t.gate.0, t.gate.1).await.ok()?;
+    let body = serde_json::json!({"userName": id, "passWord": "pw"}).to_string();
+    c.request("Login/HD_Login", body.as_bytes(), QoS::AtMostOnce)
+        .await
+        .ok()?;
+    Some(c)
+}
+
+/// The normal client's `HD_JoinChat` p50, in ms, over `d`.
+async fn p50(c: &GateClient, d: Duration) -> f64 {
+    let mut lat = Vec::new();
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        let t = Instant::now();
+        if c.request(
+            "Chat/HD_JoinChat",
+            br#"{"roomName":"normal"}"#,
+            QoS::AtMostOnce,
+        )
+        .await
+        .is_ok()
+        {
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    median(&mut lat).unwrap_or(f64::NAN)
+}
+
+/// The attacks, by name.
+fn attacks() -> Vec<(&'static str, Start)> {
+    vec![
+        ("requests to unique 30 KB module names", |t| {
+            Box::pin(async move {
+                let long = "M".repeat(30_000);
+                let mut tasks = Vec::new();
+                for i in 0..4 {
+                    let (t, long) = (t.clone(), long.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let Some(c) = logged_in(&t, &format!("names{i}")).await else {
+                            return;
+                        };
+                        let mut n = 0u64;
+                        while t.running() {
+                            n += 1;
+                            let _ = c
+                                .request(&format!("{long}{i}x{n}/HD_x"), b"{}", QoS::AtMostOnce)
+                                .await;
+                        }
+                    }));
+                }
+                join(tasks).await;
+            })
+        }),
+        (
+            "4 connections sending 500 KB requests, never reading",
+            |t| {
+                Box::pin(async move {
+                    let mut tasks = Vec::new();
+                    for i in 0..4 {
+                        let t = t.clone();
+                        tasks.push(tokio::spawn(async move {
+                            let gate = format!("{}:{}", t.gate.0, t.gate.1);
+                            let Some(mut s) = raw_from([127, 0, 0, 2].into(), &gate).await else {
+                                return;
+                            };
+                            let _ = s.write_all(&connect_packet(&format!("big{i}"), 0)).await;
+                            let body = format!(
+                                r#"{{"userName":"{}","passWord":"pw"}}"#,
+                                "n".repeat(500_000)
+                            );
+                            for n in 0..50 {
+                                if !t.running() {
+                                    break;
+                                }
+                                let mut p =
+                                    publish_header(&format!("Login/HD_Login/{n}"), body.len());
+                                p.extend(body.as_bytes());
+                                let write = s.write_all(&p);
+                                if tokio::time::timeout(Duration::from_millis(200), write)
+                                    .await
+                                    .is_err()
+                                {
+                                    break;
+                                }
+                            }
+                            while t.running() {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }));
+                    }
+                    join(tasks).await;
+                })
+            },
+        ),
+        (
+            "300 connections: a 1 MiB PUBLISH minus its last byte, keepalive 0",
+            |t| {
+                Box::pin(async move {
+                    let gate = format!("{}:{}", t.gate.0, t.gate.1);
+                    let mut held = Vec::new();
+                    let payload = vec![b'x'; 1_000_000];
+                    for i in 0..300 {
+                        if !t.running() {
+                            break;
+                        }
+                        let Some(mut s) = raw_from([127, 0, 0, 3].into(), &gate).await else {
+                            continue;
+                        };
+                        let mut p = connect_packet(&format!("part{i}"), 0);
+                        p.extend(publish_header("Chat/HD_JoinChat/1", payload.len()));
+                        p.extend(&payload[..payload.len() - 1]);
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(100), s.write_all(&p)).await;
+                        held.push(s);
+                    }
+                    while t.running() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                })
+            },
+        ),
+        ("1,000 idle keepalive-0 connections from one address", |t| {
+            Box::pin(async move {
+                let gate = format!("{}:{}", t.gate.0, t.gate.1);
+                let mut held = Vec::new();
+                for i in 0..1000 {
+                    if let Some(mut s) = raw_from([127, 0, 0, 4].into(), &gate).await {
+                        let _ = s.write_all(&connect_packet(&format!("idle{i}"), 0)).await;
+                        held.push(s);
+                    }
+                }
+                while t.running() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        }),
+        ("4 clients flooding traced requests", |t| {
+            Box::pin(async move {
+                let mut tasks = Vec::new();
+                for i in 0..4 {
+                    let t = t.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let Some(c) = logged_in(&t, &format!("flood{i}")).await else {
+                            return;
+                        };
+                        let c = Arc::new(c);
+                        let mut inner = Vec::new();
+                        for _ in 0..8 {
+                            let (c, t) = (c.clone(), t.clone());
+                            inner.push(tokio::spawn(async move {
+                                while t.running() {
+                                    let _ = c
+                                        .request("Chat/HD_CurrentRoom", b"{}", QoS::AtMostOnce)
+                                        .await;
+                                }
+                            }));
+                        }
+                        join(inner).await;
+                    }));
+                }
+                join(tasks).await;
+            })
+        }),
+        ("8 concurrent trace searches with limit=1500", |t| {
+            Box::pin(async move {
+                let mut tasks = Vec::new();
+                for _ in 0..8 {
+                    let t = t.clone();
+                    tasks.push(tokio::spawn(async move {
+                        while t.running() {
+                            let Ok(mut s) = TcpStream::connect(&t.viewer).await else { return };
+                            let req = format!("GET /api/traces?limit=1500 HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", t.viewer);
+                            let _ = s.write_all(req.as_bytes()).await;
+                            let mut sink = Vec::new();
+                            let _ = s.read_to_end(&mut sink).await;
+                        }
+                    }));
+                }
+                join(tasks).await;
+            })
+        }),
+        ("2,000 idle connections to the viewer", |t| {
+            Box::pin(async move {
+                let mut held = Vec::new();
+                for _ in 0..2000 {
+                    if let Ok(s) = TcpStream::connect(&t.viewer).await {
+                        held.push(s);
+                    }
+                }
+                while t.running() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        }),
+    ]
+}
+
+async fn join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Starts a demo, measures before, runs `attack` and measures during; one table row.
+async fn row(name: &str, attack: Start, seconds: u64) -> Result<String, String> {
+    let demo = DemoProcess::start(&[])?;
+    let (host, port) = demo
+        .gate
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or("bad gate address")?;
+    let t = Target {
+        gate: (host, port),
+        viewer: demo.viewer.clone(),
+        stop: Arc::default(),
+    };
+    let normal = logged_in(&t, "normal")
+        .await
+        .ok_or("the normal client cannot log in")?;
+    let d = Duration::from_secs(seconds);
+    let p50_before = p50(&normal, d).await;
+    let rss_before = rss_mib(demo.pid()).unwrap_or(f64::NAN);
+    let running = tokio::spawn(attack(t.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = demo.pid();
+    let sampler = tokio::spawn(async move {
+        let mut most = 0f64;
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            most = most.max(rss_mib(pid).unwrap_or(0.0));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        most
+    });
+    let p50_during = p50(&normal, d).await;
+    let rss_during = sampler.await.unwrap_or(f64::NAN);
+    t.stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    let ratio = p50_during / p50_before;
+    Ok(format!(
+        "{name:<62} {rss_before:>7.0} {rss_during:>7.0} {p50_before:>8.1} {p50_during:>8.1} {ratio:>6.2}x {}",
+        if ratio <= 2.0 { "ok" } else { "over 2x" }
+    ))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    println!("{} s before and {} s during each attack; RSS in MiB, p50 of a normal client's HD_JoinChat in ms", cli.seconds, cli.seconds);
+    println!(
+        "{:<62} {:>7} {:>7} {:>8} {:>8} {:>7}",
+        "attack", "RSS", "RSS atk", "p50", "p50 atk", "ratio"
+    );
+    let mut failed = false;
+    for (name, attack) in attacks() {
+        match row(name, attack, cli.seconds).await {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
