@@ -119,6 +119,9 @@ async fn otlp_json_bad_bodies_and_limits() {
     let proto = [("Content-Type", "application/x-protobuf")];
     let (status, reply) = http_post(addr, "/v1/traces", &proto, &[0xff; 16]).await;
     assert_eq!(status, 400);
+    // A google.rpc.Status: field 1 (code) = 3, INVALID_ARGUMENT; field 2 (message) the reason.
+    assert_eq!(reply[..2], [0x08, 3], "{reply:?}");
+    assert_eq!(reply[2], 0x12, "{reply:?}");
     assert!(String::from_utf8_lossy(&reply).contains("protobuf"));
     let gz = [
         ("Content-Type", "application/x-protobuf"),
@@ -130,8 +133,9 @@ async fn otlp_json_bad_bodies_and_limits() {
     let (status, _) = http_post(addr, "/v1/traces", &[("Content-Type", "text/plain")], b"hi").await;
     assert_eq!(status, 415);
     // Over the configured body limit: 413, and the collector keeps serving.
-    let (status, _) = http_post(addr, "/v1/traces", &proto, &vec![0u8; 128 * 1024]).await;
+    let (status, reply) = http_post(addr, "/v1/traces", &proto, &vec![0u8; 128 * 1024]).await;
     assert_eq!(status, 413);
+    assert_eq!(reply[..2], [0x08, 8], "RESOURCE_EXHAUSTED: {reply:?}");
     let (status, _) = http_post(addr, "/v1/traces", &proto, &[]).await;
     assert_eq!(status, 200, "an empty request is a valid, empty export");
     d.app.shutdown().await;

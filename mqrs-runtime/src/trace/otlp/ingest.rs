@@ -43,6 +43,7 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/v1/traces", post(receive))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::map_response(status_bodies))
         .with_state(Collector { store, max_body });
     crate::trace::api::serve_router("OTLP collector", app, addr, shutdown).await
 }
@@ -55,10 +56,34 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
+/// `google.rpc.Status`, the body OTLP/HTTP gives every 4xx and 5xx answer (the fields used).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    /// gRPC status code.
+    #[prost(int32, tag = "1")]
+    code: i32,
+    /// What went wrong.
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// The gRPC code that goes with an HTTP error status.
+fn grpc_code(status: StatusCode) -> i32 {
+    match status.as_u16() {
+        400 | 415 => 3, // INVALID_ARGUMENT
+        413 => 8,       // RESOURCE_EXHAUSTED
+        503 => 14,      // UNAVAILABLE
+        _ => 2,         // UNKNOWN
+    }
+}
+
+/// An error answer as OTLP/HTTP asks: a `google.rpc.Status`, protobuf-encoded, or in its JSON
+/// form for a JSON request.
 fn refuse(status: StatusCode, json: bool, msg: String) -> Response {
     tracing::debug!(%status, reason = %msg, "OTLP request refused");
+    let code = grpc_code(status);
     if json {
-        let body = serde_json::json!({ "code": status.as_u16(), "message": msg });
+        let body = serde_json::json!({ "code": code, "message": msg });
         (
             status,
             [(header::CONTENT_TYPE, "application/json")],
@@ -66,13 +91,35 @@ fn refuse(status: StatusCode, json: bool, msg: String) -> Response {
         )
             .into_response()
     } else {
+        let body = RpcStatus { code, message: msg }.encode_to_vec();
         (
             status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            msg,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            body,
         )
             .into_response()
     }
+}
+
+/// Errors the HTTP layer answers itself (a body over the limit, a wrong method) get the same
+/// `google.rpc.Status` body as the collector's own.
+async fn status_bodies(r: Response) -> Response {
+    let status = r.status();
+    let typed = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.starts_with("application/x-protobuf") || v.starts_with("application/json")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || typed {
+        return r;
+    }
+    let text = match axum::body::to_bytes(r.into_body(), 64 * 1024).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    refuse(status, false, text)
 }
 
 async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Bytes) -> Response {
