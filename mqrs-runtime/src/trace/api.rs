@@ -135,6 +135,10 @@ async fn latency(
     State(store): State<Arc<TraceStore>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    // A scan of every span held: one such search at a time in the process.
+    let Ok(_permit) = super::http_limits::HEAVY_QUERIES.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    };
     let lookback = q.get("lookback").map(String::as_str).unwrap_or("1h");
     let Some(d) = parse_duration_us(lookback) else {
         return error(
@@ -303,6 +307,10 @@ async fn dependencies(
     State(store): State<Arc<TraceStore>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    // A scan of every span held: one such search at a time in the process.
+    let Ok(_permit) = super::http_limits::HEAVY_QUERIES.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    };
     let ms = |k: &str| -> Result<Option<u64>, String> {
         match q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(None),
