@@ -12,6 +12,7 @@ use super::Gate;
 use crate::error::RpcError;
 use crate::session::Session;
 use crate::trace::spans::{self, EndOnDrop};
+use crate::trace::store::clip;
 
 /// Handles one PUBLISH from a client.
 pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
@@ -19,9 +20,13 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
     let topic = parse_topic(&publish.topic);
     // Only a route the app serves names a span; anything else a client sends is one fixed
     // name, so client input never grows the operation list.
-    let known = topic.as_ref().ok().filter(|t| {
-        t.module.len() + t.handler.len() < MAX_ROUTE && gate.caller.reaches(&target(t), t.handler)
-    });
+    let too_long = topic
+        .as_ref()
+        .is_ok_and(|t| t.module.len() + t.handler.len() >= MAX_ROUTE);
+    let known = topic
+        .as_ref()
+        .ok()
+        .filter(|t| !too_long && gate.caller.reaches(t.target, t.handler));
     let hook = gate.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
     let traced = hook(&session, &publish);
     let (session, root) = if traced {
@@ -31,7 +36,7 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
         (session, None)
     };
     let result = match &topic {
-        Ok(t) if t.module.len() + t.handler.len() >= MAX_ROUTE => Err(RpcError::BadArgs {
+        Ok(_) if too_long => Err(RpcError::BadArgs {
             method: clip(&publish.topic, 64).to_string(),
             reason: format!("a route is at most {MAX_ROUTE} bytes"),
         }),
@@ -114,7 +119,7 @@ async fn call(
     }
     let args = body_to_args(&name, body)?;
     gate.caller
-        .call_raw(&target(topic), topic.handler, session, args)
+        .call_raw(topic.target, topic.handler, session, args)
         .await
 }
 
@@ -123,15 +128,6 @@ const MAX_ROUTE: usize = 128;
 
 /// Longest topic kept on the root span (`mqrs.topic`); longer ones are cut.
 const MAX_TOPIC_ATTRIBUTE: usize = 256;
-
-/// The call target of a topic. `Module@ServerId` is passed on as it is: the router sends it to
-/// that server, which may be this process or another one behind the broker.
-fn target(topic: &ClientTopic<'_>) -> String {
-    match topic.server_id {
-        Some(sid) => format!("{}@{sid}", topic.module),
-        None => topic.module.to_string(),
-    }
-}
 
 fn start_root(
     gate: &Gate,
@@ -153,16 +149,4 @@ fn start_root(
     );
     let s = session.with_span(&root, gate.tracer.clone());
     (s, root)
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub(crate) fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

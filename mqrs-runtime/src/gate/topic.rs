@@ -8,6 +8,9 @@ use crate::error::RpcError;
 /// A parsed client topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientTopic<'a> {
+    /// The call target as written, `Module` or `Module@ServerId`: passed on as it is, the
+    /// router sends it to that server, here or behind the broker.
+    pub target: &'a str,
     /// Target module.
     pub module: &'a str,
     /// Optional target server id (`Module@ServerId`).
@@ -32,6 +35,7 @@ pub fn parse_topic(topic: &str) -> Result<ClientTopic<'_>, String> {
         None => (parts[0], None),
     };
     Ok(ClientTopic {
+        target: parts[0],
         module,
         server_id,
         handler: parts[1],

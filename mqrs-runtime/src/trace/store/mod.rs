@@ -66,14 +66,24 @@ pub const MAX_NAME_BYTES: usize = 256;
 
 /// `s` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
 pub fn cut(s: &str, max: usize) -> Cow<'_, str> {
+    let kept = clip(s, max);
+    if kept.len() == s.len() {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(format!("{kept}…"))
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary (no mark).
+pub(crate) fn clip(s: &str, max: usize) -> &str {
     if s.len() <= max {
-        return Cow::Borrowed(s);
+        return s;
     }
     let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    Cow::Owned(format!("{}…", &s[..end]))
+    &s[..end]
 }
 
 /// Cuts over-long text values in place (rare: the common case touches nothing).
