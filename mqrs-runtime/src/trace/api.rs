@@ -418,25 +418,16 @@ pub fn jaeger_trace(t: &StoredTrace) -> Value {
     json!({"traceID": tid, "spans": spans, "processes": processes, "warnings": null})
 }
 
-/// Answers unknown paths with a JSON error, like Jaeger.
 /// Errors from the HTTP layer itself (a method the route does not take, a query string that is
 /// not valid URL encoding, ...) answer in the API's own error shape, not as plain text.
 async fn errors_as_json(r: Response) -> Response {
-    let status = r.status();
-    let is_json = r
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return r;
+    match super::http_limits::untyped_error(r, &["application/json"]).await {
+        Ok((status, text)) => error(status, text),
+        Err(r) => r,
     }
-    let text = match axum::body::to_bytes(r.into_body(), 64 * 1024).await {
-        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
-        _ => status.canonical_reason().unwrap_or("error").to_string(),
-    };
-    error(status, text)
 }
 
+/// Answers unknown paths with a JSON error, like Jaeger.
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint".into())
 }

@@ -2,7 +2,8 @@
 //! starve the gate: at most [`MAX_CONNECTIONS`] connections are accepted at once (the rest
 //! wait in the kernel's backlog and take no file descriptor of the process), a connection that
 //! sends nothing within [`FIRST_BYTE`] of being accepted, or nothing for [`IDLE`] later, is
-//! closed, and at most [`MAX_HEAVY_QUERIES`] searches over the store run at once.
+//! closed, and at most [`MAX_HEAVY_QUERIES`] searches over the store run at once. Also here: the
+//! one check both HTTP services use to give the HTTP layer's own errors their error shape.
 
 use std::future::Future;
 use std::io;
@@ -140,4 +141,27 @@ impl AsyncWrite for LimitedStream {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// An error answer the HTTP layer made itself (plain text, not `typed` in one of the service's
+/// own content types): its status and text, so the service can answer in its own error shape.
+/// Anything else comes back unchanged.
+pub(crate) async fn untyped_error(
+    r: axum::response::Response,
+    typed: &[&str],
+) -> Result<(axum::http::StatusCode, String), axum::response::Response> {
+    let status = r.status();
+    let is_typed = r
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| typed.iter().any(|t| v.starts_with(t)));
+    if !(status.is_client_error() || status.is_server_error()) || is_typed {
+        return Err(r);
+    }
+    let text = match axum::body::to_bytes(r.into_body(), 64 * 1024).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    Ok((status, text))
 }

@@ -46,10 +46,8 @@ pub struct ServiceTracer {
 pub(crate) struct Policy {
     /// The process's root decision.
     pub(crate) sampler: sampling::Sampler,
-    /// Keep skipped traces in which a span fails.
-    pub(crate) keep_failed: bool,
-    /// Keep skipped traces in which a span takes at least this long.
-    pub(crate) keep_slow: Option<Duration>,
+    /// The sampling settings: what is kept of skipped traces.
+    pub(crate) sampling: Sampling,
     service: Arc<str>,
     store: Option<Arc<TraceStore>>,
     exporter: Option<otlp::export::ExportProcessor>,
@@ -58,7 +56,7 @@ pub(crate) struct Policy {
 impl Policy {
     /// True when skipped traces are followed, to keep the failed or slow ones.
     pub(crate) fn keeps(&self) -> bool {
-        self.keep_failed || self.keep_slow.is_some()
+        self.sampling.keeps()
     }
 
     /// Stores and exports a kept span of a skipped trace, as the SDK's processors would.
@@ -149,8 +147,7 @@ impl Tracing {
             tracer: provider.tracer("mqrs"),
             policy: Arc::new(Policy {
                 sampler: self.sampler.clone(),
-                keep_failed: self.sampling.keep_failed,
-                keep_slow: self.sampling.keep_slow,
+                sampling: self.sampling.clone(),
                 service: name.clone(),
                 store: self.store.clone(),
                 exporter: self.exporter.as_ref().map(|e| e.processor(name.clone())),

@@ -90,7 +90,7 @@ impl Shadow {
     /// The span failed with `kind` (`error.type`) and `text`: marks the trace when failures
     /// are kept; the first failure recorded is the one the span shows if it is kept.
     pub(crate) fn fail(&self, kind: &'static str, text: impl FnOnce() -> String) {
-        if self.policy.keep_failed {
+        if self.policy.sampling.keep_failed {
             self.keep.mark(KeepReason::Error);
         }
         if self.error.get().is_none() {
@@ -104,7 +104,7 @@ impl Shadow {
         let ran = now
             .duration_since(self.start_time)
             .unwrap_or(Duration::ZERO);
-        if self.policy.keep_slow.is_some_and(|t| ran >= t) {
+        if self.policy.sampling.keep_slow.is_some_and(|t| ran >= t) {
             self.keep.mark(KeepReason::Slow);
         }
     }

@@ -11,12 +11,14 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt, TraceState, Tracer};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceState, Tracer,
+};
 use opentelemetry::{Context, KeyValue};
 
 use super::sampling::Keep;
 use super::skipped::{self, Attrs, Shadow};
-use super::{names, ServiceTracer};
+use super::{names, Policy, ServiceTracer};
 use crate::error::RpcError;
 use crate::session::{Session, SpanAttrs};
 
@@ -71,6 +73,32 @@ impl EndOnDrop {
         EndOnDrop {
             cx,
             state: State::Recorded,
+        }
+    }
+
+    /// A span of a trace the sampler skipped, in the non-recording context `sc`: followed as a
+    /// shadow (its trace's keep mark and its attributes' source from `follow`) when keeping is
+    /// on, else quiet.
+    fn skipped(
+        policy: &Arc<Policy>,
+        sc: SpanContext,
+        parent: SpanId,
+        kind: SpanKind,
+        name: Cow<'static, str>,
+        follow: impl FnOnce() -> (Arc<Keep>, Attrs),
+    ) -> EndOnDrop {
+        let cx = Context::new().with_remote_span_context(sc.clone());
+        if !policy.keeps() {
+            return EndOnDrop {
+                cx,
+                state: State::Quiet,
+            };
+        }
+        let (keep, attrs) = follow();
+        let shadow = Shadow::new(policy, keep, sc, parent, kind, name, attrs);
+        EndOnDrop {
+            cx,
+            state: State::Skipped(Box::new(shadow)),
         }
     }
 }
@@ -145,30 +173,13 @@ fn root(tracer: &ServiceTracer, name: Cow<'static, str>, of: RootOf<'_>) -> EndO
         return EndOnDrop::recorded(Context::new().with_span(span));
     }
     let sc = skipped::span_context(skipped::new_trace_id(), TraceState::default());
-    let cx = Context::new().with_remote_span_context(sc.clone());
-    if !policy.keeps() {
-        return EndOnDrop {
-            cx,
-            state: State::Quiet,
+    EndOnDrop::skipped(policy, sc, SpanId::INVALID, kind, name, || {
+        let attrs = match of {
+            RootOf::Gate(session, extra) => Attrs::Gate(session.shared(), extra),
+            RootOf::Job => Attrs::Internal,
         };
-    }
-    let attrs = match of {
-        RootOf::Gate(session, extra) => Attrs::Gate(session.shared(), extra),
-        RootOf::Job => Attrs::Internal,
-    };
-    let shadow = Shadow::new(
-        policy,
-        Arc::default(),
-        sc,
-        SpanId::INVALID,
-        kind,
-        name,
-        attrs,
-    );
-    EndOnDrop {
-        cx,
-        state: State::Skipped(Box::new(shadow)),
-    }
+        (Arc::default(), attrs)
+    })
 }
 
 /// The gate's root span for one client request (`gate Module/HD_handler`, or the fixed name
@@ -235,30 +246,10 @@ fn rpc_span(
     if psc.is_valid() && !psc.is_sampled() {
         // The root skipped this trace: follow the decision.
         let sc = skipped::span_context(psc.trace_id(), psc.trace_state().clone());
-        let cx = Context::new().with_remote_span_context(sc.clone());
-        if !tracer.policy.keeps() {
-            return EndOnDrop {
-                cx,
-                state: State::Quiet,
-            };
-        }
-        let keep = session
-            .trace_cx()
-            .and_then(|t| t.keep.clone())
-            .unwrap_or_default();
-        let shadow = Shadow::new(
-            &tracer.policy,
-            keep,
-            sc,
-            psc.span_id(),
-            kind,
-            name,
-            Attrs::Rpc(session.shared()),
-        );
-        return EndOnDrop {
-            cx,
-            state: State::Skipped(Box::new(shadow)),
-        };
+        return EndOnDrop::skipped(&tracer.policy, sc, psc.span_id(), kind, name, || {
+            let keep = session.keep_mark().unwrap_or_default();
+            (keep, Attrs::Rpc(session.shared()))
+        });
     }
     let t = &tracer.tracer;
     let attrs = rpc_attributes(name.clone(), session.span_attrs());

@@ -104,22 +104,11 @@ fn refuse(status: StatusCode, json: bool, msg: String) -> Response {
 /// Errors the HTTP layer answers itself (a body over the limit, a wrong method) get the same
 /// `google.rpc.Status` body as the collector's own.
 async fn status_bodies(r: Response) -> Response {
-    let status = r.status();
-    let typed = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.starts_with("application/x-protobuf") || v.starts_with("application/json")
-        });
-    if !(status.is_client_error() || status.is_server_error()) || typed {
-        return r;
+    let typed = ["application/x-protobuf", "application/json"];
+    match crate::trace::http_limits::untyped_error(r, &typed).await {
+        Ok((status, text)) => refuse(status, false, text),
+        Err(r) => r,
     }
-    let text = match axum::body::to_bytes(r.into_body(), 64 * 1024).await {
-        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
-        _ => status.canonical_reason().unwrap_or("error").to_string(),
-    };
-    refuse(status, false, text)
 }
 
 async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Bytes) -> Response {
