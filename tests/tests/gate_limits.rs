@@ -243,6 +243,14 @@ async fn clients_that_break_mqtt_rules_are_disconnected_and_counted() {
         let rest = read_until_closed(&mut s, Duration::from_secs(5)).await;
         assert!(rest.is_empty(), "{what}: no CONNACK, just closed: {rest:?}");
     }
+    // Each is counted when its connection's task ends, which can be just after the client
+    // saw the close.
+    common::wait_for("eight violations counted", Duration::from_secs(5), || {
+        d.app
+            .gate_stats()
+            .is_some_and(|s| s.protocol_violations - before >= 8)
+    })
+    .await;
     let after = d.app.gate_stats().expect("gate").protocol_violations;
     assert_eq!(after - before, 8, "each disconnect is counted");
     // A client that keeps to the rules is served as before.
@@ -342,6 +350,12 @@ async fn silent_and_stalled_clients_are_closed_whatever_keepalive_they_asked() {
         "{:?}",
         t.elapsed()
     );
+    common::wait_for("the stalled client counted", Duration::from_secs(5), || {
+        d.app
+            .gate_stats()
+            .is_some_and(|st| st.slow_clients > before)
+    })
+    .await;
     assert_eq!(d.app.gate_stats().expect("gate").slow_clients, before + 1);
     d.app.shutdown().await;
 }
