@@ -1,5 +1,6 @@
 //! A small MQTT client for the gate, on rumqttc: connect, publish a request on
-//! `Module/HD_Handler/msgid`, wait for the reply on the same topic.
+//! `Module/HD_Handler/msgid`, wait for the reply on the same topic; messages the server sends
+//! on other topics (`App::send`) wait in a small queue for [`GateClient::message`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,9 +8,15 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
+
+/// Messages from the server that answer no request: topic and payload.
+type Messages = mpsc::Sender<(String, Vec<u8>)>;
+
+/// Most server messages kept for [`GateClient::message`]; later ones are dropped.
+const MESSAGES_KEPT: usize = 256;
 
 /// Why a request through the gate failed.
 #[derive(Debug)]
@@ -38,6 +45,7 @@ impl std::error::Error for ClientError {}
 pub struct GateClient {
     client: AsyncClient,
     pending: Pending,
+    messages: tokio::sync::Mutex<mpsc::Receiver<(String, Vec<u8>)>>,
     next: Mutex<u64>,
     task: tokio::task::JoinHandle<()>,
     /// How long `request` waits for a reply.
@@ -67,10 +75,12 @@ impl GateClient {
             }
         }
         let pending: Pending = Arc::default();
-        let task = tokio::spawn(pump(eventloop, pending.clone()));
+        let (messages_tx, messages) = mpsc::channel(MESSAGES_KEPT);
+        let task = tokio::spawn(pump(eventloop, pending.clone(), messages_tx));
         Ok(GateClient {
             client,
             pending,
+            messages: tokio::sync::Mutex::new(messages),
             next: Mutex::new(0),
             task,
             timeout: Duration::from_secs(10),
@@ -130,6 +140,13 @@ impl GateClient {
             .map_err(|e| ClientError::Connection(e.to_string()))
     }
 
+    /// The next message the server sent on a topic no request waits on (a push), as topic and
+    /// payload; `None` if none comes within `wait` or the connection is closed.
+    pub async fn message(&self, wait: Duration) -> Option<(String, Vec<u8>)> {
+        let mut rx = self.messages.lock().await;
+        tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+    }
+
     /// Disconnects cleanly.
     pub async fn disconnect(self) {
         let _ = self.client.disconnect().await;
@@ -137,7 +154,7 @@ impl GateClient {
     }
 }
 
-async fn pump(mut eventloop: EventLoop, pending: Pending) {
+async fn pump(mut eventloop: EventLoop, pending: Pending, messages: Messages) {
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -145,15 +162,16 @@ async fn pump(mut eventloop: EventLoop, pending: Pending) {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&p.topic);
+                let Some(tx) = waiter else {
+                    if messages.try_send((p.topic, p.payload.to_vec())).is_err() {
+                        tracing::debug!("server message dropped: nobody reads them");
+                    }
+                    continue;
+                };
                 let value = serde_json::from_slice::<Value>(&p.payload).unwrap_or_else(|e| {
                     Value::String(ClientError::BadReply(e.to_string()).to_string())
                 });
-                match waiter {
-                    Some(tx) => {
-                        let _ = tx.send(value);
-                    }
-                    None => tracing::debug!(topic = %p.topic, "reply nobody waits for"),
-                }
+                let _ = tx.send(value);
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}

@@ -17,11 +17,29 @@ use mqrs_runtime::config::BrokerUrl;
 use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session};
 use rumqttc::QoS;
 
-/// A module with a slow and a large answer, for the fault cases.
-pub struct Probe;
+/// A module with a slow and a large answer, for the fault cases, and a message to the client.
+pub struct Probe {
+    app: App,
+}
+
+/// What `Probe/HD_Notify` sends back to its client, on which topic.
+#[derive(serde::Deserialize)]
+struct Note {
+    topic: String,
+    text: String,
+}
 
 #[rpc_module]
 impl Probe {
+    /// Sends the client `text` on `topic` through its gate, in the other process.
+    #[rpc(name = "HD_Notify")]
+    async fn notify(&self, session: Session, note: Note) -> Result<(), String> {
+        self.app
+            .send(&session, note.topic, note.text)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     #[rpc]
     async fn sleep(&self, _session: Session, ms: u64) -> Result<u64, String> {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -108,7 +126,7 @@ async fn split_with(
     let back = App::builder()
         .config(back_cfg)
         .module(demo::login::Login::new)
-        .module(|_| Probe)
+        .module(|app| Probe { app: app.clone() })
         .build()
         .expect("back app");
     back.start().await.expect("back starts");
@@ -159,6 +177,56 @@ async fn chat_across_processes(broker: Broker) {
     assert_eq!(r["Error"], "", "{r}");
     assert_eq!(r["Result"]["users"], serde_json::json!(["sam"]), "{r}");
     let trace_id = r["TraceId"].as_str().expect("traced").to_string();
+
+    // A handler in the back app sends the client a message through the front app's gate.
+    let note = |topic: &str, text: &str| {
+        serde_json::json!({"topic": topic, "text": text})
+            .to_string()
+            .into_bytes()
+    };
+    let r = c
+        .request(
+            "Probe/HD_Notify",
+            &note("Probe/OnNotify", "hello"),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .expect("notify reply");
+    assert_eq!(r["Error"], "", "{r}");
+    let (topic, payload) = c
+        .message(Duration::from_secs(5))
+        .await
+        .expect("the message reaches the client");
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("Probe/OnNotify", &b"hello"[..])
+    );
+    // A topic no client may receive is refused with the reason, and nothing is sent.
+    let r = c
+        .request("Probe/HD_Notify", &note("Probe/#", "no"), QoS::AtLeastOnce)
+        .await
+        .expect("notify reply");
+    assert!(
+        r["Error"].as_str().is_some_and(|e| e.contains("wildcard")),
+        "{r}"
+    );
+    assert!(c.message(Duration::from_millis(200)).await.is_none());
+    // A session whose connection is not (or no longer) open: the error names it.
+    let gone = Session::new(mqrs_runtime::SessionData {
+        sessionid: "gone".into(),
+        serverid: "front".into(),
+        ..Default::default()
+    });
+    let e = s
+        .back
+        .send(&gone, "Probe/OnNotify", "late")
+        .await
+        .expect_err("no such client");
+    assert!(
+        e.to_string()
+            .contains("no client connection with session id `gone`"),
+        "{e}"
+    );
 
     // The whole trace, both processes' spans, through the front app's Jaeger API.
     let deadline = Instant::now() + Duration::from_secs(10);

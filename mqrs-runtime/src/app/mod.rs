@@ -327,6 +327,29 @@ impl App {
         .await
     }
 
+    /// Sends the session's client a message on `topic` (mqant's `Send`), through the gate that
+    /// holds its connection, in this process or another. The message goes at QoS 0; the error
+    /// says when the client is gone, the topic is not one a client can receive, or the message
+    /// is over the gate's packet limit.
+    ///
+    /// ```no_run
+    /// # async fn f(app: &mqrs_runtime::App, session: &mqrs_runtime::Session) {
+    /// app.send(session, "Chat/OnSay", br#"{"from":"ann","text":"hi"}"#.to_vec())
+    ///     .await
+    ///     .expect("the client is connected");
+    /// # }
+    /// ```
+    pub async fn send(
+        &self,
+        session: &Session,
+        topic: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), RpcError> {
+        let body = gate::handlers::Body::of(payload.into());
+        self.call::<_, ()>(&gate_of(session), "Send", session, (topic.into(), body))
+            .await
+    }
+
     /// The addresses bound by [`App::start`].
     pub fn addrs(&self) -> Addrs {
         *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner())

@@ -1,13 +1,15 @@
 //! The gate: the client-facing MQTT server. Clients publish to `Module/HD_Handler/msgid` and
-//! get the reply on the same topic. It also serves `Gate/Bind`, `Gate/UnBind` and `Gate/Push`
-//! so handlers can change the session the gate keeps for a connection.
+//! get the reply on the same topic. It also serves `Gate/Bind`, `Gate/UnBind`, `Gate/Push` and
+//! `Gate/Send` (see `handlers`), so a handler in any process can change the session the gate
+//! keeps for a connection, or send its client a message.
 
 mod conn;
+pub(crate) mod handlers;
 mod request;
 mod rules;
 pub mod topic;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -25,7 +27,7 @@ use crate::app::HookCell;
 use crate::config::GateSection;
 use crate::error::RpcError;
 use crate::rpc::call::Caller;
-use crate::rpc::{decode_args, HandlerFuture, Registry};
+use crate::rpc::Registry;
 use crate::session::Session;
 use crate::trace::ServiceTracer;
 use conn::ConnShared;
@@ -166,18 +168,23 @@ impl Gate {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The open connection whose session id is `sessionid`.
+    fn connection(&self, sessionid: &str) -> Result<Arc<ConnShared>, RpcError> {
+        self.lock().get(sessionid).cloned().ok_or_else(|| {
+            RpcError::Handler(format!(
+                "no client connection with session id `{sessionid}`"
+            ))
+        })
+    }
+
     /// Applies `f` to the stored session of connection `sessionid`.
     fn update(
         &self,
         sessionid: &str,
         f: impl FnOnce(&mut crate::session::SessionData),
     ) -> Result<(), RpcError> {
-        let conn = self.lock().get(sessionid).cloned().ok_or_else(|| {
-            RpcError::Handler(format!(
-                "no client connection with session id `{sessionid}`"
-            ))
-        })?;
-        f(conn
+        f(self
+            .connection(sessionid)?
             .data
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -214,7 +221,7 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> std::io::Result<Bound>
         counters: counters.clone(),
         cfg,
     });
-    register_handlers(&deps.registry, &gate);
+    handlers::register(&deps.registry, &gate);
     Ok(Bound {
         gate,
         listener,
@@ -228,53 +235,6 @@ impl Bound {
     pub(crate) fn serve(self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(accept_loop(self.gate, self.listener, shutdown))
     }
-}
-
-fn register_handlers(reg: &Registry, gate: &Arc<Gate>) {
-    fn handler<A, F>(gate: &Arc<Gate>, name: &'static str, f: F) -> crate::rpc::registry::HandlerFn
-    where
-        A: serde::de::DeserializeOwned,
-        F: Fn(&Gate, &Session, A) -> Result<(), RpcError> + Send + Sync + Copy + 'static,
-    {
-        let weak = Arc::downgrade(gate);
-        Box::new(move |session: Session, args: Vec<u8>| -> HandlerFuture {
-            let r = match (weak.upgrade(), decode_args::<A>(name, &args)) {
-                (None, _) => Err(RpcError::Unavailable("the gate has stopped".into())),
-                (_, Err(e)) => Err(e),
-                (Some(g), Ok(a)) => f(&g, &session, a).map(|()| b"null".to_vec()),
-            };
-            Box::pin(std::future::ready(r))
-        })
-    }
-    let tracer = gate.tracer.clone();
-    reg.add(
-        GATE_MODULE,
-        "Bind",
-        handler(gate, "Gate/Bind", |g, s, (userid,): (String,)| {
-            g.update(s.sessionid(), |d| d.userid = userid)
-        }),
-        tracer.clone(),
-    );
-    reg.add(
-        GATE_MODULE,
-        "UnBind",
-        handler(gate, "Gate/UnBind", |g, s, (): ()| {
-            g.update(s.sessionid(), |d| d.userid.clear())
-        }),
-        tracer.clone(),
-    );
-    reg.add(
-        GATE_MODULE,
-        "Push",
-        handler(
-            gate,
-            "Gate/Push",
-            |g, s, (settings,): (BTreeMap<String, String>,)| {
-                g.update(s.sessionid(), |d| d.settings.extend(settings))
-            },
-        ),
-        tracer,
-    );
 }
 
 async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
