@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use demo::client::GateClient;
-use demo::harness::{median, rss_mib, DemoProcess};
+use demo::harness::{cpu_seconds, median, rss_mib, DemoProcess};
 use rumqttc::QoS;
 
 /// Load on the demo's gate, traced against untraced.
@@ -56,6 +56,8 @@ struct Phase {
     p99_ms: f64,
     errors: usize,
     rss: Option<f64>,
+    /// The gate process's CPU time per answered request, µs.
+    cpu_us: Option<f64>,
 }
 
 /// Connects the clients (logged in when `login`), then measures one phase.
@@ -122,9 +124,13 @@ async fn phase(
     tokio::time::sleep(Duration::from_secs(1)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = pid.and_then(cpu_seconds);
     tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let cpu = cpu_before
+        .zip(pid.and_then(cpu_seconds))
+        .map(|(a, b)| b - a);
     let rss = pid.and_then(rss_mib);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -141,7 +147,9 @@ async fn phase(
     }
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let answered = lat.len() as f64;
     Ok(Phase {
+        cpu_us: cpu.map(|c| c * 1e6 / answered),
         per_s: lat.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: ms(lat[lat.len() / 2]),
         p99_ms: ms(lat[lat.len() * 99 / 100]),
@@ -178,10 +186,11 @@ async fn main() -> ExitCode {
         cli.clients, cli.inflight, cli.seconds, cli.handler, cli.rounds
     );
     println!(
-        "{:<10} {:>10} {:>9} {:>9} {:>8} {:>11}",
-        "phase", "req/s", "p50", "p99", "errors", "gate RSS"
+        "{:<10} {:>10} {:>9} {:>9} {:>8} {:>11} {:>13}",
+        "phase", "req/s", "p50", "p99", "errors", "gate RSS", "gate CPU/req"
     );
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cpus: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..cli.rounds.max(1) {
         for (i, (name, login)) in [("untraced", false), ("traced", true)]
             .into_iter()
@@ -193,11 +202,13 @@ async fn main() -> ExitCode {
             match phase(&cli, &host, port, login, pid).await {
                 Ok(p) => {
                     let rss = p.rss.map_or("-".to_string(), |r| format!("{r:.0} MiB"));
+                    let cpu = p.cpu_us.map_or("-".to_string(), |c| format!("{c:.2} µs"));
                     println!(
-                        "{name:<10} {:>10.0} {:>7.2}ms {:>7.2}ms {:>8} {:>11}",
-                        p.per_s, p.p50_ms, p.p99_ms, p.errors, rss
+                        "{name:<10} {:>10.0} {:>7.2}ms {:>7.2}ms {:>8} {:>11} {:>13}",
+                        p.per_s, p.p50_ms, p.p99_ms, p.errors, rss, cpu
                     );
                     rates[i].push(p.per_s);
+                    cpus[i].extend(p.cpu_us);
                 }
                 Err(e) => {
                     eprintln!("error in the {name} phase: {e}");
@@ -217,6 +228,16 @@ async fn main() -> ExitCode {
              traced/untraced throughput: {:.2}x ({target})",
             cli.sample_ratio,
             traced / untraced
+        );
+    }
+    // CPU per request moves less with the machine's load than throughput does: the load
+    // client shares the machine, and a busy neighbour slows both phases' clients alike.
+    if let [Some(untraced), Some(traced)] = cpus.map(|mut c| median(&mut c)) {
+        println!(
+            "median gate CPU per request: untraced {untraced:.2} µs, traced {traced:.2} µs; \
+             tracing adds {:.2} µs ({:.0} %)",
+            traced - untraced,
+            (traced / untraced - 1.0) * 100.0
         );
     }
     drop(demo);

@@ -2,9 +2,8 @@
 //! percentiles) and calls between services in a time window.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use super::TraceStore;
+use super::{codec, TraceStore};
 
 /// Latency figures of one operation over the spans held, in microseconds.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -37,16 +36,14 @@ impl TraceStore {
     /// p95 first.
     pub fn latency(&self, since_us: u64) -> Vec<OpLatency> {
         // (service, operation, kind) -> (durations, error count)
-        type Key<'a> = (Arc<str>, &'a str, &'static str);
+        type Key<'a> = (&'a str, &'a str, &'static str);
         let mut groups: HashMap<Key<'_>, (Vec<u64>, usize)> = HashMap::new();
         let g = self.lock();
-        for s in g.traces.values().flat_map(|t| &t.spans) {
+        for s in g.traces.values().flat_map(|t| codec::heads(&t.data)) {
             if s.start_us >= since_us {
-                let e = groups
-                    .entry((s.service.clone(), &*s.name, s.kind))
-                    .or_default();
+                let e = groups.entry((s.service, s.name, s.kind)).or_default();
                 e.0.push(s.duration_us);
-                e.1 += usize::from(s.error.is_some());
+                e.1 += usize::from(s.failed);
             }
         }
         let pct = |v: &[u64], p: u64| v[nearest_rank(v.len(), p) - 1];
@@ -82,16 +79,13 @@ impl TraceStore {
             if t.end_us < from_us || t.start_us > to_us {
                 continue;
             }
-            let service_of: HashMap<u64, &str> =
-                t.spans.iter().map(|s| (s.span_id, &*s.service)).collect();
-            for s in t
-                .spans
-                .iter()
-                .filter(|s| (from_us..=to_us).contains(&s.start_us))
-            {
+            let service_of: HashMap<u64, &str> = codec::heads(&t.data)
+                .map(|s| (s.span_id, s.service))
+                .collect();
+            for s in codec::heads(&t.data).filter(|s| (from_us..=to_us).contains(&s.start_us)) {
                 let parent = s.parent_span_id.and_then(|p| service_of.get(&p));
-                if let Some(&p) = parent.filter(|p| **p != &*s.service) {
-                    *counts.entry((p, &*s.service)).or_default() += 1;
+                if let Some(&p) = parent.filter(|p| **p != s.service) {
+                    *counts.entry((p, s.service)).or_default() += 1;
                 }
             }
         }

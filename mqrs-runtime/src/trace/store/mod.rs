@@ -4,15 +4,18 @@
 //!
 //! Oldest traces are evicted first; every span that is evicted or refused is counted. The store
 //! is fed through [`TraceStore::insert`] by any source: the SDK processor of this process and
-//! the OTLP collector (spans of other processes and other SDKs).
+//! the OTLP collector (spans of other processes and other SDKs). Inserted spans enter in
+//! batches per thread (`pending`); every read takes them in first.
 
 mod analytics;
+mod codec;
+mod pending;
+mod query;
 
 pub use analytics::{nearest_rank, OpLatency};
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -104,29 +107,6 @@ pub fn micros(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Bytes a string owns on the heap: nothing when it is `'static` or shared.
-#[allow(clippy::ptr_arg)] // the point is to look at which `Cow` variant it is
-fn owned_len(s: &Cow<'static, str>) -> usize {
-    match s {
-        Cow::Borrowed(_) => 0,
-        Cow::Owned(s) => s.len(),
-    }
-}
-
-fn value_bytes(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.as_str().len(),
-        Value::Array(a) => a.to_string().len(),
-        _ => 0,
-    }
-}
-
-fn tags_bytes(t: &[Tag]) -> usize {
-    t.iter()
-        .map(|kv| 48 + kv.key.as_str().len() + value_bytes(&kv.value))
-        .sum()
-}
-
 impl StoredSpan {
     /// The value of attribute `key`, if present.
     pub fn tag(&self, key: &str) -> Option<&Value> {
@@ -136,16 +116,11 @@ impl StoredSpan {
             .map(|kv| &kv.value)
     }
 
-    /// What the span holds in memory, roughly (shared names count nothing).
-    fn approx_bytes(&self) -> usize {
-        160 + owned_len(&self.name)
-            + tags_bytes(&self.tags)
-            + self
-                .events
-                .iter()
-                .map(|e| 48 + owned_len(&e.name) + tags_bytes(&e.attributes))
-                .sum::<usize>()
-            + self.error.as_ref().map_or(0, owned_len)
+    /// What the span costs the store's byte cap: its compact form and its bookkeeping.
+    pub fn stored_bytes(&self) -> usize {
+        let mut out = Vec::new();
+        codec::encode(self, &mut out);
+        out.len() + SPAN_OVERHEAD
     }
 }
 
@@ -195,8 +170,6 @@ pub struct StoredTrace {
     /// Spans in arrival order.
     pub spans: Vec<StoredSpan>,
     bytes: usize,
-    /// The client session the trace belongs to (a hash of its `session.id`), if any.
-    owner: Option<u64>,
     /// Earliest span start.
     pub start_us: u64,
     /// Latest span end.
@@ -227,20 +200,43 @@ pub struct TraceQuery {
     pub max_bytes: usize,
 }
 
+/// One trace as the store holds it: its spans encoded one after the other (`codec`), so the
+/// whole trace is one allocation.
+#[derive(Default)]
+struct Held {
+    data: Vec<u8>,
+    spans: usize,
+    bytes: usize,
+    /// The client session the trace belongs to (a hash of its `session.id`), if any.
+    owner: Option<u64>,
+    start_us: u64,
+    end_us: u64,
+}
+
+impl Held {
+    /// The trace in readable form.
+    fn decode(&self, trace_id: u128) -> StoredTrace {
+        StoredTrace {
+            spans: codec::spans(&self.data, trace_id).collect(),
+            bytes: self.bytes,
+            start_us: self.start_us,
+            end_us: self.end_us,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    traces: HashMap<u128, StoredTrace, KeyedHash>,
-    /// Trace ids of each client session, oldest first (ids of evicted traces go lazily).
+    traces: HashMap<u128, Held, KeyedHash>,
+    /// Trace ids of each client session, oldest first.
     owners: HashMap<u64, VecDeque<u128>>,
-    /// Hashes `session.id` values into owners.
-    owner_hash: KeyedHash,
     order: VecDeque<u128>,
     bytes: usize,
     spans: usize,
-    /// Operation names of each service, with how many spans of each kind (in the order of
-    /// `KINDS`) the store holds: an entry goes when its last span is evicted, so the index
-    /// never outgrows the store.
-    operations: BTreeMap<Arc<str>, BTreeMap<Box<str>, [u32; 5]>>,
+    /// Spans accepted since start.
+    received: u64,
+    /// Spans evicted or refused since start.
+    dropped: u64,
 }
 
 impl std::fmt::Debug for TraceStore {
@@ -255,9 +251,13 @@ impl std::fmt::Debug for TraceStore {
 pub struct TraceStore {
     inner: Mutex<Inner>,
     limits: StoreLimits,
-    received: AtomicU64,
-    dropped: AtomicU64,
+    pending: pending::Pending,
+    /// Hashes `session.id` values into owners.
+    owner_hash: KeyedHash,
 }
+
+/// Bytes a span costs beyond its encoded form (its share of the trace's bookkeeping).
+const SPAN_OVERHEAD: usize = 16;
 
 impl TraceStore {
     /// An empty store with these caps.
@@ -265,12 +265,20 @@ impl TraceStore {
         TraceStore {
             inner: Mutex::new(Inner::default()),
             limits,
-            received: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
+            pending: pending::Pending::default(),
+            owner_hash: KeyedHash::default(),
         }
     }
 
+    /// The store for reading: spans still waiting to enter are placed first.
     fn lock(&self) -> MutexGuard<'_, Inner> {
+        for batch in self.pending.take_all() {
+            self.place_all(batch);
+        }
+        self.lock_inner()
+    }
+
+    fn lock_inner(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent-enough data; keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -288,35 +296,55 @@ impl TraceStore {
         if span.service.len() > MAX_NAME_BYTES {
             span.service = Arc::from(cut(&span.service, MAX_NAME_BYTES).as_ref());
         }
-        let size = span.approx_bytes();
+        // Encoded here, on the thread that ended the span, outside every lock; the span's own
+        // allocations are freed at once, while they are still in this core's cache.
+        let mut bytes = Vec::with_capacity(256);
+        codec::encode(&span, &mut bytes);
+        let ready = pending::Ready {
+            trace_id: span.trace_id,
+            start_us: span.start_us,
+            end_us: span.start_us.saturating_add(span.duration_us),
+            owner: span
+                .tag("session.id")
+                .map(|v| std::hash::BuildHasher::hash_one(&self.owner_hash, v.as_str())),
+            bytes,
+        };
+        drop(span);
+        if let Some(batch) = self.pending.push(ready) {
+            self.place_all(batch);
+        }
+    }
+
+    /// Places `batch` under one hold of the lock. The traces it evicts are freed after the
+    /// lock is released, each in one piece.
+    fn place_all(&self, batch: Vec<pending::Ready>) {
+        let mut evicted = Vec::new();
+        let mut g = self.lock_inner();
+        for ready in &batch {
+            self.place(&mut g, ready, &mut evicted);
+        }
+        drop(g);
+        drop(evicted);
+        drop(batch);
+    }
+
+    /// Places one span, evicting into `evicted` what the caps require.
+    fn place(&self, inner: &mut Inner, span: &pending::Ready, evicted: &mut Vec<Held>) {
+        let size = span.bytes.len() + SPAN_OVERHEAD;
         if size > self.limits.max_bytes {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            inner.dropped += 1;
             return;
         }
-        // Evicted traces are freed after the lock is released: dropping hundreds of spans'
-        // strings under it would stall every other request's insert. One trace out for one in
-        // is the usual case at the cap; it needs no list.
-        let mut evicted: (Option<StoredTrace>, Vec<StoredTrace>) = (None, Vec::new());
-        let mut keep = |t: StoredTrace| match evicted.0 {
-            None => evicted.0 = Some(t),
-            Some(_) => evicted.1.push(t),
-        };
-        let mut g = self.lock();
-        let inner = &mut *g;
         let is_new = !inner.traces.contains_key(&span.trace_id);
-        let mut owner = None;
         if is_new {
-            owner = span
-                .tag("session.id")
-                .map(|v| std::hash::BuildHasher::hash_one(&inner.owner_hash, v.as_str()));
-            if let Some(o) = owner {
+            if let Some(o) = span.owner {
                 // A session at its share makes room from its own traces first.
                 let cap = self.limits.max_traces_per_session.max(1);
                 while inner.owners.get(&o).is_some_and(|ids| ids.len() >= cap) {
                     // Every removal keeps the owners' lists exact, so the front is held.
                     let oldest = inner.owners.get(&o).and_then(|ids| ids.front().copied());
                     match oldest.and_then(|id| self.remove(inner, id)) {
-                        Some(t) => keep(t),
+                        Some(t) => evicted.push(t),
                         None => {
                             inner.owners.remove(&o);
                             break;
@@ -326,7 +354,7 @@ impl TraceStore {
             }
             while inner.traces.len() >= self.limits.max_traces.max(1) {
                 match self.evict_oldest(inner) {
-                    Some(t) => keep(t),
+                    Some(t) => evicted.push(t),
                     None => break,
                 }
             }
@@ -334,62 +362,42 @@ impl TraceStore {
         while inner.bytes + size > self.limits.max_bytes {
             if inner.order.front() == Some(&span.trace_id) {
                 // Only this trace is left to evict: refuse the span rather than the trace.
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                inner.dropped += 1;
                 return;
             }
             match self.evict_oldest(inner) {
-                Some(t) => keep(t),
+                Some(t) => evicted.push(t),
                 None => break,
             }
         }
         if is_new {
             inner.order.push_back(span.trace_id);
-            if let Some(o) = owner {
+            if let Some(o) = span.owner {
                 inner.owners.entry(o).or_default().push_back(span.trace_id);
             }
         }
         let trace = inner.traces.entry(span.trace_id).or_default();
         if is_new {
-            trace.owner = owner;
+            trace.owner = span.owner;
         }
-        if trace.spans.len() >= self.limits.max_spans_per_trace {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if trace.spans >= self.limits.max_spans_per_trace {
+            inner.dropped += 1;
             return;
         }
-        let end = span.start_us + span.duration_us;
-        if trace.spans.is_empty() || span.start_us < trace.start_us {
+        if trace.spans == 0 || span.start_us < trace.start_us {
             trace.start_us = span.start_us;
         }
-        trace.end_us = trace.end_us.max(end);
+        trace.end_us = trace.end_us.max(span.end_us);
+        trace.data.extend_from_slice(&span.bytes);
+        trace.spans += 1;
         trace.bytes += size;
         inner.bytes += size;
         inner.spans += 1;
-        // Services and names repeat: look up by `&str` (no reference count touched), insert
-        // only what is new.
-        if !inner.operations.contains_key(&*span.service) {
-            inner
-                .operations
-                .insert(span.service.clone(), BTreeMap::new());
-        }
-        if let Some(ops) = inner.operations.get_mut(&*span.service) {
-            let kind = kind_index(span.kind);
-            match ops.get_mut(&*span.name) {
-                Some(counts) => counts[kind] += 1,
-                None => {
-                    let mut counts = [0; 5];
-                    counts[kind] = 1;
-                    ops.insert(span.name.as_ref().into(), counts);
-                }
-            }
-        }
-        trace.spans.push(span);
-        self.received.fetch_add(1, Ordering::Relaxed);
-        drop(g);
-        drop(evicted);
+        inner.received += 1;
     }
 
     /// Removes the oldest trace; `None` when the store is empty. The caller frees it.
-    fn evict_oldest(&self, inner: &mut Inner) -> Option<StoredTrace> {
+    fn evict_oldest(&self, inner: &mut Inner) -> Option<Held> {
         loop {
             let id = inner.order.pop_front()?;
             if let Some(t) = self.remove(inner, id) {
@@ -400,13 +408,10 @@ impl TraceStore {
 
     /// Takes trace `id` out of the store and its indexes, counting its spans as dropped;
     /// `None` if it is not held. The caller frees it.
-    fn remove(&self, inner: &mut Inner, id: u128) -> Option<StoredTrace> {
+    fn remove(&self, inner: &mut Inner, id: u128) -> Option<Held> {
         let t = inner.traces.remove(&id)?;
         inner.bytes -= t.bytes;
-        inner.spans -= t.spans.len();
-        for s in &t.spans {
-            forget_operation(&mut inner.operations, s);
-        }
+        inner.spans -= t.spans;
         if let Some(o) = t.owner {
             if let Some(ids) = inner.owners.get_mut(&o) {
                 if ids.front() == Some(&id) {
@@ -419,8 +424,7 @@ impl TraceStore {
                 }
             }
         }
-        self.dropped
-            .fetch_add(t.spans.len() as u64, Ordering::Relaxed);
+        inner.dropped += t.spans as u64;
         Some(t)
     }
 
@@ -431,125 +435,10 @@ impl TraceStore {
             traces: g.traces.len(),
             spans: g.spans,
             bytes: g.bytes,
-            spans_received: self.received.load(Ordering::Relaxed),
-            spans_dropped: self.dropped.load(Ordering::Relaxed),
+            spans_received: g.received,
+            spans_dropped: g.dropped,
         }
     }
-
-    /// Services that have recorded spans, sorted.
-    pub fn services(&self) -> Vec<String> {
-        self.lock()
-            .operations
-            .keys()
-            .map(|s| s.to_string())
-            .collect()
-    }
-
-    /// Operations of one service with their span kinds, sorted.
-    pub fn operations(&self, service: &str) -> Vec<(String, &'static str)> {
-        self.lock()
-            .operations
-            .get(service)
-            .map(|ops| {
-                ops.iter()
-                    .flat_map(|(name, counts)| {
-                        KINDS
-                            .iter()
-                            .zip(counts)
-                            .filter(|(_, n)| **n > 0)
-                            .map(move |(k, _)| (name.to_string(), *k))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// One trace by id.
-    pub fn trace(&self, id: u128) -> Option<StoredTrace> {
-        self.lock().traces.get(&id).cloned()
-    }
-
-    /// Traces matching the query, newest first.
-    pub fn find(&self, q: &TraceQuery) -> Vec<StoredTrace> {
-        self.find_within(q).0
-    }
-
-    /// Traces matching the query, newest first, and whether `max_bytes` cut the answer short of
-    /// `limit`.
-    pub fn find_within(&self, q: &TraceQuery) -> (Vec<StoredTrace>, bool) {
-        let g = self.lock();
-        let mut hits: Vec<&StoredTrace> = g
-            .traces
-            .values()
-            .filter(|t| t.spans.iter().any(|s| span_matches(s, q)))
-            .collect();
-        hits.sort_by_key(|t| std::cmp::Reverse(t.start_us));
-        let budget = if q.max_bytes == 0 {
-            usize::MAX
-        } else {
-            q.max_bytes
-        };
-        let (mut out, mut bytes) = (Vec::new(), 0usize);
-        for t in hits.iter().take(q.limit) {
-            if !out.is_empty() && bytes + t.bytes > budget {
-                return (out, true);
-            }
-            bytes += t.bytes;
-            out.push((*t).clone());
-        }
-        (out, false)
-    }
-}
-
-/// Span kinds, in the order of their counts in the operation index.
-const KINDS: [&str; 5] = ["client", "consumer", "internal", "producer", "server"];
-
-fn kind_index(kind: &str) -> usize {
-    KINDS.iter().position(|k| *k == kind).unwrap_or(2)
-}
-
-/// Takes an evicted span out of the operation index; drops entries left with no span.
-fn forget_operation(ops: &mut BTreeMap<Arc<str>, BTreeMap<Box<str>, [u32; 5]>>, s: &StoredSpan) {
-    let Some(names) = ops.get_mut(&*s.service) else {
-        return;
-    };
-    if let Some(counts) = names.get_mut(&*s.name) {
-        let n = &mut counts[kind_index(s.kind)];
-        *n = n.saturating_sub(1);
-        if counts.iter().all(|n| *n == 0) {
-            names.remove(&*s.name);
-        }
-    }
-    if names.is_empty() {
-        ops.remove(&*s.service);
-    }
-}
-
-fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
-    if q.service.as_deref().is_some_and(|v| v != &*s.service) {
-        return false;
-    }
-    if q.operation.as_deref().is_some_and(|v| v != s.name.as_ref()) {
-        return false;
-    }
-    if q.min_duration_us.is_some_and(|v| s.duration_us < v)
-        || q.max_duration_us.is_some_and(|v| s.duration_us > v)
-    {
-        return false;
-    }
-    if q.start_us.is_some_and(|v| s.start_us < v) || q.end_us.is_some_and(|v| s.start_us > v) {
-        return false;
-    }
-    q.tags.iter().all(|(k, v)| {
-        let has = |tags: &[Tag]| {
-            tags.iter()
-                .any(|kv| kv.key.as_str() == k && kv.value.as_str() == v.as_str())
-        };
-        has(&s.tags)
-            || (k == "error" && v == "true" && s.error.is_some())
-            || (k == "span.kind" && v == s.kind)
-            || s.events.iter().any(|e| has(&e.attributes))
-    })
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ fn evicts_oldest_trace_by_count_and_counts_drops() {
 
 #[test]
 fn evicts_by_bytes() {
-    let one = span(1, 1, "a", 1000).approx_bytes();
+    let one = span(1, 1, "a", 1000).stored_bytes();
     let store = TraceStore::new(StoreLimits {
         max_bytes: one * 2 + 10,
         ..Default::default()

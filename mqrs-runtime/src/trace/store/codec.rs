@@ -1,0 +1,430 @@
+//! The store's compact form of a span: its fields written one after the other into the byte
+//! buffer of its trace. A trace is then one allocation, however many spans, tags and events it
+//! has, so evicting it is one free instead of dozens of small ones in memory no thread has
+//! touched for a while, which is what made eviction the largest cost of tracing under load.
+//! Spans are decoded back into [`StoredSpan`] only when read.
+//!
+//! Layout, little-endian: span id, parent id (0 for none), start µs, duration µs (8 bytes
+//! each); kind (1 byte); name, service; error flag (1 byte) and text; tags; events. A string
+//! is a 4-byte length and its bytes; a list a 4-byte count and its items. A tag is its key and
+//! a typed value; an event its name, time, dropped-attribute count and tags.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+
+use super::{StoredEvent, StoredSpan, Tag};
+
+const KINDS: [&str; 5] = ["server", "client", "internal", "producer", "consumer"];
+
+/// Appends `span` (all but its trace id, which its trace holds) to `out`.
+pub(super) fn encode(span: &StoredSpan, out: &mut Vec<u8>) {
+    out.extend_from_slice(&span.span_id.to_le_bytes());
+    out.extend_from_slice(&span.parent_span_id.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&span.start_us.to_le_bytes());
+    out.extend_from_slice(&span.duration_us.to_le_bytes());
+    out.push(KINDS.iter().position(|k| *k == span.kind).unwrap_or(2) as u8);
+    put_str(out, &span.name);
+    put_str(out, &span.service);
+    match &span.error {
+        Some(e) => {
+            out.push(1);
+            put_str(out, e);
+        }
+        None => out.push(0),
+    }
+    put_tags(out, &span.tags);
+    put_len(out, span.events.len());
+    for e in &span.events {
+        put_str(out, &e.name);
+        out.extend_from_slice(&super::micros(e.timestamp).to_le_bytes());
+        out.extend_from_slice(&e.dropped_attributes_count.to_le_bytes());
+        put_tags(out, &e.attributes);
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Names and values are capped long before 4 GiB; cut rather than mis-frame regardless.
+    let s = super::clip(s, u32::MAX as usize);
+    put_len(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_tags(out: &mut Vec<u8>, tags: &[Tag]) {
+    put_len(out, tags.len());
+    for kv in tags {
+        put_str(out, kv.key.as_str());
+        put_value(out, &kv.value);
+    }
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Bool(b) => out.extend_from_slice(&[0, u8::from(*b)]),
+        Value::I64(i) => {
+            out.push(1);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Value::F64(f) => {
+            out.push(2);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        Value::String(s) => {
+            out.push(3);
+            put_str(out, s.as_str());
+        }
+        Value::Array(Array::Bool(a)) => {
+            out.push(4);
+            put_len(out, a.len());
+            out.extend(a.iter().map(|b| u8::from(*b)));
+        }
+        Value::Array(Array::I64(a)) => {
+            out.push(5);
+            put_len(out, a.len());
+            a.iter()
+                .for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
+        }
+        Value::Array(Array::F64(a)) => {
+            out.push(6);
+            put_len(out, a.len());
+            a.iter()
+                .for_each(|f| out.extend_from_slice(&f.to_le_bytes()));
+        }
+        Value::Array(Array::String(a)) => {
+            out.push(7);
+            put_len(out, a.len());
+            a.iter().for_each(|s| put_str(out, s.as_str()));
+        }
+        // Kinds added to the SDK later: kept as their text.
+        other => {
+            out.push(3);
+            put_str(out, &other.to_string());
+        }
+    }
+}
+
+/// Reads spans back, in the order they were encoded.
+pub(super) struct Spans<'a> {
+    rest: &'a [u8],
+    trace_id: u128,
+}
+
+/// The spans of trace `trace_id` encoded in `data`.
+pub(super) fn spans(data: &[u8], trace_id: u128) -> Spans<'_> {
+    Spans {
+        rest: data,
+        trace_id,
+    }
+}
+
+impl Iterator for Spans<'_> {
+    type Item = StoredSpan;
+
+    fn next(&mut self) -> Option<StoredSpan> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let mut r = Reader(self.rest);
+        // The buffer holds only what `encode` wrote; a short read would be a bug here, and
+        // ends the list rather than panicking.
+        let span = r.span(self.trace_id);
+        self.rest = if span.is_some() { r.0 } else { &[] };
+        span
+    }
+}
+
+/// A span's ids, times, kind, names and whether it failed: what listings and latency need,
+/// read without allocating and without its tags and events.
+pub(super) struct Head<'a> {
+    pub(super) span_id: u64,
+    pub(super) parent_span_id: Option<u64>,
+    pub(super) start_us: u64,
+    pub(super) duration_us: u64,
+    pub(super) kind: &'static str,
+    pub(super) name: &'a str,
+    pub(super) service: &'a str,
+    pub(super) failed: bool,
+}
+
+/// The heads of the spans encoded in `data`, in order.
+pub(super) fn heads(data: &[u8]) -> impl Iterator<Item = Head<'_>> {
+    let mut r = Reader(data);
+    std::iter::from_fn(move || {
+        if r.0.is_empty() {
+            return None;
+        }
+        let head = r.head();
+        if head.is_none() {
+            r.0 = &[];
+        }
+        head
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        self.u32().map(|n| n as usize)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.len()?;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+
+    fn head(&mut self) -> Option<Head<'a>> {
+        let span_id = self.u64()?;
+        let parent = self.u64()?;
+        let start_us = self.u64()?;
+        let duration_us = self.u64()?;
+        let kind = *KINDS.get(usize::from(self.u8()?))?;
+        let name = self.str()?;
+        let service = self.str()?;
+        let failed = self.u8()? != 0;
+        if failed {
+            self.str()?;
+        }
+        self.skip_tags()?;
+        for _ in 0..self.len()? {
+            self.str()?;
+            self.take(12)?;
+            self.skip_tags()?;
+        }
+        Some(Head {
+            span_id,
+            parent_span_id: (parent != 0).then_some(parent),
+            start_us,
+            duration_us,
+            kind,
+            name,
+            service,
+            failed,
+        })
+    }
+
+    fn skip_tags(&mut self) -> Option<()> {
+        for _ in 0..self.len()? {
+            self.str()?;
+            match self.u8()? {
+                0 => {
+                    self.take(1)?;
+                }
+                1 | 2 => {
+                    self.take(8)?;
+                }
+                3 => {
+                    self.str()?;
+                }
+                4 => {
+                    let n = self.len()?;
+                    self.take(n)?;
+                }
+                5 | 6 => {
+                    let n = self.len()?;
+                    self.take(n.checked_mul(8)?)?;
+                }
+                7 => {
+                    for _ in 0..self.len()? {
+                        self.str()?;
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(())
+    }
+
+    fn span(&mut self, trace_id: u128) -> Option<StoredSpan> {
+        let span_id = self.u64()?;
+        let parent = self.u64()?;
+        let start_us = self.u64()?;
+        let duration_us = self.u64()?;
+        let kind = *KINDS.get(usize::from(self.u8()?))?;
+        let name = Cow::Owned(self.str()?.to_string());
+        let service = Arc::from(self.str()?);
+        let error = match self.u8()? {
+            0 => None,
+            _ => Some(Cow::Owned(self.str()?.to_string())),
+        };
+        let tags = self.tags()?;
+        let n = self.len()?;
+        let mut events = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            let name = self.str()?.to_string();
+            let at = UNIX_EPOCH + Duration::from_micros(self.u64()?);
+            let dropped = self.u32()?;
+            let attributes = self.tags()?;
+            events.push(StoredEvent::new(name, at, attributes, dropped));
+        }
+        Some(StoredSpan {
+            trace_id,
+            span_id,
+            parent_span_id: (parent != 0).then_some(parent),
+            name,
+            service,
+            kind,
+            start_us,
+            duration_us,
+            tags,
+            events,
+            error,
+        })
+    }
+
+    fn tags(&mut self) -> Option<Vec<Tag>> {
+        let n = self.len()?;
+        let mut tags = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            let key = self.str()?.to_string();
+            tags.push(KeyValue::new(key, self.value()?));
+        }
+        Some(tags)
+    }
+
+    fn value(&mut self) -> Option<Value> {
+        Some(match self.u8()? {
+            0 => Value::Bool(self.u8()? != 0),
+            1 => Value::I64(self.u64()? as i64),
+            2 => Value::F64(f64::from_bits(self.u64()?)),
+            3 => Value::from(self.str()?.to_string()),
+            tag @ 4..=7 => {
+                let n = self.len()?;
+                let cap = n.min(1024);
+                match tag {
+                    4 => Value::Array(Array::Bool(
+                        (0..n)
+                            .map(|_| self.u8().map(|b| b != 0))
+                            .collect::<Option<_>>()?,
+                    )),
+                    5 => Value::Array(Array::I64(
+                        (0..n)
+                            .map(|_| self.u64().map(|i| i as i64))
+                            .collect::<Option<_>>()?,
+                    )),
+                    6 => Value::Array(Array::F64(
+                        (0..n)
+                            .map(|_| self.u64().map(f64::from_bits))
+                            .collect::<Option<_>>()?,
+                    )),
+                    _ => {
+                        let mut v: Vec<StringValue> = Vec::with_capacity(cap);
+                        for _ in 0..n {
+                            v.push(self.str()?.to_string().into());
+                        }
+                        Value::Array(Array::String(v))
+                    }
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> StoredSpan {
+        StoredSpan {
+            trace_id: 7,
+            span_id: 0x1122_3344_5566_7788,
+            parent_span_id: Some(42),
+            name: Cow::Borrowed("Login/track"),
+            service: Arc::from("Login"),
+            kind: "client",
+            start_us: 1_700_000_000_000_001,
+            duration_us: 1234,
+            tags: vec![
+                KeyValue::new("s", "text é"),
+                KeyValue::new("i", -5i64),
+                KeyValue::new("f", 2.5f64),
+                KeyValue::new("b", true),
+                KeyValue::new("ab", Value::Array(Array::Bool(vec![true, false]))),
+                KeyValue::new("ai", Value::Array(Array::I64(vec![1, -2]))),
+                KeyValue::new("af", Value::Array(Array::F64(vec![0.5]))),
+                KeyValue::new(
+                    "as",
+                    Value::Array(Array::String(vec!["x".into(), "".into()])),
+                ),
+            ],
+            events: vec![StoredEvent::new(
+                "reply queued",
+                UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_500),
+                vec![KeyValue::new("bytes", 12i64)],
+                3,
+            )],
+            error: Some(Cow::Borrowed("boom")),
+        }
+    }
+
+    #[test]
+    fn spans_come_back_as_they_went_in() {
+        let a = full();
+        let mut b = full();
+        b.span_id = 9;
+        b.parent_span_id = None;
+        b.error = None;
+        b.tags.clear();
+        b.events.clear();
+        b.kind = "server";
+        let mut data = Vec::new();
+        encode(&a, &mut data);
+        encode(&b, &mut data);
+        let back: Vec<StoredSpan> = spans(&data, 7).collect();
+        assert_eq!(back, vec![a.clone(), b.clone()]);
+        let heads: Vec<String> = heads(&data)
+            .map(|h| {
+                let parent = h.parent_span_id;
+                format!(
+                    "{} {parent:?} {} {} {} {}",
+                    h.span_id, h.kind, h.name, h.service, h.failed
+                )
+            })
+            .collect();
+        let first = format!("{} Some(42) client Login/track Login true", a.span_id);
+        assert_eq!(
+            heads,
+            [first.as_str(), "9 None server Login/track Login false"]
+        );
+    }
+
+    #[test]
+    fn a_cut_buffer_ends_the_list_without_panicking() {
+        let mut data = Vec::new();
+        encode(&full(), &mut data);
+        encode(&full(), &mut data);
+        let one = data.len() / 2;
+        for cut in [1, one - 1, one + 5, data.len() - 1] {
+            let n = spans(&data[..cut], 7).count();
+            assert!(n <= 1, "cut at {cut}: {n}");
+        }
+    }
+}

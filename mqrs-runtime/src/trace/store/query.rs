@@ -1,0 +1,112 @@
+//! Reading the store: one trace, a search, the services and operations it holds. Traces are
+//! decoded from their compact form only when read; listings read the spans' heads only.
+
+use std::collections::BTreeSet;
+
+use super::{codec, StoredSpan, StoredTrace, Tag, TraceQuery, TraceStore};
+
+impl TraceStore {
+    /// Services that have recorded spans, sorted.
+    ///
+    /// Read off the spans held (no index is kept up to date on every insert and eviction:
+    /// the list is asked for far less often than spans come and go).
+    pub fn services(&self) -> Vec<String> {
+        let g = self.lock();
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        for t in g.traces.values() {
+            let mut last = "";
+            for h in codec::heads(&t.data) {
+                // Spans of one trace mostly share a service: skip the set for repeats.
+                if h.service != last {
+                    last = h.service;
+                    names.insert(h.service);
+                }
+            }
+        }
+        names.into_iter().map(str::to_string).collect()
+    }
+
+    /// Operations of one service with their span kinds, sorted.
+    pub fn operations(&self, service: &str) -> Vec<(String, &'static str)> {
+        let g = self.lock();
+        let set: BTreeSet<(&str, &'static str)> = g
+            .traces
+            .values()
+            .flat_map(|t| codec::heads(&t.data))
+            .filter(|h| h.service == service)
+            .map(|h| (h.name, h.kind))
+            .collect();
+        set.into_iter().map(|(n, k)| (n.to_string(), k)).collect()
+    }
+
+    /// One trace by id.
+    pub fn trace(&self, id: u128) -> Option<StoredTrace> {
+        self.lock().traces.get(&id).map(|t| t.decode(id))
+    }
+
+    /// Traces matching the query, newest first.
+    pub fn find(&self, q: &TraceQuery) -> Vec<StoredTrace> {
+        self.find_within(q).0
+    }
+
+    /// Traces matching the query, newest first, and whether `max_bytes` cut the answer short of
+    /// `limit`.
+    pub fn find_within(&self, q: &TraceQuery) -> (Vec<StoredTrace>, bool) {
+        let g = self.lock();
+        // Newest first, decoded one at a time until `limit` match.
+        let mut newest: Vec<(u64, u128)> =
+            g.traces.iter().map(|(id, t)| (t.start_us, *id)).collect();
+        newest.sort_unstable_by(|a, b| b.cmp(a));
+        let budget = if q.max_bytes == 0 {
+            usize::MAX
+        } else {
+            q.max_bytes
+        };
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        for (_, id) in newest {
+            if out.len() >= q.limit {
+                break;
+            }
+            let Some(held) = g.traces.get(&id) else {
+                continue;
+            };
+            let t = held.decode(id);
+            if !t.spans.iter().any(|s| span_matches(s, q)) {
+                continue;
+            }
+            if !out.is_empty() && bytes + t.bytes > budget {
+                return (out, true);
+            }
+            bytes += t.bytes;
+            out.push(t);
+        }
+        (out, false)
+    }
+}
+
+fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
+    if q.service.as_deref().is_some_and(|v| v != &*s.service) {
+        return false;
+    }
+    if q.operation.as_deref().is_some_and(|v| v != s.name.as_ref()) {
+        return false;
+    }
+    if q.min_duration_us.is_some_and(|v| s.duration_us < v)
+        || q.max_duration_us.is_some_and(|v| s.duration_us > v)
+    {
+        return false;
+    }
+    if q.start_us.is_some_and(|v| s.start_us < v) || q.end_us.is_some_and(|v| s.start_us > v) {
+        return false;
+    }
+    q.tags.iter().all(|(k, v)| {
+        let has = |tags: &[Tag]| {
+            tags.iter()
+                .any(|kv| kv.key.as_str() == k && kv.value.as_str() == v.as_str())
+        };
+        has(&s.tags)
+            || (k == "error" && v == "true" && s.error.is_some())
+            || (k == "span.kind" && v == s.kind)
+            || s.events.iter().any(|e| has(&e.attributes))
+    })
+}
