@@ -8,6 +8,7 @@ pub mod http_limits;
 pub mod layer;
 pub(crate) mod names;
 pub mod otlp;
+pub(crate) mod recorded;
 pub mod sampling;
 pub(crate) mod skipped;
 pub(crate) mod spans;
@@ -29,9 +30,21 @@ pub use store::{
     OpLatency, StoreLimits, StoreStats, StoredEvent, StoredSpan, Tag, TraceQuery, TraceStore,
 };
 
-/// A tracer bound to one service (module), shared by every span that module records.
+/// A tracer bound to one service (module), shared by every span that module records. Every
+/// traced session carries one; a clone is one reference count.
 #[derive(Clone, Debug)]
-pub struct ServiceTracer {
+pub struct ServiceTracer(Arc<TracerParts>);
+
+impl std::ops::Deref for ServiceTracer {
+    type Target = TracerParts;
+    fn deref(&self) -> &TracerParts {
+        &self.0
+    }
+}
+
+/// What a [`ServiceTracer`] holds.
+#[derive(Debug)]
+pub struct TracerParts {
     /// Service name, e.g. `Login`.
     pub name: Arc<str>,
     /// The SDK tracer whose resource carries that `service.name`.
@@ -142,7 +155,7 @@ impl Tracing {
             builder = builder.with_span_processor(exporter.processor(name.clone()));
         }
         let provider = builder.build();
-        let tracer = ServiceTracer {
+        let tracer = ServiceTracer(Arc::new(TracerParts {
             name: name.clone(),
             tracer: provider.tracer("mqrs"),
             policy: Arc::new(Policy {
@@ -152,7 +165,7 @@ impl Tracing {
                 store: self.store.clone(),
                 exporter: self.exporter.as_ref().map(|e| e.processor(name.clone())),
             }),
-        };
+        }));
         map.insert(name, (provider, tracer.clone()));
         tracer
     }

@@ -25,10 +25,29 @@ fn table() -> &'static RwLock<Table> {
 }
 
 /// `name` as a `'static` string when it is (or can become) one of the kept names, else a copy.
+///
+/// Each thread first looks in its own copy of the names it has used, so the common case takes
+/// no lock and touches no memory another core writes.
 pub(crate) fn intern(name: &str) -> Cow<'static, str> {
+    thread_local! {
+        static SEEN: RefCell<Table> = RefCell::new(HashSet::default());
+    }
     if name.len() > MAX_LEN {
         return Cow::Owned(name.to_string());
     }
+    if let Some(s) = SEEN.with(|seen| seen.borrow().get(name).copied()) {
+        return Cow::Borrowed(s);
+    }
+    let kept = intern_shared(name);
+    if let Cow::Borrowed(s) = kept {
+        // Bounded like the shared table: it only ever holds names from it.
+        SEEN.with(|seen| seen.borrow_mut().insert(s));
+    }
+    kept
+}
+
+/// [`intern`] through the table all threads share.
+fn intern_shared(name: &str) -> Cow<'static, str> {
     if let Some(s) = table().read().unwrap_or_else(|p| p.into_inner()).get(name) {
         return Cow::Borrowed(s);
     }

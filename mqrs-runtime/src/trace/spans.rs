@@ -4,18 +4,17 @@
 //! change in one file.
 //!
 //! Sampling is decided here, at the root (`trace::sampling`); a child follows its parent's
-//! flags. A sampled span is an SDK span. A span of a skipped trace is, when keeping is on, a
+//! flags. A sampled span is a [`Recorded`] span. A span of a skipped trace is, when keeping is on, a
 //! [`Shadow`] that becomes a span only if the trace is kept (it fails or is slow), and
 //! otherwise nothing but a non-recording context carrying the trace id.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceState, Tracer,
-};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceState};
 use opentelemetry::{Context, KeyValue};
 
+use super::recorded::Recorded;
 use super::sampling::Keep;
 use super::skipped::{self, Attrs, Shadow};
 use super::{names, Policy, ServiceTracer};
@@ -27,7 +26,7 @@ pub const RPC_SYSTEM: &str = "mqrs";
 
 /// What a span is, by the sampling decision of its trace.
 enum State {
-    /// An SDK span, ended on drop.
+    /// A recording span, ended on drop.
     Recorded,
     /// A span of a skipped trace, kept only if the trace is.
     Skipped(Box<Shadow>),
@@ -47,7 +46,7 @@ impl EndOnDrop {
         &self.cx
     }
 
-    /// True for an SDK span (a sampled trace): tags, events and `tracing` spans are recorded.
+    /// True for a recording span (a sampled trace): tags, events and `tracing` spans are recorded.
     pub(crate) fn is_recording(&self) -> bool {
         matches!(self.state, State::Recorded)
     }
@@ -164,12 +163,7 @@ fn root(tracer: &ServiceTracer, name: Cow<'static, str>, of: RootOf<'_>) -> EndO
             RootOf::Gate(session, extra) => gate_attributes(session.span_attrs(), extra),
             RootOf::Job => Vec::new(),
         };
-        let t = &tracer.tracer;
-        let span = t
-            .span_builder(name)
-            .with_kind(kind)
-            .with_attributes(attrs)
-            .start_with_context(t, &Context::new());
+        let span = Recorded::start(policy, &Context::new(), kind, name, attrs);
         return EndOnDrop::recorded(Context::new().with_span(span));
     }
     let sc = skipped::span_context(skipped::new_trace_id(), TraceState::default());
@@ -251,13 +245,8 @@ fn rpc_span(
             (keep, Attrs::Rpc(session.shared()))
         });
     }
-    let t = &tracer.tracer;
     let attrs = rpc_attributes(name.clone(), session.span_attrs());
-    let span = t
-        .span_builder(name)
-        .with_kind(kind)
-        .with_attributes(attrs)
-        .start_with_context(t, parent);
+    let span = Recorded::start(&tracer.policy, parent, kind, name, attrs);
     EndOnDrop::recorded(values.with_span(span))
 }
 
