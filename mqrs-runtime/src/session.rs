@@ -292,29 +292,6 @@ impl Session {
         self.trace.as_ref()?.keep.clone()
     }
 
-    /// The same session as the child of a remote span given as W3C `traceparent` (and
-    /// `tracestate`) text, e.g. from MQTT user properties; unchanged if `traceparent` is not
-    /// valid.
-    pub(crate) fn with_remote_parent(
-        &self,
-        traceparent: &str,
-        tracestate: Option<&str>,
-    ) -> Session {
-        use opentelemetry::trace::{SpanContext, TraceState};
-        let Some(sc) = parse_traceparent(traceparent) else {
-            return self.clone();
-        };
-        let state = tracestate
-            .and_then(|t| t.parse::<TraceState>().ok())
-            .unwrap_or_default();
-        let sc = SpanContext::new(sc.trace_id(), sc.span_id(), sc.trace_flags(), true, state);
-        Session {
-            data: self.data.clone(),
-            trace: Some(TraceCx::remote(sc)),
-            deadline: self.deadline,
-        }
-    }
-
     /// The same session inside `span`, recorded by `tracer`'s module.
     pub(crate) fn with_span(&self, span: &EndOnDrop, tracer: ServiceTracer) -> Session {
         Session {
@@ -421,11 +398,34 @@ impl Serialize for Session {
 
 impl<'de> Deserialize<'de> for Session {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = WireIn::deserialize(d)?;
-        let trace = w
-            .traceparent
-            .as_deref()
-            .and_then(parse_traceparent)
+        Ok(SessionIn::deserialize(d)?.into_session(None, None))
+    }
+}
+
+/// A session as it arrives from another process, before its trace context is chosen.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(crate) struct SessionIn(WireIn);
+
+impl SessionIn {
+    /// The session, as the child of the remote span given as W3C `traceparent` (and
+    /// `tracestate`) text when there is a valid one (e.g. from MQTT user properties), else of
+    /// the one its own `traceparent` names. Only the text used is parsed.
+    pub(crate) fn into_session(
+        self,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+    ) -> Session {
+        use opentelemetry::trace::{SpanContext, TraceState};
+        let w = self.0;
+        let from_property = traceparent.and_then(parse_traceparent).map(|sc| {
+            let state = tracestate
+                .and_then(|t| t.parse::<TraceState>().ok())
+                .unwrap_or_default();
+            SpanContext::new(sc.trace_id(), sc.span_id(), sc.trace_flags(), true, state)
+        });
+        let trace = from_property
+            .or_else(|| w.traceparent.as_deref().and_then(parse_traceparent))
             .map(TraceCx::remote);
         // The deadline travels beside the session, in the call's envelope, as time remaining.
         let mut session = Session::new(SessionData {
@@ -437,7 +437,7 @@ impl<'de> Deserialize<'de> for Session {
             settings: w.settings,
         });
         session.trace = trace;
-        Ok(session)
+        session
     }
 }
 

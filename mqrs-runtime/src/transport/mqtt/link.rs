@@ -434,7 +434,12 @@ impl Incoming {
 
 async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call: Incoming) {
     let mut keep = None;
-    let result = match wire::decode_request(&call.payload) {
+    let decoded = wire::decode_request_in(
+        &call.payload,
+        call.traceparent.as_deref(),
+        call.tracestate.as_deref(),
+    );
+    let result = match decoded {
         Err(reason) => {
             shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
             Err(RpcError::BadArgs {
@@ -443,18 +448,8 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
             })
         }
         Ok((session, args)) => match registry.resolve(call.module(), call.method()) {
-            Ok(route) if call.traceparent.is_some() => {
-                let tp = call.traceparent.as_deref().unwrap_or_default();
-                let session = session.with_remote_parent(tp, call.tracestate.as_deref());
-                keep = session.keep_mark();
-                run_until(
-                    call.deadline,
-                    &call.name,
-                    dispatch(route, session, args, call.deadline),
-                )
-                .await
-            }
             Ok(route) => {
+                keep = session.keep_mark();
                 run_until(
                     call.deadline,
                     &call.name,

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::RpcError;
-use crate::session::Session;
+use crate::session::{Session, SessionIn};
 use crate::trace::sampling::KeepReason;
 use crate::transport::Target;
 
@@ -112,15 +112,26 @@ pub fn encode_request(
 
 #[derive(Deserialize)]
 struct RequestIn<'a> {
-    session: Session,
+    session: SessionIn,
     #[serde(borrow)]
     args: &'a RawValue,
 }
 
 /// Reads a request payload into the session and the arguments.
 pub fn decode_request(payload: &[u8]) -> Result<(Session, Vec<u8>), String> {
+    decode_request_in(payload, None, None)
+}
+
+/// As [`decode_request`], with the trace context of the message's `traceparent` and
+/// `tracestate` properties when they are given (they win over the session's own).
+pub fn decode_request_in(
+    payload: &[u8],
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> Result<(Session, Vec<u8>), String> {
     let r: RequestIn<'_> = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-    Ok((r.session, r.args.get().as_bytes().to_vec()))
+    let session = r.session.into_session(traceparent, tracestate);
+    Ok((session, r.args.get().as_bytes().to_vec()))
 }
 
 /// The properties of a request: reply address, deadline and trace context.
@@ -320,5 +331,21 @@ mod tests {
         assert!(left <= Duration::from_millis(2500) && left > Duration::from_millis(2000));
         let none = request_properties(None, deadline, &s, None);
         assert!(none.response_topic.is_none() && none.correlation_data.is_none());
+    }
+
+    #[test]
+    fn the_traceparent_property_wins_over_the_sessions_own() {
+        let in_json = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let in_property = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let payload = format!(r#"{{"session":{{"traceparent":"{in_json}"}},"args":[]}}"#);
+        let (s, _) = decode_request(payload.as_bytes()).expect("decodes");
+        assert_eq!(s.traceparent().as_deref(), Some(in_json));
+        let (s, _) =
+            decode_request_in(payload.as_bytes(), Some(in_property), Some("k=v")).expect("decodes");
+        assert_eq!(s.traceparent().as_deref(), Some(in_property));
+        assert_eq!(s.tracestate().as_deref(), Some("k=v"));
+        // A property that is not a traceparent leaves the session's own.
+        let (s, _) = decode_request_in(payload.as_bytes(), Some("junk"), None).expect("decodes");
+        assert_eq!(s.traceparent().as_deref(), Some(in_json));
     }
 }
