@@ -138,5 +138,59 @@ async fn otlp_json_bad_bodies_and_limits() {
     assert_eq!(reply[..2], [0x08, 8], "RESOURCE_EXHAUSTED: {reply:?}");
     let (status, _) = http_post(addr, "/v1/traces", &proto, &[]).await;
     assert_eq!(status, 200, "an empty request is a valid, empty export");
+
+    // What went in and what was refused, as a Prometheus client library reads `/metrics`.
+    let (_, stats) = d.get("/api/stats").await;
+    assert_eq!(
+        (
+            stats["otlp_requests"].as_u64(),
+            stats["otlp_rejected"].as_u64()
+        ),
+        (Some(7), Some(5)),
+        "{stats}"
+    );
+    let url = format!("http://{}/metrics", d.viewer);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/prom_scrape.py");
+    let out = tools::run(
+        tokio::process::Command::new(tools::test_python()).args([script, &url]),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scraped: Value = serde_json::from_slice(&out.stdout).expect("the scraper's JSON");
+    assert!(
+        scraped["content_type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{scraped}"
+    );
+    let family = |name: &str| scraped["families"][name].clone();
+    let requests = family("mqrs_otlp_requests");
+    assert_eq!(requests["type"], "counter", "{scraped}");
+    assert_eq!(
+        requests["samples"]["mqrs_otlp_requests_total"], 7.0,
+        "{scraped}"
+    );
+    assert_eq!(
+        family("mqrs_otlp_requests_rejected")["samples"]["mqrs_otlp_requests_rejected_total"],
+        5.0
+    );
+    assert_eq!(
+        family("mqrs_trace_spans_received")["samples"]["mqrs_trace_spans_received_total"],
+        1.0,
+        "the one JSON span with a trace id"
+    );
+    let held = family("mqrs_trace_spans");
+    assert_eq!(
+        (
+            held["type"].as_str(),
+            held["samples"]["mqrs_trace_spans"].as_f64()
+        ),
+        (Some("gauge"), Some(1.0))
+    );
     d.app.shutdown().await;
 }

@@ -36,17 +36,20 @@ const PACKAGES: &[Package] = &[
 ];
 
 /// Python packages the tests drive: Eclipse Paho (its callback API v2) as a foreign MQTT
-/// client, and the OpenTelemetry SDK with its OTLP/HTTP exporter as a foreign trace source.
+/// client, the OpenTelemetry SDK with its OTLP/HTTP exporter as a foreign trace source, and the
+/// Prometheus client's parser as a foreign reader of `/metrics`.
 const PYTHON_PACKAGES: &[&str] = &[
     "paho-mqtt>=2,<3",
     "opentelemetry-sdk>=1.20,<2",
     "opentelemetry-exporter-otlp-proto-http>=1.20,<2",
+    "prometheus-client>=0.17,<1",
 ];
 
 /// Imports that show the packages are there.
 const PYTHON_CHECK: &str = "import paho.mqtt.client as c, sys; \
 from opentelemetry.sdk.trace import TracerProvider; \
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter; \
+from prometheus_client.parser import text_string_to_metric_families; \
 sys.exit(0 if hasattr(c, 'CallbackAPIVersion') else 1)";
 
 /// The environment variable that tells the tests which Python has the test packages.
@@ -99,7 +102,7 @@ fn setup() -> Result<PathBuf, Failure> {
     }
     let python = test_python()?;
     println!(
-        "cargo xtask: tools ready (chromium, mosquitto, mosquitto_pub; Paho and the OpenTelemetry SDK in {})",
+        "cargo xtask: tools ready (chromium, mosquitto, mosquitto_pub; Paho, the OpenTelemetry SDK and the Prometheus parser in {})",
         python.display()
     );
     Ok(python)

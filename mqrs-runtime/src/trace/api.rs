@@ -38,6 +38,7 @@ pub fn router(store: Arc<TraceStore>) -> Router {
         .route("/api/traces/{id}", get(get_trace))
         .route("/api/dependencies", get(dependencies))
         .route("/api/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/api/latency", get(latency))
         .fallback(not_found)
         .layer(axum::middleware::map_response(errors_as_json))
@@ -158,6 +159,70 @@ async fn latency(
 
 async fn stats(State(store): State<Arc<TraceStore>>) -> Json<Value> {
     Json(json!(store.stats()))
+}
+
+/// The store's and the collector's counters in the Prometheus text format (version 0.0.4).
+async fn metrics(State(store): State<Arc<TraceStore>>) -> Response {
+    let s = store.stats();
+    let rows: [(&str, &str, &str, u64); 8] = [
+        (
+            "mqrs_trace_spans_received_total",
+            "counter",
+            "Spans the store accepted.",
+            s.spans_received,
+        ),
+        (
+            "mqrs_trace_spans_evicted_total",
+            "counter",
+            "Spans removed with old traces to make room.",
+            s.spans_evicted,
+        ),
+        (
+            "mqrs_trace_spans_refused_total",
+            "counter",
+            "Spans turned away by a cap (bytes, spans per trace).",
+            s.spans_refused,
+        ),
+        (
+            "mqrs_trace_traces",
+            "gauge",
+            "Traces held.",
+            s.traces as u64,
+        ),
+        ("mqrs_trace_spans", "gauge", "Spans held.", s.spans as u64),
+        (
+            "mqrs_trace_bytes",
+            "gauge",
+            "Bytes held, by the store's measure.",
+            s.bytes as u64,
+        ),
+        (
+            "mqrs_otlp_requests_total",
+            "counter",
+            "OTLP/HTTP requests the collector answered.",
+            s.otlp_requests,
+        ),
+        (
+            "mqrs_otlp_requests_rejected_total",
+            "counter",
+            "OTLP/HTTP requests the collector refused.",
+            s.otlp_rejected,
+        ),
+    ];
+    let mut out = String::with_capacity(1024);
+    for (name, kind, help, value) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 /// Parses a Go-style duration (`1h`, `2d`, `1.5s`, `100ms`, `250us`, `1h30m`) into microseconds.

@@ -44,8 +44,22 @@ pub(crate) async fn serve(
         .route("/v1/traces", post(receive))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::map_response(status_bodies))
+        .layer(axum::middleware::map_response_with_state(
+            store.clone(),
+            count,
+        ))
         .with_state(Collector { store, max_body });
     crate::trace::api::serve_router("OTLP collector", app, addr, shutdown).await
+}
+
+/// Counts every answer in the store's stats: taken in, or refused.
+async fn count(State(store): State<Arc<TraceStore>>, r: Response) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    store.otlp.requests.fetch_add(1, Relaxed);
+    if !r.status().is_success() {
+        store.otlp.rejected.fetch_add(1, Relaxed);
+    }
+    r
 }
 
 /// Whether the body is JSON (else protobuf).

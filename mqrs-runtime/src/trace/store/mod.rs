@@ -16,6 +16,7 @@ pub use analytics::{nearest_rank, OpLatency};
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -160,8 +161,16 @@ pub struct StoreStats {
     pub bytes: usize,
     /// Spans accepted since start.
     pub spans_received: u64,
-    /// Spans removed by eviction of old traces, or refused by a cap.
+    /// Spans removed by eviction of old traces, or refused by a cap (the sum of the two below).
     pub spans_dropped: u64,
+    /// Spans removed with old traces to make room for new ones.
+    pub spans_evicted: u64,
+    /// Spans turned away: larger than the byte cap, or past their trace's span cap.
+    pub spans_refused: u64,
+    /// OTLP requests the collector took in.
+    pub otlp_requests: u64,
+    /// OTLP requests the collector refused (malformed, too large, wrong type).
+    pub otlp_rejected: u64,
 }
 
 /// One trace's spans as held by the store.
@@ -235,8 +244,10 @@ struct Inner {
     spans: usize,
     /// Spans accepted since start.
     received: u64,
-    /// Spans evicted or refused since start.
-    dropped: u64,
+    /// Spans evicted since start.
+    evicted: u64,
+    /// Spans refused since start.
+    refused: u64,
 }
 
 impl std::fmt::Debug for TraceStore {
@@ -254,6 +265,15 @@ pub struct TraceStore {
     pending: pending::Pending,
     /// Hashes `session.id` values into owners.
     owner_hash: KeyedHash,
+    /// What the OTLP collector feeding this store took in and refused.
+    pub(crate) otlp: OtlpCounters,
+}
+
+/// Requests of the OTLP collector, counted for the store's stats.
+#[derive(Default)]
+pub(crate) struct OtlpCounters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) rejected: AtomicU64,
 }
 
 /// Bytes a span costs beyond its encoded form (its share of the trace's bookkeeping).
@@ -267,6 +287,7 @@ impl TraceStore {
             limits,
             pending: pending::Pending::default(),
             owner_hash: KeyedHash::default(),
+            otlp: OtlpCounters::default(),
         }
     }
 
@@ -332,7 +353,7 @@ impl TraceStore {
     fn place(&self, inner: &mut Inner, span: &pending::Ready, evicted: &mut Vec<Held>) {
         let size = span.bytes.len() + SPAN_OVERHEAD;
         if size > self.limits.max_bytes {
-            inner.dropped += 1;
+            inner.refused += 1;
             return;
         }
         let is_new = !inner.traces.contains_key(&span.trace_id);
@@ -362,7 +383,7 @@ impl TraceStore {
         while inner.bytes + size > self.limits.max_bytes {
             if inner.order.front() == Some(&span.trace_id) {
                 // Only this trace is left to evict: refuse the span rather than the trace.
-                inner.dropped += 1;
+                inner.refused += 1;
                 return;
             }
             match self.evict_oldest(inner) {
@@ -381,7 +402,7 @@ impl TraceStore {
             trace.owner = span.owner;
         }
         if trace.spans >= self.limits.max_spans_per_trace {
-            inner.dropped += 1;
+            inner.refused += 1;
             return;
         }
         if trace.spans == 0 || span.start_us < trace.start_us {
@@ -406,7 +427,7 @@ impl TraceStore {
         }
     }
 
-    /// Takes trace `id` out of the store and its indexes, counting its spans as dropped;
+    /// Takes trace `id` out of the store and its indexes, counting its spans as evicted;
     /// `None` if it is not held. The caller frees it.
     fn remove(&self, inner: &mut Inner, id: u128) -> Option<Held> {
         let t = inner.traces.remove(&id)?;
@@ -424,7 +445,7 @@ impl TraceStore {
                 }
             }
         }
-        inner.dropped += t.spans as u64;
+        inner.evicted += t.spans as u64;
         Some(t)
     }
 
@@ -436,7 +457,11 @@ impl TraceStore {
             spans: g.spans,
             bytes: g.bytes,
             spans_received: g.received,
-            spans_dropped: g.dropped,
+            spans_dropped: g.evicted + g.refused,
+            spans_evicted: g.evicted,
+            spans_refused: g.refused,
+            otlp_requests: self.otlp.requests.load(Ordering::Relaxed),
+            otlp_rejected: self.otlp.rejected.load(Ordering::Relaxed),
         }
     }
 }
