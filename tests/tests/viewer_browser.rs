@@ -123,3 +123,71 @@ async fn viewer_marks_traces_kept_after_a_failure() {
     );
     d.app.shutdown().await;
 }
+
+/// One player's session on one timeline: every request of the connection in order, the failed
+/// one marked, reachable from any of its traces, and the same by user id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_players_requests_show_on_one_timeline() {
+    let d = start_demo(|_| {}).await;
+    let c = d.logged_in("liv").await;
+    let first = common::join_chat(&c, "lobby", QoS::AtLeastOnce).await;
+    let failed = c
+        .request("Chat/HD_JoinChat", br#"{"roomName": ""}"#, QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    assert!(
+        failed["Error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    let last = common::join_chat(&c, "arena", QoS::AtLeastOnce).await;
+    let ids: Vec<String> = [&first, &failed, &last]
+        .iter()
+        .map(|r| r["TraceId"].as_str().expect("traced").to_string())
+        .collect();
+    let trace = d.wait_chat_trace(&ids[2]).await;
+    let session = spans(&trace)
+        .iter()
+        .find_map(|s| s.tag("session.id"))
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("the root names the session");
+    // Another player's request must not show on this one's timeline.
+    let other = d.logged_in("max").await;
+    let theirs = common::join_chat(&other, "lobby", QoS::AtLeastOnce).await;
+    let theirs = theirs["TraceId"].as_str().expect("traced").to_string();
+    d.wait_chat_trace(&theirs).await;
+
+    let base = format!("http://{}", d.viewer);
+    let dom = render(&format!("{base}/trace/{}", ids[2])).await;
+    assert!(
+        dom.contains(&format!("href=\"/session/{session}\"")),
+        "a trace links to its session: {dom}"
+    );
+    assert!(dom.contains("href=\"/user/liv\""), "and to its user: {dom}");
+
+    for page in [format!("/session/{session}"), "/user/liv".to_string()] {
+        let dom = render(&format!("{base}{page}")).await;
+        let rows: Vec<&str> = dom.split("class=\"session-row").skip(1).collect();
+        // The three joins, in the order they were made (the demo does not trace guests, so
+        // the login before them has no trace).
+        assert_eq!(rows.len(), 3, "{page}: one row per request:\n{dom}");
+        let position = |id: &str| {
+            rows.iter()
+                .position(|r| r.contains(&format!("data-trace-id=\"{id}\"")))
+        };
+        let at: Vec<Option<usize>> = ids.iter().map(|id| position(id)).collect();
+        assert_eq!(at, [Some(0), Some(1), Some(2)], "{page}: in order:\n{dom}");
+        assert!(
+            rows[1].starts_with(" failed"),
+            "{page}: the failed join is marked: {}",
+            rows[1]
+        );
+        assert!(!rows[0].starts_with(" failed") && !rows[2].starts_with(" failed"));
+        assert!(
+            !dom.contains(&theirs),
+            "{page}: another player's request shows"
+        );
+        assert!(dom.contains("3 requests over"), "{page}: {dom}");
+        assert!(dom.contains("1 failed"), "{page}: {dom}");
+    }
+    d.app.shutdown().await;
+}

@@ -28,6 +28,8 @@ pub fn router(store: Arc<TraceStore>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/trace/{id}", get(page))
+        .route("/session/{id}", get(page))
+        .route("/user/{id}", get(page))
         .route("/api/services", get(services))
         .route(
             "/api/services/{service}/operations",
