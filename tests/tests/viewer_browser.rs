@@ -65,11 +65,62 @@ async fn viewer_page_renders_trace_list_and_timeline() {
     let base = format!("http://{}", d.viewer);
     let page = format!("{base}/trace/{id}");
     let dom = render(&page).await;
+    // The rendered elements only, not the page's own script text.
+    let dom = dom.split("<script").next().unwrap_or_default().to_string();
     assert_eq!(
-        dom.matches("class=\"span-row\"").count(),
+        dom.matches("class=\"span-row").count(),
         n,
         "one row per span:\n{dom}"
     );
+    // A legend with one colour per service, no two alike.
+    let legend: Vec<&str> = dom
+        .split("class=\"svc legend\" style=\"background:")
+        .skip(1)
+        .map(|r| r.split(['"', ';']).next().unwrap_or_default())
+        .collect();
+    let distinct: std::collections::HashSet<&&str> = legend.iter().collect();
+    assert_eq!(
+        (legend.len(), distinct.len()),
+        (3, 3),
+        "Gate, Chat, Login: {legend:?}"
+    );
+    // Each span's details: what it is, when it started, its own time.
+    assert_eq!(dom.matches("data-details-of=").count(), n, "{dom}");
+    assert!(
+        dom.contains(">self time<") && dom.contains(">starts at<"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!("download=\"trace-{id}.json\"")),
+        "{dom}"
+    );
+    // The critical path: the root, and each span on it under a parent on it.
+    let critical: Vec<String> = dom
+        .split("data-span-id=\"")
+        .skip(1)
+        .filter(|r| r.contains("data-critical=\"1\""))
+        .map(|r| r.split('"').next().unwrap_or_default().to_string())
+        .collect();
+    let all = spans(&trace);
+    let root = all.iter().find(|s| s.parent.is_none()).expect("root");
+    assert!(
+        critical.contains(&root.id),
+        "the root is on it: {critical:?}"
+    );
+    assert!(critical.len() >= 4, "{critical:?}");
+    for c in &critical {
+        let span = all
+            .iter()
+            .find(|s| &s.id == c)
+            .expect("a span of the trace");
+        if let Some(p) = &span.parent {
+            assert!(
+                critical.contains(p),
+                "{} on the path without its parent",
+                span.name
+            );
+        }
+    }
     assert!(
         dom.contains("<h2 id=\"trace-title\">gate Chat/HD_JoinChat</h2>"),
         "{dom}"
