@@ -131,6 +131,21 @@ async fn viewer_page_renders_trace_list_and_timeline() {
 
     let list = format!("{base}/");
     let dom = render(&list).await;
+    let page_only = dom.split("<script").next().unwrap_or_default();
+    // One dot in the duration plot per trace listed, the chat trace among them.
+    let listed = page_only
+        .matches("<tr class=\"trace-row\" data-trace-id=")
+        .count();
+    assert!(listed >= 1, "{page_only}");
+    assert_eq!(
+        page_only.matches("data-dot-of=").count(),
+        listed,
+        "{page_only}"
+    );
+    assert!(
+        page_only.contains(&format!("data-dot-of=\"{id}\"")),
+        "{page_only}"
+    );
     assert!(
         dom.contains(&format!("data-trace-id=\"{id}\"")),
         "trace listed: {dom}"
