@@ -222,3 +222,93 @@ async fn store_caps_evict_oldest_and_count_drops() {
     assert!(v["spans_dropped"].as_u64().expect("count") >= 14, "{v}");
     d.app.shutdown().await;
 }
+
+/// Requests the Jaeger UI and Grafana send in their exact shapes: a list of trace ids (the UI's
+/// multi-trace fetch and trace compare), repeated tags that must all apply, searches by status
+/// and kind as the UI shows them, Go durations, and the lookbacks the UI offers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_jaeger_clients_send() {
+    let d = start_demo(|_| {}).await;
+    let c = d.logged_in("jo").await;
+    let ok = common::join_chat(&c, "shapes", QoS::AtLeastOnce).await;
+    let failed = c
+        .request("Chat/HD_JoinChat", br#"{"roomName": ""}"#, QoS::AtLeastOnce)
+        .await
+        .expect("reply");
+    let ok = ok["TraceId"].as_str().expect("traced").to_string();
+    let failed = failed["TraceId"].as_str().expect("traced").to_string();
+    d.wait_chat_trace(&ok).await;
+    d.wait_trace(&failed, 3).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t["traceID"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    // Exactly the traces asked for, in order, and an error for the one not held.
+    let missing = "0123456789abcdef0123456789abcdef";
+    let (status, v) = d
+        .get(&format!(
+            "/api/traces?traceID={failed}&traceID={ok}&traceID={missing}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(ids(&v), [failed.clone(), ok.clone()], "{v}");
+    assert_eq!(v["errors"][0]["traceID"], missing, "{v}");
+
+    // Status and kind as the UI shows them, in any case; repeated tags all apply.
+    for q in [
+        "tags=%7B%22error%22%3A%22true%22%7D",
+        "tag=otel.status_code:ERROR",
+        "tag=otel.status_code:error",
+        "tag=span.kind:SERVER&tag=error:true",
+        "tags=%7B%22span.kind%22%3A%22client%22%7D&tags=%7B%22error%22%3A%22true%22%7D",
+    ] {
+        let (status, v) = d
+            .get(&format!("/api/traces?service=Gate&lookback=1h&{q}"))
+            .await;
+        assert_eq!(status, 200, "{q}: {v}");
+        let found = ids(&v);
+        assert!(
+            found.contains(&failed) && !found.contains(&ok),
+            "{q}: {found:?}"
+        );
+    }
+    let (_, v) = d
+        .get("/api/traces?service=Gate&tag=user.id:jo&tag=user.id:somebody-else")
+        .await;
+    assert!(ids(&v).is_empty(), "both tags must hold: {v}");
+
+    // Go durations; max below min is refused as Jaeger does.
+    for (q, want) in [
+        ("minDuration=0", 200),
+        ("minDuration=%2B20us", 200),
+        ("minDuration=1d", 400),
+        ("minDuration=2s&maxDuration=1s", 400),
+        ("lookback=2w", 200),
+        ("lookback=4w", 200),
+        ("lookback=custom", 200),
+    ] {
+        let (status, v) = d.get(&format!("/api/traces?service=Gate&{q}")).await;
+        assert_eq!(status, want, "{q}: {v}");
+    }
+    // With start and end given, they decide the window, whatever the lookback.
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let (_, v) = d
+        .get(&format!(
+            "/api/traces?service=Gate&lookback=1h&start={}&end={}",
+            now_us - 3_600_000_000 * 48,
+            now_us - 3_600_000_000 * 47
+        ))
+        .await;
+    assert!(ids(&v).is_empty(), "a window two days back holds none: {v}");
+    d.app.shutdown().await;
+}

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -14,11 +13,10 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::store::{micros, StoredTrace, TraceQuery, TraceStore};
+use super::search_params;
+use super::store::{micros, StoredTrace, TraceStore};
 
 const PAGE: &str = include_str!("ui.html");
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 1500;
 /// Spans (in the store's own measure) one search answers with at most; the JSON is about twice
 /// that. Bounds the memory and time a search can take, whatever its `limit`.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -143,7 +141,7 @@ async fn latency(
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     };
     let lookback = q.get("lookback").map(String::as_str).unwrap_or("1h");
-    let Some(d) = parse_duration_us(lookback) else {
+    let Some(d) = search_params::lookback_us(lookback) else {
         return error(
             StatusCode::BAD_REQUEST,
             format!("cannot parse lookback '{lookback}': use e.g. 1h or 2d"),
@@ -151,7 +149,7 @@ async fn latency(
     };
     let kind = q.get("spanKind").filter(|k| !k.is_empty());
     let ops: Vec<Value> = store
-        .latency(now_us().saturating_sub(d))
+        .latency(search_params::now_us().saturating_sub(d))
         .into_iter()
         .filter(|o| kind.is_none_or(|k| k == o.kind))
         .map(|o| json!(o))
@@ -227,105 +225,16 @@ async fn metrics(State(store): State<Arc<TraceStore>>) -> Response {
         .into_response()
 }
 
-/// Parses a Go-style duration (`1h`, `2d`, `1.5s`, `100ms`, `250us`, `1h30m`) into microseconds.
-pub fn parse_duration_us(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let (mut rest, mut total) = (s, 0f64);
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_end] {
-            "ns" => 0.001,
-            "us" | "µs" | "μs" => 1.0,
-            "ms" => 1e3,
-            "s" => 1e6,
-            "m" => 60e6,
-            "h" => 3600e6,
-            "d" => 86_400e6,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += value * factor;
-    }
-    (total.is_finite() && total >= 0.0 && total < u64::MAX as f64).then_some(total as u64)
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// Builds a store query from Jaeger's search parameters; the error names the bad parameter.
-pub fn parse_query(q: &HashMap<String, String>) -> Result<TraceQuery, String> {
-    let nonempty = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let dur = |k: &str| -> Result<Option<u64>, String> {
-        nonempty(k)
-            .map(|v| {
-                parse_duration_us(v)
-                    .ok_or_else(|| format!("cannot parse {k} '{v}': use e.g. 1.2s, 100ms, 500us"))
-            })
-            .transpose()
-    };
-    let int = |k: &str| -> Result<Option<u64>, String> {
-        nonempty(k)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| format!("cannot parse {k} '{v}' as an integer"))
-            })
-            .transpose()
-    };
-    let mut query = TraceQuery {
-        service: nonempty("service").map(str::to_string),
-        operation: nonempty("operation")
-            .filter(|o| *o != "all")
-            .map(str::to_string),
-        min_duration_us: dur("minDuration")?,
-        max_duration_us: dur("maxDuration")?,
-        start_us: int("start")?,
-        end_us: int("end")?,
-        limit: int("limit")?.map_or(DEFAULT_LIMIT, |l| (l as usize).clamp(1, MAX_LIMIT)),
-        max_bytes: MAX_ANSWER_BYTES,
-        tags: Vec::new(),
-    };
-    if let Some(lb) = nonempty("lookback").filter(|l| *l != "custom") {
-        let d = parse_duration_us(lb)
-            .ok_or_else(|| format!("cannot parse lookback '{lb}': use e.g. 1h or 2d"))?;
-        let end = query.end_us.unwrap_or_else(now_us);
-        query.start_us = Some(query.start_us.unwrap_or(0).max(end.saturating_sub(d)));
-    }
-    if let Some(tags) = nonempty("tags") {
-        let map: HashMap<String, Value> =
-            serde_json::from_str(tags).map_err(|e| format!("tags must be a JSON object: {e}"))?;
-        query.tags = map
-            .into_iter()
-            .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-            .collect();
-    }
-    for tag in q.iter().filter(|(k, _)| *k == "tag").map(|(_, v)| v) {
-        let (k, v) = tag
-            .split_once(':')
-            .ok_or_else(|| format!("tag '{tag}' must be key:value"))?;
-        query.tags.push((k.to_string(), v.to_string()));
-    }
-    Ok(query)
-}
-
 async fn find_traces(
     State(store): State<Arc<TraceStore>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    let query = match parse_query(&q) {
+    // `traceID=a&traceID=b`: exactly those traces (the Jaeger UI's multi-trace fetch and
+    // trace compare), and an error entry for each one not held.
+    if search_params::all(&q, "traceID").next().is_some() {
+        return traces_by_id(&store, search_params::all(&q, "traceID"));
+    }
+    let query = match search_params::parse_query(&q, MAX_ANSWER_BYTES) {
         Ok(query) => query,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
@@ -341,6 +250,22 @@ async fn find_traces(
             "answer cut at about {} MiB of spans: narrow the search or lower the limit",
             MAX_ANSWER_BYTES >> 20
         )]);
+    }
+    Json(body).into_response()
+}
+
+/// The traces with these ids, in the order asked, and `errors` for those not held.
+fn traces_by_id<'a>(store: &TraceStore, ids: impl Iterator<Item = &'a str>) -> Response {
+    let (mut found, mut errors) = (Vec::new(), Vec::new());
+    for id in ids {
+        match parse_trace_id(id).and_then(|n| store.trace(n)) {
+            Some(t) => found.push(jaeger_trace(&t)),
+            None => errors.push(json!({"code": 404, "msg": "trace not found", "traceID": id})),
+        }
+    }
+    let mut body = envelope(Value::Array(found)).0;
+    if !errors.is_empty() {
+        body["errors"] = Value::Array(errors);
     }
     Json(body).into_response()
 }
@@ -389,7 +314,7 @@ async fn dependencies(
     };
     let (end_ms, lookback_ms) = match (ms("endTs"), ms("lookback")) {
         (Ok(e), Ok(l)) => (
-            e.unwrap_or_else(|| now_us() / 1000),
+            e.unwrap_or_else(|| search_params::now_us() / 1000),
             l.unwrap_or(DEPENDENCY_LOOKBACK_MS),
         ),
         (Err(msg), _) | (_, Err(msg)) => return error(StatusCode::BAD_REQUEST, msg),
@@ -502,39 +427,6 @@ async fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_us("1h"), Some(3_600_000_000));
-        assert_eq!(parse_duration_us("2d"), Some(172_800_000_000));
-        assert_eq!(parse_duration_us("1.5s"), Some(1_500_000));
-        assert_eq!(parse_duration_us("100ms"), Some(100_000));
-        assert_eq!(parse_duration_us("250us"), Some(250));
-        assert_eq!(parse_duration_us("1h30m"), Some(5_400_000_000));
-        for bad in ["", "10", "ms", "1x", "-1s", "1..2s"] {
-            assert_eq!(parse_duration_us(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn query_parameters() {
-        let q: HashMap<String, String> = [
-            ("service", "Login"),
-            ("operation", "Login/track"),
-            ("limit", "5"),
-            ("minDuration", "10ms"),
-            ("tags", r#"{"track":"track测试","http.status":200}"#),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let tq = parse_query(&q).expect("valid");
-        assert_eq!(tq.limit, 5);
-        assert_eq!(tq.min_duration_us, Some(10_000));
-        assert!(tq.tags.contains(&("http.status".into(), "200".into())));
-        let bad: HashMap<String, String> = [("minDuration".to_string(), "soon".to_string())].into();
-        assert!(parse_query(&bad).expect_err("bad").contains("minDuration"));
-    }
 
     #[test]
     fn trace_ids() {

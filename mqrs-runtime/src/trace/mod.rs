@@ -10,6 +10,7 @@ pub(crate) mod names;
 pub mod otlp;
 pub(crate) mod recorded;
 pub mod sampling;
+pub mod search_params;
 pub(crate) mod skipped;
 pub(crate) mod spans;
 pub mod store;

@@ -104,9 +104,11 @@ fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
             tags.iter()
                 .any(|kv| kv.key.as_str() == k && kv.value.as_str() == v.as_str())
         };
+        // The status and kind as the Jaeger UI shows them, in any case.
         has(&s.tags)
-            || (k == "error" && v == "true" && s.error.is_some())
-            || (k == "span.kind" && v == s.kind)
+            || (k == "error" && v.eq_ignore_ascii_case("true") && s.error.is_some())
+            || (k == "otel.status_code" && v.eq_ignore_ascii_case("ERROR") && s.error.is_some())
+            || (k == "span.kind" && v.eq_ignore_ascii_case(s.kind))
             || s.events.iter().any(|e| has(&e.attributes))
     })
 }

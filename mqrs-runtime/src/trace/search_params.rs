@@ -1,0 +1,237 @@
+//! Jaeger's search parameters (`/api/traces?...`) as the Jaeger UI and Grafana's Jaeger data
+//! source send them: repeated `tag`/`tags` that all apply, `traceID` lists, durations exactly as
+//! Go's `time.ParseDuration` reads them, and the lookbacks the UI offers.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::store::TraceQuery;
+
+/// Default and largest `limit`.
+pub const DEFAULT_LIMIT: usize = 20;
+/// Largest `limit` accepted; larger ones are lowered to it.
+pub const MAX_LIMIT: usize = 1500;
+
+/// A query string's parameters in order, repeated ones included.
+pub type Params = [(String, String)];
+
+/// The last non-blank value of `k`.
+fn one<'a>(q: &'a Params, k: &str) -> Option<&'a str> {
+    q.iter()
+        .rev()
+        .find(|(key, v)| key == k && !v.trim().is_empty())
+        .map(|(_, v)| v.trim())
+}
+
+/// Every non-blank value of `k`, in order.
+pub fn all<'a>(q: &'a Params, k: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    q.iter()
+        .filter(move |(key, v)| key == k && !v.trim().is_empty())
+        .map(|(_, v)| v.trim())
+}
+
+/// A duration as Go's `time.ParseDuration` reads it (`300ms`, `-1.5h`, `2h45m`, `0`), in
+/// microseconds, negative ones as 0; `None` for anything Go refuses (`1d`, `10`, `ms`).
+pub fn go_duration_us(s: &str) -> Option<u64> {
+    let (negative, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut ns = 0f64;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..n];
+        if !number.bytes().any(|b| b.is_ascii_digit()) || number.matches('.').count() > 1 {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..u] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        ns += value * factor;
+    }
+    let us = ns / 1000.0;
+    if !us.is_finite() || us >= u64::MAX as f64 {
+        return None;
+    }
+    Some(if negative { 0 } else { us as u64 })
+}
+
+/// A lookback as the Jaeger UI offers them: a Go duration, or whole days and weeks (`2d`,
+/// `2w`), in microseconds.
+pub fn lookback_us(s: &str) -> Option<u64> {
+    if let Some(us) = go_duration_us(s) {
+        return Some(us);
+    }
+    let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    let day = 86_400_000_000u64;
+    match unit {
+        "d" => n.checked_mul(day),
+        "w" => n.checked_mul(7 * day),
+        _ => None,
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Builds a store query from Jaeger's search parameters; the error names the bad parameter.
+/// `max_bytes` bounds the answer.
+pub fn parse_query(q: &Params, max_bytes: usize) -> Result<TraceQuery, String> {
+    let dur = |k: &str| -> Result<Option<u64>, String> {
+        one(q, k)
+            .map(|v| {
+                go_duration_us(v).ok_or_else(|| {
+                    format!(
+                        "cannot parse {k} '{v}': use a Go duration such as 1.2s, 100ms or 500us"
+                    )
+                })
+            })
+            .transpose()
+    };
+    let int = |k: &str| -> Result<Option<u64>, String> {
+        one(q, k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("cannot parse {k} '{v}' as an integer"))
+            })
+            .transpose()
+    };
+    let mut query = TraceQuery {
+        service: one(q, "service").map(str::to_string),
+        operation: one(q, "operation")
+            .filter(|o| *o != "all")
+            .map(str::to_string),
+        min_duration_us: dur("minDuration")?,
+        max_duration_us: dur("maxDuration")?,
+        start_us: int("start")?,
+        end_us: int("end")?,
+        limit: int("limit")?.map_or(DEFAULT_LIMIT, |l| (l as usize).clamp(1, MAX_LIMIT)),
+        max_bytes,
+        tags: Vec::new(),
+    };
+    if let (Some(min), Some(max)) = (query.min_duration_us, query.max_duration_us) {
+        if max < min {
+            return Err("'maxDuration' should be greater than 'minDuration'".into());
+        }
+    }
+    // `start` and `end`, when given, decide the window; else the lookback does.
+    let custom = query.start_us.is_some() || query.end_us.is_some();
+    if let Some(lb) = one(q, "lookback").filter(|l| *l != "custom" && !custom) {
+        let d = lookback_us(lb)
+            .ok_or_else(|| format!("cannot parse lookback '{lb}': use e.g. 1h, 2d or 2w"))?;
+        query.start_us = Some(now_us().saturating_sub(d));
+    }
+    for tags in all(q, "tags") {
+        let map: HashMap<String, Value> =
+            serde_json::from_str(tags).map_err(|e| format!("tags must be a JSON object: {e}"))?;
+        query.tags.extend(
+            map.into_iter()
+                .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string))),
+        );
+    }
+    for tag in all(q, "tag") {
+        let (k, v) = tag
+            .split_once(':')
+            .ok_or_else(|| format!("tag '{tag}' must be key:value"))?;
+        query.tags.push((k.to_string(), v.to_string()));
+    }
+    Ok(query)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn durations_as_go_reads_them() {
+        for (s, us) in [
+            ("0", 0),
+            ("+20ms", 20_000),
+            ("1.5s", 1_500_000),
+            ("1h30m", 5_400_000_000),
+            ("250us", 250),
+            ("250µs", 250),
+            ("1000ns", 1),
+            (".5s", 500_000),
+            ("1.s", 1_000_000),
+            ("-1s", 0),
+        ] {
+            assert_eq!(go_duration_us(s), Some(us), "{s}");
+        }
+        for bad in ["", "10", "ms", "1d", "1x", "1..2s", "+", "-", ".s"] {
+            assert_eq!(go_duration_us(bad), None, "{bad}");
+        }
+        assert_eq!(lookback_us("2d"), Some(2 * 86_400_000_000));
+        assert_eq!(lookback_us("3w"), Some(21 * 86_400_000_000));
+        assert_eq!(lookback_us("1h"), Some(3_600_000_000));
+        assert_eq!(lookback_us("w"), None);
+    }
+
+    #[test]
+    fn repeated_tags_all_apply_and_the_window_is_start_end_when_given() {
+        let q = params(&[
+            ("tags", r#"{"a":"1"}"#),
+            ("tags", r#"{"b":2}"#),
+            ("tag", "c:3"),
+            ("tag", "d:x:y"),
+            ("lookback", "2w"),
+            ("start", "100"),
+            ("end", "200"),
+        ]);
+        let query = parse_query(&q, 0).expect("parses");
+        let mut tags = query.tags.clone();
+        tags.sort();
+        let want: Vec<(String, String)> = [("a", "1"), ("b", "2"), ("c", "3"), ("d", "x:y")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(tags, want);
+        assert_eq!((query.start_us, query.end_us), (Some(100), Some(200)));
+        let lookback = parse_query(&params(&[("lookback", "4w")]), 0).expect("4w");
+        assert!(lookback
+            .start_us
+            .is_some_and(|s| s < now_us() - 27 * 86_400_000_000));
+        assert!(parse_query(&params(&[("lookback", "custom")]), 0).is_ok());
+        let e = parse_query(&params(&[("minDuration", "2s"), ("maxDuration", "1s")]), 0)
+            .expect_err("max below min");
+        assert!(e.contains("maxDuration"), "{e}");
+        let e = parse_query(&params(&[("minDuration", "1d")]), 0).expect_err("not Go");
+        assert!(e.contains("minDuration"), "{e}");
+    }
+}
