@@ -143,12 +143,14 @@ pub fn parse_query(q: &Params, max_bytes: usize) -> Result<TraceQuery, String> {
             return Err("'maxDuration' should be greater than 'minDuration'".into());
         }
     }
-    // `start` and `end`, when given, decide the window; else the lookback does.
-    let custom = query.start_us.is_some() || query.end_us.is_some();
-    if let Some(lb) = one(q, "lookback").filter(|l| *l != "custom" && !custom) {
+    // A given `start` decides where the window begins; else the lookback does, back from
+    // `end` when that is given (the Jaeger UI sends both), or from now.
+    if let Some(lb) = one(q, "lookback").filter(|l| *l != "custom") {
         let d = lookback_us(lb)
             .ok_or_else(|| format!("cannot parse lookback '{lb}': use e.g. 1h, 2d or 2w"))?;
-        query.start_us = Some(now_us().saturating_sub(d));
+        if query.start_us.is_none() {
+            query.start_us = Some(query.end_us.unwrap_or_else(now_us).saturating_sub(d));
+        }
     }
     for tags in all(q, "tags") {
         let map: HashMap<String, Value> =
@@ -223,6 +225,9 @@ mod tests {
             .collect();
         assert_eq!(tags, want);
         assert_eq!((query.start_us, query.end_us), (Some(100), Some(200)));
+        let back_from_end = parse_query(&params(&[("end", "7200000000"), ("lookback", "1h")]), 0)
+            .expect("end and lookback");
+        assert_eq!(back_from_end.start_us, Some(3_600_000_000));
         let lookback = parse_query(&params(&[("lookback", "4w")]), 0).expect("4w");
         assert!(lookback
             .start_us
