@@ -129,6 +129,27 @@ async fn viewer_page_renders_trace_list_and_timeline() {
     // The deepest always-present span, Login/track2 SERVER, sits six levels below the root.
     assert!(dom.contains("data-depth=\"6\""), "nested timeline: {dom}");
 
+    // Find within the trace: the spans whose name, service, tags or events hold the text.
+    let want = trace["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .filter(|sp| {
+            let service = &trace["processes"][sp["processID"].as_str().unwrap_or_default()];
+            format!(
+                "{} {} {} {}",
+                sp["operationName"], service["serviceName"], sp["tags"], sp["logs"]
+            )
+            .to_lowercase()
+            .contains("track2")
+        })
+        .count();
+    assert!(want >= 2, "{trace}");
+    let found = render(&format!("{page}?find=TRACK2")).await;
+    let found = found.split("<script").next().unwrap_or_default();
+    assert_eq!(found.matches("data-match=\"1\"").count(), want, "{found}");
+    assert!(found.contains(&format!("{want} spans")), "{found}");
+
     let list = format!("{base}/");
     let dom = render(&list).await;
     let page_only = dom.split("<script").next().unwrap_or_default();
@@ -157,6 +178,15 @@ async fn viewer_page_renders_trace_list_and_timeline() {
     assert!(
         dom.contains("data-operation=\"Login/track2\""),
         "latency table rendered: {dom}"
+    );
+    // Per operation: its rate and error rate over the window.
+    let row = page_only
+        .split("<tr ")
+        .find(|r| r.contains("data-operation=\"Login/track2\""))
+        .unwrap_or_default();
+    assert!(
+        row.contains("/s</td>") && row.contains("data-error-rate"),
+        "{row}"
     );
     d.app.shutdown().await;
 }
