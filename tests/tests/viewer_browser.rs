@@ -10,8 +10,41 @@ use std::time::Duration;
 use common::{spans, start_demo, tools};
 use rumqttc::QoS;
 
+/// Renders `url` in headless Chromium and returns the DOM after scripts ran; also writes a
+/// screenshot of the view to `target/screenshots/{shot}.png` for review.
+async fn render_and_shoot(url: &str, shot: &str) -> String {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/screenshots"
+    ));
+    std::fs::create_dir_all(dir).expect("screenshot directory");
+    let path = dir.join(format!("{shot}.png"));
+    let _ = std::fs::remove_file(&path);
+    chromium(
+        url,
+        &[
+            format!("--screenshot={}", path.display()),
+            "--window-size=1300,900".into(),
+        ],
+    )
+    .await;
+    let png = std::fs::read(&path).expect("a screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{}: {} bytes",
+        path.display(),
+        png.len()
+    );
+    render(url).await
+}
+
 /// Renders `url` in headless Chromium and returns the DOM after scripts ran.
 async fn render(url: &str) -> String {
+    chromium(url, &["--dump-dom".to_string()]).await
+}
+
+/// Runs headless Chromium on `url` with `extra` flags; returns what it printed.
+async fn chromium(url: &str, extra: &[String]) -> String {
     let chromium = tools::require("chromium", "chromium");
     let profile = std::env::temp_dir().join(format!(
         "mqrs-chromium-{}-{}",
@@ -32,7 +65,7 @@ async fn render(url: &str) -> String {
                 "--virtual-time-budget=5000",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("--dump-dom")
+            .args(extra)
             .arg(url),
         Duration::from_secs(60),
     )
@@ -64,7 +97,7 @@ async fn viewer_page_renders_trace_list_and_timeline() {
 
     let base = format!("http://{}", d.viewer);
     let page = format!("{base}/trace/{id}");
-    let dom = render(&page).await;
+    let dom = render_and_shoot(&page, "trace").await;
     // The rendered elements only, not the page's own script text.
     let dom = dom.split("<script").next().unwrap_or_default().to_string();
     assert_eq!(
@@ -145,13 +178,13 @@ async fn viewer_page_renders_trace_list_and_timeline() {
         })
         .count();
     assert!(want >= 2, "{trace}");
-    let found = render(&format!("{page}?find=TRACK2")).await;
+    let found = render_and_shoot(&format!("{page}?find=TRACK2"), "trace-find").await;
     let found = found.split("<script").next().unwrap_or_default();
     assert_eq!(found.matches("data-match=\"1\"").count(), want, "{found}");
     assert!(found.contains(&format!("{want} spans")), "{found}");
 
     let list = format!("{base}/");
-    let dom = render(&list).await;
+    let dom = render_and_shoot(&list, "search").await;
     let page_only = dom.split("<script").next().unwrap_or_default();
     // One dot in the duration plot per trace listed, the chat trace among them.
     let listed = page_only
@@ -261,7 +294,12 @@ async fn a_players_requests_show_on_one_timeline() {
     assert!(dom.contains("href=\"/user/liv\""), "and to its user: {dom}");
 
     for page in [format!("/session/{session}"), "/user/liv".to_string()] {
-        let dom = render(&format!("{base}{page}")).await;
+        let shot = if page.starts_with("/user") {
+            "user"
+        } else {
+            "session"
+        };
+        let dom = render_and_shoot(&format!("{base}{page}"), shot).await;
         let rows: Vec<&str> = dom.split("class=\"session-row").skip(1).collect();
         // The three joins, in the order they were made (the demo does not trace guests, so
         // the login before them has no trace).
