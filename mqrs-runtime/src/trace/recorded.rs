@@ -70,27 +70,28 @@ impl Recorded {
                 TraceState::default(),
             )
         };
-        let span_context =
-            SpanContext::new(trace_id, new_span_id(), TraceFlags::SAMPLED, false, state);
-        let mut span = Recorded {
-            span_context,
+        let mut attributes = attributes;
+        let dropped_attributes = attributes.len().saturating_sub(MAX_ATTRIBUTES) as u32;
+        attributes.truncate(MAX_ATTRIBUTES);
+        Recorded {
+            span_context: SpanContext::new(
+                trace_id,
+                new_span_id(),
+                TraceFlags::SAMPLED,
+                false,
+                state,
+            ),
             parent: parent_id,
             parent_is_remote: remote,
             kind,
             name,
             start_time: opentelemetry::time::now(),
-            attributes: Vec::new(),
-            dropped_attributes: 0,
+            attributes,
+            dropped_attributes,
             events: SpanEvents::default(),
             status: Status::Unset,
             policy: Some(policy.clone()),
-        };
-        span.attributes = attributes;
-        if span.attributes.len() > MAX_ATTRIBUTES {
-            span.dropped_attributes = (span.attributes.len() - MAX_ATTRIBUTES) as u32;
-            span.attributes.truncate(MAX_ATTRIBUTES);
         }
-        span
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::store::TraceQuery;
 
-/// Default and largest `limit`.
+/// `limit` when none is given.
 pub const DEFAULT_LIMIT: usize = 20;
 /// Largest `limit` accepted; larger ones are lowered to it.
 pub const MAX_LIMIT: usize = 1500;

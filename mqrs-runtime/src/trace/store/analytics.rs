@@ -79,10 +79,13 @@ impl TraceStore {
             if t.end_us < from_us || t.start_us > to_us {
                 continue;
             }
-            let service_of: HashMap<u64, &str> = codec::heads(&t.data)
-                .map(|s| (s.span_id, s.service))
-                .collect();
-            for s in codec::heads(&t.data).filter(|s| (from_us..=to_us).contains(&s.start_us)) {
+            let heads: Vec<codec::Head<'_>> = codec::heads(&t.data).collect();
+            let service_of: HashMap<u64, &str> =
+                heads.iter().map(|s| (s.span_id, s.service)).collect();
+            for s in heads
+                .iter()
+                .filter(|s| (from_us..=to_us).contains(&s.start_us))
+            {
                 let parent = s.parent_span_id.and_then(|p| service_of.get(&p));
                 if let Some(&p) = parent.filter(|p| **p != s.service) {
                     *counts.entry((p, s.service)).or_default() += 1;

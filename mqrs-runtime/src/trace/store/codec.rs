@@ -109,34 +109,28 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// Reads spans back, in the order they were encoded.
-pub(super) struct Spans<'a> {
-    rest: &'a [u8],
-    trace_id: u128,
+/// The spans of trace `trace_id` encoded in `data`, in the order they were encoded.
+pub(super) fn spans(data: &[u8], trace_id: u128) -> impl Iterator<Item = StoredSpan> + '_ {
+    read_all(data, move |r| r.span(trace_id))
 }
 
-/// The spans of trace `trace_id` encoded in `data`.
-pub(super) fn spans(data: &[u8], trace_id: u128) -> Spans<'_> {
-    Spans {
-        rest: data,
-        trace_id,
-    }
-}
-
-impl Iterator for Spans<'_> {
-    type Item = StoredSpan;
-
-    fn next(&mut self) -> Option<StoredSpan> {
-        if self.rest.is_empty() {
+/// Reads `data` span after span with `read`. The buffer holds only what `encode` wrote; a
+/// short read would be a bug here, and ends the list rather than panicking.
+fn read_all<'a, T: 'a>(
+    data: &'a [u8],
+    mut read: impl FnMut(&mut Reader<'a>) -> Option<T> + 'a,
+) -> impl Iterator<Item = T> + 'a {
+    let mut r = Reader(data);
+    std::iter::from_fn(move || {
+        if r.0.is_empty() {
             return None;
         }
-        let mut r = Reader(self.rest);
-        // The buffer holds only what `encode` wrote; a short read would be a bug here, and
-        // ends the list rather than panicking.
-        let span = r.span(self.trace_id);
-        self.rest = if span.is_some() { r.0 } else { &[] };
-        span
-    }
+        let item = read(&mut r);
+        if item.is_none() {
+            r.0 = &[];
+        }
+        item
+    })
 }
 
 /// A span's ids, times, kind, names and whether it failed: what listings and latency need,
@@ -154,17 +148,7 @@ pub(super) struct Head<'a> {
 
 /// The heads of the spans encoded in `data`, in order.
 pub(super) fn heads(data: &[u8]) -> impl Iterator<Item = Head<'_>> {
-    let mut r = Reader(data);
-    std::iter::from_fn(move || {
-        if r.0.is_empty() {
-            return None;
-        }
-        let head = r.head();
-        if head.is_none() {
-            r.0 = &[];
-        }
-        head
-    })
+    read_all(data, Reader::head)
 }
 
 struct Reader<'a>(&'a [u8]);

@@ -54,22 +54,22 @@ impl TraceStore {
     pub fn find_within(&self, q: &TraceQuery) -> (Vec<StoredTrace>, bool) {
         let g = self.lock();
         // Newest first, decoded one at a time until `limit` match.
-        let mut newest: Vec<(u64, u128)> =
-            g.traces.iter().map(|(id, t)| (t.start_us, *id)).collect();
-        newest.sort_unstable_by(|a, b| b.cmp(a));
+        let mut newest: Vec<(u64, u128, &super::Held)> = g
+            .traces
+            .iter()
+            .map(|(id, t)| (t.start_us, *id, t))
+            .collect();
+        newest.sort_unstable_by_key(|&(start, id, _)| std::cmp::Reverse((start, id)));
         let budget = if q.max_bytes == 0 {
             usize::MAX
         } else {
             q.max_bytes
         };
         let (mut out, mut bytes) = (Vec::new(), 0usize);
-        for (_, id) in newest {
+        for (_, id, held) in newest {
             if out.len() >= q.limit {
                 break;
             }
-            let Some(held) = g.traces.get(&id) else {
-                continue;
-            };
             let t = held.decode(id);
             if !t.spans.iter().any(|s| span_matches(s, q)) {
                 continue;
