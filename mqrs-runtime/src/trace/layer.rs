@@ -114,6 +114,7 @@ where
             .span_builder(meta.name())
             .with_kind(SpanKind::Internal)
             .with_attributes(fields.into_attrs())
+            .with_start_time(super::clock::now())
             .start_with_context(t, &parent);
         let cx = parent.with_span(otel);
         if let Some(span) = ctx.span(id) {
@@ -173,14 +174,15 @@ where
         fields.attrs.push(KeyValue::new("target", meta.target()));
         event.record(&mut fields);
         let name = fields.message.take().unwrap_or(Cow::Borrowed(meta.name()));
-        cx.span().add_event(name, fields.attrs);
+        cx.span()
+            .add_event_with_timestamp(name, super::clock::now(), fields.attrs);
     }
 
     fn on_close(&self, id: Id, ctx: LayerCx<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         let otel = span.extensions_mut().remove::<OtelSpan>();
         if let Some(OtelSpan(cx)) = otel {
-            cx.span().end();
+            cx.span().end_with_timestamp(super::clock::now());
         }
     }
 }

@@ -17,6 +17,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
+use super::clock;
 use super::skipped::{new_span_id, new_trace_id};
 use super::Policy;
 
@@ -85,7 +86,7 @@ impl Recorded {
             parent_is_remote: remote,
             kind,
             name,
-            start_time: opentelemetry::time::now(),
+            start_time: clock::now(),
             attributes,
             dropped_attributes,
             events: SpanEvents::default(),
@@ -116,6 +117,13 @@ impl opentelemetry::trace::Span for Recorded {
         self.events
             .events
             .push(Event::new(name, timestamp, attributes, dropped as u32));
+    }
+
+    fn add_event<T>(&mut self, name: T, attributes: Vec<KeyValue>)
+    where
+        T: Into<Cow<'static, str>>,
+    {
+        self.add_event_with_timestamp(name, clock::now(), attributes);
     }
 
     fn span_context(&self) -> &SpanContext {
@@ -157,10 +165,16 @@ impl opentelemetry::trace::Span for Recorded {
         // mqrs's own spans have no links; nothing calls this for them.
     }
 
+    fn end(&mut self) {
+        self.end_with_timestamp(clock::now());
+    }
+
     fn end_with_timestamp(&mut self, end_time: SystemTime) {
         let Some(policy) = self.policy.take() else {
             return;
         };
+        // Another thread's clock anchor may put the end a microsecond before the start.
+        let end_time = end_time.max(self.start_time);
         policy.deliver(SpanData {
             span_context: self.span_context.clone(),
             parent_span_id: self.parent,

@@ -17,6 +17,7 @@ use opentelemetry::trace::{
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
+use super::clock;
 use super::sampling::{Keep, KeepReason, KEPT_ATTRIBUTE};
 use super::spans::{gate_attributes, rpc_attributes};
 use super::Policy;
@@ -47,12 +48,32 @@ pub(crate) struct Shadow {
 
 /// A random, valid (non-zero) span id.
 pub(crate) fn new_span_id() -> SpanId {
-    SpanId::from_bytes(rand::random::<u64>().max(1).to_be_bytes())
+    SpanId::from_bytes(ids::next_u64().max(1).to_be_bytes())
 }
 
 /// A random, valid trace id.
 pub(crate) fn new_trace_id() -> TraceId {
-    TraceId::from_bytes(rand::random::<u128>().max(1).to_be_bytes())
+    let id = (u128::from(ids::next_u64()) << 64) | u128::from(ids::next_u64());
+    TraceId::from_bytes(id.max(1).to_be_bytes())
+}
+
+/// Random numbers for ids and sampling: a small fast generator per thread, seeded from
+/// the thread's secure generator, as the OpenTelemetry SDK's id generator does. Ids need to be unique,
+/// not secret.
+pub(crate) mod ids {
+    use std::cell::RefCell;
+
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    thread_local! {
+        static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+    }
+
+    /// The next random `u64` of this thread's generator.
+    pub(crate) fn next_u64() -> u64 {
+        RNG.with(|r| r.borrow_mut().random())
+    }
 }
 
 /// The non-recording context of a skipped span: it carries the trace id (for logs and the
@@ -76,7 +97,7 @@ impl Shadow {
     ) -> Shadow {
         Shadow {
             keep,
-            start_time: SystemTime::now(),
+            start_time: clock::now(),
             span_context,
             parent,
             kind,
@@ -111,7 +132,7 @@ impl Shadow {
 
     /// The span ends: delivered if the trace is kept, forgotten otherwise.
     pub(crate) fn finish(self) {
-        let end_time = SystemTime::now();
+        let end_time = clock::now().max(self.start_time);
         self.check_slow(end_time);
         let Some(reason) = self.keep.reason() else {
             return;

@@ -25,11 +25,13 @@ use crate::session::{Session, SpanAttrs};
 pub const RPC_SYSTEM: &str = "mqrs";
 
 /// What a span is, by the sampling decision of its trace.
+#[allow(clippy::large_enum_variant)]
 enum State {
     /// A recording span, ended on drop.
     Recorded,
-    /// A span of a skipped trace, kept only if the trace is.
-    Skipped(Box<Shadow>),
+    /// A span of a skipped trace, kept only if the trace is. Held inline: the span lives in
+    /// its request's future, so a box would only add an allocation per span.
+    Skipped(Shadow),
     /// A skipped trace that is not followed (keeping is off): nothing to end.
     Quiet,
 }
@@ -64,7 +66,7 @@ impl EndOnDrop {
     /// gate asks before it replies, so the reply can name a trace that will be kept).
     pub(crate) fn check_slow(&self) {
         if let State::Skipped(s) = &self.state {
-            s.check_slow(std::time::SystemTime::now());
+            s.check_slow(super::clock::now());
         }
     }
 
@@ -97,7 +99,7 @@ impl EndOnDrop {
         let shadow = Shadow::new(policy, keep, sc, parent, kind, name, attrs);
         EndOnDrop {
             cx,
-            state: State::Skipped(Box::new(shadow)),
+            state: State::Skipped(shadow),
         }
     }
 }
@@ -105,8 +107,8 @@ impl EndOnDrop {
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, State::Quiet) {
-            State::Recorded => self.cx.span().end(),
-            State::Skipped(s) => (*s).finish(),
+            State::Recorded => self.cx.span().end_with_timestamp(super::clock::now()),
+            State::Skipped(s) => s.finish(),
             State::Quiet => {}
         }
     }
