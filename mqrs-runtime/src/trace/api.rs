@@ -40,9 +40,10 @@ pub fn router(store: Arc<TraceStore>) -> Router {
         .route("/api/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/api/latency", get(latency))
+        .with_state(store.clone())
+        .merge(super::api_v3::router(store))
         .fallback(not_found)
         .layer(axum::middleware::map_response(errors_as_json))
-        .with_state(store)
 }
 
 /// Binds `addr` and serves the API until `shutdown` turns true.

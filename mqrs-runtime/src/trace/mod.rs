@@ -2,6 +2,7 @@
 //! the W3C text form for process boundaries, and the HTTP viewer.
 
 pub mod api;
+pub mod api_v3;
 pub(crate) mod clock;
 pub mod context;
 pub(crate) mod hash;

@@ -103,6 +103,73 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// An RFC 3339 time (`2026-01-02T03:04:05.123456789Z`, or with an offset such as `+02:00`)
+/// as microseconds since the Unix epoch; `None` if it is not one or is before 1970. A space
+/// where the offset's `+` belongs is read as `+`: a client that puts the time in the query
+/// string without encoding it sends exactly that.
+pub fn rfc3339_us(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let d = b.get(r)?;
+        d.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| d.iter().fold(0i64, |n, c| n * 10 + i64::from(c - b'0')))
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || min > 59
+        || sec > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_us = 0i64;
+    if b.get(i) == Some(&b'.') {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        for (k, c) in b[i + 1..i + 1 + digits].iter().take(6).enumerate() {
+            frac_us += i64::from(c - b'0') * 10i64.pow(5 - k as u32);
+        }
+        i += 1 + digits;
+    }
+    let offset_s = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-' | b' '), ..] if b.len() == i + 6 && b[i + 3] == b':' => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_s;
+    u64::try_from(secs * 1_000_000 + frac_us).ok()
+}
+
 /// Builds a store query from Jaeger's search parameters; the error names the bad parameter.
 /// `max_bytes` bounds the answer.
 pub fn parse_query(q: &Params, max_bytes: usize) -> Result<TraceQuery, String> {
@@ -203,6 +270,35 @@ mod tests {
         assert_eq!(lookback_us("3w"), Some(21 * 86_400_000_000));
         assert_eq!(lookback_us("1h"), Some(3_600_000_000));
         assert_eq!(lookback_us("w"), None);
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        for (s, us) in [
+            ("1970-01-01T00:00:00Z", 0),
+            ("2026-01-01T00:00:00.000Z", 1_767_225_600_000_000),
+            ("2026-01-01T01:00:00+01:00", 1_767_225_600_000_000),
+            ("2026-01-01T01:00:00 01:00", 1_767_225_600_000_000),
+            ("2025-12-31T23:00:00-01:00", 1_767_225_600_000_000),
+            ("2024-02-29T12:34:56.123456789Z", 1_709_210_096_123_456),
+            ("2000-03-01t00:00:00.5z", 951_868_800_500_000),
+        ] {
+            assert_eq!(rfc3339_us(s), Some(us), "{s}");
+        }
+        for bad in [
+            "",
+            "2026-01-01",
+            "2026-01-01T00:00:00",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00+0100",
+            "1969-12-31T23:59:59Z",
+            "2026-01-01T00:00:00Zjunk",
+            "２026-01-01T00:00:00Z",
+        ] {
+            assert_eq!(rfc3339_us(bad), None, "{bad}");
+        }
     }
 
     #[test]
