@@ -325,7 +325,12 @@ async fn dependencies(
     let deps: Vec<Value> = store
         .dependencies(from_us, to_us)
         .into_iter()
-        .map(|(parent, child, n)| json!({"parent": parent, "child": child, "callCount": n}))
+        // Jaeger's fields, and the call's error count and p95 for the service graph (readers
+        // that know only Jaeger's fields skip the others).
+        .map(|d| {
+            json!({"parent": d.parent, "child": d.child, "callCount": d.calls,
+                   "errorCount": d.errors, "p95Us": d.p95_us})
+        })
         .collect();
     envelope(Value::Array(deps)).into_response()
 }

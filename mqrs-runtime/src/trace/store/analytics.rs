@@ -69,11 +69,11 @@ impl TraceStore {
         out
     }
 
-    /// Calls between services over the spans held: `(parent service, child service, count)`
-    /// for every span that started within `from_us..=to_us` and whose parent was recorded by
-    /// another service, sorted.
-    pub fn dependencies(&self, from_us: u64, to_us: u64) -> Vec<(String, String, u64)> {
-        let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
+    /// Calls between services over the spans held: one [`Dependency`] per (caller, callee)
+    /// pair, from every span that started within `from_us..=to_us` and whose parent was
+    /// recorded by another service; sorted by caller, then callee.
+    pub fn dependencies(&self, from_us: u64, to_us: u64) -> Vec<Dependency> {
+        let mut calls: HashMap<(&str, &str), (u64, Vec<u64>)> = HashMap::new();
         let g = self.lock();
         for t in g.traces.values() {
             if t.end_us < from_us || t.start_us > to_us {
@@ -88,17 +88,43 @@ impl TraceStore {
             {
                 let parent = s.parent_span_id.and_then(|p| service_of.get(&p));
                 if let Some(&p) = parent.filter(|p| **p != s.service) {
-                    *counts.entry((p, s.service)).or_default() += 1;
+                    let e = calls.entry((p, s.service)).or_default();
+                    e.0 += u64::from(s.failed);
+                    e.1.push(s.duration_us);
                 }
             }
         }
-        let mut deps: Vec<(String, String, u64)> = counts
+        let mut deps: Vec<Dependency> = calls
             .into_iter()
-            .map(|((p, c), n)| (p.to_string(), c.to_string(), n))
+            .map(|((p, c), (errors, mut d))| {
+                d.sort_unstable();
+                Dependency {
+                    parent: p.to_string(),
+                    child: c.to_string(),
+                    calls: d.len() as u64,
+                    errors,
+                    p95_us: d[nearest_rank(d.len(), 95) - 1],
+                }
+            })
             .collect();
-        deps.sort();
+        deps.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
         deps
     }
+}
+
+/// Calls from one service to another over a window: an edge of the service graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The calling service.
+    pub parent: String,
+    /// The called service.
+    pub child: String,
+    /// Calls: spans of `child` whose parent span is `parent`'s.
+    pub calls: u64,
+    /// Those calls whose span in `child` ended with an error.
+    pub errors: u64,
+    /// 95th percentile (nearest-rank) of those spans' durations, µs.
+    pub p95_us: u64,
 }
 
 /// The 1-based nearest rank of percentile `p` (0..=100) among `n` sorted values:

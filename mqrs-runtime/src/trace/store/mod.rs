@@ -10,9 +10,10 @@
 mod analytics;
 mod codec;
 mod pending;
+mod players;
 mod query;
 
-pub use analytics::{nearest_rank, OpLatency};
+pub use analytics::{nearest_rank, Dependency, OpLatency};
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::Value;
 
 use super::hash::KeyedHash;
+use players::{Key, Players};
 
 /// A span attribute as the store keeps it: the SDK's own key and value, moved in as they are.
 pub use opentelemetry::KeyValue as Tag;
@@ -216,8 +218,8 @@ struct Held {
     data: Vec<u8>,
     spans: usize,
     bytes: usize,
-    /// The client session the trace belongs to (a hash of its `session.id`), if any.
-    owner: Option<u64>,
+    /// The players (hashed user and session ids) its spans carry, each once.
+    players: Vec<Key>,
     start_us: u64,
     end_us: u64,
 }
@@ -237,8 +239,8 @@ impl Held {
 #[derive(Default)]
 struct Inner {
     traces: HashMap<u128, Held, KeyedHash>,
-    /// Trace ids of each client session, oldest first.
-    owners: HashMap<u64, VecDeque<u128>>,
+    /// Trace ids of each user and session.
+    players: Players,
     order: VecDeque<u128>,
     bytes: usize,
     spans: usize,
@@ -263,7 +265,7 @@ pub struct TraceStore {
     inner: Mutex<Inner>,
     limits: StoreLimits,
     pending: pending::Pending,
-    /// Hashes `session.id` values into owners.
+    /// Hashes `session.id` and `user.id` values into player keys.
     owner_hash: KeyedHash,
     /// What the OTLP collector feeding this store took in and refused.
     pub(crate) otlp: OtlpCounters,
@@ -327,13 +329,19 @@ impl TraceStore {
             end_us: span.start_us.saturating_add(span.duration_us),
             owner: span
                 .tag("session.id")
-                .map(|v| std::hash::BuildHasher::hash_one(&self.owner_hash, v.as_str())),
+                .map(|v| self.player_hash(&v.as_str())),
+            user: span.tag("user.id").map(|v| self.player_hash(&v.as_str())),
             bytes,
         };
         drop(span);
         if let Some(batch) = self.pending.push(ready) {
             self.place_all(batch);
         }
+    }
+
+    /// The hash a `user.id` or `session.id` value is indexed under.
+    fn player_hash(&self, value: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.owner_hash, value)
     }
 
     /// Places `batch` under one hold of the lock. The traces it evicts are freed after the
@@ -358,16 +366,19 @@ impl TraceStore {
         }
         let is_new = !inner.traces.contains_key(&span.trace_id);
         if is_new {
-            if let Some(o) = span.owner {
+            if let Some(o) = span.owner.map(Key::Session) {
                 // A session at its share makes room from its own traces first.
                 let cap = self.limits.max_traces_per_session.max(1);
-                while inner.owners.get(&o).is_some_and(|ids| ids.len() >= cap) {
-                    // Every removal keeps the owners' lists exact, so the front is held.
-                    let oldest = inner.owners.get(&o).and_then(|ids| ids.front().copied());
-                    match oldest.and_then(|id| self.remove(inner, id)) {
+                while inner.players.count(o) >= cap {
+                    // Every removal keeps the lists exact, so the oldest is held.
+                    match inner
+                        .players
+                        .oldest(o)
+                        .and_then(|id| self.remove(inner, id))
+                    {
                         Some(t) => evicted.push(t),
                         None => {
-                            inner.owners.remove(&o);
+                            inner.players.forget(o);
                             break;
                         }
                     }
@@ -393,17 +404,18 @@ impl TraceStore {
         }
         if is_new {
             inner.order.push_back(span.trace_id);
-            if let Some(o) = span.owner {
-                inner.owners.entry(o).or_default().push_back(span.trace_id);
-            }
         }
         let trace = inner.traces.entry(span.trace_id).or_default();
-        if is_new {
-            trace.owner = span.owner;
-        }
         if trace.spans >= self.limits.max_spans_per_trace {
             inner.refused += 1;
             return;
+        }
+        let keys = [span.owner.map(Key::Session), span.user.map(Key::User)];
+        for key in keys.into_iter().flatten() {
+            if !trace.players.contains(&key) {
+                trace.players.push(key);
+                inner.players.add(key, span.trace_id);
+            }
         }
         if trace.spans == 0 || span.start_us < trace.start_us {
             trace.start_us = span.start_us;
@@ -433,17 +445,8 @@ impl TraceStore {
         let t = inner.traces.remove(&id)?;
         inner.bytes -= t.bytes;
         inner.spans -= t.spans;
-        if let Some(o) = t.owner {
-            if let Some(ids) = inner.owners.get_mut(&o) {
-                if ids.front() == Some(&id) {
-                    ids.pop_front();
-                } else {
-                    ids.retain(|x| *x != id);
-                }
-                if ids.is_empty() {
-                    inner.owners.remove(&o);
-                }
-            }
+        for key in &t.players {
+            inner.players.remove(*key, id);
         }
         inner.evicted += t.spans as u64;
         Some(t)

@@ -20,6 +20,8 @@ pub(super) struct Ready {
     pub(super) end_us: u64,
     /// Hash of the span's `session.id`, if it has one.
     pub(super) owner: Option<u64>,
+    /// Hash of the span's `user.id`, if it has one.
+    pub(super) user: Option<u64>,
     /// The span encoded by `codec`.
     pub(super) bytes: Vec<u8>,
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::players::Key;
 use super::{codec, StoredSpan, StoredTrace, Tag, TraceQuery, TraceStore};
 
 impl TraceStore {
@@ -53,12 +54,25 @@ impl TraceStore {
     /// `limit`.
     pub fn find_within(&self, q: &TraceQuery) -> (Vec<StoredTrace>, bool) {
         let g = self.lock();
+        // A search for a user or a session reads only the traces listed under it.
+        let player = q.tags.iter().find_map(|(k, v)| match k.as_str() {
+            "user.id" => Some(Key::User(self.player_hash(v))),
+            "session.id" => Some(Key::Session(self.player_hash(v))),
+            _ => None,
+        });
         // Newest first, decoded one at a time until `limit` match.
-        let mut newest: Vec<(u64, u128, &super::Held)> = g
-            .traces
-            .iter()
-            .map(|(id, t)| (t.start_us, *id, t))
-            .collect();
+        let mut newest: Vec<(u64, u128, &super::Held)> = match player {
+            Some(key) => g
+                .players
+                .traces(key)
+                .filter_map(|id| g.traces.get(&id).map(|t| (t.start_us, id, t)))
+                .collect(),
+            None => g
+                .traces
+                .iter()
+                .map(|(id, t)| (t.start_us, *id, t))
+                .collect(),
+        };
         newest.sort_unstable_by_key(|&(start, id, _)| std::cmp::Reverse((start, id)));
         let budget = if q.max_bytes == 0 {
             usize::MAX

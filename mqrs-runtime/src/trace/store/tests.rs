@@ -110,12 +110,25 @@ fn dependencies_count_cross_service_parent_links() {
     a.parent_span_id = Some(1);
     let mut b = span(1, 3, "Login/track2", 0);
     b.parent_span_id = Some(2);
-    for s in [root, a, b] {
+    let mut root2 = span(2, 1, "gate", 0);
+    root2.service = Arc::from("Gate");
+    let mut failed = span(2, 2, "Login/track", 0);
+    failed.parent_span_id = Some(1);
+    failed.duration_us = 900;
+    failed.error = Some("boom".into());
+    for s in [root, a, b, root2, failed] {
         store.insert(s);
     }
+    let deps = store.dependencies(0, u64::MAX);
     assert_eq!(
-        store.dependencies(0, u64::MAX),
-        vec![("Gate".into(), "Login".into(), 1)]
+        deps,
+        vec![Dependency {
+            parent: "Gate".into(),
+            child: "Login".into(),
+            calls: 2,
+            errors: 1,
+            p95_us: 900,
+        }]
     );
     // The spans start at 1_001 µs: a window that ends before them sees no calls.
     assert!(store.dependencies(0, 1_000).is_empty());
@@ -216,4 +229,54 @@ fn nearest_rank_from_first_principles() {
     assert_eq!([50, 95, 99].map(|p| nearest_rank(10, p)), [5, 10, 10]);
     assert_eq!([0, 50, 99].map(|p| nearest_rank(1, p)), [1, 1, 1]);
     assert_eq!(nearest_rank(3, 50), 2);
+}
+
+#[test]
+fn searches_by_user_or_session_read_the_players_lists_and_stay_exact() {
+    let store = TraceStore::new(StoreLimits {
+        max_traces: 4,
+        ..Default::default()
+    });
+    let tagged = |trace: u128, id: u64, user: Option<&'static str>, session: &'static str| {
+        let mut s = span(trace, id, "Login/track", 0);
+        s.tags.push(Tag::new("session.id", session));
+        if let Some(u) = user {
+            s.tags.push(Tag::new("user.id", u));
+        }
+        s
+    };
+    // Trace 1 logs a player in: its first span has no user, a later one names "ann".
+    store.insert(tagged(1, 1, None, "s1"));
+    store.insert(tagged(1, 2, Some("ann"), "s1"));
+    store.insert(tagged(2, 3, Some("bob"), "s2"));
+    store.insert(tagged(3, 4, Some("ann"), "s1"));
+    let find = |k: &str, v: &str| -> Vec<u128> {
+        let q = TraceQuery {
+            tags: vec![(k.to_string(), v.to_string())],
+            limit: 10,
+            ..Default::default()
+        };
+        store.find(&q).iter().map(|t| t.spans[0].trace_id).collect()
+    };
+    assert_eq!(
+        find("user.id", "ann"),
+        vec![3, 1],
+        "newest first, late user found"
+    );
+    assert_eq!(find("session.id", "s1"), vec![3, 1]);
+    assert_eq!(find("user.id", "bob"), vec![2]);
+    assert!(find("user.id", "nobody").is_empty());
+    // Evicting the oldest traces takes them off the lists too.
+    for t in 10..13 {
+        store.insert(tagged(t, 100 + t as u64, Some("cy"), "s3"));
+    }
+    assert_eq!(find("user.id", "ann"), vec![3]);
+    assert_eq!(find("session.id", "s2"), Vec::<u128>::new());
+    assert_eq!(find("user.id", "cy"), vec![12, 11, 10]);
+    let g = store.lock();
+    let listed: usize = ["ann", "bob", "cy"]
+        .iter()
+        .map(|u| g.players.count(Key::User(store.player_hash(u))))
+        .sum();
+    assert_eq!(listed, g.traces.len(), "one entry per held trace and user");
 }
