@@ -5,86 +5,9 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{spans, start_demo, tools};
+use common::browser::{render, render_and_shoot};
+use common::{spans, start_demo};
 use rumqttc::QoS;
-
-/// Renders `url` in headless Chromium and returns the DOM after scripts ran; also writes a
-/// screenshot of the view to `target/screenshots/{shot}.png` for review.
-async fn render_and_shoot(url: &str, shot: &str) -> String {
-    let dir = std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/screenshots"
-    ));
-    std::fs::create_dir_all(dir).expect("screenshot directory");
-    let path = dir.join(format!("{shot}.png"));
-    let _ = std::fs::remove_file(&path);
-    chromium(
-        url,
-        &[
-            format!("--screenshot={}", path.display()),
-            "--window-size=1300,900".into(),
-        ],
-    )
-    .await;
-    let png = std::fs::read(&path).expect("a screenshot was written");
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 5_000,
-        "{}: {} bytes",
-        path.display(),
-        png.len()
-    );
-    render(url).await
-}
-
-/// Renders `url` in headless Chromium and returns the DOM after scripts ran.
-async fn render(url: &str) -> String {
-    chromium(url, &["--dump-dom".to_string()]).await
-}
-
-/// Runs headless Chromium on `url` with `extra` flags; returns what it printed.
-async fn chromium(url: &str, extra: &[String]) -> String {
-    let chromium = tools::require("chromium", "chromium");
-    let profile = std::env::temp_dir().join(format!(
-        "mqrs-chromium-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let out = tools::run(
-        tokio::process::Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=5000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(extra)
-            .arg(url),
-        Duration::from_secs(60),
-    )
-    .await;
-    let _ = std::fs::remove_dir_all(&profile);
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_page_renders_trace_list_and_timeline() {

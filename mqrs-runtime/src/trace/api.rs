@@ -1,5 +1,5 @@
 //! The viewer's HTTP side: a Jaeger-compatible query API over the embedded store (readable by
-//! the Jaeger UI and Grafana's Jaeger data source) and the first HTML page.
+//! the Jaeger UI and Grafana's Jaeger data source), with `api_v3` and the page (`ui`) beside it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -16,7 +16,6 @@ use tokio::sync::watch;
 use super::search_params;
 use super::store::{micros, StoredTrace, TraceStore};
 
-const PAGE: &str = include_str!("ui.html");
 /// Spans (in the store's own measure) one search answers with at most; the JSON is about twice
 /// that. Bounds the memory and time a search can take, whatever its `limit`.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -24,10 +23,7 @@ const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// The API's routes over `store`.
 pub fn router(store: Arc<TraceStore>) -> Router {
     Router::new()
-        .route("/", get(page))
-        .route("/trace/{id}", get(page))
-        .route("/session/{id}", get(page))
-        .route("/user/{id}", get(page))
+        .merge(super::ui::routes())
         .route("/api/services", get(services))
         .route(
             "/api/services/{service}/operations",
@@ -76,10 +72,6 @@ pub(crate) async fn serve_router(
         }
     });
     Ok((local, task))
-}
-
-async fn page() -> Html<&'static str> {
-    Html(PAGE)
 }
 
 fn envelope(data: Value) -> Json<Value> {
@@ -426,7 +418,7 @@ async fn errors_as_json(r: Response) -> Response {
 }
 
 /// Answers unknown paths with a JSON error, like Jaeger.
-async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint".into())
 }
 

@@ -16,6 +16,7 @@ pub mod search_params;
 pub(crate) mod skipped;
 pub(crate) mod spans;
 pub mod store;
+mod ui;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,7 @@
 //! the viewer, wait for traces to arrive.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod chat_tree;
 pub mod mosquitto;
 pub mod raw;
