@@ -4,7 +4,8 @@
 //! touched for a while, which is what made eviction the largest cost of tracing under load.
 //! Spans are decoded back into [`StoredSpan`] only when read.
 //!
-//! Layout, little-endian: span id, parent id (0 for none), start µs, duration µs (8 bytes
+//! Layout, little-endian: the span's length in bytes (4 bytes, so a reader can step over
+//! what it does not need), span id, parent id (0 for none), start µs, duration µs (8 bytes
 //! each); kind (1 byte); name, service; error flag (1 byte) and text; tags; events. A string
 //! is a 4-byte length and its bytes; a list a 4-byte count and its items. A tag is its key and
 //! a typed value; an event its name, time, dropped-attribute count and tags.
@@ -21,6 +22,9 @@ const KINDS: [&str; 5] = ["server", "client", "internal", "producer", "consumer"
 
 /// Appends `span` (all but its trace id, which its trace holds) to `out`.
 pub(super) fn encode(span: &StoredSpan, out: &mut Vec<u8>) {
+    // The span's length first, so a reader that wants only its head steps over the rest.
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&span.span_id.to_le_bytes());
     out.extend_from_slice(&span.parent_span_id.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&span.start_us.to_le_bytes());
@@ -43,6 +47,8 @@ pub(super) fn encode(span: &StoredSpan, out: &mut Vec<u8>) {
         out.extend_from_slice(&e.dropped_attributes_count.to_le_bytes());
         put_tags(out, &e.attributes);
     }
+    let len = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 fn put_len(out: &mut Vec<u8>, n: usize) {
@@ -151,6 +157,108 @@ pub(super) fn heads(data: &[u8]) -> impl Iterator<Item = Head<'_>> {
     read_all(data, Reader::head)
 }
 
+/// A span read in place: its head, and its tags and events left encoded until asked for.
+/// What a search tests, without allocating.
+pub(super) struct View<'a> {
+    pub(super) head: Head<'a>,
+    /// The span's tags, then its events, still encoded.
+    rest: &'a [u8],
+}
+
+/// A tag value read in place.
+pub(super) enum ValueRef<'a> {
+    Bool(bool),
+    I64(i64),
+    F64(f64),
+    Str(&'a str),
+    /// A list, decoded (rare in tags).
+    List(Value),
+}
+
+impl ValueRef<'_> {
+    /// True when the value reads as `text`, as `Value::as_str` renders it.
+    pub(super) fn reads_as(&self, text: &str) -> bool {
+        match self {
+            ValueRef::Str(s) => *s == text,
+            ValueRef::Bool(b) => text == if *b { "true" } else { "false" },
+            ValueRef::I64(i) => i.to_string() == text,
+            ValueRef::F64(f) => f.to_string() == text,
+            ValueRef::List(v) => v.as_str() == text,
+        }
+    }
+}
+
+impl<'a> View<'a> {
+    /// The span's tags, in order.
+    pub(super) fn tags(&self) -> TagRefs<'a> {
+        TagRefs::new(self.rest)
+    }
+
+    /// The tags of each of the span's events, one event after the other.
+    pub(super) fn event_tags(&self) -> impl Iterator<Item = (&'a str, ValueRef<'a>)> + 'a {
+        let mut r = Reader(self.rest);
+        let mut left = match r.skip_tags() {
+            Some(()) => r.len().unwrap_or(0),
+            None => 0,
+        };
+        let mut current: Option<TagRefs<'a>> = None;
+        std::iter::from_fn(move || loop {
+            if let Some(t) = current.as_mut().and_then(Iterator::next) {
+                return Some(t);
+            }
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            r.skip_str()?;
+            r.take(12)?;
+            let start = r.0;
+            r.skip_tags()?;
+            current = Some(TagRefs::new(&start[..start.len() - r.0.len()]));
+        })
+    }
+}
+
+/// Tags encoded by `put_tags` (a count, then each tag), read in place.
+pub(super) struct TagRefs<'a> {
+    r: Reader<'a>,
+    left: usize,
+}
+
+impl<'a> TagRefs<'a> {
+    fn new(data: &'a [u8]) -> TagRefs<'a> {
+        let mut r = Reader(data);
+        let left = r.len().unwrap_or(0);
+        TagRefs { r, left }
+    }
+}
+
+impl<'a> Iterator for TagRefs<'a> {
+    type Item = (&'a str, ValueRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let r = &mut self.r;
+        let key = r.str()?;
+        let value = match r.u8()? {
+            0 => ValueRef::Bool(r.u8()? != 0),
+            1 => ValueRef::I64(r.u64()? as i64),
+            2 => ValueRef::F64(f64::from_bits(r.u64()?)),
+            3 => ValueRef::Str(r.str()?),
+            kind => ValueRef::List(r.list(kind)?),
+        };
+        Some((key, value))
+    }
+}
+
+/// The spans encoded in `data`, read in place.
+pub(super) fn views(data: &[u8]) -> impl Iterator<Item = View<'_>> {
+    read_all(data, Reader::view)
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -184,39 +292,48 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.take(n)?).ok()
     }
 
+    /// Steps over a string without checking it (it was written from a `&str`).
+    fn skip_str(&mut self) -> Option<()> {
+        let n = self.len()?;
+        self.take(n).map(drop)
+    }
+
     fn head(&mut self) -> Option<Head<'a>> {
-        let span_id = self.u64()?;
-        let parent = self.u64()?;
-        let start_us = self.u64()?;
-        let duration_us = self.u64()?;
-        let kind = *KINDS.get(usize::from(self.u8()?))?;
-        let name = self.str()?;
-        let service = self.str()?;
-        let failed = self.u8()? != 0;
+        self.view().map(|v| v.head)
+    }
+
+    fn view(&mut self) -> Option<View<'a>> {
+        let n = self.len()?;
+        let mut r = Reader(self.take(n)?);
+        let span_id = r.u64()?;
+        let parent = r.u64()?;
+        let start_us = r.u64()?;
+        let duration_us = r.u64()?;
+        let kind = *KINDS.get(usize::from(r.u8()?))?;
+        let name = r.str()?;
+        let service = r.str()?;
+        let failed = r.u8()? != 0;
         if failed {
-            self.str()?;
+            r.skip_str()?;
         }
-        self.skip_tags()?;
-        for _ in 0..self.len()? {
-            self.str()?;
-            self.take(12)?;
-            self.skip_tags()?;
-        }
-        Some(Head {
-            span_id,
-            parent_span_id: (parent != 0).then_some(parent),
-            start_us,
-            duration_us,
-            kind,
-            name,
-            service,
-            failed,
+        Some(View {
+            head: Head {
+                span_id,
+                parent_span_id: (parent != 0).then_some(parent),
+                start_us,
+                duration_us,
+                kind,
+                name,
+                service,
+                failed,
+            },
+            rest: r.0,
         })
     }
 
     fn skip_tags(&mut self) -> Option<()> {
         for _ in 0..self.len()? {
-            self.str()?;
+            self.skip_str()?;
             match self.u8()? {
                 0 => {
                     self.take(1)?;
@@ -225,7 +342,7 @@ impl<'a> Reader<'a> {
                     self.take(8)?;
                 }
                 3 => {
-                    self.str()?;
+                    self.skip_str()?;
                 }
                 4 => {
                     let n = self.len()?;
@@ -237,7 +354,7 @@ impl<'a> Reader<'a> {
                 }
                 7 => {
                     for _ in 0..self.len()? {
-                        self.str()?;
+                        self.skip_str()?;
                     }
                 }
                 _ => return None,
@@ -247,6 +364,11 @@ impl<'a> Reader<'a> {
     }
 
     fn span(&mut self, trace_id: u128) -> Option<StoredSpan> {
+        let n = self.len()?;
+        Reader(self.take(n)?).span_body(trace_id)
+    }
+
+    fn span_body(&mut self, trace_id: u128) -> Option<StoredSpan> {
         let span_id = self.u64()?;
         let parent = self.u64()?;
         let start_us = self.u64()?;
@@ -299,33 +421,37 @@ impl<'a> Reader<'a> {
             1 => Value::I64(self.u64()? as i64),
             2 => Value::F64(f64::from_bits(self.u64()?)),
             3 => Value::from(self.str()?.to_string()),
-            tag @ 4..=7 => {
-                let n = self.len()?;
-                let cap = n.min(1024);
-                match tag {
-                    4 => Value::Array(Array::Bool(
-                        (0..n)
-                            .map(|_| self.u8().map(|b| b != 0))
-                            .collect::<Option<_>>()?,
-                    )),
-                    5 => Value::Array(Array::I64(
-                        (0..n)
-                            .map(|_| self.u64().map(|i| i as i64))
-                            .collect::<Option<_>>()?,
-                    )),
-                    6 => Value::Array(Array::F64(
-                        (0..n)
-                            .map(|_| self.u64().map(f64::from_bits))
-                            .collect::<Option<_>>()?,
-                    )),
-                    _ => {
-                        let mut v: Vec<StringValue> = Vec::with_capacity(cap);
-                        for _ in 0..n {
-                            v.push(self.str()?.to_string().into());
-                        }
-                        Value::Array(Array::String(v))
-                    }
+            kind @ 4..=7 => self.list(kind)?,
+            _ => return None,
+        })
+    }
+
+    /// A list value of `kind` (4: bools, 5: integers, 6: floats, 7: strings).
+    fn list(&mut self, kind: u8) -> Option<Value> {
+        let n = self.len()?;
+        let cap = n.min(1024);
+        Some(match kind {
+            4 => Value::Array(Array::Bool(
+                (0..n)
+                    .map(|_| self.u8().map(|b| b != 0))
+                    .collect::<Option<_>>()?,
+            )),
+            5 => Value::Array(Array::I64(
+                (0..n)
+                    .map(|_| self.u64().map(|i| i as i64))
+                    .collect::<Option<_>>()?,
+            )),
+            6 => Value::Array(Array::F64(
+                (0..n)
+                    .map(|_| self.u64().map(f64::from_bits))
+                    .collect::<Option<_>>()?,
+            )),
+            7 => {
+                let mut v: Vec<StringValue> = Vec::with_capacity(cap);
+                for _ in 0..n {
+                    v.push(self.str()?.to_string().into());
                 }
+                Value::Array(Array::String(v))
             }
             _ => return None,
         })
@@ -398,6 +524,32 @@ mod tests {
             heads,
             [first.as_str(), "9 None server Login/track Login false"]
         );
+    }
+
+    #[test]
+    fn views_read_tags_and_event_tags_in_place_as_values_render() {
+        let a = full();
+        let mut data = Vec::new();
+        encode(&a, &mut data);
+        encode(&a, &mut data);
+        let views: Vec<View<'_>> = views(&data).collect();
+        assert_eq!(views.len(), 2);
+        let v = &views[1];
+        assert_eq!((v.head.name, v.head.failed), ("Login/track", true));
+        let tags: Vec<(&str, bool)> = v
+            .tags()
+            .zip(&a.tags)
+            .map(|((k, val), kv)| (k, val.reads_as(&kv.value.as_str())))
+            .collect();
+        assert_eq!(tags.len(), a.tags.len());
+        assert!(tags.iter().all(|(_, same)| *same), "{tags:?}");
+        assert!(v.tags().any(|(k, val)| k == "i" && val.reads_as("-5")));
+        assert!(!v.tags().any(|(k, val)| k == "b" && val.reads_as("false")));
+        let events: Vec<(&str, bool)> = v
+            .event_tags()
+            .map(|(k, val)| (k, val.reads_as("12")))
+            .collect();
+        assert_eq!(events, [("bytes", true)]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::players::Key;
-use super::{codec, StoredSpan, StoredTrace, Tag, TraceQuery, TraceStore};
+use super::{codec, StoredTrace, TraceQuery, TraceStore};
 
 impl TraceStore {
     /// Services that have recorded spans, sorted.
@@ -84,10 +84,11 @@ impl TraceStore {
             if out.len() >= q.limit {
                 break;
             }
-            let t = held.decode(id);
-            if !t.spans.iter().any(|s| span_matches(s, q)) {
+            // Tested in place; only a match is decoded.
+            if !codec::views(&held.data).any(|v| view_matches(&v, q)) {
                 continue;
             }
+            let t = held.decode(id);
             if !out.is_empty() && bytes + t.bytes > budget {
                 return (out, true);
             }
@@ -98,31 +99,29 @@ impl TraceStore {
     }
 }
 
-fn span_matches(s: &StoredSpan, q: &TraceQuery) -> bool {
-    if q.service.as_deref().is_some_and(|v| v != &*s.service) {
+fn view_matches(v: &codec::View<'_>, q: &TraceQuery) -> bool {
+    let h = &v.head;
+    if q.service.as_deref().is_some_and(|s| s != h.service) {
         return false;
     }
-    if q.operation.as_deref().is_some_and(|v| v != s.name.as_ref()) {
+    if q.operation.as_deref().is_some_and(|o| o != h.name) {
         return false;
     }
-    if q.min_duration_us.is_some_and(|v| s.duration_us < v)
-        || q.max_duration_us.is_some_and(|v| s.duration_us > v)
+    if q.min_duration_us.is_some_and(|d| h.duration_us < d)
+        || q.max_duration_us.is_some_and(|d| h.duration_us > d)
     {
         return false;
     }
-    if q.start_us.is_some_and(|v| s.start_us < v) || q.end_us.is_some_and(|v| s.start_us > v) {
+    if q.start_us.is_some_and(|t| h.start_us < t) || q.end_us.is_some_and(|t| h.start_us > t) {
         return false;
     }
-    q.tags.iter().all(|(k, v)| {
-        let has = |tags: &[Tag]| {
-            tags.iter()
-                .any(|kv| kv.key.as_str() == k && kv.value.as_str() == v.as_str())
-        };
+    q.tags.iter().all(|(k, want)| {
+        let is = |(key, value): (&str, codec::ValueRef<'_>)| key == k && value.reads_as(want);
         // The status and kind as the Jaeger UI shows them, in any case.
-        has(&s.tags)
-            || (k == "error" && v.eq_ignore_ascii_case("true") && s.error.is_some())
-            || (k == "otel.status_code" && v.eq_ignore_ascii_case("ERROR") && s.error.is_some())
-            || (k == "span.kind" && v.eq_ignore_ascii_case(s.kind))
-            || s.events.iter().any(|e| has(&e.attributes))
+        v.tags().any(is)
+            || (k == "error" && want.eq_ignore_ascii_case("true") && h.failed)
+            || (k == "otel.status_code" && want.eq_ignore_ascii_case("ERROR") && h.failed)
+            || (k == "span.kind" && want.eq_ignore_ascii_case(h.kind))
+            || v.event_tags().any(is)
     })
 }
