@@ -88,6 +88,10 @@ struct Cli {
     /// requests are kept anyway.
     #[arg(long, env = "MQRS_SAMPLE_RATIO", value_name = "RATIO")]
     sample_ratio: Option<f64>,
+
+    /// Keep the viewer's traces across restarts in this directory (`[trace] data_dir`).
+    #[arg(long, env = "MQRS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 /// The settings file's contents (defaults without one).
@@ -139,6 +143,9 @@ fn apply_flags(cli: &Cli, parts: demo::Parts, config: &mut Config) -> Result<(),
     }
     if let Some(c) = cli.collector {
         config.trace.collector_addr = c;
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.trace.data_dir = dir.display().to_string();
     }
     if let Some(r) = cli.sample_ratio {
         config.trace.sample_ratio = r;

@@ -116,6 +116,9 @@ pub struct TraceSection {
     /// Most traces kept for one client session: a session over it loses its own oldest
     /// trace, so one flooding client cannot wipe everyone's history.
     pub max_traces_per_session: usize,
+    /// Keep the store across restarts in this directory (logs of the spans placed); empty:
+    /// in memory only.
+    pub data_dir: String,
     /// Send every span by OTLP/HTTP to this collector (`http://host:4318`); empty: do not.
     pub otlp_export: String,
     /// Spans waiting for export at most; more are dropped and counted.
@@ -263,6 +266,7 @@ impl Default for TraceSection {
             max_bytes: 64 << 20,
             max_spans_per_trace: 2_000,
             max_traces_per_session: 1_000,
+            data_dir: String::new(),
             otlp_export: String::new(),
             otlp_queue: 8192,
             collector: true,

@@ -44,6 +44,9 @@ struct Cli {
     /// Most bytes of spans kept.
     #[arg(long, env = "MQRS_MAX_BYTES")]
     max_bytes: Option<usize>,
+    /// Keep the traces across restarts in this directory (`[trace] data_dir`).
+    #[arg(long, env = "MQRS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -81,6 +84,9 @@ async fn main() -> ExitCode {
     }
     if let Some(n) = cli.max_bytes {
         cfg.trace.max_bytes = n;
+    }
+    if let Some(dir) = &cli.data_dir {
+        cfg.trace.data_dir = dir.display().to_string();
     }
     let app = match App::builder().config(cfg).build() {
         Ok(app) => app,

@@ -94,12 +94,24 @@ impl AppBuilder {
         let config = self.config;
         let registry = Arc::new(Registry::default());
         let store = config.trace.store.then(|| {
-            Arc::new(TraceStore::new(StoreLimits {
+            let limits = StoreLimits {
                 max_traces: config.trace.max_traces,
                 max_bytes: config.trace.max_bytes,
                 max_spans_per_trace: config.trace.max_spans_per_trace,
                 max_traces_per_session: config.trace.max_traces_per_session,
-            }))
+            };
+            let dir = &config.trace.data_dir;
+            if dir.is_empty() {
+                return Arc::new(TraceStore::new(limits));
+            }
+            // A directory that cannot be used is reported again by `App::start`, which then
+            // refuses to start.
+            TraceStore::persistent(limits, std::path::Path::new(dir))
+                .map(Arc::new)
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, dir, "the trace data directory cannot be used");
+                    Arc::new(TraceStore::new(limits))
+                })
         });
         // Bad sampling settings or a bad endpoint are reported again by `App::start`, which
         // then refuses to start.

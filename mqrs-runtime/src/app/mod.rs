@@ -81,6 +81,9 @@ pub enum AppError {
     /// The broker settings are not usable.
     #[error("broker settings: {0}")]
     BrokerSettings(String),
+    /// `[trace] data_dir` cannot be read or written.
+    #[error("trace data directory {0} cannot be used (the log says why)")]
+    DataDir(String),
     /// A listener could not be opened.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {

@@ -35,6 +35,16 @@ impl App {
         }
         crate::trace::Sampling::from_config(&self.inner.config.trace)
             .map_err(AppError::Sampling)?;
+        let dir = &self.inner.config.trace.data_dir;
+        if !dir.is_empty()
+            && self
+                .inner
+                .tracing
+                .store()
+                .is_some_and(|s| !s.is_persistent())
+        {
+            return Err(AppError::DataDir(dir.clone()));
+        }
         let broker_urls = self.start_broker().await?;
         let starts: Vec<(&'static str, BoxFuture<'static, Result<(), String>>)> = self
             .inner

@@ -184,6 +184,9 @@ impl Tracing {
         if let Some(e) = &self.exporter {
             e.shutdown();
         }
+        if let Some(s) = &self.store {
+            s.close();
+        }
     }
 }
 

@@ -120,6 +120,13 @@ pub(super) fn spans(data: &[u8], trace_id: u128) -> impl Iterator<Item = StoredS
     read_all(data, move |r| r.span(trace_id))
 }
 
+/// The one span encoded in `data` (as a log record holds it), if it reads whole.
+pub(super) fn decode_one(data: &[u8], trace_id: u128) -> Option<StoredSpan> {
+    let mut r = Reader(data);
+    let span = r.span(trace_id)?;
+    r.0.is_empty().then_some(span)
+}
+
 /// Reads `data` span after span with `read`. The buffer holds only what `encode` wrote; a
 /// short read would be a bug here, and ends the list rather than panicking.
 fn read_all<'a, T: 'a>(

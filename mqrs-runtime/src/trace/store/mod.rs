@@ -9,6 +9,7 @@
 
 mod analytics;
 mod codec;
+mod disk;
 mod pending;
 mod players;
 mod query;
@@ -269,6 +270,8 @@ pub struct TraceStore {
     owner_hash: KeyedHash,
     /// What the OTLP collector feeding this store took in and refused.
     pub(crate) otlp: OtlpCounters,
+    /// The log that keeps the store across restarts, when it has a data directory.
+    journal: Option<Mutex<disk::Journal>>,
 }
 
 /// Requests of the OTLP collector, counted for the store's stats.
@@ -290,6 +293,57 @@ impl TraceStore {
             pending: pending::Pending::default(),
             owner_hash: KeyedHash::default(),
             otlp: OtlpCounters::default(),
+            journal: None,
+        }
+    }
+
+    /// A store kept across restarts in `dir`: what the logs there hold is read back first
+    /// (the caps apply as it enters), then every span placed is logged. See `disk`.
+    pub fn persistent(limits: StoreLimits, dir: &std::path::Path) -> std::io::Result<Self> {
+        let mut store = TraceStore::new(limits);
+        let mut bad = 0u64;
+        let read = if dir.exists() {
+            disk::replay(dir, |trace_id, bytes| {
+                match codec::decode_one(bytes, trace_id) {
+                    Some(span) => store.insert(span),
+                    None => bad += 1,
+                }
+            })?
+        } else {
+            0
+        };
+        drop(store.lock());
+        let keep = (limits.max_bytes as u64)
+            .saturating_mul(2)
+            .max(2 * disk::SEGMENT_BYTES);
+        store.journal = Some(Mutex::new(disk::Journal::open(
+            dir,
+            disk::SEGMENT_BYTES,
+            keep,
+        )?));
+        let held = store.stats();
+        tracing::info!(
+            dir = %dir.display(),
+            spans_read = read,
+            damaged = bad,
+            traces = held.traces,
+            spans = held.spans,
+            "trace store read back from its data directory"
+        );
+        Ok(store)
+    }
+
+    /// True when the store is kept in a data directory.
+    pub fn is_persistent(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Places every span waiting and, for a store with a data directory, writes and syncs its
+    /// log (a clean stop loses nothing). Spans inserted afterwards are kept in memory only.
+    pub fn close(&self) {
+        drop(self.lock());
+        if let Some(j) = &self.journal {
+            j.lock().unwrap_or_else(|p| p.into_inner()).close();
         }
     }
 
@@ -354,7 +408,10 @@ impl TraceStore {
         }
         drop(g);
         drop(evicted);
-        drop(batch);
+        match &self.journal {
+            Some(j) => j.lock().unwrap_or_else(|p| p.into_inner()).append(batch),
+            None => drop(batch),
+        }
     }
 
     /// Places one span, evicting into `evicted` what the caps require.

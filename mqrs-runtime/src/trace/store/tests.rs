@@ -280,3 +280,53 @@ fn searches_by_user_or_session_read_the_players_lists_and_stay_exact() {
         .sum();
     assert_eq!(listed, g.traces.len(), "one entry per held trace and user");
 }
+
+#[test]
+fn a_store_with_a_data_dir_reads_back_what_it_held_within_its_caps() {
+    let dir = std::env::temp_dir().join(format!("mqrs-store-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let limits = StoreLimits::default();
+    let store = TraceStore::persistent(limits, &dir).expect("open");
+    assert!(store.is_persistent());
+    let mut kept = span(3, 30, "Login/track", 0);
+    kept.tags.push(Tag::new("user.id", "ann"));
+    kept.events.push(StoredEvent::new(
+        "reply queued",
+        std::time::UNIX_EPOCH + std::time::Duration::from_micros(5),
+        vec![Tag::new("bytes", 12i64)],
+        0,
+    ));
+    kept.error = Some("boom".into());
+    for s in [span(1, 10, "a", 0), span(2, 20, "b", 0), kept.clone()] {
+        store.insert(s);
+    }
+    store.close();
+    drop(store);
+
+    let back = TraceStore::persistent(limits, &dir).expect("reopen");
+    assert_eq!(back.stats().traces, 3);
+    assert_eq!(
+        back.trace(3).map(|t| t.spans),
+        Some(vec![kept]),
+        "span for span"
+    );
+    let q = TraceQuery {
+        tags: vec![("user.id".into(), "ann".into())],
+        limit: 5,
+        ..Default::default()
+    };
+    assert_eq!(back.find(&q).len(), 1, "the player lists are rebuilt");
+    back.insert(span(4, 40, "c", 0));
+    back.close();
+    drop(back);
+
+    // Smaller caps on the next start: the newest traces stay.
+    let small = StoreLimits {
+        max_traces: 2,
+        ..limits
+    };
+    let again = TraceStore::persistent(small, &dir).expect("reopen");
+    let held: Vec<bool> = (1..=4).map(|t| again.trace(t).is_some()).collect();
+    assert_eq!(held, [false, false, true, true]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
