@@ -8,6 +8,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::trace::hash::KeyedHash;
+
 /// A hashed `user.id` or `session.id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Key {
@@ -17,10 +19,11 @@ pub(super) enum Key {
     Session(u64),
 }
 
-/// Trace ids per player key.
+/// Trace ids per player key (hashed with the store's fast keyed hash: this map is touched for
+/// every trace stored and evicted).
 #[derive(Default)]
 pub(super) struct Players {
-    lists: HashMap<Key, VecDeque<u128>>,
+    lists: HashMap<Key, VecDeque<u128>, KeyedHash>,
 }
 
 impl Players {
