@@ -320,7 +320,8 @@ impl SessionSpan<'_> {
     /// Adds a timestamped event (a Jaeger "log") with attributes.
     pub fn add_event(&self, name: impl Into<String>, attributes: Vec<KeyValue>) {
         if let Some(s) = &self.0 {
-            s.add_event(name.into(), attributes);
+            // Stamped by the clock the span's own times come from.
+            s.add_event_with_timestamp(name.into(), crate::trace::clock::now(), attributes);
         }
     }
 

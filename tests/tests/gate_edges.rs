@@ -157,7 +157,10 @@ async fn the_root_span_ends_after_the_reply_is_handed_to_the_connection() {
     assert_eq!(size, reply_len, "{raw}");
     assert!(
         at >= server.start + server.duration,
-        "reply queued before the handler ended"
+        "reply queued at {at} before the handler ended at {} ({} + {}): {raw}",
+        server.start + server.duration,
+        server.start,
+        server.duration
     );
     assert!(
         at <= root.start + root.duration,

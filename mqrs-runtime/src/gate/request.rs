@@ -97,8 +97,9 @@ pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
             } else {
                 "reply dropped: client gone"
             };
-            root.cx().span().add_event(
+            root.cx().span().add_event_with_timestamp(
                 event,
+                crate::trace::clock::now(),
                 vec![KeyValue::new("messaging.message.body.size", size)],
             );
         }

@@ -14,9 +14,10 @@
 //! small rate correction), copied per thread and re-read when its generation changes. Once a
 //! second the first thread to notice compares the mapping with the system clock and takes a new
 //! anchor that continues the old mapping exactly, with a rate that closes the gap over the next
-//! second. So time never steps back, not on one thread and not across threads, and follows the
-//! system clock (NTP included) within microseconds. A gap over [`STEP`] (the system clock was
-//! set) is taken as a step at once.
+//! second. So time does not step back, not on one thread and not across threads, and follows
+//! the system clock (NTP's slewing included) within microseconds. A gap over [`STEP`] means the
+//! system clock was set: it is followed at once, backwards too, as every process's spans follow
+//! it (a span across such a step gets a zero duration, never a negative one).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +46,10 @@ struct Anchor {
 impl Anchor {
     fn at(&self, clock: &quanta::Clock, raw: u64) -> u64 {
         let since = clock.delta_as_nanos(self.raw, raw);
-        let adjust = (i128::from(since) * i128::from(self.correction_ppb) / 1_000_000_000) as i64;
+        // The correction closes the gap over one period and then stops, however long the next
+        // re-anchoring takes (a quiet process reads the time rarely).
+        let steered = since.min(PERIOD_NS);
+        let adjust = (i128::from(steered) * i128::from(self.correction_ppb) / 1_000_000_000) as i64;
         self.wall_ns
             .saturating_add(since)
             .saturating_add_signed(adjust)
@@ -83,11 +87,13 @@ fn shared() -> &'static Shared {
     })
 }
 
-/// The anchor after `old`, taken at counter reading `raw`: continues `old`'s mapping and steers
-/// toward the system clock over the next period.
-fn next(old: &Anchor, clock: &quanta::Clock, raw: u64) -> Anchor {
-    let mapped = old.at(clock, raw);
+/// The anchor after `old`, taken now: continues `old`'s mapping and steers toward the system
+/// clock over the next period. The counter and the system clock are read together here, so a
+/// thread paused between its own reading and this one cannot skew the anchor.
+fn next(old: &Anchor, clock: &quanta::Clock) -> Anchor {
+    let raw = clock.raw();
     let system = system_ns();
+    let mapped = old.at(clock, raw);
     let gap = system as i128 - mapped as i128;
     let (wall_ns, correction_ppb) = if gap.unsigned_abs() > u128::from(STEP) {
         (system, 0)
@@ -125,7 +131,7 @@ pub(crate) fn now() -> SystemTime {
             // One thread re-anchors; the others keep the current mapping meanwhile.
             if let Ok(mut shared) = s.anchor.try_lock() {
                 if shared.generation == a.generation {
-                    *shared = next(&shared, &s.clock, raw);
+                    *shared = next(&shared, &s.clock);
                     s.generation.store(shared.generation, Ordering::Release);
                 }
                 a = *shared;
@@ -202,7 +208,7 @@ mod tests {
             raw,
             correction_ppb: 0,
         };
-        let n = next(&behind, &clock, raw);
+        let n = next(&behind, &clock);
         assert_eq!(n.generation, 8);
         assert!(n.correction_ppb > 100_000, "{}", n.correction_ppb);
         assert!(
@@ -213,7 +219,7 @@ mod tests {
             wall_ns: system_ns() - 5_000_000_000,
             ..behind
         };
-        let n = next(&far, &clock, clock.raw());
+        let n = next(&far, &clock);
         assert_eq!(n.correction_ppb, 0);
         assert!(
             system_ns() - n.wall_ns < 1_000_000_000,

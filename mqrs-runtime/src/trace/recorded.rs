@@ -119,6 +119,9 @@ impl opentelemetry::trace::Span for Recorded {
             .push(Event::new(name, timestamp, attributes, dropped as u32));
     }
 
+    // `SpanRef::add_event` and `SpanRef::end` (how spans in a `Context` are reached) stamp
+    // with the system clock before they reach this type; mqrs's own callers pass
+    // `clock::now()` explicitly. These two cover a direct call.
     fn add_event<T>(&mut self, name: T, attributes: Vec<KeyValue>)
     where
         T: Into<Cow<'static, str>>,
