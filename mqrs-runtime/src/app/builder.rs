@@ -106,12 +106,10 @@ impl AppBuilder {
             }
             // A directory that cannot be used is reported again by `App::start`, which then
             // refuses to start.
-            TraceStore::persistent(limits, std::path::Path::new(dir))
-                .map(Arc::new)
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, dir, "the trace data directory cannot be used");
-                    Arc::new(TraceStore::new(limits))
-                })
+            TraceStore::persistent(limits, std::path::Path::new(dir)).unwrap_or_else(|e| {
+                tracing::error!(error = %e, dir, "the trace data directory cannot be used");
+                Arc::new(TraceStore::new(limits))
+            })
         });
         // Bad sampling settings or a bad endpoint are reported again by `App::start`, which
         // then refuses to start.

@@ -59,11 +59,21 @@ fn malformed(param: &str, why: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// The value of the first of `names` given (current name first, then older aliases).
+/// The value of the first of `names` given (current name first, then older aliases); of a
+/// repeated parameter, the first value, as Go's `Query().Get` reads it.
 fn param<'a>(q: &'a Params, names: &[&'a str]) -> Option<(&'a str, &'a str)> {
     names
         .iter()
-        .find_map(|n| search_params::all(q, n).last().map(|v| (*n, v)))
+        .find_map(|n| search_params::all(q, n).next().map(|v| (*n, v)))
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it.
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 async fn services(State(store): State<Arc<TraceStore>>) -> Json<Value> {
@@ -98,8 +108,7 @@ fn check_times(q: &Params) -> Result<(), ApiError> {
     }
     for names in [["rawTraces", "raw_traces"]] {
         if let Some((name, v)) = param(q, &names) {
-            v.parse::<bool>()
-                .map_err(|_| malformed(name, format!("'{v}' is not true or false")))?;
+            go_bool(v).ok_or_else(|| malformed(name, format!("'{v}' is not true or false")))?;
         }
     }
     Ok(())
@@ -214,7 +223,7 @@ async fn find_traces(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     if let Some((n, v)) = param(&q, &["query.rawTraces", "query.raw_traces"]) {
-        if v.parse::<bool>().is_err() {
+        if go_bool(v).is_none() {
             return malformed(n, format!("'{v}' is not true or false")).into_response();
         }
     }

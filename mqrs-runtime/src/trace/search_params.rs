@@ -85,6 +85,9 @@ pub fn lookback_us(s: &str) -> Option<u64> {
     if let Some(us) = go_duration_us(s) {
         return Some(us);
     }
+    if !s.is_ascii() {
+        return None;
+    }
     let (n, unit) = s.split_at(s.len().checked_sub(1)?);
     let n: u64 = n.parse().ok()?;
     let day = 86_400_000_000u64;
@@ -270,6 +273,7 @@ mod tests {
         assert_eq!(lookback_us("3w"), Some(21 * 86_400_000_000));
         assert_eq!(lookback_us("1h"), Some(3_600_000_000));
         assert_eq!(lookback_us("w"), None);
+        assert_eq!(lookback_us("1é"), None);
     }
 
     #[test]

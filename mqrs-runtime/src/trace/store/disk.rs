@@ -23,8 +23,12 @@ use super::pending::Ready;
 
 /// Size at which a log file is closed and the next one begun.
 pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
-/// Longest the writer keeps spans before handing them to the operating system.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Longest the writer keeps spans before handing them to the operating system (and the store
+/// keeps spans waiting in its batches, with a data directory).
+pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Batches waiting for the writer at most; more are not logged (and counted): a disk slower
+/// than the spans arriving must not take the process's memory.
+const QUEUE: usize = 4096;
 /// Longest record read back: anything longer is a damaged file.
 const MAX_RECORD: usize = 64 << 20;
 
@@ -38,8 +42,10 @@ enum Job {
 
 /// The writing side: a channel to the writer thread.
 pub(super) struct Journal {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::SyncSender<Job>,
     thread: Option<JoinHandle<()>>,
+    /// Spans not logged because the writer fell behind.
+    unlogged: u64,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -98,19 +104,32 @@ impl Journal {
             keep_bytes,
         };
         let writer = Writer::new(dir.to_path_buf(), next, limits)?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("mqrs-trace-log".into())
             .spawn(move || writer.run(rx))?;
         Ok(Journal {
             tx,
             thread: Some(thread),
+            unlogged: 0,
         })
     }
 
-    /// Appends `batch` (in the background).
-    pub(super) fn append(&self, batch: Vec<Ready>) {
-        let _ = self.tx.send(Job::Spans(batch));
+    /// Appends `batch` (in the background); if the writer is that far behind, the batch is
+    /// kept in memory only, counted and logged.
+    pub(super) fn append(&mut self, batch: Vec<Ready>) {
+        let n = batch.len() as u64;
+        if let Err(mpsc::TrySendError::Full(_)) = self.tx.try_send(Job::Spans(batch)) {
+            if self.unlogged == 0 {
+                tracing::warn!("the trace log's disk is slower than the spans arriving; some are kept in memory only");
+            }
+            self.unlogged += n;
+        }
+    }
+
+    /// True once [`Journal::close`] ran.
+    pub(super) fn is_closed(&self) -> bool {
+        self.thread.is_none()
     }
 
     /// Writes all that was appended, syncs, and stops the writer.
@@ -146,6 +165,10 @@ impl Writer {
             .create(true)
             .append(true)
             .open(segment_path(&dir, number))?;
+        // The new file's name survives a power cut only once its directory is synced.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
         Ok(Writer {
             dir,
             number,
@@ -163,6 +186,11 @@ impl Writer {
                 Ok(Job::Spans(batch)) => {
                     if let Err(e) = self.write(&batch) {
                         tracing::warn!(error = %e, dir = %self.dir.display(), "trace log write failed");
+                        // A record may be half written: continue in a new file, so that a cut
+                        // record is only ever a file's tail.
+                        if let Err(e) = self.rotate() {
+                            tracing::warn!(error = %e, "trace log not rotated");
+                        }
                     }
                 }
                 Ok(Job::Close(done)) => {

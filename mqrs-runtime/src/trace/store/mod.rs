@@ -299,7 +299,7 @@ impl TraceStore {
 
     /// A store kept across restarts in `dir`: what the logs there hold is read back first
     /// (the caps apply as it enters), then every span placed is logged. See `disk`.
-    pub fn persistent(limits: StoreLimits, dir: &std::path::Path) -> std::io::Result<Self> {
+    pub fn persistent(limits: StoreLimits, dir: &std::path::Path) -> std::io::Result<Arc<Self>> {
         let mut store = TraceStore::new(limits);
         let mut bad = 0u64;
         let read = if dir.exists() {
@@ -330,6 +330,23 @@ impl TraceStore {
             spans = held.spans,
             "trace store read back from its data directory"
         );
+        // Spans wait in per-thread batches until one fills; on a quiet app that can take long,
+        // so once a second they are placed (and so logged) whatever their number.
+        let store = Arc::new(store);
+        let weak = Arc::downgrade(&store);
+        std::thread::Builder::new()
+            .name("mqrs-trace-flush".into())
+            .spawn(move || loop {
+                std::thread::sleep(disk::FLUSH_EVERY);
+                let Some(s) = weak.upgrade() else { return };
+                if s.journal
+                    .as_ref()
+                    .is_some_and(|j| j.lock().unwrap_or_else(|p| p.into_inner()).is_closed())
+                {
+                    return;
+                }
+                drop(s.lock());
+            })?;
         Ok(store)
     }
 
@@ -400,26 +417,34 @@ impl TraceStore {
 
     /// Places `batch` under one hold of the lock. The traces it evicts are freed after the
     /// lock is released, each in one piece.
-    fn place_all(&self, batch: Vec<pending::Ready>) {
+    fn place_all(&self, mut batch: Vec<pending::Ready>) {
         let mut evicted = Vec::new();
         let mut g = self.lock_inner();
-        for ready in &batch {
-            self.place(&mut g, ready, &mut evicted);
+        match &self.journal {
+            None => {
+                for ready in &batch {
+                    self.place(&mut g, ready, &mut evicted);
+                }
+            }
+            Some(j) => {
+                // Only the spans stored are logged, in the order they were placed.
+                batch.retain(|ready| self.place(&mut g, ready, &mut evicted));
+                j.lock().unwrap_or_else(|p| p.into_inner()).append(batch);
+                batch = Vec::new();
+            }
         }
         drop(g);
         drop(evicted);
-        match &self.journal {
-            Some(j) => j.lock().unwrap_or_else(|p| p.into_inner()).append(batch),
-            None => drop(batch),
-        }
+        drop(batch);
     }
 
-    /// Places one span, evicting into `evicted` what the caps require.
-    fn place(&self, inner: &mut Inner, span: &pending::Ready, evicted: &mut Vec<Held>) {
+    /// Places one span, evicting into `evicted` what the caps require; false when a cap
+    /// refused it.
+    fn place(&self, inner: &mut Inner, span: &pending::Ready, evicted: &mut Vec<Held>) -> bool {
         let size = span.bytes.len() + SPAN_OVERHEAD;
         if size > self.limits.max_bytes {
             inner.refused += 1;
-            return;
+            return false;
         }
         let is_new = !inner.traces.contains_key(&span.trace_id);
         if is_new {
@@ -440,6 +465,12 @@ impl TraceStore {
                         }
                     }
                 }
+                // Traces taken out for a session stay in `order` until evicted from its front;
+                // when they pile up, drop them so `order` stays about the size of the store.
+                if inner.order.len() > 2 * inner.traces.len() + 1024 {
+                    let Inner { order, traces, .. } = inner;
+                    order.retain(|id| traces.contains_key(id));
+                }
             }
             while inner.traces.len() >= self.limits.max_traces.max(1) {
                 match self.evict_oldest(inner) {
@@ -449,23 +480,31 @@ impl TraceStore {
             }
         }
         while inner.bytes + size > self.limits.max_bytes {
+            // Step past traces already taken out (by a session's share) to the oldest held.
+            while inner
+                .order
+                .front()
+                .is_some_and(|id| !inner.traces.contains_key(id))
+            {
+                inner.order.pop_front();
+            }
             if inner.order.front() == Some(&span.trace_id) {
                 // Only this trace is left to evict: refuse the span rather than the trace.
                 inner.refused += 1;
-                return;
+                return false;
             }
             match self.evict_oldest(inner) {
                 Some(t) => evicted.push(t),
                 None => break,
             }
         }
-        if is_new {
+        if !inner.traces.contains_key(&span.trace_id) {
             inner.order.push_back(span.trace_id);
         }
         let trace = inner.traces.entry(span.trace_id).or_default();
         if trace.spans >= self.limits.max_spans_per_trace {
             inner.refused += 1;
-            return;
+            return false;
         }
         let keys = [span.owner.map(Key::Session), span.user.map(Key::User)];
         for key in keys.into_iter().flatten() {
@@ -484,6 +523,7 @@ impl TraceStore {
         inner.bytes += size;
         inner.spans += 1;
         inner.received += 1;
+        true
     }
 
     /// Removes the oldest trace; `None` when the store is empty. The caller frees it.

@@ -330,3 +330,38 @@ fn a_store_with_a_data_dir_reads_back_what_it_held_within_its_caps() {
     assert_eq!(held, [false, false, true, true]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_trace_taken_out_for_its_session_never_leaves_another_unevictable() {
+    // One trace per session, and room for two small spans in all.
+    let one = span(1, 1, "a", 0).stored_bytes();
+    let store = TraceStore::new(StoreLimits {
+        max_traces_per_session: 1,
+        max_bytes: 2 * one + one / 2,
+        ..Default::default()
+    });
+    let in_session = |trace: u128, id: u64| {
+        let mut s = span(trace, id, "a", 0);
+        s.tags.push(Tag::new("session.id", "s1"));
+        s
+    };
+    store.insert(in_session(1, 1));
+    // Trace 2 of the same session takes trace 1 out (its id stays behind in the order).
+    store.insert(in_session(2, 2));
+    store.insert(in_session(2, 3));
+    // Trace 2 is the oldest held: a span over the byte cap is refused, the trace kept.
+    store.insert(in_session(2, 4));
+    {
+        let g = store.lock();
+        assert_eq!(g.traces.get(&2).map(|t| t.spans), Some(2));
+        assert!(
+            g.traces.keys().all(|id| g.order.contains(id)),
+            "every held trace can be evicted"
+        );
+    }
+    // And it is evicted like any other when newer traces need the room.
+    store.insert(span(3, 5, "a", 0));
+    store.insert(span(4, 6, "a", 0));
+    assert!(store.trace(2).is_none());
+    assert!(store.trace(4).is_some());
+}

@@ -13,11 +13,14 @@ function pathTree(t) {
     const p = sp.references.length && ids.has(sp.references[0].spanID) ? sp.references[0].spanID : null;
     if (p) { if (!children.has(p)) children.set(p, []); children.get(p).push(sp); } else roots.push(sp);
   }
-  const byKey = new Map(), kidsOf = new Map();
+  const byKey = new Map(), kidsOf = new Map(), placed = new Set();
   const label = sp => t.processes[sp.processID].serviceName + " " + sp.operationName;
   const place = (spans, parentKey) => {
     const seen = new Map(), keys = [];
     for (const sp of spans.slice().sort((a, b) => a.startTime - b.startTime)) {
+      // A span id seen twice (a foreign SDK's bug) would otherwise loop forever.
+      if (placed.has(sp)) continue;
+      placed.add(sp);
       const l = label(sp), n = seen.get(l) || 0;
       seen.set(l, n + 1);
       const key = parentKey + "\u241f" + l + "#" + n;
