@@ -50,6 +50,19 @@ async fn api_v3_as_the_jaeger_ui_and_grafana_call_it() {
         ops.contains(&json!({"name": "Chat/HD_JoinChat", "spanKind": "server"})),
         "{v}"
     );
+    // Without a service: every service's operations, in one list.
+    let chat_ops = ops.len();
+    let (st, all) = d.get("/api/v3/operations").await;
+    assert_eq!(st, 200);
+    let all = all["operations"].as_array().expect("operations").clone();
+    for want in [
+        json!({"name": "Chat/HD_JoinChat", "spanKind": "server"}),
+        json!({"name": "Login/track", "spanKind": "server"}),
+        json!({"name": "gate Chat/HD_JoinChat", "spanKind": "server"}),
+    ] {
+        assert!(all.contains(&want), "{want} in {all:?}");
+    }
+    assert!(all.len() > chat_ops, "{all:?}");
     let (_, v) = d
         .get("/api/v3/operations?service=Login&spanKind=client")
         .await;

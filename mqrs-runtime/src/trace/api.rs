@@ -18,7 +18,7 @@ use super::store::{micros, StoredTrace, TraceStore};
 
 /// Spans (in the store's own measure) one search answers with at most; the JSON is about twice
 /// that. Bounds the memory and time a search can take, whatever its `limit`.
-const MAX_ANSWER_BYTES: usize = 1 << 20;
+pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// The API's routes over `store`.
 pub fn router(store: Arc<TraceStore>) -> Router {

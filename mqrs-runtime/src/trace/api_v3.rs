@@ -18,12 +18,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::api::parse_trace_id;
+use super::api::{parse_trace_id, MAX_ANSWER_BYTES};
 use super::search_params::{self, go_duration_us, rfc3339_us, Params};
 use super::store::{StoredSpan, StoredTrace, TraceQuery, TraceStore};
 
-/// Spans (in the store's measure) one search answers with at most, as in the v1 API.
-const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// Traces a search returns when it names no depth (Jaeger's default).
 const DEFAULT_DEPTH: usize = 100;
 
@@ -85,13 +83,16 @@ async fn operations(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     let kind = param(&q, &["spanKind", "span_kind"]).map(|(_, k)| k.to_ascii_lowercase());
-    let services = match param(&q, &["service"]) {
-        Some((_, s)) => vec![s.to_string()],
-        None => store.services(),
+    let all = match param(&q, &["service"]) {
+        Some((_, s)) => store.operations(s),
+        None => store
+            .all_operations()
+            .into_iter()
+            .map(|(_, n, k)| (n, k))
+            .collect(),
     };
-    let ops: Vec<Value> = services
-        .iter()
-        .flat_map(|s| store.operations(s))
+    let ops: Vec<Value> = all
+        .into_iter()
         .filter(|(_, k)| kind.as_deref().is_none_or(|want| want == *k))
         .map(|(name, k)| json!({"name": name, "spanKind": k}))
         .collect();
@@ -106,12 +107,17 @@ fn check_times(q: &Params) -> Result<(), ApiError> {
                 .ok_or_else(|| malformed(name, format!("'{v}' is not an RFC 3339 time")))?;
         }
     }
-    for names in [["rawTraces", "raw_traces"]] {
-        if let Some((name, v)) = param(q, &names) {
-            go_bool(v).ok_or_else(|| malformed(name, format!("'{v}' is not true or false")))?;
+    check_bool(q, &["rawTraces", "raw_traces"])
+}
+
+/// Checks a boolean parameter known by `names`, if given.
+fn check_bool(q: &Params, names: &[&str]) -> Result<(), ApiError> {
+    match param(q, names) {
+        Some((name, v)) if go_bool(v).is_none() => {
+            Err(malformed(name, format!("'{v}' is not true or false")))
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 async fn get_trace(
@@ -222,10 +228,8 @@ async fn find_traces(
     State(store): State<Arc<TraceStore>>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    if let Some((n, v)) = param(&q, &["query.rawTraces", "query.raw_traces"]) {
-        if go_bool(v).is_none() {
-            return malformed(n, format!("'{v}' is not true or false")).into_response();
-        }
+    if let Err(e) = check_bool(&q, &["query.rawTraces", "query.raw_traces"]) {
+        return e.into_response();
     }
     match search(&store, &q).await {
         Ok(found) if found.is_empty() => {
@@ -255,11 +259,10 @@ async fn trace_summaries(
 /// One trace summarised: its root, time span, span and error counts, per service.
 fn summary(t: &StoredTrace) -> Value {
     let ids: std::collections::HashSet<u64> = t.spans.iter().map(|s| s.span_id).collect();
+    // The earliest span without a parent, else the earliest span.
     let root = t
         .spans
         .iter()
-        .filter(|s| s.parent_span_id.is_none())
-        .chain(t.spans.iter())
         .min_by_key(|s| (s.parent_span_id.is_some(), s.start_us));
     let orphans = t
         .spans

@@ -29,15 +29,30 @@ impl TraceStore {
 
     /// Operations of one service with their span kinds, sorted.
     pub fn operations(&self, service: &str) -> Vec<(String, &'static str)> {
+        self.operations_of(Some(service))
+            .into_iter()
+            .map(|(_, n, k)| (n, k))
+            .collect()
+    }
+
+    /// Operations of every service, as `(service, operation, span kind)`, sorted; read in one
+    /// pass over the spans held.
+    pub fn all_operations(&self) -> Vec<(String, String, &'static str)> {
+        self.operations_of(None)
+    }
+
+    fn operations_of(&self, service: Option<&str>) -> Vec<(String, String, &'static str)> {
         let g = self.lock();
-        let set: BTreeSet<(&str, &'static str)> = g
+        let set: BTreeSet<(&str, &str, &'static str)> = g
             .traces
             .values()
             .flat_map(|t| codec::heads(&t.data))
-            .filter(|h| h.service == service)
-            .map(|h| (h.name, h.kind))
+            .filter(|h| service.is_none_or(|s| h.service == s))
+            .map(|h| (h.service, h.name, h.kind))
             .collect();
-        set.into_iter().map(|(n, k)| (n.to_string(), k)).collect()
+        set.into_iter()
+            .map(|(s, n, k)| (s.to_string(), n.to_string(), k))
+            .collect()
     }
 
     /// One trace by id.
