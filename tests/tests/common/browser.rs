@@ -137,9 +137,12 @@ impl Page {
         }
         let port = port.expect("chromium opened its DevTools port within 30 s");
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        let list = tokio::time::timeout(Duration::from_secs(10), devtools_targets(addr))
-            .await
-            .expect("chromium lists its targets within 10 s");
+        let (_, list) = tokio::time::timeout(
+            Duration::from_secs(10),
+            super::http_get_text(addr, "/json/list"),
+        )
+        .await
+        .expect("chromium lists its targets within 10 s");
         let targets: serde_json::Value = serde_json::from_str(&list).expect("target list");
         let ws_url = targets
             .as_array()
@@ -308,39 +311,6 @@ impl Page {
         ));
         std::fs::create_dir_all(dir).expect("screenshot directory");
         std::fs::write(dir.join(format!("{shot}.png")), png).expect("write screenshot");
-    }
-}
-
-/// `GET /json/list` of Chromium's DevTools server, read by its `Content-Length` (the server
-/// keeps the connection open).
-async fn devtools_targets(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to DevTools");
-    let req = format!("GET /json/list HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("ask for targets");
-    let mut buf = Vec::new();
-    loop {
-        let mut chunk = [0u8; 4096];
-        let n = s.read(&mut chunk).await.expect("read targets");
-        assert!(n > 0, "DevTools closed before answering");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())
-                        .flatten()
-                })
-                .expect("a Content-Length");
-            if body.len() >= len {
-                return body[..len].to_string();
-            }
-        }
     }
 }
 

@@ -182,8 +182,27 @@ pub async fn http_get_text(addr: SocketAddr, path: &str) -> (u16, String) {
         .expect("connect viewer");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write request");
+    // Read to the end, or as far as `Content-Length` says: some servers (Chromium's DevTools)
+    // keep the connection open whatever the request asks.
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read response");
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s.read(&mut chunk).await.expect("read response");
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            if len.is_some_and(|len| buf.len() >= end + 4 + len) {
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&buf).to_string();
     let (head, body) = text
         .split_once("\r\n\r\n")
