@@ -193,6 +193,24 @@ mod tests {
     }
 
     #[test]
+    fn the_rate_correction_stops_after_one_period() {
+        let (clock, _mock) = quanta::Clock::mock();
+        let a = Anchor {
+            generation: 1,
+            wall_ns: 1_000,
+            raw: 0,
+            correction_ppb: 500_000,
+        };
+        // Half a period in: half the period's correction.
+        assert_eq!(a.at(&clock, PERIOD_NS / 2), 1_000 + PERIOD_NS / 2 + 250_000);
+        // Ten periods in: one period's correction, not ten.
+        assert_eq!(
+            a.at(&clock, 10 * PERIOD_NS),
+            1_000 + 10 * PERIOD_NS + 500_000
+        );
+    }
+
+    #[test]
     fn measures_a_sleep_and_steers_to_a_gap() {
         let a = now();
         std::thread::sleep(Duration::from_millis(30));

@@ -365,3 +365,18 @@ fn a_trace_taken_out_for_its_session_never_leaves_another_unevictable() {
     assert!(store.trace(2).is_none());
     assert!(store.trace(4).is_some());
 }
+
+#[test]
+fn with_a_data_dir_waiting_spans_reach_the_log_within_a_second_without_a_read() {
+    let dir = std::env::temp_dir().join(format!("mqrs-store-flush-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = TraceStore::persistent(StoreLimits::default(), &dir).expect("open");
+    // One span: far from filling its thread's batch, and nothing reads the store.
+    store.insert(span(9, 90, "quiet", 0));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let mut logged = Vec::new();
+    disk::replay(&dir, |id, _| logged.push(id)).expect("replay");
+    assert_eq!(logged, [9], "logged without a read or a stop");
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
