@@ -263,13 +263,20 @@ async fn the_service_graph_shows_calls_errors_and_p95_and_live_mode_adds_traces(
     // Click a module: the search turns to its traces.
     page.click("#graph g.node[data-node=\"Login\"] rect").await;
     page.wait_for(
-        "document.getElementById('service').value === 'Login'",
-        "the search for the clicked module",
+        "document.getElementById('service').value === 'Login' \
+         && document.querySelectorAll('#traces tr.trace-row').length > 0 \
+         && [...document.querySelectorAll('#traces tr.trace-row')].every(r => r.textContent.includes('Login'))",
+        "the clicked module's traces listed",
     )
     .await;
 
     // Live: a request made now shows in the list without a reload.
     page.click("#live").await;
+    page.wait_for(
+        "document.getElementById('live').checked",
+        "live mode switched on",
+    )
+    .await;
     let fresh = common::join_chat(&c, "west", QoS::AtLeastOnce).await;
     let fresh = fresh["TraceId"].as_str().expect("traced").to_string();
     d.wait_chat_trace(&fresh).await;
