@@ -3,6 +3,7 @@
 //! A session is cheap to clone (two reference counts). Inside a process its trace context
 //! travels in binary form; only when it is serialized does it become a W3C `traceparent`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -55,19 +56,27 @@ pub(crate) struct TraceCx {
 pub(crate) struct Shared {
     data: SessionData,
     attrs: OnceLock<SpanAttrs>,
+    conn: OnceLock<ConnAttrs>,
 }
 
 impl Shared {
-    /// The span attribute values of these facts, made on first use.
+    /// The RPC span attribute values of these facts, made on first use.
     pub(crate) fn span_attrs(&self) -> &SpanAttrs {
         self.attrs.get_or_init(|| {
             let d = &self.data;
             SpanAttrs {
                 user: (!d.userid.is_empty()).then(|| shared_value(&d.userid)),
                 session: (!d.sessionid.is_empty()).then(|| shared_value(&d.sessionid)),
-                network: shared_value(&d.network),
-                ip: shared_value(&d.ip),
             }
+        })
+    }
+
+    /// The connection's span attribute values (only the gate's root span has them), made on
+    /// first use: a session that arrived from another process never makes them.
+    pub(crate) fn conn_attrs(&self) -> &ConnAttrs {
+        self.conn.get_or_init(|| ConnAttrs {
+            network: shared_value(&self.data.network),
+            ip: shared_value(&self.data.ip),
         })
     }
 }
@@ -86,6 +95,11 @@ pub(crate) struct SpanAttrs {
     pub(crate) user: Option<Value>,
     /// `session.id`, when the session has one.
     pub(crate) session: Option<Value>,
+}
+
+/// The connection's span attribute values, shared like [`SpanAttrs`].
+#[derive(Clone, Debug)]
+pub(crate) struct ConnAttrs {
     /// `network.transport`.
     pub(crate) network: Value,
     /// `client.address`.
@@ -95,6 +109,9 @@ pub(crate) struct SpanAttrs {
 /// A span attribute value from session text, cut like the store cuts values: a client's
 /// megabyte user name does not ride on every span.
 fn shared_value(s: &str) -> Value {
+    if s.is_empty() {
+        return Value::from("");
+    }
     let s = crate::trace::store::cut(s, crate::trace::store::MAX_VALUE_BYTES);
     Value::String(Arc::<str>::from(s.as_ref()).into())
 }
@@ -139,6 +156,7 @@ impl Session {
             data: Arc::new(Shared {
                 data,
                 attrs: OnceLock::new(),
+                conn: OnceLock::new(),
             }),
             trace: None,
             deadline: None,
@@ -154,12 +172,18 @@ impl Session {
     pub(crate) fn data_mut(&mut self) -> &mut SessionData {
         let shared = Arc::make_mut(&mut self.data);
         shared.attrs = OnceLock::new();
+        shared.conn = OnceLock::new();
         &mut shared.data
     }
 
     /// The session's span attribute values, made on first use.
     pub(crate) fn span_attrs(&self) -> &SpanAttrs {
         self.data.span_attrs()
+    }
+
+    /// The session's facts, with their cached span values.
+    pub(crate) fn facts(&self) -> &Shared {
+        &self.data
     }
 
     /// The session's facts, shared (for a span that builds its attributes only if it is kept).
@@ -263,6 +287,26 @@ impl Session {
         }
     }
 
+    /// The same session as the child of a span in another process or system, named by its
+    /// W3C `traceparent` (an HTTP request's header, say) and `tracestate`: calls made with it
+    /// join that trace. `None` when `traceparent` is not a valid version-00 one.
+    ///
+    /// ```
+    /// # use mqrs_runtime::Session;
+    /// let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// let s = Session::default().continuing(tp, None).expect("valid");
+    /// assert_eq!(s.trace_id().as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    /// assert!(Session::default().continuing("00-zz", None).is_none());
+    /// ```
+    pub fn continuing(&self, traceparent: &str, tracestate: Option<&str>) -> Option<Session> {
+        let sc = remote_context(traceparent, tracestate)?;
+        Some(Session {
+            data: self.data.clone(),
+            trace: Some(TraceCx::remote(sc)),
+            deadline: self.deadline,
+        })
+    }
+
     /// When the call that brought this session must be answered, if it has a deadline.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
@@ -294,6 +338,25 @@ impl Session {
 
     /// The same session inside `span`, recorded by `tracer`'s module.
     pub(crate) fn with_span(&self, span: &EndOnDrop, tracer: ServiceTracer) -> Session {
+        self.inside(span, tracer, self.deadline)
+    }
+
+    /// [`Session::with_span`] and [`Session::with_deadline`] in one copy.
+    pub(crate) fn with_span_until(
+        &self,
+        span: &EndOnDrop,
+        tracer: ServiceTracer,
+        deadline: Instant,
+    ) -> Session {
+        self.inside(span, tracer, Some(deadline))
+    }
+
+    fn inside(
+        &self,
+        span: &EndOnDrop,
+        tracer: ServiceTracer,
+        deadline: Option<Instant>,
+    ) -> Session {
         Session {
             data: self.data.clone(),
             trace: Some(TraceCx {
@@ -301,7 +364,7 @@ impl Session {
                 tracer: Some(tracer),
                 keep: span.keep().cloned(),
             }),
-            deadline: self.deadline,
+            deadline,
         }
     }
 }
@@ -352,7 +415,7 @@ struct WireOut<'a> {
 }
 
 #[derive(Deserialize)]
-struct WireIn {
+struct WireIn<'a> {
     #[serde(default)]
     userid: String,
     #[serde(default)]
@@ -365,8 +428,9 @@ struct WireIn {
     serverid: String,
     #[serde(default)]
     settings: BTreeMap<String, String>,
-    #[serde(default)]
-    traceparent: Option<String>,
+    /// Borrowed from the message when it has no escapes, as a valid one never has.
+    #[serde(default, borrow)]
+    traceparent: Option<Cow<'a, str>>,
 }
 
 impl Session {
@@ -406,9 +470,9 @@ impl<'de> Deserialize<'de> for Session {
 /// A session as it arrives from another process, before its trace context is chosen.
 #[derive(Deserialize)]
 #[serde(transparent)]
-pub(crate) struct SessionIn(WireIn);
+pub(crate) struct SessionIn<'a>(#[serde(borrow)] WireIn<'a>);
 
-impl SessionIn {
+impl SessionIn<'_> {
     /// The session, as the child of the remote span given as W3C `traceparent` (and
     /// `tracestate`) text when there is a valid one (e.g. from MQTT user properties), else of
     /// the one its own `traceparent` names. Only the text used is parsed.
@@ -417,14 +481,8 @@ impl SessionIn {
         traceparent: Option<&str>,
         tracestate: Option<&str>,
     ) -> Session {
-        use opentelemetry::trace::{SpanContext, TraceState};
         let w = self.0;
-        let from_property = traceparent.and_then(parse_traceparent).map(|sc| {
-            let state = tracestate
-                .and_then(|t| t.parse::<TraceState>().ok())
-                .unwrap_or_default();
-            SpanContext::new(sc.trace_id(), sc.span_id(), sc.trace_flags(), true, state)
-        });
+        let from_property = traceparent.and_then(|tp| remote_context(tp, tracestate));
         let trace = from_property
             .or_else(|| w.traceparent.as_deref().and_then(parse_traceparent))
             .map(TraceCx::remote);
@@ -442,9 +500,45 @@ impl SessionIn {
     }
 }
 
+/// The remote span context named by `traceparent` and `tracestate` (a malformed `tracestate`
+/// is dropped, as W3C asks); `None` when `traceparent` is not valid.
+fn remote_context(
+    traceparent: &str,
+    tracestate: Option<&str>,
+) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::{SpanContext, TraceState};
+    let sc = parse_traceparent(traceparent)?;
+    let state = tracestate
+        .and_then(|t| t.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    Some(SpanContext::new(
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags(),
+        true,
+        state,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traceparent_is_read_with_or_without_json_escapes() {
+        let plain = r#"{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#;
+        // The same text with its first character escaped: a JSON encoder may write that.
+        let escaped =
+            r#"{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#;
+        for json in [plain, escaped] {
+            let s: Session = serde_json::from_str(json).expect("a session");
+            assert_eq!(
+                s.trace_id().as_deref(),
+                Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+                "{json}"
+            );
+        }
+    }
 
     #[test]
     fn span_values_of_a_huge_user_name_are_cut_and_made_again_after_a_change() {

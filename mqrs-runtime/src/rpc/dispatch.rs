@@ -43,9 +43,7 @@ pub async fn dispatch(
         Err(RpcError::DeadlineExceeded(route.name.to_string()))
     } else {
         let cancel = CancelMark::new(&guard);
-        let inner = session
-            .with_span(&guard, route.tracer.clone())
-            .with_deadline(deadline);
+        let inner = session.with_span_until(&guard, route.tracer.clone(), deadline);
         // With `trace::layer` installed, polled with the span attached, so `tracing` spans and
         // events inside the handler land in it; without it, or in a trace the sampler skipped,
         // attaching would cost for nothing.

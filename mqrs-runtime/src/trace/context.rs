@@ -4,14 +4,26 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState}
 
 /// Formats `00-<trace id>-<span id>-<flags>`; `None` for an invalid (all-zero) context.
 pub fn format_traceparent(sc: &SpanContext) -> Option<String> {
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
-    })
+    if !sc.is_valid() {
+        return None;
+    }
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_hex(&mut out, &sc.trace_id().to_bytes());
+    out.push('-');
+    push_hex(&mut out, &sc.span_id().to_bytes());
+    out.push('-');
+    push_hex(&mut out, &[sc.trace_flags().to_u8()]);
+    Some(out)
+}
+
+/// Appends `bytes` as lower-case hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
 /// Parses a version-00 `traceparent`; rejects wrong lengths, non-hex, upper case and all-zero ids.
@@ -63,6 +75,10 @@ mod tests {
         assert!(sc.is_sampled());
         assert!(sc.is_remote());
         assert_eq!(format_traceparent(&sc).as_deref(), Some(tp));
+        let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+        let sc = parse_traceparent(unsampled).expect("valid");
+        assert_eq!(format_traceparent(&sc).as_deref(), Some(unsampled));
+        assert_eq!(format_traceparent(&SpanContext::empty_context()), None);
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl Shadow {
             return;
         };
         let mut attributes = match &self.attrs {
-            Attrs::Gate(data, extra) => gate_attributes(data.span_attrs(), extra.clone()),
+            Attrs::Gate(data, extra) => gate_attributes(data, extra.clone()),
             Attrs::Rpc(data) => rpc_attributes(self.name.clone(), data.span_attrs()),
             Attrs::Internal => Vec::with_capacity(2),
         };

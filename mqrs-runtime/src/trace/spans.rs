@@ -19,7 +19,7 @@ use super::sampling::Keep;
 use super::skipped::{self, Attrs, Shadow};
 use super::{names, Policy, ServiceTracer};
 use crate::error::RpcError;
-use crate::session::{Session, SpanAttrs};
+use crate::session::{Session, Shared, SpanAttrs};
 
 /// Value of `rpc.system.name` on every RPC span.
 pub const RPC_SYSTEM: &str = "mqrs";
@@ -130,11 +130,12 @@ pub(crate) fn rpc_attributes(method: Cow<'static, str>, a: &SpanAttrs) -> Vec<Ke
 }
 
 /// Attributes of the gate's root span: the connection's facts and the request's `extra`.
-pub(crate) fn gate_attributes(a: &SpanAttrs, extra: [KeyValue; 2]) -> Vec<KeyValue> {
+pub(crate) fn gate_attributes(facts: &Shared, extra: [KeyValue; 2]) -> Vec<KeyValue> {
+    let (a, conn) = (facts.span_attrs(), facts.conn_attrs());
     let mut attrs = Vec::with_capacity(9);
     attrs.push(KeyValue::new("network.protocol.name", "mqtt"));
-    attrs.push(KeyValue::new("network.transport", a.network.clone()));
-    attrs.push(KeyValue::new("client.address", a.ip.clone()));
+    attrs.push(KeyValue::new("network.transport", conn.network.clone()));
+    attrs.push(KeyValue::new("client.address", conn.ip.clone()));
     attrs.extend(extra);
     if let Some(s) = &a.session {
         attrs.push(KeyValue::new("session.id", s.clone()));
@@ -162,7 +163,7 @@ fn root(tracer: &ServiceTracer, name: Cow<'static, str>, of: RootOf<'_>) -> EndO
     };
     if policy.sampler.sample_root(&name) {
         let attrs = match of {
-            RootOf::Gate(session, extra) => gate_attributes(session.span_attrs(), extra),
+            RootOf::Gate(session, extra) => gate_attributes(session.facts(), extra),
             RootOf::Job => Vec::new(),
         };
         let span = Recorded::start(policy, &Context::new(), kind, name, attrs);

@@ -390,10 +390,24 @@ impl TraceStore {
         if span.service.len() > MAX_NAME_BYTES {
             span.service = Arc::from(cut(&span.service, MAX_NAME_BYTES).as_ref());
         }
-        // Encoded here, on the thread that ended the span, outside every lock; the span's own
-        // allocations are freed at once, while they are still in this core's cache.
-        let mut bytes = Vec::with_capacity(256);
-        codec::encode(&span, &mut bytes);
+        // Encoded here, on the thread that ended the span, outside every lock, into this
+        // thread's scratch buffer and then copied once at its exact size (the first span of a
+        // trace becomes the trace's own buffer); the span's own allocations are freed at once,
+        // while they are still in this core's cache.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let bytes = SCRATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            codec::encode(&span, &mut b);
+            let bytes = b.to_vec();
+            // A huge span's buffer is not kept for the life of the thread.
+            if b.capacity() > 64 << 10 {
+                *b = Vec::new();
+            }
+            bytes
+        });
         let ready = pending::Ready {
             trace_id: span.trace_id,
             start_us: span.start_us,
@@ -422,13 +436,13 @@ impl TraceStore {
         let mut g = self.lock_inner();
         match &self.journal {
             None => {
-                for ready in &batch {
-                    self.place(&mut g, ready, &mut evicted);
+                for ready in &mut batch {
+                    self.place(&mut g, ready, true, &mut evicted);
                 }
             }
             Some(j) => {
                 // Only the spans stored are logged, in the order they were placed.
-                batch.retain(|ready| self.place(&mut g, ready, &mut evicted));
+                batch.retain_mut(|ready| self.place(&mut g, ready, false, &mut evicted));
                 j.lock().unwrap_or_else(|p| p.into_inner()).append(batch);
                 batch = Vec::new();
             }
@@ -439,8 +453,14 @@ impl TraceStore {
     }
 
     /// Places one span, evicting into `evicted` what the caps require; false when a cap
-    /// refused it.
-    fn place(&self, inner: &mut Inner, span: &pending::Ready, evicted: &mut Vec<Held>) -> bool {
+    /// refused it. With `take`, the first span of a trace gives its buffer to the trace.
+    fn place(
+        &self,
+        inner: &mut Inner,
+        span: &mut pending::Ready,
+        take: bool,
+        evicted: &mut Vec<Held>,
+    ) -> bool {
         let size = span.bytes.len() + SPAN_OVERHEAD;
         if size > self.limits.max_bytes {
             inner.refused += 1;
@@ -517,7 +537,11 @@ impl TraceStore {
             trace.start_us = span.start_us;
         }
         trace.end_us = trace.end_us.max(span.end_us);
-        trace.data.extend_from_slice(&span.bytes);
+        if take && trace.data.is_empty() {
+            trace.data = std::mem::take(&mut span.bytes);
+        } else {
+            trace.data.extend_from_slice(&span.bytes);
+        }
         trace.spans += 1;
         trace.bytes += size;
         inner.bytes += size;

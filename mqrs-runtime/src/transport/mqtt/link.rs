@@ -319,7 +319,7 @@ fn on_publish(
     link: &Link,
     client: &AsyncClient,
     serving: &Arc<Semaphore>,
-    p: Publish,
+    mut p: Publish,
 ) {
     let Ok(topic) = std::str::from_utf8(&p.topic) else {
         shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -355,26 +355,27 @@ fn on_publish(
         shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let user = |key: &str| {
-        p.properties.as_ref().and_then(|pr| {
-            pr.user_properties
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        })
+    // The properties are taken apart: the call keeps their strings without copying them.
+    let mut props = p.properties.take().unwrap_or_default();
+    let deadline = wire::request_deadline(Some(&props), link.default_timeout);
+    let mut user = |key: &str| {
+        props
+            .user_properties
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| std::mem::take(v))
     };
     let call = Incoming {
         traceparent: user("traceparent"),
         tracestate: user("tracestate"),
         name: format!("{module}/{method}"),
         module_len: module.len(),
-        deadline: wire::request_deadline(p.properties.as_ref(), link.default_timeout),
-        reply_to: p.properties.as_ref().and_then(|pr| {
-            pr.response_topic
-                .clone()
-                .filter(|t| wire::valid_reply_topic(t))
-                .map(|t| (t, pr.correlation_data.clone()))
-        }),
+        deadline,
+        reply_to: props
+            .response_topic
+            .take()
+            .filter(|t| wire::valid_reply_topic(t))
+            .map(|t| (t, props.correlation_data.take())),
         payload: p.payload,
     };
     let (shared, client, registry) = (shared.clone(), client.clone(), link.registry.clone());

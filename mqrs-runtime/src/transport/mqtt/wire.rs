@@ -112,7 +112,8 @@ pub fn encode_request(
 
 #[derive(Deserialize)]
 struct RequestIn<'a> {
-    session: SessionIn,
+    #[serde(borrow)]
+    session: SessionIn<'a>,
     #[serde(borrow)]
     args: &'a RawValue,
 }
