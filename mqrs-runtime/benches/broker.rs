@@ -9,6 +9,10 @@
 //! Two apps stand for two processes (each its own broker connection). Prints p50/p99 with one
 //! call in flight, calls/s with one and with 64 in flight, and the ratios the targets name:
 //! (a) at least 0.8x the throughput of (b) and at most 1.2x its p50; tracing costs (a) under 5 %.
+//! The tracing cost is measured a second way too: in pairs of short blocks, untraced and traced
+//! back to back, one ratio per pair (the machine's speed drifts more between the table's runs
+//! than tracing costs). `MQRS_BENCH_ONLY=plain` or `=traced` runs one (a) row ten times with 64
+//! in flight, for a profiler.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -177,6 +181,51 @@ where
     }
 }
 
+/// Calls/s of `n` calls of `f`, with `inflight` calls in flight.
+async fn rate<F, Fut>(n: usize, inflight: usize, f: &F) -> f64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let start = Instant::now();
+    let mut running = FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < n || !running.is_empty() {
+        while sent < n && running.len() < inflight {
+            running.push(f());
+            sent += 1;
+        }
+        running.next().await;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The cost of `b` over `a` in throughput (percent), measured in `pairs` pairs of short blocks
+/// run back to back (in the order a b, then b a, so a drift favours neither), one ratio per
+/// pair. This machine's speed drifts by more than the effect over seconds; two blocks a
+/// fraction of a second apart see the same machine. Returns the sorted per-pair costs.
+async fn paired_cost<A, FA, B, FB>(pairs: usize, n: usize, inflight: usize, a: A, b: B) -> Vec<f64>
+where
+    A: Fn() -> FA,
+    FA: std::future::Future<Output = ()>,
+    B: Fn() -> FB,
+    FB: std::future::Future<Output = ()>,
+{
+    let mut costs = Vec::with_capacity(pairs);
+    for i in 0..pairs {
+        let (ra, rb) = if i % 2 == 0 {
+            let ra = rate(n, inflight, &a).await;
+            (ra, rate(n, inflight, &b).await)
+        } else {
+            let rb = rate(n, inflight, &b).await;
+            (rate(n, inflight, &a).await, rb)
+        };
+        costs.push((1.0 - rb / ra) * 100.0);
+    }
+    costs.sort_by(|x, y| x.total_cmp(y));
+    costs
+}
+
 fn config(server_id: &str, url: BrokerUrl) -> Config {
     let mut c = Config::ephemeral();
     c.app.server_id = server_id.into();
@@ -194,24 +243,24 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
-    // The callee process runs the embedded broker; the caller process connects to it.
+    // The callee process runs the embedded broker and the caller process connects to it;
+    // `MQRS_BENCH_PORT=<port>` puts both on a standard broker on 127.0.0.1 instead.
+    let given: Option<u16> = std::env::var("MQRS_BENCH_PORT")
+        .ok()
+        .map(|p| p.parse().expect("MQRS_BENCH_PORT is a port number"));
+    let url = |port: u16| BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{port}")]);
     let callee = App::builder()
-        .config(config("callee", BrokerUrl::Embedded))
+        .config(config("callee", given.map_or(BrokerUrl::Embedded, url)))
         .module(|_| Bench)
         .build()
         .expect("callee");
-    let port = callee
-        .start()
-        .await
-        .expect("callee starts")
-        .broker
-        .expect("embedded broker")
-        .port();
+    let started = callee.start().await.expect("callee starts");
+    let port = match given {
+        Some(port) => port,
+        None => started.broker.expect("embedded broker").port(),
+    };
     let caller = App::builder()
-        .config(config(
-            "caller",
-            BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{port}")]),
-        ))
+        .config(config("caller", url(port)))
         .build()
         .expect("caller");
     caller.start().await.expect("caller starts");
@@ -227,23 +276,45 @@ async fn main() {
     let m = msg();
     let plain = Session::default();
     // Traced calls as a module makes them while it handles requests traced elsewhere (at the
-    // gate, in another process): each session carries its own sampled trace, as it would have
-    // arrived, so the store sees many short traces rather than one of 100,000 spans.
-    let traced: Vec<Session> = (0..n as u128)
+    // gate, in another process): each call's session continues its own sampled trace, made
+    // from its `traceparent` as a request's session is made when it arrives (that cost counts
+    // as tracing's), so the store sees many short traces rather than one of 100,000 spans.
+    // (Sessions made ahead of time would be cold in the cache by their turn, which no arriving
+    // request is.)
+    let traceparents: Vec<String> = (0..n as u128)
         .map(|i| {
             let trace_id = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-            let traceparent = format!("00-{trace_id:032x}-{:016x}-01", i + 1);
-            serde_json::from_value(serde_json::json!({ "traceparent": traceparent }))
-                .expect("a session with a trace")
+            format!("00-{trace_id:032x}-{:016x}-01", i + 1)
         })
         .collect();
-    assert!(traced[0].is_traced());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let traced_session = || {
         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        &traced[i % traced.len()]
+        plain
+            .continuing(&traceparents[i % traceparents.len()], None)
+            .expect("a valid traceparent")
+    };
+    assert!(traced_session().is_traced());
+    let traced_call = || {
+        let s = traced_session();
+        let (caller, m) = (&caller, &m);
+        async move { echo(caller, &s, m).await }
     };
 
+    // For a profiler: `MQRS_BENCH_ONLY=plain` or `=traced` runs only that (a) row, 64 in flight.
+    if let Ok(only) = std::env::var("MQRS_BENCH_ONLY") {
+        for _ in 0..10 {
+            let r = if only == "traced" {
+                rate(n, 64, &traced_call).await
+            } else {
+                rate(n, 64, &|| echo(&caller, &plain, &m)).await
+            };
+            println!("{only}: {r:.0} calls/s with 64 in flight");
+        }
+        caller.shutdown().await;
+        callee.shutdown().await;
+        return;
+    }
     let mut rows: Vec<(&str, Vec<Sample>)> = vec![
         ("(b) floor: bare rumqttc v5 request/reply, QoS 0", vec![]),
         ("(a) mqrs RPC through the broker, tracing off", vec![]),
@@ -260,9 +331,7 @@ async fn main() {
         rows[1]
             .1
             .push(measure(n, || echo(&caller, &plain, &m)).await);
-        rows[2]
-            .1
-            .push(measure(n, || echo(&caller, traced_session(), &m)).await);
+        rows[2].1.push(measure(n, traced_call).await);
         rows[3]
             .1
             .push(measure(n, || echo(&callee, &plain, &m)).await);
@@ -273,7 +342,11 @@ async fn main() {
         x[x.len() / 2]
     };
     println!(
-        "calls between two apps through the embedded MQTT broker (mqtt5), QoS 0, 49-byte JSON body"
+        "calls between two apps through {}, QoS 0, 49-byte JSON body",
+        match given {
+            Some(port) => format!("the MQTT broker on 127.0.0.1:{port}"),
+            None => "the embedded MQTT broker (mqtt5)".into(),
+        }
     );
     println!("{n} calls per run x 3 runs (medians); multi-thread runtime, 2 workers");
     println!(
@@ -302,10 +375,44 @@ async fn main() {
         a.0 / b.0
     );
     println!(
-        "tracing on (a): throughput {:.1} % lower with 1 in flight, {:.1} % with 64 (target < 5 %)",
+        "tracing on (a), from the medians above: throughput {:.1} % lower with 1 in flight, {:.1} % with 64",
         (1.0 - at.2 / a.2) * 100.0,
         (1.0 - at.3 / a.3) * 100.0
     );
+    // The medians above are minutes apart; the tracing cost is measured again in pairs.
+    let pairs = 21;
+    for inflight in [1, 64] {
+        let costs = paired_cost(
+            pairs,
+            (n / 4).max(100),
+            inflight,
+            || echo(&caller, &plain, &m),
+            traced_call,
+        )
+        .await;
+        println!(
+            "tracing on (a), {pairs} pairs of {} calls back to back, {inflight} in flight: median {:.1} % lower (quartiles {:.1} % .. {:.1} %; target < 5 %)",
+            (n / 4).max(100),
+            costs[pairs / 2],
+            costs[pairs / 4],
+            costs[pairs * 3 / 4],
+        );
+        // The method's own noise: the same pairs with tracing off on both sides.
+        let control = paired_cost(
+            pairs,
+            (n / 4).max(100),
+            inflight,
+            || echo(&caller, &plain, &m),
+            || echo(&caller, &plain, &m),
+        )
+        .await;
+        println!(
+            "  control, tracing off in both blocks of each pair: median {:.1} % (quartiles {:.1} % .. {:.1} %)",
+            control[pairs / 2],
+            control[pairs / 4],
+            control[pairs * 3 / 4],
+        );
+    }
     let s = caller.broker_stats().expect("stats");
     println!(
         "caller: {} calls sent, {} late replies, {} pending at the end; floor: {} replies lost",
