@@ -2,7 +2,7 @@
 //! and the gate hold one). It works out the call's deadline, opens the CLIENT span through
 //! `trace::spans`, and hands the call to the app's router.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -27,6 +27,8 @@ struct CallerInner {
     /// Service name for CLIENT spans of calls made with a session that no module has taken up
     /// (it arrived from another process, or was started outside the gate).
     service: Arc<str>,
+    /// The tracer of `service`, taken from `tracing` on the first such call.
+    own_tracer: OnceLock<crate::trace::ServiceTracer>,
     timeout: Duration,
 }
 
@@ -44,6 +46,7 @@ impl Caller {
                 transport,
                 tracing,
                 service: Arc::from(service),
+                own_tracer: OnceLock::new(),
                 timeout,
             }),
         }
@@ -143,7 +146,11 @@ impl Caller {
     fn tracer_for(&self, t: Option<&crate::trace::ServiceTracer>) -> crate::trace::ServiceTracer {
         match t {
             Some(t) => t.clone(),
-            None => self.inner.tracing.tracer(&self.inner.service),
+            None => self
+                .inner
+                .own_tracer
+                .get_or_init(|| self.inner.tracing.tracer(&self.inner.service))
+                .clone(),
         }
     }
 

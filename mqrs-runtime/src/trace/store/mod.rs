@@ -17,6 +17,7 @@ mod query;
 pub use analytics::{nearest_rank, Dependency, OpLatency};
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -518,10 +519,13 @@ impl TraceStore {
                 None => break,
             }
         }
-        if !inner.traces.contains_key(&span.trace_id) {
-            inner.order.push_back(span.trace_id);
-        }
-        let trace = inner.traces.entry(span.trace_id).or_default();
+        let trace = match inner.traces.entry(span.trace_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                inner.order.push_back(span.trace_id);
+                e.insert(Held::default())
+            }
+        };
         if trace.spans >= self.limits.max_spans_per_trace {
             inner.refused += 1;
             return false;
