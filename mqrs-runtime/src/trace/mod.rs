@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod api_v3;
+pub(crate) mod attr_pool;
 pub(crate) mod clock;
 pub mod context;
 pub(crate) mod hash;

@@ -117,7 +117,7 @@ impl Drop for EndOnDrop {
 /// Attributes shared by CLIENT and SERVER spans of an RPC (OpenTelemetry RPC conventions).
 /// Names are kept once and session values are shared: nothing here copies a string.
 pub(crate) fn rpc_attributes(method: Cow<'static, str>, a: &SpanAttrs) -> Vec<KeyValue> {
-    let mut attrs = Vec::with_capacity(5);
+    let mut attrs = super::attr_pool::take();
     attrs.push(KeyValue::new("rpc.system.name", RPC_SYSTEM));
     attrs.push(KeyValue::new("rpc.method", method));
     if let Some(u) = &a.user {
@@ -132,7 +132,7 @@ pub(crate) fn rpc_attributes(method: Cow<'static, str>, a: &SpanAttrs) -> Vec<Ke
 /// Attributes of the gate's root span: the connection's facts and the request's `extra`.
 pub(crate) fn gate_attributes(facts: &Shared, extra: [KeyValue; 2]) -> Vec<KeyValue> {
     let (a, conn) = (facts.span_attrs(), facts.conn_attrs());
-    let mut attrs = Vec::with_capacity(9);
+    let mut attrs = super::attr_pool::take();
     attrs.push(KeyValue::new("network.protocol.name", "mqtt"));
     attrs.push(KeyValue::new("network.transport", conn.network.clone()));
     attrs.push(KeyValue::new("client.address", conn.ip.clone()));

@@ -419,7 +419,9 @@ impl TraceStore {
             user: span.tag("user.id").map(|v| self.player_hash(&v.as_str())),
             bytes,
         };
+        let tags = std::mem::take(&mut span.tags);
         drop(span);
+        crate::trace::attr_pool::give(tags);
         if let Some(batch) = self.pending.push(ready) {
             self.place_all(batch);
         }
@@ -433,7 +435,14 @@ impl TraceStore {
     /// Places `batch` under one hold of the lock. The traces it evicts are freed after the
     /// lock is released, each in one piece.
     fn place_all(&self, mut batch: Vec<pending::Ready>) {
-        let mut evicted = Vec::new();
+        // The list of evicted traces is this thread's, reused: made afresh it grows to a few
+        // KiB per batch, which costs glibc a consolidation of its small free lists each time.
+        thread_local! {
+            static EVICTED: std::cell::RefCell<Vec<Held>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut evicted = EVICTED
+            .try_with(|e| std::mem::take(&mut *e.borrow_mut()))
+            .unwrap_or_default();
         let mut g = self.lock_inner();
         match &self.journal {
             None => {
@@ -449,8 +458,11 @@ impl TraceStore {
             }
         }
         drop(g);
-        drop(evicted);
-        drop(batch);
+        evicted.clear();
+        if evicted.capacity() <= 4 * pending::BATCH {
+            let _ = EVICTED.try_with(|e| *e.borrow_mut() = evicted);
+        }
+        self.pending.recycle(batch);
     }
 
     /// Places one span, evicting into `evicted` what the caps require; false when a cap

@@ -26,10 +26,18 @@ pub(super) struct Ready {
     pub(super) bytes: Vec<u8>,
 }
 
-/// One buffer, alone on its cache lines so that threads filling neighbours do not slow it.
+/// One buffer, alone on its cache lines so that threads filling neighbours do not slow it,
+/// with an emptied batch kept for reuse (a batch is a few KiB: allocating one each time costs
+/// glibc a consolidation of its small free lists).
 #[repr(align(128))]
 #[derive(Default)]
-struct Shard(Mutex<Vec<Ready>>);
+struct Shard(Mutex<Bufs>);
+
+#[derive(Default)]
+struct Bufs {
+    filling: Vec<Ready>,
+    spare: Vec<Ready>,
+}
 
 /// The buffers of one store: at most `SHARDS * BATCH` spans wait at any time.
 #[derive(Default)]
@@ -40,12 +48,31 @@ pub(super) struct Pending {
 impl Pending {
     /// Adds a span to this thread's buffer; returns the buffer's spans once it is full.
     pub(super) fn push(&self, ready: Ready) -> Option<Vec<Ready>> {
-        let mut buf = self.shards[shard_of_this_thread()]
+        let mut bufs = self.shards[shard_of_this_thread()]
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        buf.push(ready);
-        (buf.len() >= BATCH).then(|| std::mem::replace(&mut *buf, Vec::with_capacity(BATCH)))
+        if bufs.filling.capacity() == 0 {
+            bufs.filling = std::mem::take(&mut bufs.spare);
+            bufs.filling.reserve(BATCH);
+        }
+        bufs.filling.push(ready);
+        (bufs.filling.len() >= BATCH).then(|| std::mem::take(&mut bufs.filling))
+    }
+
+    /// Keeps an emptied batch for this thread's next one.
+    pub(super) fn recycle(&self, mut batch: Vec<Ready>) {
+        batch.clear();
+        if batch.capacity() < BATCH || batch.capacity() > 4 * BATCH {
+            return;
+        }
+        let mut bufs = self.shards[shard_of_this_thread()]
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if bufs.spare.capacity() == 0 {
+            bufs.spare = batch;
+        }
     }
 
     /// Everything waiting, buffer by buffer.
@@ -53,8 +80,8 @@ impl Pending {
         self.shards
             .iter()
             .filter_map(|s| {
-                let mut buf = s.0.lock().unwrap_or_else(|p| p.into_inner());
-                (!buf.is_empty()).then(|| std::mem::take(&mut *buf))
+                let mut bufs = s.0.lock().unwrap_or_else(|p| p.into_inner());
+                (!bufs.filling.is_empty()).then(|| std::mem::take(&mut bufs.filling))
             })
             .collect()
     }
