@@ -28,7 +28,13 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 
 /// Parses a version-00 `traceparent`; rejects wrong lengths, non-hex, upper case and all-zero ids.
 pub fn parse_traceparent(s: &str) -> Option<SpanContext> {
-    let mut parts = s.trim().split('-');
+    let s = s.trim();
+    parse_version_00(s.as_bytes()).or_else(|| parse_any_version(s))
+}
+
+/// [`parse_traceparent`] field by field, for every version.
+fn parse_any_version(s: &str) -> Option<SpanContext> {
+    let mut parts = s.split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     // Version 00 has exactly four fields; later versions may append more.
@@ -59,6 +65,47 @@ pub fn parse_traceparent(s: &str) -> Option<SpanContext> {
     ))
 }
 
+/// The common case read in one pass: exactly `00-<32 hex>-<16 hex>-<2 hex>`, lower case.
+/// Anything else (other versions, bad text) is left to the general reading, which rejects it
+/// or reads a later version's first four fields.
+fn parse_version_00(b: &[u8]) -> Option<SpanContext> {
+    if b.len() != 55 || &b[..3] != b"00-" || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let mut trace = [0u8; 16];
+    hex_into(&b[3..35], &mut trace)?;
+    let mut span = [0u8; 8];
+    hex_into(&b[36..52], &mut span)?;
+    let mut flags = [0u8; 1];
+    hex_into(&b[53..55], &mut flags)?;
+    let (trace_id, span_id) = (TraceId::from_bytes(trace), SpanId::from_bytes(span));
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags[0] & 0x01),
+        true,
+        TraceState::default(),
+    ))
+}
+
+/// Decodes lower-case hex `text` into `out` (twice as long as `out`); `None` on any other byte.
+fn hex_into(text: &[u8], out: &mut [u8]) -> Option<()> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(())
+}
+
 fn is_lower_hex(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -79,6 +126,30 @@ mod tests {
         let sc = parse_traceparent(unsampled).expect("valid");
         assert_eq!(format_traceparent(&sc).as_deref(), Some(unsampled));
         assert_eq!(format_traceparent(&SpanContext::empty_context()), None);
+    }
+
+    #[test]
+    fn the_one_pass_reading_agrees_with_the_field_by_field_one() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(parse_version_00(valid.as_bytes()).is_some());
+        // Every one-byte change of a valid value: read alike, or left to the general reading.
+        for i in 0..valid.len() {
+            for c in [b'0', b'9', b'a', b'f', b'g', b'A', b'F', b'-', b' ', 0xc3] {
+                let mut bytes = valid.as_bytes().to_vec();
+                bytes[i] = c;
+                let Ok(text) = std::str::from_utf8(&bytes) else {
+                    continue;
+                };
+                if let Some(fast) = parse_version_00(text.as_bytes()) {
+                    assert_eq!(Some(fast), parse_any_version(text), "{text}");
+                }
+                assert_eq!(
+                    parse_traceparent(text),
+                    parse_any_version(text.trim()),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]
