@@ -289,7 +289,8 @@ impl Session {
 
     /// The same session as the child of a span in another process or system, named by its
     /// W3C `traceparent` (an HTTP request's header, say) and `tracestate`: calls made with it
-    /// join that trace. `None` when `traceparent` is not a valid version-00 one.
+    /// join that trace. `None` when `traceparent` is not valid (version 00, or the first four
+    /// fields of a later version, as W3C asks).
     ///
     /// ```
     /// # use mqrs_runtime::Session;
@@ -430,8 +431,13 @@ struct WireIn<'a> {
     settings: BTreeMap<String, String>,
     /// Borrowed from the message when it has no escapes, as a valid one never has.
     #[serde(default, borrow)]
-    traceparent: Option<Cow<'a, str>>,
+    traceparent: Option<Text<'a>>,
 }
+
+/// Text borrowed from the message when it can be (serde borrows a `Cow` only when it is a
+/// field's whole type, not inside an `Option`).
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 impl Session {
     /// Serializes with an already formatted `traceparent` (a caller that also puts it in a
@@ -484,7 +490,7 @@ impl SessionIn<'_> {
         let w = self.0;
         let from_property = traceparent.and_then(|tp| remote_context(tp, tracestate));
         let trace = from_property
-            .or_else(|| w.traceparent.as_deref().and_then(parse_traceparent))
+            .or_else(|| w.traceparent.as_ref().and_then(|t| parse_traceparent(&t.0)))
             .map(TraceCx::remote);
         // The deadline travels beside the session, in the call's envelope, as time remaining.
         let mut session = Session::new(SessionData {
@@ -529,7 +535,13 @@ mod tests {
         let plain = r#"{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#;
         // The same text with its first character escaped: a JSON encoder may write that.
         let escaped =
-            r#"{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#;
+            r#"{"traceparent":"\u00300-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#;
+        assert!(escaped.contains("\\u0030"));
+        // Unescaped, the text is read in place.
+        let w: WireIn<'_> = serde_json::from_str(plain).expect("wire form");
+        assert!(matches!(w.traceparent, Some(Text(Cow::Borrowed(_)))));
+        let w: WireIn<'_> = serde_json::from_str(escaped).expect("wire form");
+        assert!(matches!(w.traceparent, Some(Text(Cow::Owned(_)))));
         for json in [plain, escaped] {
             let s: Session = serde_json::from_str(json).expect("a session");
             assert_eq!(

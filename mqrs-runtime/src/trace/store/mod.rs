@@ -398,17 +398,25 @@ impl TraceStore {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let bytes = SCRATCH.with(|b| {
-            let mut b = b.borrow_mut();
-            b.clear();
-            codec::encode(&span, &mut b);
-            let bytes = b.to_vec();
-            // A huge span's buffer is not kept for the life of the thread.
-            if b.capacity() > 64 << 10 {
-                *b = Vec::new();
-            }
-            bytes
-        });
+        let bytes = SCRATCH
+            .try_with(|b| {
+                let mut b = b.borrow_mut();
+                b.clear();
+                codec::encode(&span, &mut b);
+                let bytes = b.to_vec();
+                // A huge span's buffer is not kept for the life of the thread.
+                if b.capacity() > 64 << 10 {
+                    *b = Vec::new();
+                }
+                bytes
+            })
+            .unwrap_or_else(|_| {
+                // The thread is ending and its buffer is gone (a span dropped by another
+                // thread-local's destructor): encode without it.
+                let mut b = Vec::new();
+                codec::encode(&span, &mut b);
+                b
+            });
         let ready = pending::Ready {
             trace_id: span.trace_id,
             start_us: span.start_us,
