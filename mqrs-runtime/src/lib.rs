@@ -65,9 +65,10 @@ pub mod __private {
         name: &'static str,
         attributes: Vec<opentelemetry::KeyValue>,
     ) {
+        use opentelemetry::trace::TraceContextExt;
         let span = crate::trace::recorded::Recorded::start(
             &tracer.policy,
-            parent,
+            parent.span().span_context(),
             kind,
             std::borrow::Cow::Borrowed(name),
             attributes,

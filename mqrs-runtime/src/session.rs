@@ -43,7 +43,11 @@ pub struct SessionData {
 /// The trace a call belongs to: the current span and the tracer of the module running it.
 #[derive(Clone)]
 pub(crate) struct TraceCx {
-    pub(crate) cx: Context,
+    /// The context of the current span when it was opened in this process; `None` when the
+    /// parent is a span in another process (its span context is all there is of it here).
+    pub(crate) cx: Option<Context>,
+    /// The current span's span context (for a span of this process, a copy of its own).
+    pub(crate) sc: opentelemetry::trace::SpanContext,
     /// `None` when the context arrived from another process and no module has taken it up yet.
     pub(crate) tracer: Option<ServiceTracer>,
     /// The keep mark of a trace the sampler skipped, shared by its spans in this process.
@@ -122,7 +126,8 @@ impl TraceCx {
     fn remote(sc: opentelemetry::trace::SpanContext) -> TraceCx {
         let keep = (!sc.is_sampled()).then(Arc::default);
         TraceCx {
-            cx: Context::new().with_remote_span_context(sc),
+            cx: None,
+            sc,
             tracer: None,
             keep,
         }
@@ -248,33 +253,36 @@ impl Session {
     /// session.span().set_attribute("room", "lobby");
     /// ```
     pub fn span(&self) -> SessionSpan<'_> {
-        SessionSpan(self.trace.as_ref().map(|t| t.cx.span()))
+        SessionSpan(
+            self.trace
+                .as_ref()
+                .and_then(|t| t.cx.as_ref())
+                .map(|cx| cx.span()),
+        )
     }
 
     /// True when this call is part of a sampled trace.
     pub fn is_traced(&self) -> bool {
-        self.trace
-            .as_ref()
-            .is_some_and(|t| t.cx.span().span_context().is_sampled())
+        self.trace.as_ref().is_some_and(|t| t.sc.is_sampled())
     }
 
     /// The 32-hex trace id when traced.
     pub fn trace_id(&self) -> Option<String> {
         let t = self.trace.as_ref()?;
-        let sc = t.cx.span().span_context().clone();
+        let sc = &t.sc;
         sc.is_valid().then(|| sc.trace_id().to_string())
     }
 
     /// The W3C `traceparent` of the current span, when traced.
     pub fn traceparent(&self) -> Option<String> {
         let t = self.trace.as_ref()?;
-        format_traceparent(t.cx.span().span_context())
+        format_traceparent(&t.sc)
     }
 
     /// The W3C `tracestate` of the current span, when traced and not empty.
     pub fn tracestate(&self) -> Option<String> {
         let t = self.trace.as_ref()?;
-        let header = t.cx.span().span_context().trace_state().header();
+        let header = t.sc.trace_state().header();
         (!header.is_empty()).then_some(header)
     }
 
@@ -361,7 +369,8 @@ impl Session {
         Session {
             data: self.data.clone(),
             trace: Some(TraceCx {
-                cx: span.cx().clone(),
+                cx: Some(span.cx().clone()),
+                sc: span.cx().span().span_context().clone(),
                 tracer: Some(tracer),
                 keep: span.keep().cloned(),
             }),

@@ -132,7 +132,7 @@ impl Caller {
         };
         let tracer = self.tracer_for(parent.tracer.as_ref());
         let name = names::intern_parts(&[target.module, "/", method]);
-        let span = spans::client(&tracer, &parent.cx, name, session);
+        let span = spans::client(&tracer, &parent.sc, parent.cx.as_ref(), name, session);
         let callee = session.with_span(&span, tracer);
         (Some(span), callee)
     }

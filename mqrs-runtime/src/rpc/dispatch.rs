@@ -34,7 +34,7 @@ pub async fn dispatch(
     };
     let guard = spans::server(
         &route.tracer,
-        &parent.cx,
+        &parent.sc,
         &route.values,
         &route.name,
         &session,

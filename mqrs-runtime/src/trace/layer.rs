@@ -294,7 +294,8 @@ mod tests {
         let (caller, callee) = (tracing.tracer("Caller"), tracing.tracer("M"));
         let root = spans::internal_root(&caller, "root".into());
         let values = handler_values(&callee);
-        let server = spans::server(&callee, root.cx(), &values, "M/f", &Session::default());
+        let parent = root.cx().span().span_context().clone();
+        let server = spans::server(&callee, &parent, &values, "M/f", &Session::default());
         let id = trace_id(root.cx());
         tracing::subscriber::with_default(subscriber(), || {
             // Outside a handler: nothing is recorded anywhere.

@@ -11,10 +11,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use opentelemetry::trace::{
-    Event, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceState,
-};
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry::trace::{Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use super::clock;
@@ -45,17 +43,16 @@ pub(crate) struct Recorded {
 }
 
 impl Recorded {
-    /// Starts a span of `kind` named `name` as a child of the span in `parent` (a new trace
-    /// when it holds none), recorded for `policy`'s module.
+    /// Starts a span of `kind` named `name` as a child of the span `parent` names (a new trace
+    /// when it is invalid), recorded for `policy`'s module.
     pub(crate) fn start(
         policy: &Arc<Policy>,
-        parent: &Context,
+        parent: &SpanContext,
         kind: SpanKind,
         name: Cow<'static, str>,
         attributes: Vec<KeyValue>,
     ) -> Recorded {
-        let parent_span = parent.span();
-        let psc = parent_span.span_context();
+        let psc = parent;
         let (trace_id, parent_id, remote, state) = if psc.is_valid() {
             (
                 psc.trace_id(),

@@ -166,7 +166,7 @@ fn root(tracer: &ServiceTracer, name: Cow<'static, str>, of: RootOf<'_>) -> EndO
             RootOf::Gate(session, extra) => gate_attributes(session.facts(), extra),
             RootOf::Job => Vec::new(),
         };
-        let span = Recorded::start(policy, &Context::new(), kind, name, attrs);
+        let span = Recorded::start(policy, &SpanContext::empty_context(), kind, name, attrs);
         return EndOnDrop::recorded(Context::new().with_span(span));
     }
     let sc = skipped::span_context(skipped::new_trace_id(), TraceState::default());
@@ -204,18 +204,28 @@ pub(crate) fn internal_root(tracer: &ServiceTracer, name: String) -> EndOnDrop {
 /// `parent`.
 pub(crate) fn client(
     tracer: &ServiceTracer,
-    parent: &Context,
+    parent: &SpanContext,
+    values: Option<&Context>,
     method: Cow<'static, str>,
     session: &Session,
 ) -> EndOnDrop {
-    rpc_span(SpanKind::Client, tracer, parent, parent, method, session)
+    // A parent in another process brings no context values.
+    let empty;
+    let values = match values {
+        Some(v) => v,
+        None => {
+            empty = Context::new();
+            &empty
+        }
+    };
+    rpc_span(SpanKind::Client, tracer, parent, values, method, session)
 }
 
 /// The callee's SERVER span of `method`, child of the caller's span in `parent`; its context
 /// holds the values of `values` (the handler's, not the caller's: see `trace::layer`).
 pub(crate) fn server(
     tracer: &ServiceTracer,
-    parent: &Context,
+    parent: &SpanContext,
     values: &Context,
     method: &str,
     session: &Session,
@@ -233,13 +243,11 @@ pub(crate) fn server(
 fn rpc_span(
     kind: SpanKind,
     tracer: &ServiceTracer,
-    parent: &Context,
+    psc: &SpanContext,
     values: &Context,
     name: Cow<'static, str>,
     session: &Session,
 ) -> EndOnDrop {
-    let parent_span = parent.span();
-    let psc = parent_span.span_context();
     if psc.is_valid() && !psc.is_sampled() {
         // The root skipped this trace: follow the decision.
         let sc = skipped::span_context(psc.trace_id(), psc.trace_state().clone());
@@ -249,7 +257,7 @@ fn rpc_span(
         });
     }
     let attrs = rpc_attributes(name.clone(), session.span_attrs());
-    let span = Recorded::start(&tracer.policy, parent, kind, name, attrs);
+    let span = Recorded::start(&tracer.policy, psc, kind, name, attrs);
     EndOnDrop::recorded(values.with_span(span))
 }
 
