@@ -161,23 +161,13 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let (lat, seq) = common::sequential(n, &f).await;
-    let start = Instant::now();
-    let mut running = FuturesUnordered::new();
-    let mut sent = 0;
-    while sent < n || !running.is_empty() {
-        while sent < n && running.len() < 64 {
-            running.push(f());
-            sent += 1;
-        }
-        running.next().await;
-    }
-    let par = start.elapsed();
+    let par_per_s = rate(n, 64, &f).await;
     let us = |d: Duration| d.as_nanos() as f64 / 1000.0;
     Sample {
         p50_us: us(lat[n / 2]),
         p99_us: us(lat[n * 99 / 100]),
         seq_per_s: n as f64 / seq.as_secs_f64(),
-        par_per_s: n as f64 / par.as_secs_f64(),
+        par_per_s,
     }
 }
 
@@ -203,8 +193,15 @@ where
 /// The cost of `b` over `a` in throughput (percent), measured in `pairs` pairs of short blocks
 /// run back to back (in the order a b, then b a, so a drift favours neither), one ratio per
 /// pair. This machine's speed drifts by more than the effect over seconds; two blocks a
-/// fraction of a second apart see the same machine. Returns the sorted per-pair costs.
-async fn paired_cost<A, FA, B, FB>(pairs: usize, n: usize, inflight: usize, a: A, b: B) -> Vec<f64>
+/// fraction of a second apart see the same machine. Returns the median of the per-pair costs
+/// and their first and third quartiles.
+async fn paired_cost<A, FA, B, FB>(
+    pairs: usize,
+    n: usize,
+    inflight: usize,
+    a: A,
+    b: B,
+) -> (f64, f64, f64)
 where
     A: Fn() -> FA,
     FA: std::future::Future<Output = ()>,
@@ -223,7 +220,7 @@ where
         costs.push((1.0 - rb / ra) * 100.0);
     }
     costs.sort_by(|x, y| x.total_cmp(y));
-    costs
+    (costs[pairs / 2], costs[pairs / 4], costs[pairs * 3 / 4])
 }
 
 fn config(server_id: &str, url: BrokerUrl) -> Config {
@@ -380,37 +377,17 @@ async fn main() {
         (1.0 - at.3 / a.3) * 100.0
     );
     // The medians above are minutes apart; the tracing cost is measured again in pairs.
-    let pairs = 21;
+    let (pairs, block) = (21, (n / 4).max(100));
     for inflight in [1, 64] {
-        let costs = paired_cost(
-            pairs,
-            (n / 4).max(100),
-            inflight,
-            || echo(&caller, &plain, &m),
-            traced_call,
-        )
-        .await;
+        let plain_call = || echo(&caller, &plain, &m);
+        let (median, q1, q3) = paired_cost(pairs, block, inflight, plain_call, traced_call).await;
         println!(
-            "tracing on (a), {pairs} pairs of {} calls back to back, {inflight} in flight: median {:.1} % lower (quartiles {:.1} % .. {:.1} %; target < 5 %)",
-            (n / 4).max(100),
-            costs[pairs / 2],
-            costs[pairs / 4],
-            costs[pairs * 3 / 4],
+            "tracing on (a), {pairs} pairs of {block} calls back to back, {inflight} in flight: median {median:.1} % lower (quartiles {q1:.1} % .. {q3:.1} %; target < 5 %)",
         );
         // The method's own noise: the same pairs with tracing off on both sides.
-        let control = paired_cost(
-            pairs,
-            (n / 4).max(100),
-            inflight,
-            || echo(&caller, &plain, &m),
-            || echo(&caller, &plain, &m),
-        )
-        .await;
+        let (median, q1, q3) = paired_cost(pairs, block, inflight, plain_call, plain_call).await;
         println!(
-            "  control, tracing off in both blocks of each pair: median {:.1} % (quartiles {:.1} % .. {:.1} %)",
-            control[pairs / 2],
-            control[pairs / 4],
-            control[pairs * 3 / 4],
+            "  control, tracing off in both blocks of each pair: median {median:.1} % (quartiles {q1:.1} % .. {q3:.1} %)",
         );
     }
     let s = caller.broker_stats().expect("stats");
