@@ -455,12 +455,12 @@ impl TraceStore {
         match &self.journal {
             None => {
                 for ready in &mut batch {
-                    self.place(&mut g, ready, true, &mut evicted);
+                    self.place(&mut g, ready, &mut evicted);
                 }
             }
             Some(j) => {
                 // Only the spans stored are logged, in the order they were placed.
-                batch.retain_mut(|ready| self.place(&mut g, ready, false, &mut evicted));
+                batch.retain_mut(|ready| self.place(&mut g, ready, &mut evicted));
                 j.lock().unwrap_or_else(|p| p.into_inner()).append(batch);
                 batch = Vec::new();
             }
@@ -474,14 +474,9 @@ impl TraceStore {
     }
 
     /// Places one span, evicting into `evicted` what the caps require; false when a cap
-    /// refused it. With `take`, the first span of a trace gives its buffer to the trace.
-    fn place(
-        &self,
-        inner: &mut Inner,
-        span: &mut pending::Ready,
-        take: bool,
-        evicted: &mut Vec<Held>,
-    ) -> bool {
+    /// refused it. Without a journal (which logs the span's bytes after), the first span of a
+    /// trace gives its buffer to the trace.
+    fn place(&self, inner: &mut Inner, span: &mut pending::Ready, evicted: &mut Vec<Held>) -> bool {
         let size = span.bytes.len() + SPAN_OVERHEAD;
         if size > self.limits.max_bytes {
             inner.refused += 1;
@@ -561,7 +556,7 @@ impl TraceStore {
             trace.start_us = span.start_us;
         }
         trace.end_us = trace.end_us.max(span.end_us);
-        if take && trace.data.is_empty() {
+        if self.journal.is_none() && trace.data.is_empty() {
             trace.data = std::mem::take(&mut span.bytes);
         } else {
             trace.data.extend_from_slice(&span.bytes);
