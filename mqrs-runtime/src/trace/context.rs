@@ -28,8 +28,11 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 
 /// Parses a version-00 `traceparent`; rejects wrong lengths, non-hex, upper case and all-zero ids.
 pub fn parse_traceparent(s: &str) -> Option<SpanContext> {
-    let s = s.trim();
-    parse_version_00(s.as_bytes()).or_else(|| parse_any_version(s))
+    // The common, exact form first; surrounding blanks and later versions take the long way.
+    parse_version_00(s.as_bytes()).or_else(|| {
+        let s = s.trim();
+        parse_version_00(s.as_bytes()).or_else(|| parse_any_version(s))
+    })
 }
 
 /// [`parse_traceparent`] field by field, for every version.
@@ -91,19 +94,33 @@ fn parse_version_00(b: &[u8]) -> Option<SpanContext> {
     ))
 }
 
+/// The value of each lower-case hex digit by byte; `0xff` for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Decodes lower-case hex `text` into `out` (twice as long as `out`); `None` on any other byte.
+/// Looked up without a branch per digit: digits and letters come in random order in ids, so
+/// a branch on them is mispredicted about every third digit.
 fn hex_into(text: &[u8], out: &mut [u8]) -> Option<()> {
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | lo;
     }
-    Some(())
+    (bad & 0xf0 == 0).then_some(())
 }
 
 fn is_lower_hex(s: &str) -> bool {
@@ -148,6 +165,23 @@ mod tests {
                     parse_any_version(text.trim()),
                     "{text}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn every_byte_is_read_as_a_hex_digit_or_refused() {
+        for b in 0..=255u8 {
+            let expected = match b {
+                b'0'..=b'9' => Some(b - b'0'),
+                b'a'..=b'f' => Some(b - b'a' + 10),
+                _ => None,
+            };
+            for pair in [[b'0', b], [b, b'0']] {
+                let mut out = [0u8; 1];
+                let got = hex_into(&pair, &mut out).map(|()| out[0]);
+                let want = expected.map(|v| if pair[0] == b'0' { v } else { v << 4 });
+                assert_eq!(got, want, "{pair:?}");
             }
         }
     }
