@@ -44,7 +44,8 @@ pub struct SessionData {
 #[derive(Clone)]
 pub(crate) struct TraceCx {
     /// The context of the current span when it was opened in this process; `None` when the
-    /// parent is a span in another process (its span context is all there is of it here).
+    /// parent is a span in another process (its span context is all there is of it here), or
+    /// a call's CLIENT span (held outside any context: nothing tags it through a session).
     pub(crate) cx: Option<Context>,
     /// The current span's span context (for a span of this process, a copy of its own).
     pub(crate) sc: opentelemetry::trace::SpanContext,
@@ -369,8 +370,8 @@ impl Session {
         Session {
             data: self.data.clone(),
             trace: Some(TraceCx {
-                cx: Some(span.cx().clone()),
-                sc: span.cx().span().span_context().clone(),
+                cx: span.context().cloned(),
+                sc: span.span_context(),
                 tracer: Some(tracer),
                 keep: span.keep().cloned(),
             }),

@@ -132,7 +132,7 @@ impl Caller {
         };
         let tracer = self.tracer_for(parent.tracer.as_ref());
         let name = names::intern_parts(&[target.module, "/", method]);
-        let span = spans::client(&tracer, &parent.sc, parent.cx.as_ref(), name, session);
+        let span = spans::client(&tracer, &parent.sc, name, session);
         let callee = session.with_span(&span, tracer);
         (Some(span), callee)
     }
@@ -188,8 +188,8 @@ impl Caller {
 }
 
 /// Marks the CLIENT span, if any, as failed when the call failed; it ends when dropped.
-fn record<T>(span: Option<spans::EndOnDrop>, result: &Result<T, RpcError>) {
-    if let (Some(span), Err(e)) = (&span, result) {
-        spans::record_error(span, e);
+fn record<T>(mut span: Option<spans::EndOnDrop>, result: &Result<T, RpcError>) {
+    if let (Some(span), Err(e)) = (&mut span, result) {
+        spans::record_error_mut(span, e);
     }
 }

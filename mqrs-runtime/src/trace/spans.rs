@@ -27,8 +27,12 @@ pub const RPC_SYSTEM: &str = "mqrs";
 /// What a span is, by the sampling decision of its trace.
 #[allow(clippy::large_enum_variant)]
 enum State {
-    /// A recording span, ended on drop.
+    /// A recording span held in the context, ended on drop.
     Recorded,
+    /// A recording span held here instead of in a context (a call's CLIENT span: nothing
+    /// attaches it or tags it through a session, so it needs neither the box nor the shared
+    /// cell a context costs per span); ended on drop.
+    Own(Recorded),
     /// A span of a skipped trace, kept only if the trace is. Held inline: the span lives in
     /// its request's future, so a box would only add an allocation per span.
     Skipped(Shadow),
@@ -43,14 +47,27 @@ pub(crate) struct EndOnDrop {
 }
 
 impl EndOnDrop {
-    /// The context holding the span.
+    /// The context holding the span (empty for a CLIENT span, which is held on its own).
     pub(crate) fn cx(&self) -> &Context {
         &self.cx
     }
 
+    /// The context holding the span; `None` for a span held on its own.
+    pub(crate) fn context(&self) -> Option<&Context> {
+        (!matches!(self.state, State::Own(_))).then_some(&self.cx)
+    }
+
+    /// The span's own span context.
+    pub(crate) fn span_context(&self) -> SpanContext {
+        match &self.state {
+            State::Own(r) => opentelemetry::trace::Span::span_context(r).clone(),
+            _ => self.cx.span().span_context().clone(),
+        }
+    }
+
     /// True for a recording span (a sampled trace): tags, events and `tracing` spans are recorded.
     pub(crate) fn is_recording(&self) -> bool {
-        matches!(self.state, State::Recorded)
+        matches!(self.state, State::Recorded | State::Own(_))
     }
 
     /// The keep mark of the trace, when the sampler skipped it (shared with the spans under
@@ -108,6 +125,9 @@ impl Drop for EndOnDrop {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, State::Quiet) {
             State::Recorded => self.cx.span().end_with_timestamp(super::clock::now()),
+            State::Own(mut r) => {
+                opentelemetry::trace::Span::end_with_timestamp(&mut r, super::clock::now())
+            }
             State::Skipped(s) => s.finish(),
             State::Quiet => {}
         }
@@ -201,24 +221,14 @@ pub(crate) fn internal_root(tracer: &ServiceTracer, name: String) -> EndOnDrop {
 }
 
 /// The caller's CLIENT span of a call to `method` (`Module/method`, see [`names`]), child of
-/// `parent`.
+/// `parent`; a recording one is held on its own, outside any context.
 pub(crate) fn client(
     tracer: &ServiceTracer,
     parent: &SpanContext,
-    values: Option<&Context>,
     method: Cow<'static, str>,
     session: &Session,
 ) -> EndOnDrop {
-    // A parent in another process brings no context values.
-    let empty;
-    let values = match values {
-        Some(v) => v,
-        None => {
-            empty = Context::new();
-            &empty
-        }
-    };
-    rpc_span(SpanKind::Client, tracer, parent, values, method, session)
+    rpc_span(SpanKind::Client, tracer, parent, None, method, session)
 }
 
 /// The callee's SERVER span of `method`, child of the caller's span in `parent`; its context
@@ -234,7 +244,7 @@ pub(crate) fn server(
         SpanKind::Server,
         tracer,
         parent,
-        values,
+        Some(values),
         names::intern(method),
         session,
     )
@@ -244,7 +254,7 @@ fn rpc_span(
     kind: SpanKind,
     tracer: &ServiceTracer,
     psc: &SpanContext,
-    values: &Context,
+    values: Option<&Context>,
     name: Cow<'static, str>,
     session: &Session,
 ) -> EndOnDrop {
@@ -258,13 +268,30 @@ fn rpc_span(
     }
     let attrs = rpc_attributes(name.clone(), session.span_attrs());
     let span = Recorded::start(&tracer.policy, psc, kind, name, attrs);
-    EndOnDrop::recorded(values.with_span(span))
+    match values {
+        Some(values) => EndOnDrop::recorded(values.with_span(span)),
+        None => EndOnDrop {
+            cx: Context::new(),
+            state: State::Own(span),
+        },
+    }
 }
 
 /// Marks the span as failed with the error's text and kind (`error.type`); in a skipped trace,
 /// marks the trace to be kept.
 pub(crate) fn record_error(span: &EndOnDrop, e: &RpcError) {
     fail(span, e.kind(), || e.to_string());
+}
+
+/// [`record_error`] for a span held on its own (a call's CLIENT span) as well.
+pub(crate) fn record_error_mut(span: &mut EndOnDrop, e: &RpcError) {
+    if let State::Own(r) = &mut span.state {
+        use opentelemetry::trace::Span;
+        r.set_attribute(KeyValue::new("error.type", e.kind()));
+        r.set_status(Status::error(e.to_string()));
+        return;
+    }
+    record_error(span, e);
 }
 
 fn fail(span: &EndOnDrop, kind: &'static str, text: impl FnOnce() -> String) {
@@ -275,7 +302,8 @@ fn fail(span: &EndOnDrop, kind: &'static str, text: impl FnOnce() -> String) {
             s.set_status(Status::error(text()));
         }
         State::Skipped(shadow) => shadow.fail(kind, text),
-        State::Quiet => {}
+        // Only a call's CLIENT span is held on its own; it is marked by `record_error_mut`.
+        State::Own(_) | State::Quiet => {}
     }
 }
 
