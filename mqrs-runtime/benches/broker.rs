@@ -11,8 +11,8 @@
 //! (a) at least 0.8x the throughput of (b) and at most 1.2x its p50; tracing costs (a) under 5 %.
 //! The tracing cost is measured a second way too: in pairs of short blocks, untraced and traced
 //! back to back, one ratio per pair (the machine's speed drifts more between the table's runs
-//! than tracing costs). `MQRS_BENCH_ONLY=plain` or `=traced` runs one (a) row ten times with 64
-//! in flight, for a profiler.
+//! than tracing costs). `MQRS_BENCH_ONLY=cost` runs only that measure; `MQRS_BENCH_ONLY=plain`
+//! or `=traced` runs one (a) row ten times with 64 in flight, for a profiler.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,15 @@ async fn bare_responder(port: u16) {
                     .await;
             });
         }
+    }
+}
+
+/// Writes `bytes` as lower-case hex into `out` (twice as long).
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, o) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = DIGITS[usize::from(b >> 4)];
+        o[1] = DIGITS[usize::from(b & 0x0f)];
     }
 }
 
@@ -276,20 +285,17 @@ async fn main() {
     // gate, in another process): each call's session continues its own sampled trace, made
     // from its `traceparent` as a request's session is made when it arrives (that cost counts
     // as tracing's), so the store sees many short traces rather than one of 100,000 spans.
-    // (Sessions made ahead of time would be cold in the cache by their turn, which no arriving
-    // request is.)
-    let traceparents: Vec<String> = (0..n as u128)
-        .map(|i| {
-            let trace_id = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-            format!("00-{trace_id:032x}-{:016x}-01", i + 1)
-        })
-        .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    // The `traceparent` is written just before, as an arriving one was just read: values made
+    // ahead of time (or sessions) would be cold in the cache by their turn.
+    let next = std::sync::atomic::AtomicU64::new(0);
     let traced_session = || {
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        plain
-            .continuing(&traceparents[i % traceparents.len()], None)
-            .expect("a valid traceparent")
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let trace_id = u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-01";
+        hex(&trace_id.to_be_bytes(), &mut tp[3..35]);
+        hex(&i.to_be_bytes(), &mut tp[36..52]);
+        let tp = std::str::from_utf8(&tp).expect("ASCII");
+        plain.continuing(tp, None).expect("a valid traceparent")
     };
     assert!(traced_session().is_traced());
     let traced_call = || {
@@ -299,7 +305,8 @@ async fn main() {
     };
 
     // For a profiler: `MQRS_BENCH_ONLY=plain` or `=traced` runs only that (a) row, 64 in flight.
-    if let Ok(only) = std::env::var("MQRS_BENCH_ONLY") {
+    let only = std::env::var("MQRS_BENCH_ONLY").ok();
+    if let Some(only) = only.as_deref().filter(|o| *o != "cost") {
         for _ in 0..10 {
             let r = if only == "traced" {
                 rate(n, 64, &traced_call).await
@@ -312,70 +319,72 @@ async fn main() {
         callee.shutdown().await;
         return;
     }
-    let mut rows: Vec<(&str, Vec<Sample>)> = vec![
-        ("(b) floor: bare rumqttc v5 request/reply, QoS 0", vec![]),
-        ("(a) mqrs RPC through the broker, tracing off", vec![]),
-        ("(a) mqrs RPC through the broker, traced", vec![]),
-        ("(c) mqrs in-process RPC, tracing off", vec![]),
-    ];
-    for _ in 0..3 {
-        rows[0].1.push(
-            measure(n, || async {
-                std::hint::black_box(bare.call(&m).await);
-            })
-            .await,
-        );
-        rows[1]
-            .1
-            .push(measure(n, || echo(&caller, &plain, &m)).await);
-        rows[2].1.push(measure(n, traced_call).await);
-        rows[3]
-            .1
-            .push(measure(n, || echo(&callee, &plain, &m)).await);
-    }
-    let med = |v: &[Sample], f: fn(&Sample) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
-        x.sort_by(|a, b| a.total_cmp(b));
-        x[x.len() / 2]
-    };
-    println!(
-        "calls between two apps through {}, QoS 0, 49-byte JSON body",
-        match given {
-            Some(port) => format!("the MQTT broker on 127.0.0.1:{port}"),
-            None => "the embedded MQTT broker (mqtt5)".into(),
+    if only.is_none() {
+        let mut rows: Vec<(&str, Vec<Sample>)> = vec![
+            ("(b) floor: bare rumqttc v5 request/reply, QoS 0", vec![]),
+            ("(a) mqrs RPC through the broker, tracing off", vec![]),
+            ("(a) mqrs RPC through the broker, traced", vec![]),
+            ("(c) mqrs in-process RPC, tracing off", vec![]),
+        ];
+        for _ in 0..3 {
+            rows[0].1.push(
+                measure(n, || async {
+                    std::hint::black_box(bare.call(&m).await);
+                })
+                .await,
+            );
+            rows[1]
+                .1
+                .push(measure(n, || echo(&caller, &plain, &m)).await);
+            rows[2].1.push(measure(n, traced_call).await);
+            rows[3]
+                .1
+                .push(measure(n, || echo(&callee, &plain, &m)).await);
         }
-    );
-    println!("{n} calls per run x 3 runs (medians); multi-thread runtime, 2 workers");
-    println!(
-        "{:<52} {:>9} {:>9} {:>12} {:>14}",
-        "path", "p50", "p99", "calls/s (1)", "calls/s (64)"
-    );
-    let mut figures = Vec::new();
-    for (name, s) in &rows {
-        let f = (
-            med(s, |x| x.p50_us),
-            med(s, |x| x.p99_us),
-            med(s, |x| x.seq_per_s),
-            med(s, |x| x.par_per_s),
+        let med = |v: &[Sample], f: fn(&Sample) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            x.sort_by(|a, b| a.total_cmp(b));
+            x[x.len() / 2]
+        };
+        println!(
+            "calls between two apps through {}, QoS 0, 49-byte JSON body",
+            match given {
+                Some(port) => format!("the MQTT broker on 127.0.0.1:{port}"),
+                None => "the embedded MQTT broker (mqtt5)".into(),
+            }
+        );
+        println!("{n} calls per run x 3 runs (medians); multi-thread runtime, 2 workers");
+        println!(
+            "{:<52} {:>9} {:>9} {:>12} {:>14}",
+            "path", "p50", "p99", "calls/s (1)", "calls/s (64)"
+        );
+        let mut figures = Vec::new();
+        for (name, s) in &rows {
+            let f = (
+                med(s, |x| x.p50_us),
+                med(s, |x| x.p99_us),
+                med(s, |x| x.seq_per_s),
+                med(s, |x| x.par_per_s),
+            );
+            println!(
+                "{name:<52} {:>7.1}µs {:>7.1}µs {:>12.0} {:>14.0}",
+                f.0, f.1, f.2, f.3
+            );
+            figures.push(f);
+        }
+        let (b, a, at) = (figures[0], figures[1], figures[2]);
+        println!(
+            "(a)/(b): throughput {:.2}x with 1 in flight, {:.2}x with 64 (target >= 0.8x); p50 {:.2}x (target <= 1.2x)",
+            a.2 / b.2,
+            a.3 / b.3,
+            a.0 / b.0
         );
         println!(
-            "{name:<52} {:>7.1}µs {:>7.1}µs {:>12.0} {:>14.0}",
-            f.0, f.1, f.2, f.3
+            "tracing on (a), from the medians above: throughput {:.1} % lower with 1 in flight, {:.1} % with 64",
+            (1.0 - at.2 / a.2) * 100.0,
+            (1.0 - at.3 / a.3) * 100.0
         );
-        figures.push(f);
     }
-    let (b, a, at) = (figures[0], figures[1], figures[2]);
-    println!(
-        "(a)/(b): throughput {:.2}x with 1 in flight, {:.2}x with 64 (target >= 0.8x); p50 {:.2}x (target <= 1.2x)",
-        a.2 / b.2,
-        a.3 / b.3,
-        a.0 / b.0
-    );
-    println!(
-        "tracing on (a), from the medians above: throughput {:.1} % lower with 1 in flight, {:.1} % with 64",
-        (1.0 - at.2 / a.2) * 100.0,
-        (1.0 - at.3 / a.3) * 100.0
-    );
     // The medians above are minutes apart; the tracing cost is measured again in pairs.
     let (pairs, block) = (21, (n / 4).max(100));
     for inflight in [1, 64] {
