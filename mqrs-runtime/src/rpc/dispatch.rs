@@ -25,14 +25,31 @@ pub async fn dispatch(
     args: Vec<u8>,
     deadline: Instant,
 ) -> Result<Vec<u8>, RpcError> {
+    dispatch_held(route, session, args, deadline).await.0
+}
+
+/// [`dispatch`], handing back the SERVER span (if any) ended but not yet delivered: dropped
+/// once the reply is on its way, its storing and export do not add to the call's latency.
+pub(crate) async fn dispatch_held(
+    route: Arc<Route>,
+    session: Session,
+    args: Vec<u8>,
+    deadline: Instant,
+) -> (Result<Vec<u8>, RpcError>, Option<spans::EndOnDrop>) {
     let late = Instant::now() >= deadline;
     let Some(parent) = session.trace_cx() else {
         if late {
-            return Err(RpcError::DeadlineExceeded(route.name.to_string()));
+            return (
+                Err(RpcError::DeadlineExceeded(route.name.to_string())),
+                None,
+            );
         }
-        return run(&route, session.with_deadline(deadline), args).await;
+        return (
+            run(&route, session.with_deadline(deadline), args).await,
+            None,
+        );
     };
-    let guard = spans::server(
+    let mut guard = spans::server(
         &route.tracer,
         &parent.sc,
         &route.values,
@@ -59,7 +76,8 @@ pub async fn dispatch(
     if let Err(e) = &result {
         spans::record_error(&guard, e);
     }
-    result
+    guard.stamp_end();
+    (result, Some(guard))
 }
 
 async fn run(route: &Route, session: Session, args: Vec<u8>) -> Result<Vec<u8>, RpcError> {

@@ -44,6 +44,8 @@ enum State {
 pub(crate) struct EndOnDrop {
     cx: Context,
     state: State,
+    /// When the span ended, if [`EndOnDrop::stamp_end`] said so before the drop.
+    ended: Option<std::time::SystemTime>,
 }
 
 impl EndOnDrop {
@@ -79,6 +81,22 @@ impl EndOnDrop {
         }
     }
 
+    /// Ends the span now as far as its times go, to be delivered (stored and exported) only
+    /// when dropped: a served call's owner drops it once the reply is on its way, so that
+    /// work does not add to the call's latency. A span of a skipped trace is finished at once
+    /// (whether it was slow goes into the reply).
+    pub(crate) fn stamp_end(&mut self) {
+        match &self.state {
+            State::Recorded | State::Own(_) => self.ended = Some(super::clock::now()),
+            State::Skipped(_) => {
+                if let State::Skipped(s) = std::mem::replace(&mut self.state, State::Quiet) {
+                    s.finish();
+                }
+            }
+            State::Quiet => {}
+        }
+    }
+
     /// Marks a skipped trace as slow if this span has already run past the threshold (the
     /// gate asks before it replies, so the reply can name a trace that will be kept).
     pub(crate) fn check_slow(&self) {
@@ -91,6 +109,7 @@ impl EndOnDrop {
         EndOnDrop {
             cx,
             state: State::Recorded,
+            ended: None,
         }
     }
 
@@ -110,6 +129,7 @@ impl EndOnDrop {
             return EndOnDrop {
                 cx,
                 state: State::Quiet,
+                ended: None,
             };
         }
         let (keep, attrs) = follow();
@@ -117,17 +137,17 @@ impl EndOnDrop {
         EndOnDrop {
             cx,
             state: State::Skipped(shadow),
+            ended: None,
         }
     }
 }
 
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
+        let end = self.ended.unwrap_or_else(super::clock::now);
         match std::mem::replace(&mut self.state, State::Quiet) {
-            State::Recorded => self.cx.span().end_with_timestamp(super::clock::now()),
-            State::Own(mut r) => {
-                opentelemetry::trace::Span::end_with_timestamp(&mut r, super::clock::now())
-            }
+            State::Recorded => self.cx.span().end_with_timestamp(end),
+            State::Own(mut r) => opentelemetry::trace::Span::end_with_timestamp(&mut r, end),
             State::Skipped(s) => s.finish(),
             State::Quiet => {}
         }
@@ -273,6 +293,7 @@ fn rpc_span(
         None => EndOnDrop {
             cx: Context::new(),
             state: State::Own(span),
+            ended: None,
         },
     }
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::{wire, MqttTransport, Shared};
 use crate::error::RpcError;
-use crate::rpc::dispatch::dispatch;
+use crate::rpc::dispatch::dispatch_held;
 use crate::rpc::Registry;
 use crate::trace::sampling::KeepReason;
 
@@ -435,6 +435,8 @@ impl Incoming {
 
 async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call: Incoming) {
     let mut keep = None;
+    // The SERVER span, ended with the handler and delivered after the reply is sent.
+    let mut span = None;
     let decoded = wire::decode_request_in(
         &call.payload,
         call.traceparent.as_deref(),
@@ -451,12 +453,14 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
         Ok((session, args)) => match registry.resolve(call.module(), call.method()) {
             Ok(route) => {
                 keep = session.keep_mark();
-                run_until(
+                let (result, ended) = run_until(
                     call.deadline,
                     &call.name,
-                    dispatch(route, session, args, call.deadline),
+                    dispatch_held(route, session, args, call.deadline),
                 )
-                .await
+                .await;
+                span = ended;
+                result
             }
             Err(e) => Err(e),
         },
@@ -464,18 +468,19 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
     shared.counters.calls_served.fetch_add(1, Ordering::Relaxed);
     let kept = keep.and_then(|k| k.reason());
     reply(shared, client, call, result, kept).await;
+    drop(span);
 }
 
 /// Runs a served call until its deadline; past it the caller has given up, so the handler is
 /// cancelled (its span says so) and its permit returns: a hung handler cannot starve others.
-async fn run_until(
+async fn run_until<S>(
     deadline: std::time::Instant,
     name: &str,
-    call: impl std::future::Future<Output = Result<Vec<u8>, RpcError>>,
-) -> Result<Vec<u8>, RpcError> {
+    call: impl std::future::Future<Output = (Result<Vec<u8>, RpcError>, Option<S>)>,
+) -> (Result<Vec<u8>, RpcError>, Option<S>) {
     tokio::time::timeout_at(deadline.into(), call)
         .await
-        .unwrap_or_else(|_| Err(RpcError::DeadlineExceeded(name.to_string())))
+        .unwrap_or_else(|_| (Err(RpcError::DeadlineExceeded(name.to_string())), None))
 }
 
 async fn reply(
