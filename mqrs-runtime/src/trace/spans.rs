@@ -353,3 +353,34 @@ impl Drop for CancelMark<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::trace::{StoreLimits, TraceStore, Tracing};
+
+    #[test]
+    fn a_span_stamped_ended_keeps_that_end_and_is_delivered_only_when_dropped() {
+        let store = Arc::new(TraceStore::new(StoreLimits::default()));
+        let tracing = Tracing::new(Some(store.clone()));
+        let tracer = tracing.tracer("M");
+        let mut span = internal_root(&tracer, "job".into());
+        let trace_id = u128::from_be_bytes(span.span_context().trace_id().to_bytes());
+        span.stamp_end();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            store.trace(trace_id).is_none(),
+            "not delivered before the drop"
+        );
+        drop(span);
+        let t = store.trace(trace_id).expect("delivered when dropped");
+        assert_eq!(t.spans.len(), 1);
+        assert!(
+            t.spans[0].duration_us < 40_000,
+            "ended when stamped, not when dropped: {} µs",
+            t.spans[0].duration_us
+        );
+    }
+}
