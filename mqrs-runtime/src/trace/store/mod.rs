@@ -275,6 +275,47 @@ pub struct TraceStore {
     journal: Option<Mutex<disk::Journal>>,
 }
 
+/// Buffers of evicted traces each thread keeps for the spans it encodes next, at most this many,
+/// each of at most [`SPARE_MAX_BYTES`].
+const SPARE_BUFFERS: usize = 64;
+const SPARE_MAX_BYTES: usize = 4 << 10;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer for a span of `len` bytes: an evicted trace's when this thread has one of
+/// about that size, else a new one. Freeing an evicted trace's buffer reads memory no core has
+/// touched since the trace was stored (the allocator's headers beside it): in a full store that
+/// was the largest part of placing a span. Filling the buffer again only writes there.
+fn spare_buffer(len: usize) -> Vec<u8> {
+    let reused = SPARE
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .filter(|b| b.capacity() >= len && b.capacity() <= len + len / 2 + 64);
+    match reused {
+        Some(mut b) => {
+            b.clear();
+            b
+        }
+        None => Vec::with_capacity(len),
+    }
+}
+
+/// Keeps `buffers` (of evicted traces) for [`spare_buffer`], up to [`SPARE_BUFFERS`] of them
+/// and none larger than [`SPARE_MAX_BYTES`]; the rest are freed.
+fn keep_spare_buffers(buffers: impl Iterator<Item = Vec<u8>>) {
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        for b in buffers {
+            if s.len() < SPARE_BUFFERS && (1..=SPARE_MAX_BYTES).contains(&b.capacity()) {
+                s.push(b);
+            }
+        }
+    });
+}
+
 /// Requests of the OTLP collector, counted for the store's stats.
 #[derive(Default)]
 pub(crate) struct OtlpCounters {
@@ -403,7 +444,8 @@ impl TraceStore {
                 let mut b = b.borrow_mut();
                 b.clear();
                 codec::encode(&span, &mut b);
-                let bytes = b.to_vec();
+                let mut bytes = spare_buffer(b.len());
+                bytes.extend_from_slice(&b);
                 // A huge span's buffer is not kept for the life of the thread.
                 if b.capacity() > 64 << 10 {
                     *b = Vec::new();
@@ -466,7 +508,7 @@ impl TraceStore {
             }
         }
         drop(g);
-        evicted.clear();
+        keep_spare_buffers(evicted.drain(..).map(|t| t.data));
         if evicted.capacity() <= 4 * pending::BATCH {
             let _ = EVICTED.try_with(|e| *e.borrow_mut() = evicted);
         }

@@ -380,3 +380,41 @@ fn with_a_data_dir_waiting_spans_reach_the_log_within_a_second_without_a_read() 
     store.close();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_evicted_traces_buffer_is_filled_again_when_its_size_fits() {
+    // Run on a thread of its own: the spare buffers are per thread.
+    std::thread::spawn(|| {
+        let b = Vec::<u8>::with_capacity(100);
+        let ptr = b.as_ptr();
+        keep_spare_buffers([b].into_iter());
+        let again = spare_buffer(80);
+        assert_eq!(again.as_ptr(), ptr, "a buffer of about the size is reused");
+        assert!(again.is_empty());
+        // Much larger than needed: not used (it would hold memory the store does not count).
+        keep_spare_buffers([again].into_iter());
+        let fresh = spare_buffer(10);
+        assert_ne!(fresh.as_ptr(), ptr);
+        // Large buffers are not kept at all.
+        keep_spare_buffers([Vec::with_capacity(SPARE_MAX_BYTES + 1)].into_iter());
+        assert!(SPARE.with(|s| s.borrow().is_empty()));
+        // A store at its cap keeps working through reused buffers, contents intact.
+        let store = TraceStore::new(StoreLimits {
+            max_traces: 4,
+            ..StoreLimits::default()
+        });
+        for i in 1..=200u128 {
+            store.insert(span(i, i as u64, "op", (i % 7) as usize * 10));
+        }
+        for i in 197..=200u128 {
+            let t = store.trace(i).expect("the newest are held");
+            assert_eq!(
+                t.spans,
+                vec![span(i, i as u64, "op", (i % 7) as usize * 10)]
+            );
+        }
+        assert_eq!(store.stats().traces, 4);
+    })
+    .join()
+    .expect("test thread");
+}
