@@ -73,11 +73,18 @@ async fn a_python_module_joins_by_the_wire_convention() {
         serde_json::json!({"ok": "hello py, from py-caller, tracestate vendor=abc"})
     );
     // Its trace context, given only as user properties, is the parent of the handler's span.
+    // (The SERVER span is delivered just after the reply is sent, so it may be a moment behind.)
     let store = app.trace_store().expect("store");
-    let server = store
-        .trace(0x0af7651916cd43dd8448eb211c80319c)
-        .and_then(|t| t.spans.into_iter().find(|s| s.name == "Greeter/hello"))
-        .expect("the SERVER span joined the Python caller's trace");
+    let server_span = || {
+        store
+            .trace(0x0af7651916cd43dd8448eb211c80319c)
+            .and_then(|t| t.spans.into_iter().find(|s| s.name == "Greeter/hello"))
+    };
+    common::wait_for("the SERVER span", Duration::from_secs(5), || {
+        server_span().is_some()
+    })
+    .await;
+    let server = server_span().expect("the SERVER span joined the Python caller's trace");
     assert_eq!(server.parent_span_id, Some(0xb7ad6b7169203331));
 
     // Rust calls Python, once its presence has arrived.

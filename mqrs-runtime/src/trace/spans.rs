@@ -40,7 +40,8 @@ enum State {
     Quiet,
 }
 
-/// Ends the span in a context when dropped, so a cancelled call still finishes its span.
+/// Ends the span when dropped (so a cancelled call still finishes its span), at the time
+/// [`EndOnDrop::stamp_end`] took if it was called.
 pub(crate) struct EndOnDrop {
     cx: Context,
     state: State,
@@ -49,7 +50,8 @@ pub(crate) struct EndOnDrop {
 }
 
 impl EndOnDrop {
-    /// The context holding the span (empty for a CLIENT span, which is held on its own).
+    /// The context holding the span (empty for a recorded CLIENT span, which is held on its
+    /// own: see [`EndOnDrop::context`]).
     pub(crate) fn cx(&self) -> &Context {
         &self.cx
     }
@@ -84,7 +86,8 @@ impl EndOnDrop {
     /// Ends the span now as far as its times go, to be delivered (stored and exported) only
     /// when dropped: a served call's owner drops it once the reply is on its way, so that
     /// work does not add to the call's latency. A span of a skipped trace is finished at once
-    /// (whether it was slow goes into the reply).
+    /// (whether it was slow goes into the reply). Tags set in between (by a task the handler
+    /// left running) are still kept.
     pub(crate) fn stamp_end(&mut self) {
         match &self.state {
             State::Recorded | State::Own(_) => self.ended = Some(super::clock::now()),
@@ -299,7 +302,8 @@ fn rpc_span(
 }
 
 /// Marks the span as failed with the error's text and kind (`error.type`); in a skipped trace,
-/// marks the trace to be kept.
+/// marks the trace to be kept. A recorded CLIENT span is held on its own and needs
+/// [`record_error_mut`].
 pub(crate) fn record_error(span: &EndOnDrop, e: &RpcError) {
     fail(span, e.kind(), || e.to_string());
 }
@@ -323,8 +327,11 @@ fn fail(span: &EndOnDrop, kind: &'static str, text: impl FnOnce() -> String) {
             s.set_status(Status::error(text()));
         }
         State::Skipped(shadow) => shadow.fail(kind, text),
-        // Only a call's CLIENT span is held on its own; it is marked by `record_error_mut`.
-        State::Own(_) | State::Quiet => {}
+        State::Own(_) => {
+            // Only a call's CLIENT span is held on its own, marked by `record_error_mut`.
+            debug_assert!(false, "a CLIENT span is marked through record_error_mut");
+        }
+        State::Quiet => {}
     }
 }
 
@@ -382,5 +389,38 @@ mod tests {
             "ended when stamped, not when dropped: {} µs",
             t.spans[0].duration_us
         );
+    }
+
+    #[test]
+    fn a_client_span_held_on_its_own_nests_and_keeps_its_error() {
+        let store = Arc::new(TraceStore::new(StoreLimits::default()));
+        let tracing = Tracing::new(Some(store.clone()));
+        let tracer = tracing.tracer("M");
+        let root = internal_root(&tracer, "job".into());
+        let parent = root.span_context();
+        let mut call = client(&tracer, &parent, "N/f".into(), &Session::default());
+        assert!(call.context().is_none(), "held on its own");
+        assert!(call.is_recording());
+        assert_eq!(call.span_context().trace_id(), parent.trace_id());
+        record_error_mut(&mut call, &RpcError::DeadlineExceeded("N/f".into()));
+        drop(call);
+        drop(root);
+        let trace_id = u128::from_be_bytes(parent.trace_id().to_bytes());
+        let t = store.trace(trace_id).expect("stored");
+        let span = t
+            .spans
+            .iter()
+            .find(|s| s.name == "N/f")
+            .expect("CLIENT span");
+        assert_eq!(span.kind, "client");
+        assert_eq!(
+            span.parent_span_id,
+            Some(u64::from_be_bytes(parent.span_id().to_bytes()))
+        );
+        assert_eq!(
+            span.tag("error.type").map(|v| v.as_str()),
+            Some("deadline_exceeded".into())
+        );
+        assert!(span.error.is_some());
     }
 }

@@ -74,7 +74,8 @@ pub struct Request<'a> {
     pub target: Target<'a>,
     /// Handler name.
     pub method: &'a str,
-    /// The caller's session; when traced it carries the caller's CLIENT span.
+    /// The caller's session; when traced it carries the caller's CLIENT span's context (to
+    /// send on; the span itself is held by the caller and is not tagged through this session).
     pub session: Session,
     /// Arguments, a JSON array.
     pub args: Vec<u8>,

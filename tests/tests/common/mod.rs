@@ -83,7 +83,9 @@ impl Running {
 
 impl Running {
     /// Waits for a complete `HD_JoinChat` trace. The gate's root span ends last (after the
-    /// reply), so the trace is complete once the root is stored.
+    /// reply), so in one process the trace is complete once the root is stored (a module
+    /// served through the broker delivers its SERVER span just after its reply: across
+    /// processes, wait for that span itself).
     pub async fn wait_chat_trace(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

@@ -275,9 +275,10 @@ pub struct TraceStore {
     journal: Option<Mutex<disk::Journal>>,
 }
 
-/// Buffers of evicted traces each thread keeps for the spans it encodes next, at most this many,
-/// each of at most [`SPARE_MAX_BYTES`].
-const SPARE_BUFFERS: usize = 64;
+/// Buffers of evicted traces each thread keeps for the spans it encodes next (about one batch's
+/// evictions), at most this many, each of at most [`SPARE_MAX_BYTES`]: under 128 KiB a thread,
+/// outside the store's count.
+const SPARE_BUFFERS: usize = 32;
 const SPARE_MAX_BYTES: usize = 4 << 10;
 
 thread_local! {
@@ -285,7 +286,8 @@ thread_local! {
 }
 
 /// An empty buffer for a span of `len` bytes: an evicted trace's when this thread has one of
-/// about that size, else a new one. Freeing an evicted trace's buffer reads memory no core has
+/// that size or up to 64 bytes more (a store counts its traces' bytes, not their buffers'
+/// spare room), else a new one. Freeing an evicted trace's buffer reads memory no core has
 /// touched since the trace was stored (the allocator's headers beside it): in a full store that
 /// was the largest part of placing a span. Filling the buffer again only writes there.
 fn spare_buffer(len: usize) -> Vec<u8> {
@@ -293,7 +295,7 @@ fn spare_buffer(len: usize) -> Vec<u8> {
         .try_with(|s| s.borrow_mut().pop())
         .ok()
         .flatten()
-        .filter(|b| b.capacity() >= len && b.capacity() <= len + len / 2 + 64);
+        .filter(|b| (len..=len + 64).contains(&b.capacity()));
     match reused {
         Some(mut b) => {
             b.clear();
@@ -433,9 +435,10 @@ impl TraceStore {
             span.service = Arc::from(cut(&span.service, MAX_NAME_BYTES).as_ref());
         }
         // Encoded here, on the thread that ended the span, outside every lock, into this
-        // thread's scratch buffer and then copied once at its exact size (the first span of a
-        // trace becomes the trace's own buffer); the span's own allocations are freed at once,
-        // while they are still in this core's cache.
+        // thread's scratch buffer and then copied once into a buffer of about its size (an
+        // evicted trace's, see `spare_buffer`; the first span of a trace becomes the trace's
+        // own buffer); the span's own allocations are freed at once, while they are still in
+        // this core's cache.
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
