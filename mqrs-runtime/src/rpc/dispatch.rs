@@ -98,8 +98,6 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use opentelemetry::trace::TraceContextExt;
-
     use super::*;
     use crate::trace::{StoreLimits, TraceStore, Tracing};
 
@@ -132,7 +130,7 @@ mod tests {
             .expect_err("refused");
         assert_eq!(e.kind(), "deadline_exceeded");
         assert!(!ran.load(Ordering::SeqCst), "the handler must not run");
-        let trace_id = u128::from_be_bytes(root.cx().span().span_context().trace_id().to_bytes());
+        let trace_id = u128::from_be_bytes(root.span_context().trace_id().to_bytes());
         drop(root);
         let t = store.trace(trace_id).expect("stored");
         let server = t

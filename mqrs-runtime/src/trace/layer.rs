@@ -294,7 +294,7 @@ mod tests {
         let (caller, callee) = (tracing.tracer("Caller"), tracing.tracer("M"));
         let root = spans::internal_root(&caller, "root".into());
         let values = handler_values(&callee);
-        let parent = root.cx().span().span_context().clone();
+        let parent = root.span_context();
         let server = spans::server(&callee, &parent, &values, "M/f", &Session::default());
         let id = trace_id(root.cx());
         tracing::subscriber::with_default(subscriber(), || {

@@ -2,11 +2,11 @@
 //! spans of RPCs, roots of background jobs). It implements OpenTelemetry's `Span`, so it can
 //! live in an OpenTelemetry `Context` like any span: there `session.span()` tags it, `tracing`
 //! spans nest under it, and its context travels as `traceparent` (a call's CLIENT span, which
-//! nothing tags or nests under, is held on its own instead: see `trace::spans`). It skips what the SDK does for
-//! every span and mqrs does not need (span builders, samplers and processors per provider,
-//! a copy of the instrumentation scope per span): when it ends it goes straight to the
-//! module's store and exporter (`Policy::deliver`). Spans that `tracing` opens inside a
-//! handler are still the SDK's.
+//! nothing tags or nests under, is held on its own instead: see `trace::spans`). It skips
+//! what the SDK does for every span and mqrs does not need (span builders, samplers and
+//! processors per provider, a copy of the instrumentation scope per span): when it ends it
+//! goes straight to the module's store and exporter (`Policy::deliver`). Spans that `tracing`
+//! opens inside a handler are still the SDK's.
 
 use std::borrow::Cow;
 use std::sync::Arc;
