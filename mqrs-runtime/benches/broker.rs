@@ -11,8 +11,10 @@
 //! (a) at least 0.8x the throughput of (b) and at most 1.2x its p50; tracing costs (a) under 5 %.
 //! The tracing cost is measured a second way too: in pairs of short blocks, untraced and traced
 //! back to back, one ratio per pair (the machine's speed drifts more between the table's runs
-//! than tracing costs). `MQRS_BENCH_ONLY=cost` runs only that measure; `MQRS_BENCH_ONLY=plain`
-//! or `=traced` runs one (a) row ten times with 64 in flight, for a profiler.
+//! than tracing costs), beside what the `traceparent` user property alone costs the floor: the
+//! share of tracing's cost that is the broker's and the MQTT clients' work.
+//! `MQRS_BENCH_ONLY=cost` runs only that measure; `MQRS_BENCH_ONLY=plain` or `=traced` runs
+//! one (a) row ten times with 64 in flight, for a profiler.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -130,14 +132,18 @@ impl Bare {
         }
     }
 
-    /// One request and its reply; `None` when the reply is lost.
-    async fn call(&self, m: &Msg) -> Option<Msg> {
+    /// One request and its reply; `None` when the reply is lost. With `traceparent`, the
+    /// request carries it as a user property, as a traced mqrs call does.
+    async fn call(&self, m: &Msg, traceparent: Option<&str>) -> Option<Msg> {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().expect("lock").insert(id, tx);
         let props = PublishProperties {
             response_topic: Some("bench/reply".into()),
             correlation_data: Some(id.to_be_bytes().to_vec().into()),
+            user_properties: traceparent
+                .map(|tp| vec![("traceparent".to_string(), tp.to_string())])
+                .unwrap_or_default(),
             ..Default::default()
         };
         let body = serde_json::to_vec(m).expect("encode");
@@ -199,18 +205,24 @@ where
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// The cost of `b` over `a` in throughput (percent), measured in `pairs` pairs of short blocks
-/// run back to back (in the order a b, then b a, so a drift favours neither), one ratio per
-/// pair. This machine's speed drifts by more than the effect over seconds; two blocks a
-/// fraction of a second apart see the same machine. Returns the median of the per-pair costs
-/// and their first and third quartiles.
-async fn paired_cost<A, FA, B, FB>(
-    pairs: usize,
-    n: usize,
-    inflight: usize,
-    a: A,
-    b: B,
-) -> (f64, f64, f64)
+/// The cost of `b` over `a`, measured in pairs of short blocks run back to back (in the
+/// order a b, then b a, so a drift favours neither), one ratio per pair. This machine's speed
+/// drifts by more than the effect over seconds; two blocks a fraction of a second apart see
+/// the same machine.
+#[derive(Clone, Copy)]
+struct Cost {
+    /// Median of the per-pair throughput costs, percent.
+    median: f64,
+    /// First quartile of those, percent.
+    q1: f64,
+    /// Third quartile of those, percent.
+    q3: f64,
+    /// Median of the per-pair differences in time per call (1 / throughput), microseconds.
+    us: f64,
+}
+
+/// See [`Cost`].
+async fn paired_cost<A, FA, B, FB>(pairs: usize, n: usize, inflight: usize, a: A, b: B) -> Cost
 where
     A: Fn() -> FA,
     FA: std::future::Future<Output = ()>,
@@ -218,6 +230,7 @@ where
     FB: std::future::Future<Output = ()>,
 {
     let mut costs = Vec::with_capacity(pairs);
+    let mut us = Vec::with_capacity(pairs);
     for i in 0..pairs {
         let (ra, rb) = if i % 2 == 0 {
             let ra = rate(n, inflight, &a).await;
@@ -227,9 +240,16 @@ where
             (rate(n, inflight, &a).await, rb)
         };
         costs.push((1.0 - rb / ra) * 100.0);
+        us.push((1.0 / rb - 1.0 / ra) * 1e6);
     }
     costs.sort_by(|x, y| x.total_cmp(y));
-    (costs[pairs / 2], costs[pairs / 4], costs[pairs * 3 / 4])
+    us.sort_by(|x, y| x.total_cmp(y));
+    Cost {
+        median: costs[pairs / 2],
+        q1: costs[pairs / 4],
+        q3: costs[pairs * 3 / 4],
+        us: us[pairs / 2],
+    }
 }
 
 fn config(server_id: &str, url: BrokerUrl) -> Config {
@@ -329,7 +349,7 @@ async fn main() {
         for _ in 0..3 {
             rows[0].1.push(
                 measure(n, || async {
-                    std::hint::black_box(bare.call(&m).await);
+                    std::hint::black_box(bare.call(&m, None).await);
                 })
                 .await,
             );
@@ -387,16 +407,37 @@ async fn main() {
     }
     // The medians above are minutes apart; the tracing cost is measured again in pairs.
     let (pairs, block) = (21, (n / 4).max(100));
+    // What carrying the `traceparent` property costs the broker and the MQTT clients alone,
+    // without mqrs: the floor's calls with and without it.
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     for inflight in [1, 64] {
         let plain_call = || echo(&caller, &plain, &m);
-        let (median, q1, q3) = paired_cost(pairs, block, inflight, plain_call, traced_call).await;
+        let c = paired_cost(pairs, block, inflight, plain_call, traced_call).await;
         println!(
-            "tracing on (a), {pairs} pairs of {block} calls back to back, {inflight} in flight: median {median:.1} % lower (quartiles {q1:.1} % .. {q3:.1} %; target < 5 %)",
+            "tracing on (a), {pairs} pairs of {block} calls back to back, {inflight} in flight: median {:.1} % lower (quartiles {:.1} % .. {:.1} %; target < 5 %), {:.2} µs more a call",
+            c.median, c.q1, c.q3, c.us
         );
         // The method's own noise: the same pairs with tracing off on both sides.
-        let (median, q1, q3) = paired_cost(pairs, block, inflight, plain_call, plain_call).await;
+        let c = paired_cost(pairs, block, inflight, plain_call, plain_call).await;
         println!(
-            "  control, tracing off in both blocks of each pair: median {median:.1} % (quartiles {q1:.1} % .. {q3:.1} %)",
+            "  control, tracing off in both blocks of each pair: median {:.1} % (quartiles {:.1} % .. {:.1} %)",
+            c.median, c.q1, c.q3
+        );
+        let c = paired_cost(
+            pairs,
+            block,
+            inflight,
+            || async {
+                std::hint::black_box(bare.call(&m, None).await);
+            },
+            || async {
+                std::hint::black_box(bare.call(&m, Some(tp)).await);
+            },
+        )
+        .await;
+        println!(
+            "  the `traceparent` property alone, on (b): median {:.2} µs more a call ({:.1} % of (b))",
+            c.us, c.median
         );
     }
     let s = caller.broker_stats().expect("stats");
