@@ -517,3 +517,67 @@ async fn reply(
         tracing::debug!(method = %call.name, error = %e, "cannot publish a reply");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rumqttc::v5::mqttbytes::QoS;
+
+    use super::*;
+    use crate::config::BrokerSection;
+    use crate::trace::{StoreLimits, TraceStore, Tracing};
+    use crate::Session;
+
+    /// A served call's SERVER span reaches the store only once its reply is handed to the
+    /// MQTT client, so storing it adds nothing to the call's latency.
+    #[tokio::test]
+    async fn the_server_span_is_stored_after_the_reply_is_sent() {
+        let store = Arc::new(TraceStore::new(StoreLimits::default()));
+        let tracing = Tracing::new(Some(store.clone()));
+        let registry = Registry::default();
+        registry.add(
+            "M",
+            "f",
+            Box::new(|_, _| Box::pin(async { Ok(b"null".to_vec()) })),
+            tracing.tracer("M"),
+        );
+        let shared = MqttTransport::new(BrokerSection::default(), "s1").shared;
+        // A client whose one-message request queue is already full: publishing the reply
+        // waits there until the event loop (the queue's reader) is dropped.
+        let (client, events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 1);
+        client
+            .try_publish("filler", QoS::AtMostOnce, false, Vec::new())
+            .expect("the queue takes one message");
+        let payload = wire::encode_request(&Session::default(), None, b"[]").expect("encodes");
+        let call = Incoming {
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            tracestate: None,
+            name: "M/f".into(),
+            module_len: 1,
+            deadline: Instant::now() + Duration::from_secs(30),
+            reply_to: Some(("mqrs/reply/s0/x".into(), None)),
+            payload: payload.into(),
+        };
+        let trace_id = 0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128;
+        let served = shared.clone();
+        let serving = tokio::spawn(async move { serve(&served, &client, &registry, call).await });
+        // On this single-threaded runtime the task runs until it waits: the handler has
+        // returned and the reply's publish is waiting for room in the queue.
+        while shared.counters.calls_served.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::yield_now().await;
+        assert!(!serving.is_finished());
+        assert!(
+            store.trace(trace_id).is_none(),
+            "the SERVER span was stored before the reply was sent"
+        );
+        drop(events);
+        serving.await.expect("serve ends");
+        let t = store.trace(trace_id).expect("the SERVER span is stored");
+        let span = t.spans.iter().find(|s| s.name == "M/f").expect("M/f");
+        assert_eq!(span.kind, "server");
+        assert_eq!(span.parent_span_id, Some(0xb7ad_6b71_6920_3331));
+    }
+}
