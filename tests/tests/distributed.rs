@@ -416,6 +416,95 @@ async fn faults_across_the_broker() {
     s.front.shutdown().await;
 }
 
+/// A foreign client's request that asks for its reply to go outside `mqrs/reply/`, or to carry
+/// back more than 64 bytes of correlation data, is refused unserved and counted. The second
+/// kind, with a long reply topic and an answer near the payload limit, would otherwise make a
+/// reply too large for the broker, and the callee would lose its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_asking_for_harmful_replies_are_refused() {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+
+    let s = split(Broker::Embedded, 3_000).await;
+    let mut opts = rumqttc::v5::MqttOptions::new("intruder", "127.0.0.1", s.broker_port);
+    opts.set_max_packet_size(Some(4 << 20));
+    let (intruder, mut events) = rumqttc::v5::AsyncClient::new(opts, 16);
+    let (tx, mut replies) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            if let rumqttc::v5::Event::Incoming(Packet::Publish(p)) = ev {
+                let _ = tx.send(String::from_utf8_lossy(&p.topic).into_owned());
+            }
+        }
+    });
+    for filter in ["mqrs/reply/intruder/#", "elsewhere/#"] {
+        intruder
+            .subscribe(filter, QoS5::AtLeastOnce)
+            .await
+            .expect("subscribes");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = || s.back.broker_stats().expect("stats");
+    let before = stats();
+    let ask = |reply_to: String, correlation: Vec<u8>, bytes: usize| {
+        let props = PublishProperties {
+            response_topic: Some(reply_to),
+            correlation_data: Some(correlation.into()),
+            ..Default::default()
+        };
+        let body = format!(r#"{{"session":{{}},"args":[{bytes}]}}"#);
+        let intruder = intruder.clone();
+        async move {
+            intruder
+                .publish_with_properties(
+                    "mqrs/call/Probe/big",
+                    QoS5::AtLeastOnce,
+                    false,
+                    body,
+                    props,
+                )
+                .await
+                .expect("publishes");
+        }
+    };
+    // Outside mqrs/reply/: the reply would go wherever the asker likes, under the callee's name.
+    ask("elsewhere/x".into(), vec![1; 8], 3).await;
+    // A long reply topic, 65,000 bytes of correlation and an answer just under the payload
+    // limit (1 MiB): echoed back, they come to more than the broker takes in one packet.
+    let long_topic = format!("mqrs/reply/intruder/{}", "t".repeat(600));
+    ask(long_topic, vec![7; 65_000], (1 << 20) - 10).await;
+    // Only the correlation is too long.
+    ask("mqrs/reply/intruder/corr".into(), vec![7; 65], 3).await;
+    // Well formed: answered.
+    ask("mqrs/reply/intruder/ok".into(), vec![1; 8], 3).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), replies.recv())
+        .await
+        .expect("a reply")
+        .expect("topic");
+    assert_eq!(first, "mqrs/reply/intruder/ok");
+    wait_for("three refusals counted", Duration::from_secs(5), || {
+        stats().malformed == before.malformed + 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(replies.try_recv().is_err(), "no reply to a refused request");
+    let after = stats();
+    assert!(after.connected);
+    assert_eq!(
+        after.connects, before.connects,
+        "the callee kept its connection"
+    );
+    assert_eq!(after.connection_errors, before.connection_errors);
+    let ok: String = s
+        .front
+        .call("Probe", "big", &Session::default(), (3usize,))
+        .await
+        .expect("calls still served");
+    assert_eq!(ok, "xxx");
+    pump.abort();
+    s.stop().await;
+}
+
 /// The sampling decision travels in the trace flags: the back process follows the front's
 /// "skip" although its own ratio is 1.0. A span the back finds slow is kept there, and its
 /// reply (`mqrs-kept`) makes the front keep its part of the path, although the front itself

@@ -357,6 +357,25 @@ fn on_publish(
     };
     // The properties are taken apart: the call keeps their strings without copying them.
     let mut props = p.properties.take().unwrap_or_default();
+    // A reply goes only where a reply belongs, and carries back only a small correlation: a
+    // request that asks otherwise is refused unserved (its reply could be sent elsewhere, or
+    // be too large for the broker, which would cost this process its connection).
+    let reply_ok = props
+        .response_topic
+        .as_deref()
+        .is_none_or(wire::valid_reply_topic)
+        && props
+            .correlation_data
+            .as_ref()
+            .is_none_or(|c| c.len() <= wire::MAX_CORRELATION);
+    if !reply_ok {
+        shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            topic,
+            "request refused: its response topic is not under mqrs/reply/ (or is over 256 bytes), or its correlation data is over 64 bytes"
+        );
+        return;
+    }
     let deadline = wire::request_deadline(Some(&props), link.default_timeout);
     let mut user = |key: &str| {
         props
@@ -374,7 +393,6 @@ fn on_publish(
         reply_to: props
             .response_topic
             .take()
-            .filter(|t| wire::valid_reply_topic(t))
             .map(|t| (t, props.correlation_data.take())),
         payload: p.payload,
     };

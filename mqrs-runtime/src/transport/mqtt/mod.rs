@@ -205,7 +205,9 @@ impl MqttTransport {
                 client: RwLock::new(None),
                 connected: AtomicBool::new(false),
                 pending: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
+                // Correlation ids start at a random point, so one cannot be guessed from
+                // outside without watching the traffic.
+                next_id: AtomicU64::new(rand::random()),
                 counters: Counters::default(),
             }),
         }

@@ -7,8 +7,9 @@
 //!   one instance (it subscribes to `mqrs/call/{Module}@{serverId}/+`).
 //! - Request payload: JSON `{"session": {..}, "args": [..]}`; the session is
 //!   [`Session`]'s serde form, with its W3C `traceparent`.
-//! - Request properties: `response_topic` (absent for fire-and-forget), `correlation_data`
-//!   (8 bytes chosen by the caller), `message_expiry_interval` (the seconds left before the
+//! - Request properties: `response_topic` (absent for fire-and-forget; under `mqrs/reply/`, at
+//!   most 256 bytes), `correlation_data` (8 bytes chosen by the caller; a request with a
+//!   response topic elsewhere or more than 64 bytes is refused), `message_expiry_interval` (the seconds left before the
 //!   deadline, rounded up, so a broker drops stale requests), and the user properties
 //!   `traceparent` / `tracestate` (named as in the W3C trace-context-mqtt draft) and
 //!   `mqrs-timeout-ms` (milliseconds left before the deadline when sent).
@@ -206,9 +207,20 @@ pub fn decode_reply(payload: &[u8], method: &str) -> Result<Vec<u8>, RpcError> {
     }
 }
 
-/// True for a response topic a reply may go to: not empty, no wildcard, not a `$` topic.
+/// Longest response topic a request may name (mqrs's own are about 40 bytes).
+pub const MAX_REPLY_TOPIC: usize = 256;
+/// Most bytes of correlation data a request may carry (mqrs's own carry 8): each reply echoes
+/// them, so a caller must not be able to make replies too large to send.
+pub const MAX_CORRELATION: usize = 64;
+
+/// True for a response topic a reply may go to: under [`REPLY_PREFIX`] (so a broker's ACLs can
+/// keep mqrs processes publishing under `mqrs/`), at most [`MAX_REPLY_TOPIC`] bytes, no
+/// wildcard.
 pub fn valid_reply_topic(t: &str) -> bool {
-    !t.is_empty() && !t.starts_with('$') && !t.contains(['+', '#', '\0'])
+    t.len() <= MAX_REPLY_TOPIC
+        && t.strip_prefix(REPLY_PREFIX)
+            .is_some_and(|rest| !rest.is_empty())
+        && !t.contains(['+', '#', '\0'])
 }
 
 /// User property of a reply saying that the callee keeps its part of a trace the sampler
@@ -279,6 +291,26 @@ mod tests {
         let [shared, pinned] = call_subscriptions("Chat", "s1");
         assert_eq!(shared, "$share/Chat/mqrs/call/Chat/+");
         assert_eq!(pinned, "mqrs/call/Chat@s1/+");
+    }
+
+    #[test]
+    fn reply_topics() {
+        assert!(valid_reply_topic("mqrs/reply/s1/0123456789abcdef"));
+        assert!(valid_reply_topic("mqrs/reply/python-service/only"));
+        let long = format!("mqrs/reply/{}", "x".repeat(MAX_REPLY_TOPIC));
+        for bad in [
+            "",
+            "mqrs/reply/",
+            "mqrs/call/Login/track",
+            "elsewhere/reply",
+            "$SYS/x",
+            "mqrs/reply/+",
+            "mqrs/reply/#",
+            "mqrs/reply/a\0b",
+            &long,
+        ] {
+            assert!(!valid_reply_topic(bad), "{bad}");
+        }
     }
 
     #[test]
