@@ -161,6 +161,9 @@ pub struct BrokerSection {
     /// Most calls of this process waiting for a reply from another one (and most calls from
     /// other processes being served here at once).
     pub max_pending: usize,
+    /// Most bytes of calls from other processes held here while they are served (each counts
+    /// twice its payload, read and decoded); past it, calls are answered "unavailable".
+    pub max_serving_bytes: usize,
     /// How long `start` waits for the first broker connection before going on without it.
     pub connect_wait_ms: u64,
 }
@@ -215,6 +218,7 @@ impl Default for BrokerSection {
             qos: 0,
             max_payload: 1 << 20,
             max_pending: 10_000,
+            max_serving_bytes: 64 << 20,
             connect_wait_ms: 3000,
         }
     }

@@ -2,7 +2,8 @@
 //! (a clear error, retries with backoff, never a busy loop, then it joins), and restarted
 //! mid-traffic (calls in flight fail within their deadline with a clear error; after the
 //! reconnection subscriptions and presence are restored and calls succeed again). The broker
-//! is a real mosquitto, killed with SIGKILL as a crash would.
+//! is a real mosquitto, killed with SIGKILL as a crash would. A process serving as many calls
+//! from others, or bytes of them, as its settings allow answers the next "unavailable" at once.
 
 mod common;
 
@@ -33,6 +34,13 @@ impl Wait {
         reply: usize,
     ) -> Result<(usize, String), String> {
         Ok((text.len(), "x".repeat(reply)))
+    }
+
+    /// Holds `text` for `ms`, then says how long it was.
+    #[rpc]
+    async fn hold(&self, _session: Session, text: String, ms: u64) -> Result<usize, String> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(text.len())
     }
 }
 
@@ -264,6 +272,72 @@ async fn a_call_served_for_another_process_ends_at_its_deadline() {
         .await
         .expect("served, not refused as busy");
     assert_eq!(ms, 1);
+    callee.shutdown().await;
+    caller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_serving_its_most_calls_or_bytes_answers_unavailable_at_once() {
+    let broker = Mosquitto::start();
+    let caller = app_on(broker.port, "caller", false).await;
+    let mut c = config_on(&[broker.port], "callee", 3000);
+    c.broker.max_pending = 2;
+    // Room for one call holding 50,000 bytes of text (counted twice), not two.
+    c.broker.max_serving_bytes = 150_000;
+    let callee = start(c, true).await;
+    await_wait(&caller, "callee").await;
+    let s = Session::default();
+    let text = "y".repeat(50_000);
+    let held = {
+        let (caller, text) = (caller.clone(), text.clone());
+        tokio::spawn(async move {
+            caller
+                .call::<_, usize>("Wait", "hold", &Session::default(), (text, 800u64))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let e = caller
+        .call::<_, usize>("Wait", "hold", &s, (text.clone(), 1u64))
+        .await
+        .expect_err("over max_serving_bytes");
+    assert_eq!(e.kind(), "unavailable", "{e}");
+    assert!(e.to_string().contains("max_serving_bytes"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered at once"
+    );
+    // A small call still fits beside it.
+    let ms: u64 = caller
+        .call("Wait", "wait", &s, (1u64,))
+        .await
+        .expect("fits");
+    assert_eq!(ms, 1);
+    // Two calls served at once (the held one and this one): the third is refused.
+    let second = {
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            caller
+                .call::<_, u64>("Wait", "wait", &Session::default(), (400u64,))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let e = caller
+        .call::<_, u64>("Wait", "wait", &s, (1u64,))
+        .await
+        .expect_err("over max_pending");
+    assert_eq!(e.kind(), "unavailable", "{e}");
+    assert!(e.to_string().contains("max_pending"), "{e}");
+    assert_eq!(second.await.expect("task"), Ok(400));
+    assert_eq!(held.await.expect("task"), Ok(50_000));
+    // Both released: the large call is served again.
+    let n: usize = caller
+        .call("Wait", "hold", &s, (text, 1u64))
+        .await
+        .expect("served once the first is done");
+    assert_eq!(n, 50_000);
     callee.shutdown().await;
     caller.shutdown().await;
 }

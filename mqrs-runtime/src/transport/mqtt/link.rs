@@ -397,18 +397,32 @@ fn on_publish(
         payload: p.payload,
     };
     let (shared, client, registry) = (shared.clone(), client.clone(), link.registry.clone());
-    match serving.clone().try_acquire_owned() {
-        Ok(permit) => {
+    // What the call holds while it is served: its payload, the arguments decoded from it, and
+    // its trace properties.
+    let held = 2 * call.payload.len()
+        + call.traceparent.as_ref().map_or(0, String::len)
+        + call.tracestate.as_ref().map_or(0, String::len);
+    let bytes = u32::try_from(held)
+        .ok()
+        .and_then(|n| shared.serving_bytes.clone().try_acquire_many_owned(n).ok());
+    match (serving.clone().try_acquire_owned(), bytes) {
+        (Ok(permit), Some(bytes)) => {
             tokio::spawn(async move {
-                let _permit = permit;
+                let _permits = (permit, bytes);
                 serve(&shared, &client, &registry, call).await;
             });
         }
-        Err(_) => {
-            // Too many calls being served: answer at once, without a task or an await, so a
-            // flood costs neither memory nor time here; a full send queue drops the answer.
+        (permit, _) => {
+            // Too many calls, or bytes of calls, being served: answer at once, without a task
+            // or an await, so a flood costs neither memory nor time here; a full send queue
+            // drops the answer.
+            let limit = if permit.is_err() {
+                "calls ([broker] max_pending)"
+            } else {
+                "bytes of calls ([broker] max_serving_bytes)"
+            };
             let busy = Err(RpcError::Unavailable(format!(
-                "`{}`: this process is serving too many calls ([broker] max_pending)",
+                "`{}`: this process is serving too many {limit}",
                 call.name
             )));
             if let Some((topic, correlation)) = call.reply_to {

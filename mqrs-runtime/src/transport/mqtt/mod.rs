@@ -105,6 +105,8 @@ struct Shared {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     counters: Counters,
+    /// Bytes of calls from other processes being served, at most `max_serving_bytes`.
+    serving_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -195,6 +197,7 @@ impl MqttTransport {
     /// A transport for the process `server_id`; it connects when the app starts.
     pub fn new(settings: BrokerSection, server_id: &str) -> Self {
         let nonce = format!("{:016x}", rand::random::<u64>());
+        let settings_bytes = settings.max_serving_bytes.max(1);
         MqttTransport {
             shared: Arc::new(Shared {
                 reply_topic: format!("{}{server_id}/{nonce}", wire::REPLY_PREFIX),
@@ -209,6 +212,9 @@ impl MqttTransport {
                 // outside without watching the traffic.
                 next_id: AtomicU64::new(rand::random()),
                 counters: Counters::default(),
+                serving_bytes: Arc::new(tokio::sync::Semaphore::new(
+                    settings_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
+                )),
             }),
         }
     }
