@@ -342,6 +342,101 @@ async fn a_process_serving_its_most_calls_or_bytes_answers_unavailable_at_once()
     caller.shutdown().await;
 }
 
+/// The retained presence message on `topic`, read by a fresh client.
+async fn retained(port: u16, topic: &str) -> Vec<u8> {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    let (c, mut events) = rumqttc::v5::AsyncClient::new(
+        rumqttc::v5::MqttOptions::new("reader", "127.0.0.1", port),
+        16,
+    );
+    c.subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .expect("subscribes");
+    tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => return p.payload.to_vec(),
+                Ok(_) => {}
+                Err(e) => panic!("reader: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("a retained presence message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_restores_its_presence_and_refuses_malformed_ones() {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    let broker = Mosquitto::start();
+    let caller = app_on(broker.port, "caller", false).await;
+    let callee = app_on(broker.port, "callee", true).await;
+    await_wait(&caller, "callee").await;
+    let (intruder, mut events) = rumqttc::v5::AsyncClient::new(
+        rumqttc::v5::MqttOptions::new("intruder", "127.0.0.1", broker.port),
+        16,
+    );
+    let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let malformed = || caller.broker_stats().expect("stats").malformed;
+    let before = malformed();
+    // Another client claims the callee runs no modules: the callee answers with its own.
+    intruder
+        .publish(
+            "mqrs/presence/callee",
+            QoS5::AtLeastOnce,
+            true,
+            r#"{"modules":[]}"#,
+        )
+        .await
+        .expect("publishes");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept: serde_json::Value =
+        serde_json::from_slice(&retained(broker.port, "mqrs/presence/callee").await).expect("JSON");
+    assert_eq!(kept, serde_json::json!({ "modules": ["Wait"] }));
+    assert!(sees_wait(&caller, "callee"));
+    let ms: u64 = caller
+        .call("Wait", "wait", &Session::default(), (1u64,))
+        .await
+        .expect("still called");
+    assert_eq!(ms, 1);
+    // Malformed presence, an over-long server id, too many modules: refused and counted,
+    // never taken in part.
+    let many: Vec<String> = (0..300).map(|i| format!("M{i}")).collect();
+    for (topic, payload) in [
+        ("mqrs/presence/junk".to_string(), b"junk".to_vec()),
+        (
+            format!("mqrs/presence/{}", "s".repeat(200)),
+            br#"{"modules":["Wait"]}"#.to_vec(),
+        ),
+        (
+            "mqrs/presence/many".to_string(),
+            serde_json::to_vec(&serde_json::json!({ "modules": many })).expect("JSON"),
+        ),
+    ] {
+        intruder
+            .publish(topic, QoS5::AtLeastOnce, false, payload)
+            .await
+            .expect("publishes");
+    }
+    wait_for("three refusals", Duration::from_secs(3), || {
+        malformed() == before + 3
+    })
+    .await;
+    assert_eq!(
+        caller
+            .cluster()
+            .keys()
+            .filter(|k| k.as_str() != "caller")
+            .count(),
+        1,
+        "only the callee: {:?}",
+        caller.cluster()
+    );
+    pump.abort();
+    callee.shutdown().await;
+    caller.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_process_withdraws_at_once_and_finishes_the_calls_it_serves() {
     let broker = Mosquitto::start();

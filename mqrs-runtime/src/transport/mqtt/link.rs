@@ -1,24 +1,20 @@
 //! The broker connection of one process: connects to the configured broker (the URLs in turn
 //! when there are several, with backoff, never a busy loop), subscribes the reply topic and the
 //! request topics of the modules this process runs (again after every reconnection), completes
-//! waiting calls from replies, and serves incoming calls on their own tasks.
+//! waiting calls from replies, keeps track of the other processes' presence, and hands
+//! incoming calls to `serve`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::{
-    Filter, LastWill, Packet, Publish, PublishProperties, SubscribeReasonCode,
-};
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{wire, MqttTransport, Shared};
-use crate::error::RpcError;
-use crate::rpc::dispatch::dispatch_held;
 use crate::rpc::Registry;
-use crate::trace::sampling::KeepReason;
 
 /// What the connection needs besides the transport's shared state.
 pub(crate) struct Link {
@@ -329,287 +325,69 @@ fn on_publish(
         on_reply(shared, &p);
         return;
     }
-    if let Some((server_id, modules)) = wire::decode_presence(topic, &p.payload) {
-        let mut presence = shared.presence.write().unwrap_or_else(|p| p.into_inner());
-        let Some(modules) = modules else {
-            if server_id == link.server_id
-                && shared.connected.load(Ordering::Acquire)
-                && !shared.withdrawn.load(Ordering::Acquire)
-            {
-                // A stale last will of an earlier connection of ours: announce again.
-                announce(shared, link, client);
-                return;
-            }
-            if presence.remove(server_id).is_some() {
-                tracing::info!(server_id = %server_id, "a process left");
-            }
+    if let Some(decoded) = wire::decode_presence(topic, &p.payload) {
+        let Ok((server_id, modules)) = decoded else {
+            shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if presence.get(server_id) != Some(&modules) {
-            tracing::info!(server_id = %server_id, ?modules, "a process joined");
-            presence.insert(server_id.to_string(), modules);
-        }
+        on_presence(shared, link, client, server_id, modules);
         return;
     }
     let Some((module, method)) = wire::parse_call_topic(topic) else {
         shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    // The properties are taken apart: the call keeps their strings without copying them.
-    let mut props = p.properties.take().unwrap_or_default();
-    // A reply goes only where a reply belongs, and carries back only a small correlation: a
-    // request that asks otherwise is refused unserved (its reply could be sent elsewhere, or
-    // be too large for the broker, which would cost this process its connection).
-    let reply_ok = props
-        .response_topic
-        .as_deref()
-        .is_none_or(wire::valid_reply_topic)
-        && props
-            .correlation_data
-            .as_ref()
-            .is_none_or(|c| c.len() <= wire::MAX_CORRELATION);
-    if !reply_ok {
-        shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            topic,
-            "request refused: its response topic is not under mqrs/reply/ (or is over 256 bytes), or its correlation data is over 64 bytes"
-        );
-        return;
-    }
-    let deadline = wire::request_deadline(Some(&props), link.default_timeout);
-    let mut user = |key: &str| {
-        props
-            .user_properties
-            .iter_mut()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| std::mem::take(v))
-    };
-    let call = Incoming {
-        traceparent: user("traceparent"),
-        tracestate: user("tracestate"),
-        name: format!("{module}/{method}"),
-        module_len: module.len(),
-        deadline,
-        reply_to: props
-            .response_topic
-            .take()
-            .map(|t| (t, props.correlation_data.take())),
+    let props = p.properties.take().unwrap_or_default();
+    let call = super::serve::Call {
+        module,
+        method,
+        props,
         payload: p.payload,
     };
-    let (shared, client, registry) = (shared.clone(), client.clone(), link.registry.clone());
-    // What the call holds while it is served: its payload, the arguments decoded from it, and
-    // its trace properties.
-    let held = 2 * call.payload.len()
-        + call.traceparent.as_ref().map_or(0, String::len)
-        + call.tracestate.as_ref().map_or(0, String::len);
-    let bytes = u32::try_from(held)
-        .ok()
-        .and_then(|n| shared.serving_bytes.clone().try_acquire_many_owned(n).ok());
-    match (serving.clone().try_acquire_owned(), bytes) {
-        (Ok(permit), Some(bytes)) => {
-            tokio::spawn(async move {
-                let _permits = (permit, bytes);
-                serve(&shared, &client, &registry, call).await;
-            });
-        }
-        (permit, _) => {
-            // Too many calls, or bytes of calls, being served: answer at once, without a task
-            // or an await, so a flood costs neither memory nor time here; a full send queue
-            // drops the answer.
-            let limit = if permit.is_err() {
-                "calls ([broker] max_pending)"
-            } else {
-                "bytes of calls ([broker] max_serving_bytes)"
-            };
-            let busy = Err(RpcError::Unavailable(format!(
-                "`{}`: this process is serving too many {limit}",
-                call.name
-            )));
-            if let Some((topic, correlation)) = call.reply_to {
-                let props = PublishProperties {
-                    correlation_data: correlation,
-                    ..Default::default()
-                };
-                let payload = wire::encode_reply(&busy);
-                if let Err(e) =
-                    client.try_publish_with_properties(topic, shared.qos(), false, payload, props)
-                {
-                    tracing::debug!(error = %e, "busy answer dropped: the send queue is full");
-                }
-            }
-        }
-    }
+    super::serve::admit(shared, link, client, serving, call);
 }
 
-/// One call from another process.
-struct Incoming {
-    /// The W3C trace context of the call's user properties (the trace-context-mqtt draft);
-    /// when present it wins over the one in the session, and carries `tracestate` too.
-    traceparent: Option<String>,
-    tracestate: Option<String>,
-    /// `Module/method`; the module is its first `module_len` bytes.
-    name: String,
-    module_len: usize,
-    deadline: std::time::Instant,
-    reply_to: Option<(String, Option<bytes::Bytes>)>,
-    payload: bytes::Bytes,
-}
+/// Most other processes this one keeps track of; announcements of more are refused.
+const MAX_PROCESSES: usize = 4096;
 
-impl Incoming {
-    fn module(&self) -> &str {
-        &self.name[..self.module_len]
-    }
-
-    fn method(&self) -> &str {
-        &self.name[self.module_len + 1..]
-    }
-}
-
-async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call: Incoming) {
-    let mut keep = None;
-    // The SERVER span, ended with the handler and delivered after the reply is sent.
-    let mut span = None;
-    let decoded = wire::decode_request_in(
-        &call.payload,
-        call.traceparent.as_deref(),
-        call.tracestate.as_deref(),
-    );
-    let result = match decoded {
-        Err(reason) => {
-            shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            Err(RpcError::BadArgs {
-                method: call.name.clone(),
-                reason: format!("malformed request from another process: {reason}"),
-            })
-        }
-        Ok((session, args)) => match registry.resolve(call.module(), call.method()) {
-            Ok(route) => {
-                keep = session.keep_mark();
-                let (result, ended) = run_until(
-                    call.deadline,
-                    &call.name,
-                    dispatch_held(route, session, args, call.deadline),
-                )
-                .await;
-                span = ended;
-                result
-            }
-            Err(e) => Err(e),
-        },
-    };
-    shared.counters.calls_served.fetch_add(1, Ordering::Relaxed);
-    let kept = keep.and_then(|k| k.reason());
-    reply(shared, client, call, result, kept).await;
-    drop(span);
-}
-
-/// Runs a served call until its deadline; past it the caller has given up, so the handler is
-/// cancelled (its span says so) and its permit returns: a hung handler cannot starve others.
-async fn run_until<S>(
-    deadline: std::time::Instant,
-    name: &str,
-    call: impl std::future::Future<Output = (Result<Vec<u8>, RpcError>, Option<S>)>,
-) -> (Result<Vec<u8>, RpcError>, Option<S>) {
-    tokio::time::timeout_at(deadline.into(), call)
-        .await
-        .unwrap_or_else(|_| (Err(RpcError::DeadlineExceeded(name.to_string())), None))
-}
-
-async fn reply(
+/// A presence message: a process joined (with its modules) or left (`None`).
+fn on_presence(
     shared: &Shared,
+    link: &Link,
     client: &AsyncClient,
-    call: Incoming,
-    result: Result<Vec<u8>, RpcError>,
-    kept: Option<KeepReason>,
+    server_id: &str,
+    modules: Option<Vec<String>>,
 ) {
-    let Some((topic, correlation)) = call.reply_to else {
-        if let Err(e) = result {
-            tracing::debug!(method = %call.name, error = %e, "call_nr from another process failed");
+    if server_id == link.server_id
+        && shared.connected.load(Ordering::Acquire)
+        && !shared.withdrawn.load(Ordering::Acquire)
+        && modules.as_ref() != Some(&link.registry.module_names())
+    {
+        // Only this process speaks for its server id: anything else on its topic (a stale
+        // last will of an earlier connection, or another client's words) is answered by
+        // announcing again, at most once a second.
+        if shared.reannounce_due() {
+            announce(shared, link, client);
+        } else {
+            tracing::debug!(server_id = %server_id, "another client keeps writing this process's presence");
+        }
+        return;
+    }
+    let mut presence = shared.presence.write().unwrap_or_else(|p| p.into_inner());
+    let Some(modules) = modules else {
+        if presence.remove(server_id).is_some() {
+            tracing::info!(server_id = %server_id, "a process left");
         }
         return;
     };
-    if std::time::Instant::now() >= call.deadline {
-        // The caller stopped waiting at this same deadline and reports its own timeout; a
-        // reply now would only arrive late.
-        tracing::debug!(method = %call.name, "deadline passed; no reply sent");
+    if presence.get(server_id) == Some(&modules) {
         return;
     }
-    let mut payload = wire::encode_reply(&result);
-    if let Some(why) = shared.too_big(payload.len(), &topic) {
-        payload = wire::encode_reply(&Err(RpcError::BadReply {
-            method: call.name.clone(),
-            reason: format!("the reply cannot go through the broker: {why}"),
-        }));
+    if presence.len() >= MAX_PROCESSES && !presence.contains_key(server_id) {
+        shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(server_id = %server_id, "presence refused: {MAX_PROCESSES} processes known already");
+        return;
     }
-    let props = wire::reply_properties(correlation, kept);
-    if let Err(e) = client
-        .publish_with_properties(topic, shared.qos(), false, payload, props)
-        .await
-    {
-        tracing::debug!(method = %call.name, error = %e, "cannot publish a reply");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use rumqttc::v5::mqttbytes::QoS;
-
-    use super::*;
-    use crate::config::BrokerSection;
-    use crate::trace::{StoreLimits, TraceStore, Tracing};
-    use crate::Session;
-
-    /// A served call's SERVER span reaches the store only once its reply is handed to the
-    /// MQTT client, so storing it adds nothing to the call's latency.
-    #[tokio::test]
-    async fn the_server_span_is_stored_after_the_reply_is_sent() {
-        let store = Arc::new(TraceStore::new(StoreLimits::default()));
-        let tracing = Tracing::new(Some(store.clone()));
-        let registry = Registry::default();
-        registry.add(
-            "M",
-            "f",
-            Box::new(|_, _| Box::pin(async { Ok(b"null".to_vec()) })),
-            tracing.tracer("M"),
-        );
-        let shared = MqttTransport::new(BrokerSection::default(), "s1").shared;
-        // A client whose one-message request queue is already full: publishing the reply
-        // waits there until the event loop (the queue's reader) is dropped.
-        let (client, events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 1);
-        client
-            .try_publish("filler", QoS::AtMostOnce, false, Vec::new())
-            .expect("the queue takes one message");
-        let payload = wire::encode_request(&Session::default(), None, b"[]").expect("encodes");
-        let call = Incoming {
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-            tracestate: None,
-            name: "M/f".into(),
-            module_len: 1,
-            deadline: Instant::now() + Duration::from_secs(30),
-            reply_to: Some(("mqrs/reply/s0/x".into(), None)),
-            payload: payload.into(),
-        };
-        let trace_id = 0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128;
-        let served = shared.clone();
-        let serving = tokio::spawn(async move { serve(&served, &client, &registry, call).await });
-        // On this single-threaded runtime the task runs until it waits: the handler has
-        // returned and the reply's publish is waiting for room in the queue.
-        while shared.counters.calls_served.load(Ordering::Relaxed) == 0 {
-            tokio::task::yield_now().await;
-        }
-        tokio::task::yield_now().await;
-        assert!(!serving.is_finished());
-        assert!(
-            store.trace(trace_id).is_none(),
-            "the SERVER span was stored before the reply was sent"
-        );
-        drop(events);
-        serving.await.expect("serve ends");
-        let t = store.trace(trace_id).expect("the SERVER span is stored");
-        let span = t.spans.iter().find(|s| s.name == "M/f").expect("M/f");
-        assert_eq!(span.kind, "server");
-        assert_eq!(span.parent_span_id, Some(0xb7ad_6b71_6920_3331));
-    }
+    tracing::info!(server_id = %server_id, ?modules, "a process joined");
+    presence.insert(server_id.to_string(), modules);
 }

@@ -75,22 +75,42 @@ pub fn encode_presence(modules: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "modules": modules })).unwrap_or_default()
 }
 
-/// Server id and modules of a presence message: `None` modules for an empty payload (the
-/// process is gone), which is not the same as a process announcing no modules.
+/// Longest server id, module name or presence payload taken from a presence message.
+pub const MAX_PRESENCE_NAME: usize = 128;
+/// Most modules one presence message may name.
+pub const MAX_PRESENCE_MODULES: usize = 256;
+
+/// What a message on `topic` says about presence: `None` when it is not a presence topic;
+/// `Some(Err(()))` when it is but is malformed or over the limits above; otherwise the server
+/// id and its modules, `None` for an empty payload (the process is gone), which is not the
+/// same as a process announcing no modules.
+#[allow(clippy::type_complexity)]
 pub fn decode_presence<'a>(
     topic: &'a str,
     payload: &[u8],
-) -> Option<(&'a str, Option<Vec<String>>)> {
+) -> Option<Result<(&'a str, Option<Vec<String>>), ()>> {
     let server_id = topic.strip_prefix(PRESENCE_PREFIX)?;
+    if server_id.is_empty() || server_id.len() > MAX_PRESENCE_NAME {
+        return Some(Err(()));
+    }
     if payload.is_empty() {
-        return Some((server_id, None));
+        return Some(Ok((server_id, None)));
     }
     #[derive(Deserialize)]
     struct Presence {
         modules: Vec<String>,
     }
-    let p: Presence = serde_json::from_slice(payload).ok()?;
-    Some((server_id, Some(p.modules)))
+    let too_big = payload.len() > MAX_PRESENCE_MODULES * (MAX_PRESENCE_NAME + 3) + 16;
+    let modules = (!too_big)
+        .then(|| serde_json::from_slice::<Presence>(payload).ok())
+        .flatten()
+        .map(|p| p.modules)
+        .filter(|m| {
+            m.len() <= MAX_PRESENCE_MODULES
+                && m.iter()
+                    .all(|n| !n.is_empty() && n.len() <= MAX_PRESENCE_NAME)
+        });
+    Some(modules.map(|m| (server_id, Some(m))).ok_or(()))
 }
 
 /// The request payload: the session (with `traceparent`, formatted once by the caller) and
@@ -318,16 +338,40 @@ mod tests {
         let p = encode_presence(&["Login".into(), "Chat".into()]);
         assert_eq!(
             decode_presence("mqrs/presence/s1", &p),
-            Some(("s1", Some(vec!["Login".to_string(), "Chat".to_string()])))
+            Some(Ok((
+                "s1",
+                Some(vec!["Login".to_string(), "Chat".to_string()])
+            )))
         );
         // Gone (empty payload) is not the same as present with no modules.
-        assert_eq!(decode_presence("mqrs/presence/s1", b""), Some(("s1", None)));
+        assert_eq!(
+            decode_presence("mqrs/presence/s1", b""),
+            Some(Ok(("s1", None)))
+        );
         assert_eq!(
             decode_presence("mqrs/presence/s1", &encode_presence(&[])),
-            Some(("s1", Some(vec![])))
+            Some(Ok(("s1", Some(vec![]))))
         );
-        assert_eq!(decode_presence("mqrs/presence/s1", b"junk"), None);
         assert_eq!(decode_presence("other/s1", &p), None);
+        // Malformed, or over the limits: refused, never taken in part.
+        let long = "x".repeat(MAX_PRESENCE_NAME + 1);
+        let many: Vec<String> = (0..=MAX_PRESENCE_MODULES)
+            .map(|i| format!("M{i}"))
+            .collect();
+        for (topic, payload) in [
+            ("mqrs/presence/s1", b"junk".to_vec()),
+            ("mqrs/presence/", p.clone()),
+            (&*format!("mqrs/presence/{long}"), p.clone()),
+            (
+                "mqrs/presence/s1",
+                encode_presence(std::slice::from_ref(&long)),
+            ),
+            ("mqrs/presence/s1", encode_presence(&[String::new()])),
+            ("mqrs/presence/s1", encode_presence(&many)),
+            ("mqrs/presence/s1", vec![b' '; 1 << 20]),
+        ] {
+            assert_eq!(decode_presence(topic, &payload), Some(Err(())), "{topic}");
+        }
     }
 
     #[test]
