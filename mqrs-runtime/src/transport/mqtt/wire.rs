@@ -181,15 +181,29 @@ pub fn request_properties(
     }
 }
 
-/// The deadline a request carries: now plus its `mqrs-timeout-ms`, else plus `default`.
+/// Longest time a call from another process may be served, whatever it asks.
+pub const MAX_SERVED_TIME: Duration = Duration::from_secs(3600);
+
+/// The deadline a request carries: now plus its `mqrs-timeout-ms` or its message expiry
+/// interval (which a broker lowers by the time the message waited there), the smaller when it
+/// has both, else plus `default`; never more than [`MAX_SERVED_TIME`] away.
 pub fn request_deadline(props: Option<&PublishProperties>, default: Duration) -> Instant {
-    let ms = props.and_then(|p| {
+    let given = props.and_then(|p| {
         p.user_properties
             .iter()
             .find(|(k, _)| k == TIMEOUT_PROPERTY)
             .and_then(|(_, v)| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
     });
-    Instant::now() + ms.map_or(default, Duration::from_millis)
+    let expiry = props
+        .and_then(|p| p.message_expiry_interval)
+        .map(|s| Duration::from_secs(u64::from(s)));
+    let left = match (given, expiry) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => default,
+    };
+    Instant::now() + left.min(MAX_SERVED_TIME)
 }
 
 /// A reply payload.
@@ -212,18 +226,40 @@ pub fn encode_reply(result: &Result<Vec<u8>, RpcError>) -> Vec<u8> {
 enum ReplyIn<'a> {
     #[serde(borrow)]
     Ok(&'a RawValue),
-    Err(RpcError),
+    #[serde(borrow)]
+    Err(&'a RawValue),
 }
 
-/// Reads a reply payload; a malformed one becomes a `bad_reply` error naming `method`.
+/// An error whose kind mqrs does not know, or whose detail has another shape.
+#[derive(Deserialize)]
+struct ForeignError {
+    kind: String,
+    #[serde(default)]
+    detail: serde_json::Value,
+}
+
+/// Reads a reply payload; a malformed one becomes a `bad_reply` error naming `method`. An
+/// error of a kind mqrs does not know (from a service in another language) becomes a
+/// `handler_error` that keeps its kind and detail in its text.
 pub fn decode_reply(payload: &[u8], method: &str) -> Result<Vec<u8>, RpcError> {
+    let malformed = |e: serde_json::Error| RpcError::BadReply {
+        method: method.to_string(),
+        reason: format!("malformed reply from another process: {e}"),
+    };
     match serde_json::from_slice::<ReplyIn<'_>>(payload) {
         Ok(ReplyIn::Ok(v)) => Ok(v.get().as_bytes().to_vec()),
-        Ok(ReplyIn::Err(e)) => Err(e),
-        Err(e) => Err(RpcError::BadReply {
-            method: method.to_string(),
-            reason: format!("malformed reply from another process: {e}"),
+        Ok(ReplyIn::Err(raw)) => Err(match serde_json::from_str::<RpcError>(raw.get()) {
+            Ok(e) => e,
+            Err(e) => match serde_json::from_str::<ForeignError>(raw.get()) {
+                Ok(f) => RpcError::Handler(match f.detail {
+                    serde_json::Value::Null => f.kind,
+                    serde_json::Value::String(d) => format!("{}: {d}", f.kind),
+                    d => format!("{}: {d}", f.kind),
+                }),
+                Err(_) => malformed(e),
+            },
         }),
+        Err(e) => Err(malformed(e)),
     }
 }
 
@@ -393,6 +429,30 @@ mod tests {
         assert_eq!(decode_reply(&encode_reply(&Err(e.clone())), "M/f"), Err(e));
         let bad = decode_reply(b"{\"maybe\":1}", "M/f").expect_err("malformed");
         assert_eq!(bad.kind(), "bad_reply");
+        // A foreign service's own error kinds and detail shapes are kept, as handler errors.
+        for (payload, text) in [
+            (
+                r#"{"err":{"kind":"quota","detail":"3 calls a second"}}"#,
+                "quota: 3 calls a second",
+            ),
+            (
+                r#"{"err":{"kind":"timeout","detail":"late"}}"#,
+                "timeout: late",
+            ),
+            (
+                r#"{"err":{"kind":"busy","detail":{"retry_ms":50}}}"#,
+                r#"busy: {"retry_ms":50}"#,
+            ),
+            (r#"{"err":{"kind":"gone"}}"#, "gone"),
+        ] {
+            assert_eq!(
+                decode_reply(payload.as_bytes(), "M/f"),
+                Err(RpcError::Handler(text.into())),
+                "{payload}"
+            );
+        }
+        let bad = decode_reply(br#"{"err":{"detail":"no kind"}}"#, "M/f").expect_err("malformed");
+        assert_eq!(bad.kind(), "bad_reply");
     }
 
     #[test]
@@ -408,6 +468,27 @@ mod tests {
         assert!(left <= Duration::from_millis(2500) && left > Duration::from_millis(2000));
         let none = request_properties(None, deadline, &s, None);
         assert!(none.response_topic.is_none() && none.correlation_data.is_none());
+        // What a foreign caller may send: the expiry alone, a huge or unreadable time left.
+        let left = |timeout: Option<&str>, expiry: Option<u32>| {
+            let props = PublishProperties {
+                message_expiry_interval: expiry,
+                user_properties: timeout
+                    .map(|t| vec![(TIMEOUT_PROPERTY.to_string(), t.to_string())])
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            let d = request_deadline(Some(&props), Duration::from_secs(60));
+            d.saturating_duration_since(Instant::now()).as_secs_f64()
+        };
+        let near = |x: f64, want: f64| (x - want).abs() < 0.5;
+        assert!(near(left(None, Some(5)), 5.0));
+        assert!(near(left(Some("2000"), Some(5)), 2.0));
+        assert!(near(left(Some("9000"), Some(5)), 5.0));
+        assert!(near(left(Some("abc"), None), 60.0));
+        assert!(near(left(Some("-5"), Some(7)), 7.0));
+        assert!(near(left(Some("18446744073709551615"), None), 3600.0));
+        assert!(near(left(None, Some(u32::MAX)), 3600.0));
+        assert!(near(left(Some("0"), None), 0.0));
     }
 
     #[test]
