@@ -231,15 +231,24 @@ impl Page {
         r["result"]["value"].clone()
     }
 
-    /// Waits until `js` is truthy in the page (10 s at most) and returns its value.
+    /// Waits until `js` is truthy in the page (10 s at most) and returns its value. A page
+    /// navigating while `js` runs (a click that opens another page) counts as not yet.
     pub async fn wait_for(&mut self, js: &str, what: &str) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let v = self
-                .eval(&format!(
-                    "(() => {{ try {{ return {js}; }} catch (_) {{ return null; }} }})()"
-                ))
+            let expression =
+                format!("(() => {{ try {{ return {js}; }} catch (_) {{ return null; }} }})()");
+            let r = self
+                .try_call(
+                    "Runtime.evaluate",
+                    serde_json::json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+                )
                 .await;
+            let v = match r {
+                Ok(r) => r["result"]["value"].clone(),
+                Err(e) if navigating(&e) => serde_json::Value::Null,
+                Err(e) => panic!("Runtime.evaluate: {e}"),
+            };
             let truthy = !matches!(&v, serde_json::Value::Null | serde_json::Value::Bool(false))
                 && v != serde_json::json!(0)
                 && v != serde_json::json!("");
@@ -334,4 +343,16 @@ impl Drop for Page {
         let _ = self.browser.start_kill();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// True for the DevTools errors of a script run while its page was being replaced.
+fn navigating(e: &serde_json::Value) -> bool {
+    let m = e["message"].as_str().unwrap_or_default();
+    [
+        "Inspected target navigated or closed",
+        "Execution context was destroyed",
+        "Cannot find context with specified id",
+    ]
+    .iter()
+    .any(|x| m.contains(x))
 }
