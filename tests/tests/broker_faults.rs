@@ -36,13 +36,19 @@ impl Wait {
         Ok((text.len(), "x".repeat(reply)))
     }
 
-    /// Holds `text` for `ms`, then says how long it was.
+    /// Holds `text` until the test lets it go (see [`HOLDING`]), then says how long it was.
     #[rpc]
-    async fn hold(&self, _session: Session, text: String, ms: u64) -> Result<usize, String> {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+    async fn hold(&self, _session: Session, text: String) -> Result<usize, String> {
+        HOLDING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        RELEASE.acquire().await.map_err(|e| e.to_string())?.forget();
         Ok(text.len())
     }
 }
+
+/// Calls of `Wait/hold` that have started; each waits for a permit of [`RELEASE`].
+static HOLDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Lets calls of `Wait/hold` finish, one per permit.
+static RELEASE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 /// An app on `port` with only `Wait` (as `name`'s server) or nothing.
 async fn app_on(port: u16, server_id: &str, with_wait: bool) -> App {
@@ -280,7 +286,7 @@ async fn a_call_served_for_another_process_ends_at_its_deadline() {
 async fn a_process_serving_its_most_calls_or_bytes_answers_unavailable_at_once() {
     let broker = Mosquitto::start();
     let caller = app_on(broker.port, "caller", false).await;
-    let mut c = config_on(&[broker.port], "callee", 3000);
+    let mut c = config_on(&[broker.port], "callee", 10_000);
     c.broker.max_pending = 2;
     // Room for one call holding 50,000 bytes of text (counted twice), not two.
     c.broker.max_serving_bytes = 150_000;
@@ -288,24 +294,30 @@ async fn a_process_serving_its_most_calls_or_bytes_answers_unavailable_at_once()
     await_wait(&caller, "callee").await;
     let s = Session::default();
     let text = "y".repeat(50_000);
-    let held = {
-        let (caller, text) = (caller.clone(), text.clone());
+    let holding = |n: usize| {
+        wait_for_owned(format!("{n} held"), move || {
+            HOLDING.load(std::sync::atomic::Ordering::SeqCst) == n
+        })
+    };
+    let hold = |text: String| {
+        let caller = caller.clone();
         tokio::spawn(async move {
             caller
-                .call::<_, usize>("Wait", "hold", &Session::default(), (text, 800u64))
+                .call::<_, usize>("Wait", "hold", &Session::default(), (text,))
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let big = hold(text.clone());
+    holding(1).await;
     let started = Instant::now();
     let e = caller
-        .call::<_, usize>("Wait", "hold", &s, (text.clone(), 1u64))
+        .call::<_, usize>("Wait", "hold", &s, (text.clone(),))
         .await
         .expect_err("over max_serving_bytes");
     assert_eq!(e.kind(), "unavailable", "{e}");
     assert!(e.to_string().contains("max_serving_bytes"), "{e}");
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        started.elapsed() < Duration::from_secs(2),
         "answered at once"
     );
     // A small call still fits beside it.
@@ -314,32 +326,30 @@ async fn a_process_serving_its_most_calls_or_bytes_answers_unavailable_at_once()
         .await
         .expect("fits");
     assert_eq!(ms, 1);
-    // Two calls served at once (the held one and this one): the third is refused.
-    let second = {
-        let caller = caller.clone();
-        tokio::spawn(async move {
-            caller
-                .call::<_, u64>("Wait", "wait", &Session::default(), (400u64,))
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two calls served at once (the large one and a small one): the third is refused.
+    let small = hold(String::new());
+    holding(2).await;
     let e = caller
         .call::<_, u64>("Wait", "wait", &s, (1u64,))
         .await
         .expect_err("over max_pending");
     assert_eq!(e.kind(), "unavailable", "{e}");
     assert!(e.to_string().contains("max_pending"), "{e}");
-    assert_eq!(second.await.expect("task"), Ok(400));
-    assert_eq!(held.await.expect("task"), Ok(50_000));
+    RELEASE.add_permits(2);
+    assert_eq!(small.await.expect("task"), Ok(0));
+    assert_eq!(big.await.expect("task"), Ok(50_000));
     // Both released: the large call is served again.
-    let n: usize = caller
-        .call("Wait", "hold", &s, (text, 1u64))
-        .await
-        .expect("served once the first is done");
-    assert_eq!(n, 50_000);
+    let again = hold(text);
+    holding(3).await;
+    RELEASE.add_permits(1);
+    assert_eq!(again.await.expect("task"), Ok(50_000));
     callee.shutdown().await;
     caller.shutdown().await;
+}
+
+/// As `wait_for`, owning what it says it waits for, up to 5 s.
+async fn wait_for_owned(what: String, check: impl FnMut() -> bool) {
+    wait_for(&what, Duration::from_secs(5), check).await;
 }
 
 /// The retained presence message on `topic`, read by a fresh client.
@@ -376,7 +386,15 @@ async fn a_process_restores_its_presence_and_refuses_malformed_ones() {
         rumqttc::v5::MqttOptions::new("intruder", "127.0.0.1", broker.port),
         16,
     );
-    let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let (acked_tx, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) = ev
+            {
+                let _ = acked_tx.send(());
+            }
+        }
+    });
     let malformed = || caller.broker_stats().expect("stats").malformed;
     let before = malformed();
     // Another client claims the callee runs no modules: the callee answers with its own.
@@ -389,10 +407,24 @@ async fn a_process_restores_its_presence_and_refuses_malformed_ones() {
         )
         .await
         .expect("publishes");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let kept: serde_json::Value =
-        serde_json::from_slice(&retained(broker.port, "mqrs/presence/callee").await).expect("JSON");
-    assert_eq!(kept, serde_json::json!({ "modules": ["Wait"] }));
+    tokio::time::timeout(Duration::from_secs(5), acked.recv())
+        .await
+        .expect("the broker took the false presence");
+    let ours = serde_json::json!({ "modules": ["Wait"] });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let kept: serde_json::Value =
+            serde_json::from_slice(&retained(broker.port, "mqrs/presence/callee").await)
+                .expect("JSON");
+        if kept == ours {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retained presence stays {kept}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(sees_wait(&caller, "callee"));
     let ms: u64 = caller
         .call("Wait", "wait", &Session::default(), (1u64,))

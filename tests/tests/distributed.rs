@@ -432,8 +432,14 @@ async fn requests_asking_for_harmful_replies_are_refused() {
     let (tx, mut replies) = tokio::sync::mpsc::unbounded_channel();
     let pump = tokio::spawn(async move {
         while let Ok(ev) = events.poll().await {
-            if let rumqttc::v5::Event::Incoming(Packet::Publish(p)) = ev {
-                let _ = tx.send(String::from_utf8_lossy(&p.topic).into_owned());
+            match ev {
+                rumqttc::v5::Event::Incoming(Packet::Publish(p)) => {
+                    let _ = tx.send(String::from_utf8_lossy(&p.topic).into_owned());
+                }
+                rumqttc::v5::Event::Incoming(Packet::SubAck(_)) => {
+                    let _ = tx.send("(subscribed)".into());
+                }
+                _ => {}
             }
         }
     });
@@ -443,7 +449,10 @@ async fn requests_asking_for_harmful_replies_are_refused() {
             .await
             .expect("subscribes");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..2 {
+        let ack = tokio::time::timeout(Duration::from_secs(5), replies.recv()).await;
+        assert_eq!(ack.ok().flatten().as_deref(), Some("(subscribed)"));
+    }
     let stats = || s.back.broker_stats().expect("stats");
     let before = stats();
     let ask = |reply_to: String, correlation: Vec<u8>, bytes: usize| {

@@ -363,10 +363,10 @@ fn on_presence(
         && !shared.withdrawn.load(Ordering::Acquire)
         && modules.as_ref() != Some(&link.registry.module_names())
     {
-        // Only this process speaks for its server id: anything else on its topic (a stale
-        // last will of an earlier connection, or another client's words) is answered by
-        // announcing again, at most once a second.
-        if shared.reannounce_due() {
+        // Only this process speaks for its server id: anything else on its topic is answered
+        // by announcing again. A stale last will of an earlier connection (empty) always is;
+        // other words (another client's) at most once a second.
+        if modules.is_none() || shared.reannounce.due(Duration::from_secs(1)) {
             announce(shared, link, client);
         } else {
             tracing::debug!(server_id = %server_id, "another client keeps writing this process's presence");

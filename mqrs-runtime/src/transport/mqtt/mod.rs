@@ -108,24 +108,32 @@ struct Shared {
     counters: Counters,
     /// Bytes of calls from other processes being served, at most `max_serving_bytes`.
     serving_bytes: Arc<tokio::sync::Semaphore>,
-    /// When this process last announced itself again over other words on its presence topic.
-    reannounced: Mutex<Option<std::time::Instant>>,
+    /// Announcing again over other words on this process's presence topic: once a second.
+    reannounce: Throttle,
+    /// Warning that a request was refused for where its reply would go: once in 10 s.
+    refusal_warning: Throttle,
+}
+
+/// Lets something happen at most once per period.
+#[derive(Default)]
+struct Throttle(Mutex<Option<std::time::Instant>>);
+
+impl Throttle {
+    /// True (and noted) when it did not happen in the last `period`.
+    fn due(&self, period: std::time::Duration) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < period) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 impl Shared {
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// True (and noted) when this process did not announce itself again in the last second.
-    fn reannounce_due(&self) -> bool {
-        let mut last = self.reannounced.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
-            return false;
-        }
-        *last = Some(now);
-        true
     }
 
     /// Completes the call waiting for `id`; false when nobody waits (late or unknown). `kept`
@@ -226,7 +234,8 @@ impl MqttTransport {
                 // outside without watching the traffic.
                 next_id: AtomicU64::new(rand::random()),
                 counters: Counters::default(),
-                reannounced: Mutex::new(None),
+                reannounce: Throttle::default(),
+                refusal_warning: Throttle::default(),
                 serving_bytes: Arc::new(tokio::sync::Semaphore::new(
                     settings_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
                 )),

@@ -19,9 +19,13 @@ use crate::trace::sampling::KeepReason;
 
 /// A request as it arrived on `mqrs/call/{module}/{method}`.
 pub(super) struct Call<'a> {
+    /// Module named by the topic.
     pub(super) module: &'a str,
+    /// Handler named by the topic.
     pub(super) method: &'a str,
+    /// The publish's properties.
     pub(super) props: PublishProperties,
+    /// The publish's payload.
     pub(super) payload: bytes::Bytes,
 }
 
@@ -53,11 +57,15 @@ pub(super) fn admit(
             .is_none_or(|c| c.len() <= wire::MAX_CORRELATION);
     if !reply_ok {
         shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            module,
-            method,
-            "request refused: its response topic is not under mqrs/reply/ (or is over 256 bytes), or its correlation data is over 64 bytes"
-        );
+        let why = "request refused unserved: its response topic is not under mqrs/reply/ (or is over 256 bytes), or its correlation data is over 64 bytes";
+        if shared
+            .refusal_warning
+            .due(std::time::Duration::from_secs(10))
+        {
+            tracing::warn!(module, method, "{why} (said once in 10 s)");
+        } else {
+            tracing::debug!(module, method, "{why}");
+        }
         return;
     }
     let deadline = wire::request_deadline(Some(&props), link.default_timeout);
@@ -86,7 +94,9 @@ pub(super) fn admit(
     let held = 2 * call.payload.len()
         + call.traceparent.as_ref().map_or(0, String::len)
         + call.tracestate.as_ref().map_or(0, String::len);
-    let bytes = u32::try_from(held)
+    // A call larger than the whole budget takes all of it: served alone, not refused forever.
+    let n = held.min(shared.settings.max_serving_bytes.max(1));
+    let bytes = u32::try_from(n)
         .ok()
         .and_then(|n| shared.serving_bytes.clone().try_acquire_many_owned(n).ok());
     match (serving.clone().try_acquire_owned(), bytes) {

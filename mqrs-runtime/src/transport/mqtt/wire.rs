@@ -8,10 +8,10 @@
 //! - Request payload: JSON `{"session": {..}, "args": [..]}`; the session is
 //!   [`Session`]'s serde form, with its W3C `traceparent`.
 //! - Request properties: `response_topic` (absent for fire-and-forget; under `mqrs/reply/`, at
-//!   most 256 bytes), `correlation_data` (8 bytes chosen by the caller; a request with a
-//!   response topic elsewhere or more than 64 bytes is refused), `message_expiry_interval` (the seconds left before the
-//!   deadline, rounded up, so a broker drops stale requests), and the user properties
-//!   `traceparent` / `tracestate` (named as in the W3C trace-context-mqtt draft) and
+//!   most 256 bytes), `correlation_data` (8 bytes chosen by the caller, at most 64 taken; a
+//!   request asking for other is refused unserved), `message_expiry_interval` (the seconds
+//!   left before the deadline, rounded up, so a broker drops stale requests), and the user
+//!   properties `traceparent` / `tracestate` (named as in the W3C trace-context-mqtt draft) and
 //!   `mqrs-timeout-ms` (milliseconds left before the deadline when sent).
 //! - Reply: published on the response topic with the same correlation data; payload JSON
 //!   `{"ok": <reply>}` or `{"err": {"kind": .., "detail": ..}}` ([`RpcError`]'s serde form).
@@ -75,7 +75,7 @@ pub fn encode_presence(modules: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "modules": modules })).unwrap_or_default()
 }
 
-/// Longest server id, module name or presence payload taken from a presence message.
+/// Longest server id or module name taken from a presence message.
 pub const MAX_PRESENCE_NAME: usize = 128;
 /// Most modules one presence message may name.
 pub const MAX_PRESENCE_MODULES: usize = 256;
@@ -100,7 +100,8 @@ pub fn decode_presence<'a>(
     struct Presence {
         modules: Vec<String>,
     }
-    let too_big = payload.len() > MAX_PRESENCE_MODULES * (MAX_PRESENCE_NAME + 3) + 16;
+    // Room for every name quoted and separated by `", "` (Python's default), and the key.
+    let too_big = payload.len() > MAX_PRESENCE_MODULES * (MAX_PRESENCE_NAME + 4) + 32;
     let modules = (!too_big)
         .then(|| serde_json::from_slice::<Presence>(payload).ok())
         .flatten()
@@ -184,9 +185,9 @@ pub fn request_properties(
 /// Longest time a call from another process may be served, whatever it asks.
 pub const MAX_SERVED_TIME: Duration = Duration::from_secs(3600);
 
-/// The deadline a request carries: now plus its `mqrs-timeout-ms` or its message expiry
-/// interval (which a broker lowers by the time the message waited there), the smaller when it
-/// has both, else plus `default`; never more than [`MAX_SERVED_TIME`] away.
+/// The deadline a request carries: now plus its `mqrs-timeout-ms`; without a readable one,
+/// plus its message expiry interval (which a broker lowers, in whole seconds, by the time the
+/// message waited there); else plus `default`. Never more than [`MAX_SERVED_TIME`] away.
 pub fn request_deadline(props: Option<&PublishProperties>, default: Duration) -> Instant {
     let given = props.and_then(|p| {
         p.user_properties
@@ -195,14 +196,13 @@ pub fn request_deadline(props: Option<&PublishProperties>, default: Duration) ->
             .and_then(|(_, v)| v.parse::<u64>().ok())
             .map(Duration::from_millis)
     });
-    let expiry = props
-        .and_then(|p| p.message_expiry_interval)
-        .map(|s| Duration::from_secs(u64::from(s)));
-    let left = match (given, expiry) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => default,
-    };
+    let left = given
+        .or_else(|| {
+            props
+                .and_then(|p| p.message_expiry_interval)
+                .map(|s| Duration::from_secs(u64::from(s)))
+        })
+        .unwrap_or(default);
     Instant::now() + left.min(MAX_SERVED_TIME)
 }
 
@@ -483,7 +483,8 @@ mod tests {
         let near = |x: f64, want: f64| (x - want).abs() < 0.5;
         assert!(near(left(None, Some(5)), 5.0));
         assert!(near(left(Some("2000"), Some(5)), 2.0));
-        assert!(near(left(Some("9000"), Some(5)), 5.0));
+        // A broker counts expiry in whole seconds: the caller's own time left wins.
+        assert!(near(left(Some("1999"), Some(1)), 2.0));
         assert!(near(left(Some("abc"), None), 60.0));
         assert!(near(left(Some("-5"), Some(7)), 7.0));
         assert!(near(left(Some("18446744073709551615"), None), 3600.0));
