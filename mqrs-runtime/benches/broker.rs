@@ -217,7 +217,8 @@ struct Cost {
     q1: f64,
     /// Third quartile of those, percent.
     q3: f64,
-    /// Median of the per-pair differences in time per call (1 / throughput), microseconds.
+    /// Median of the per-pair differences in time per call of throughput (1 / calls per
+    /// second; with many calls in flight, not the latency of one), microseconds.
     us: f64,
 }
 
@@ -414,7 +415,7 @@ async fn main() {
         let plain_call = || echo(&caller, &plain, &m);
         let c = paired_cost(pairs, block, inflight, plain_call, traced_call).await;
         println!(
-            "tracing on (a), {pairs} pairs of {block} calls back to back, {inflight} in flight: median {:.1} % lower (quartiles {:.1} % .. {:.1} %; target < 5 %), {:.2} µs more a call",
+            "tracing on (a), {pairs} pairs of {block} calls back to back, {inflight} in flight: median {:.1} % lower (quartiles {:.1} % .. {:.1} %; target < 5 %), {:.2} µs more per call (1 / throughput)",
             c.median, c.q1, c.q3, c.us
         );
         // The method's own noise: the same pairs with tracing off on both sides.
@@ -436,7 +437,7 @@ async fn main() {
         )
         .await;
         println!(
-            "  the `traceparent` property alone, on (b): median {:.2} µs more a call ({:.1} % of (b))",
+            "  the `traceparent` property alone, on (b): median {:.2} µs more per call ({:.1} % of (b))",
             c.us, c.median
         );
     }
