@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{wire, MqttTransport, Shared};
@@ -132,7 +132,6 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
 ) {
-    let serving = Arc::new(Semaphore::new(shared.settings.max_pending.max(1)));
     let mut attempt = 0usize;
     let mut backoff = Duration::from_millis(100);
     let mut reported = false;
@@ -144,7 +143,7 @@ async fn run(
             let withdrawn = shared.withdrawn.load(Ordering::Acquire);
             let event = tokio::select! {
                 _ = shutdown.changed() => {
-                    close(&shared, &link, &client, &mut events, &serving).await;
+                    close(&shared, &link, &client, &mut events).await;
                     break 'connections;
                 }
                 r = link.withdraw.changed(), if !withdrawn => {
@@ -203,7 +202,7 @@ async fn run(
                     let _ = ready.send(true);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    on_publish(&shared, &link, &client, &serving, p);
+                    on_publish(&shared, &link, &client, p);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -257,15 +256,14 @@ async fn close(
     link: &Link,
     client: &AsyncClient,
     events: &mut rumqttc::v5::EventLoop,
-    serving: &Arc<Semaphore>,
 ) {
     if !shared.withdrawn.load(Ordering::Acquire) {
         withdraw(shared, link, client);
     }
     // Calls still being served finish and their replies go out (the connection keeps being
     // polled meanwhile); bounded by the grace period.
-    let permits = u32::try_from(shared.settings.max_pending.max(1)).unwrap_or(u32::MAX);
-    let drained = serving.clone().acquire_many_owned(permits);
+    let permits = u32::try_from(shared.serving.max_calls).unwrap_or(u32::MAX);
+    let drained = shared.serving.calls.clone().acquire_many_owned(permits);
     tokio::pin!(drained);
     let until = tokio::time::sleep(link.grace);
     tokio::pin!(until);
@@ -310,13 +308,7 @@ fn on_reply(shared: &Shared, p: &Publish) {
     }
 }
 
-fn on_publish(
-    shared: &Arc<Shared>,
-    link: &Link,
-    client: &AsyncClient,
-    serving: &Arc<Semaphore>,
-    mut p: Publish,
-) {
+fn on_publish(shared: &Arc<Shared>, link: &Link, client: &AsyncClient, mut p: Publish) {
     let Ok(topic) = std::str::from_utf8(&p.topic) else {
         shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
         return;
@@ -344,7 +336,7 @@ fn on_publish(
         props,
         payload: p.payload,
     };
-    super::serve::admit(shared, link, client, serving, call);
+    super::serve::admit(shared, link, client, call);
 }
 
 /// Most other processes this one keeps track of; announcements of more are refused.

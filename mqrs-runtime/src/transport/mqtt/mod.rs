@@ -106,8 +106,8 @@ struct Shared {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     counters: Counters,
-    /// Bytes of calls from other processes being served, at most `max_serving_bytes`.
-    serving_bytes: Arc<tokio::sync::Semaphore>,
+    /// What calls from other processes being served may hold at once.
+    serving: serve::Budget,
     /// Announcing again over other words on this process's presence topic: once a second.
     reannounce: Throttle,
     /// Warning that a request was refused for where its reply would go: once in 10 s.
@@ -219,7 +219,7 @@ impl MqttTransport {
     /// A transport for the process `server_id`; it connects when the app starts.
     pub fn new(settings: BrokerSection, server_id: &str) -> Self {
         let nonce = format!("{:016x}", rand::random::<u64>());
-        let settings_bytes = settings.max_serving_bytes.max(1);
+        let serving = serve::Budget::new(&settings);
         MqttTransport {
             shared: Arc::new(Shared {
                 reply_topic: format!("{}{server_id}/{nonce}", wire::REPLY_PREFIX),
@@ -236,9 +236,7 @@ impl MqttTransport {
                 counters: Counters::default(),
                 reannounce: Throttle::default(),
                 refusal_warning: Throttle::default(),
-                serving_bytes: Arc::new(tokio::sync::Semaphore::new(
-                    settings_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
-                )),
+                serving,
             }),
         }
     }

@@ -8,14 +8,59 @@ use std::sync::Arc;
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::AsyncClient;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::link::Link;
 use super::{wire, Shared};
+use crate::config::BrokerSection;
 use crate::error::RpcError;
 use crate::rpc::dispatch::dispatch_held;
 use crate::rpc::Registry;
 use crate::trace::sampling::KeepReason;
+
+/// What calls from other processes may hold here at once: how many (`[broker] max_pending`)
+/// and how many bytes (`[broker] max_serving_bytes`).
+pub(super) struct Budget {
+    /// One permit per call being served.
+    pub(super) calls: Arc<Semaphore>,
+    /// Permits of `calls`, all of them.
+    pub(super) max_calls: usize,
+    /// One permit per byte held by calls being served.
+    bytes: Arc<Semaphore>,
+    /// Permits of `bytes`, all of them.
+    max_bytes: usize,
+}
+
+/// What one admitted call holds of the [`Budget`] until it is served.
+type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+impl Budget {
+    /// The budget `settings` allow.
+    pub(super) fn new(settings: &BrokerSection) -> Self {
+        let max_calls = settings.max_pending.max(1);
+        let max_bytes = settings.max_serving_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        Budget {
+            calls: Arc::new(Semaphore::new(max_calls)),
+            max_calls,
+            bytes: Arc::new(Semaphore::new(max_bytes)),
+            max_bytes,
+        }
+    }
+
+    /// Room for one more call holding `bytes` bytes, or which limit refuses it. A call larger
+    /// than the whole byte budget takes all of it: served alone, not refused forever.
+    fn take(&self, bytes: usize) -> Result<Held, &'static str> {
+        let call = self.calls.clone().try_acquire_owned();
+        let bytes = u32::try_from(bytes.min(self.max_bytes))
+            .ok()
+            .and_then(|n| self.bytes.clone().try_acquire_many_owned(n).ok());
+        match (call, bytes) {
+            (Ok(call), Some(bytes)) => Ok((call, bytes)),
+            (Err(_), _) => Err("calls ([broker] max_pending)"),
+            (Ok(_), None) => Err("bytes of calls ([broker] max_serving_bytes)"),
+        }
+    }
+}
 
 /// A request as it arrived on `mqrs/call/{module}/{method}`.
 pub(super) struct Call<'a> {
@@ -30,13 +75,7 @@ pub(super) struct Call<'a> {
 }
 
 /// Serves `call` on a task of its own, or refuses it (see the module doc); never waits.
-pub(super) fn admit(
-    shared: &Arc<Shared>,
-    link: &Link,
-    client: &AsyncClient,
-    serving: &Arc<Semaphore>,
-    call: Call<'_>,
-) {
+pub(super) fn admit(shared: &Arc<Shared>, link: &Link, client: &AsyncClient, call: Call<'_>) {
     let Call {
         module,
         method,
@@ -94,36 +133,23 @@ pub(super) fn admit(
     let held = 2 * call.payload.len()
         + call.traceparent.as_ref().map_or(0, String::len)
         + call.tracestate.as_ref().map_or(0, String::len);
-    // A call larger than the whole budget takes all of it: served alone, not refused forever.
-    let n = held.min(shared.settings.max_serving_bytes.max(1));
-    let bytes = u32::try_from(n)
-        .ok()
-        .and_then(|n| shared.serving_bytes.clone().try_acquire_many_owned(n).ok());
-    match (serving.clone().try_acquire_owned(), bytes) {
-        (Ok(permit), Some(bytes)) => {
+    match shared.serving.take(held) {
+        Ok(permits) => {
             tokio::spawn(async move {
-                let _permits = (permit, bytes);
+                let _permits = permits;
                 serve(&shared, &client, &registry, call).await;
             });
         }
-        (permit, _) => {
+        Err(limit) => {
             // Too many calls, or bytes of calls, being served: answer at once, without a task
             // or an await, so a flood costs neither memory nor time here; a full send queue
             // drops the answer.
-            let limit = if permit.is_err() {
-                "calls ([broker] max_pending)"
-            } else {
-                "bytes of calls ([broker] max_serving_bytes)"
-            };
             let busy = Err(RpcError::Unavailable(format!(
                 "`{}`: this process is serving too many {limit}",
                 call.name
             )));
             if let Some((topic, correlation)) = call.reply_to {
-                let props = PublishProperties {
-                    correlation_data: correlation,
-                    ..Default::default()
-                };
+                let props = wire::reply_properties(correlation, None);
                 let payload = wire::encode_reply(&busy);
                 if let Err(e) =
                     client.try_publish_with_properties(topic, shared.qos(), false, payload, props)
