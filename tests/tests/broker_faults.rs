@@ -352,6 +352,22 @@ async fn wait_for_owned(what: String, check: impl FnMut() -> bool) {
     wait_for(&what, Duration::from_secs(5), check).await;
 }
 
+#[tokio::test]
+async fn a_process_whose_presence_others_would_refuse_does_not_start() {
+    // Checked before any connection: no broker is needed.
+    let mut c = config_on(&[1], &"s".repeat(129), 3000);
+    c.broker.connect_wait_ms = 0;
+    let app = App::builder()
+        .config(c)
+        .module(|_| Wait)
+        .build()
+        .expect("app");
+    let e = app.start().await.expect_err("refused");
+    assert!(e.to_string().contains("not 1 to 128 bytes"), "{e}");
+    let ok = start(config_on(&[1], &"s".repeat(128), 3000), true).await;
+    ok.shutdown().await;
+}
+
 /// The retained presence message on `topic`, read by a fresh client.
 async fn retained(port: u16, topic: &str) -> Vec<u8> {
     use rumqttc::v5::mqttbytes::v5::Packet;

@@ -160,23 +160,15 @@ impl App {
         }
         let cfg = &self.inner.config.broker;
         let sid = &self.inner.config.app.server_id;
-        use crate::transport::mqtt::wire::{MAX_PRESENCE_MODULES, MAX_PRESENCE_NAME};
-        if sid.is_empty() || sid.len() > MAX_PRESENCE_NAME || sid.contains(['/', '+', '#', '@']) {
+        if sid.is_empty() || sid.contains(['/', '+', '#', '@']) {
             return Err(AppError::BrokerSettings(format!(
-                "server_id `{sid}` is part of MQTT topics: it must be 1 to {MAX_PRESENCE_NAME} bytes and contain none of / + # @"
+                "server_id `{sid}` is part of MQTT topics: it must be non-empty and contain none of / + # @"
             )));
         }
-        // What other processes would refuse to read from this one's presence.
         let modules = self.inner.registry.module_names();
-        if modules.len() > MAX_PRESENCE_MODULES {
+        if let Some(why) = crate::transport::mqtt::wire::presence_refused(sid, &modules) {
             return Err(AppError::BrokerSettings(format!(
-                "{} modules run here; other processes take at most {MAX_PRESENCE_MODULES} from one",
-                modules.len()
-            )));
-        }
-        if let Some(m) = modules.iter().find(|m| m.len() > MAX_PRESENCE_NAME) {
-            return Err(AppError::BrokerSettings(format!(
-                "module name `{m}` is over {MAX_PRESENCE_NAME} bytes, which other processes refuse"
+                "{why}: other processes would refuse this one's presence"
             )));
         }
         match &cfg.url {

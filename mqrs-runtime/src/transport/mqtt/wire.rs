@@ -80,6 +80,27 @@ pub const MAX_PRESENCE_NAME: usize = 128;
 /// Most modules one presence message may name.
 pub const MAX_PRESENCE_MODULES: usize = 256;
 
+/// Why other processes would refuse the presence of `server_id` running `modules` (a name
+/// empty or over [`MAX_PRESENCE_NAME`] bytes, over [`MAX_PRESENCE_MODULES`] modules), if they
+/// would.
+pub fn presence_refused(server_id: &str, modules: &[String]) -> Option<String> {
+    if server_id.is_empty() || server_id.len() > MAX_PRESENCE_NAME {
+        return Some(format!(
+            "server id `{server_id}` is not 1 to {MAX_PRESENCE_NAME} bytes"
+        ));
+    }
+    if modules.len() > MAX_PRESENCE_MODULES {
+        return Some(format!(
+            "{} modules are over {MAX_PRESENCE_MODULES}",
+            modules.len()
+        ));
+    }
+    modules
+        .iter()
+        .find(|n| n.is_empty() || n.len() > MAX_PRESENCE_NAME)
+        .map(|n| format!("module name `{n}` is not 1 to {MAX_PRESENCE_NAME} bytes"))
+}
+
 /// What a message on `topic` says about presence: `None` when it is not a presence topic;
 /// `Some(Err(()))` when it is but is malformed or over the limits above; otherwise the server
 /// id and its modules, `None` for an empty payload (the process is gone), which is not the
@@ -90,7 +111,7 @@ pub fn decode_presence<'a>(
     payload: &[u8],
 ) -> Option<Result<(&'a str, Option<Vec<String>>), ()>> {
     let server_id = topic.strip_prefix(PRESENCE_PREFIX)?;
-    if server_id.is_empty() || server_id.len() > MAX_PRESENCE_NAME {
+    if presence_refused(server_id, &[]).is_some() {
         return Some(Err(()));
     }
     if payload.is_empty() {
@@ -106,11 +127,7 @@ pub fn decode_presence<'a>(
         .then(|| serde_json::from_slice::<Presence>(payload).ok())
         .flatten()
         .map(|p| p.modules)
-        .filter(|m| {
-            m.len() <= MAX_PRESENCE_MODULES
-                && m.iter()
-                    .all(|n| !n.is_empty() && n.len() <= MAX_PRESENCE_NAME)
-        });
+        .filter(|m| presence_refused(server_id, m).is_none());
     Some(modules.map(|m| (server_id, Some(m))).ok_or(()))
 }
 
