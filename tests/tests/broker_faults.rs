@@ -343,6 +343,12 @@ async fn a_process_serving_its_most_calls_or_bytes_answers_unavailable_at_once()
     holding(3).await;
     RELEASE.add_permits(1);
     assert_eq!(again.await.expect("task"), Ok(50_000));
+    // A call larger than the whole byte budget is served when it is alone, not refused.
+    let (n, _): (usize, String) = caller
+        .call("Wait", "sized", &s, ("y".repeat(100_000), 0usize))
+        .await
+        .expect("served alone");
+    assert_eq!(n, 100_000);
     callee.shutdown().await;
     caller.shutdown().await;
 }
