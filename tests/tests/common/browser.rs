@@ -217,18 +217,26 @@ impl Page {
 
     /// Runs `js` in the page (promises awaited) and returns its value.
     pub async fn eval(&mut self, js: &str) -> serde_json::Value {
+        match self.try_eval(js).await {
+            Ok(v) => v,
+            Err(e) => panic!("Runtime.evaluate: {e}"),
+        }
+    }
+
+    /// [`Page::eval`], or the error Chromium answered (a script that throws still fails).
+    async fn try_eval(&mut self, js: &str) -> Result<serde_json::Value, serde_json::Value> {
         let r = self
-            .call(
+            .try_call(
                 "Runtime.evaluate",
                 serde_json::json!({ "expression": js, "awaitPromise": true, "returnByValue": true }),
             )
-            .await;
+            .await?;
         assert!(
             r.get("exceptionDetails").is_none(),
             "script failed: {js}\n{}",
             r["exceptionDetails"]
         );
-        r["result"]["value"].clone()
+        Ok(r["result"]["value"].clone())
     }
 
     /// Waits until `js` is truthy in the page (10 s at most) and returns its value. A page
@@ -236,16 +244,13 @@ impl Page {
     pub async fn wait_for(&mut self, js: &str, what: &str) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let expression =
-                format!("(() => {{ try {{ return {js}; }} catch (_) {{ return null; }} }})()");
             let r = self
-                .try_call(
-                    "Runtime.evaluate",
-                    serde_json::json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
-                )
+                .try_eval(&format!(
+                    "(() => {{ try {{ return {js}; }} catch (_) {{ return null; }} }})()"
+                ))
                 .await;
             let v = match r {
-                Ok(r) => r["result"]["value"].clone(),
+                Ok(v) => v,
                 Err(e) if navigating(&e) => serde_json::Value::Null,
                 Err(e) => panic!("Runtime.evaluate: {e}"),
             };
