@@ -232,8 +232,7 @@ async fn a_stale_empty_presence_for_a_live_process_is_answered_by_announcing_aga
     // What an earlier connection's last will would publish: empty, retained.
     let mut opts = rumqttc::v5::MqttOptions::new("stale-will", "127.0.0.1", broker.port);
     opts.set_clean_start(true);
-    let (c, mut ev) = rumqttc::v5::AsyncClient::new(opts, 16);
-    let pump = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let (c, _incoming) = common::mqtt5_client(opts);
     c.publish(
         "mqrs/presence/callee",
         rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
@@ -252,7 +251,6 @@ async fn a_stale_empty_presence_for_a_live_process_is_answered_by_announcing_aga
         .await
         .expect("callee reachable");
     assert_eq!(ms, 2);
-    pump.abort();
     for app in [late, callee, caller] {
         app.shutdown().await;
     }
@@ -377,19 +375,17 @@ async fn a_process_whose_presence_others_would_refuse_does_not_start() {
 /// The retained presence message on `topic`, read by a fresh client.
 async fn retained(port: u16, topic: &str) -> Vec<u8> {
     use rumqttc::v5::mqttbytes::v5::Packet;
-    let (c, mut events) = rumqttc::v5::AsyncClient::new(
-        rumqttc::v5::MqttOptions::new("reader", "127.0.0.1", port),
-        16,
-    );
+    let (c, mut incoming) =
+        common::mqtt5_client(rumqttc::v5::MqttOptions::new("reader", "127.0.0.1", port));
     c.subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
         .await
         .expect("subscribes");
     tokio::time::timeout(Duration::from_secs(3), async {
         loop {
-            match events.poll().await {
-                Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => return p.payload.to_vec(),
-                Ok(_) => {}
-                Err(e) => panic!("reader: {e}"),
+            match incoming.recv().await {
+                Some(Packet::Publish(p)) => return p.payload.to_vec(),
+                Some(_) => {}
+                None => panic!("reader: the connection ended"),
             }
         }
     })
@@ -404,19 +400,11 @@ async fn a_process_restores_its_presence_and_refuses_malformed_ones() {
     let caller = app_on(broker.port, "caller", false).await;
     let callee = app_on(broker.port, "callee", true).await;
     await_wait(&caller, "callee").await;
-    let (intruder, mut events) = rumqttc::v5::AsyncClient::new(
-        rumqttc::v5::MqttOptions::new("intruder", "127.0.0.1", broker.port),
-        16,
-    );
-    let (acked_tx, mut acked) = tokio::sync::mpsc::unbounded_channel();
-    let pump = tokio::spawn(async move {
-        while let Ok(ev) = events.poll().await {
-            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) = ev
-            {
-                let _ = acked_tx.send(());
-            }
-        }
-    });
+    let (intruder, mut incoming) = common::mqtt5_client(rumqttc::v5::MqttOptions::new(
+        "intruder",
+        "127.0.0.1",
+        broker.port,
+    ));
     let malformed = || caller.broker_stats().expect("stats").malformed;
     let before = malformed();
     // Another client claims the callee runs no modules: the callee answers with its own.
@@ -429,9 +417,15 @@ async fn a_process_restores_its_presence_and_refuses_malformed_ones() {
         )
         .await
         .expect("publishes");
-    tokio::time::timeout(Duration::from_secs(5), acked.recv())
-        .await
-        .expect("the broker took the false presence");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(p) = incoming.recv().await {
+            if matches!(p, rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the broker took the false presence");
     let ours = serde_json::json!({ "modules": ["Wait"] });
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -486,7 +480,6 @@ async fn a_process_restores_its_presence_and_refuses_malformed_ones() {
         "only the callee: {:?}",
         caller.cluster()
     );
-    pump.abort();
     callee.shutdown().await;
     caller.shutdown().await;
 }
@@ -568,10 +561,11 @@ async fn a_process_without_modules_announces_itself_once() {
     // A process that only calls others announces an empty module list: that is presence, not
     // a last will, and must not set off a re-announcement loop through the broker.
     let caller = app_on(broker.port, "caller", false).await;
-    let (spy, mut ev) = rumqttc::v5::AsyncClient::new(
-        rumqttc::v5::MqttOptions::new("presence-spy", "127.0.0.1", broker.port),
-        16,
-    );
+    let (spy, mut incoming) = common::mqtt5_client(rumqttc::v5::MqttOptions::new(
+        "presence-spy",
+        "127.0.0.1",
+        broker.port,
+    ));
     spy.subscribe(
         "mqrs/presence/caller",
         rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
@@ -580,9 +574,8 @@ async fn a_process_without_modules_announces_itself_once() {
     .expect("subscribe");
     let mut seen = 0;
     let until = tokio::time::Instant::now() + Duration::from_secs(1);
-    while let Ok(Ok(event)) = tokio::time::timeout_at(until, ev.poll()).await {
-        if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(_)) = event
-        {
+    while let Ok(Some(p)) = tokio::time::timeout_at(until, incoming.recv()).await {
+        if matches!(p, rumqttc::v5::mqttbytes::v5::Packet::Publish(_)) {
             seen += 1;
         }
     }

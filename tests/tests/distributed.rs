@@ -297,19 +297,11 @@ async fn faults_across_the_broker() {
     // A reply after the caller gave up is dropped and counted, never given to another call.
     // The callee itself never answers past the deadline, so a spy on the broker plays the late
     // (and the unknown) replier, with the request's own response topic and correlation data.
-    let (spy, mut spy_events) = rumqttc::v5::AsyncClient::new(
-        rumqttc::v5::MqttOptions::new("spy", "127.0.0.1", s.broker_port),
-        16,
-    );
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
-    let pump = tokio::spawn(async move {
-        while let Ok(ev) = spy_events.poll().await {
-            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p)) = ev
-            {
-                let _ = seen_tx.send(p.properties.unwrap_or_default());
-            }
-        }
-    });
+    let (spy, mut incoming) = common::mqtt5_client(rumqttc::v5::MqttOptions::new(
+        "spy",
+        "127.0.0.1",
+        s.broker_port,
+    ));
     spy.subscribe(
         "mqrs/call/Probe/sleep",
         rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
@@ -323,10 +315,19 @@ async fn faults_across_the_broker() {
         .await
         .expect_err("times out");
     assert_eq!(e.kind(), "timeout");
-    let seen = tokio::time::timeout(Duration::from_secs(2), seen_rx.recv())
-        .await
-        .expect("the spy saw the request")
-        .expect("request");
+    let seen = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match incoming.recv().await {
+                Some(rumqttc::v5::mqttbytes::v5::Packet::Publish(p)) => {
+                    return p.properties.unwrap_or_default()
+                }
+                Some(_) => {}
+                None => panic!("the spy's connection ended"),
+            }
+        }
+    })
+    .await
+    .expect("the spy saw the request");
     let reply_to = seen.response_topic.clone().expect("response topic");
     for correlation in [seen.correlation_data.clone(), Some(vec![9u8; 8].into())] {
         let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
@@ -357,7 +358,7 @@ async fn faults_across_the_broker() {
         .expect("next call gets its own reply");
     assert_eq!(next, 1, "never the spy's 999");
     assert_eq!(stats().pending, 0, "no call left waiting");
-    pump.abort();
+    drop(incoming);
 
     // Oversized request: a clear error, and the connection carries on.
     let huge = "y".repeat(2 << 20);
@@ -428,21 +429,21 @@ async fn requests_asking_for_harmful_replies_are_refused() {
     let s = split(Broker::Embedded, 3_000).await;
     let mut opts = rumqttc::v5::MqttOptions::new("intruder", "127.0.0.1", s.broker_port);
     opts.set_max_packet_size(Some(4 << 20));
-    let (intruder, mut events) = rumqttc::v5::AsyncClient::new(opts, 16);
-    let (tx, mut replies) = tokio::sync::mpsc::unbounded_channel();
-    let pump = tokio::spawn(async move {
-        while let Ok(ev) = events.poll().await {
-            match ev {
-                rumqttc::v5::Event::Incoming(Packet::Publish(p)) => {
-                    let _ = tx.send(String::from_utf8_lossy(&p.topic).into_owned());
+    let (intruder, mut incoming) = common::mqtt5_client(opts);
+    // The next packet it receives that `pick` takes, within 5 s.
+    async fn next<T>(incoming: &mut common::Incoming, pick: impl Fn(Packet) -> Option<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match incoming.recv().await.map(&pick) {
+                    Some(Some(t)) => return t,
+                    Some(None) => {}
+                    None => panic!("the intruder's connection ended"),
                 }
-                rumqttc::v5::Event::Incoming(Packet::SubAck(_)) => {
-                    let _ = tx.send("(subscribed)".into());
-                }
-                _ => {}
             }
-        }
-    });
+        })
+        .await
+        .expect("in time")
+    }
     for filter in ["mqrs/reply/intruder/#", "elsewhere/#"] {
         intruder
             .subscribe(filter, QoS5::AtLeastOnce)
@@ -450,8 +451,10 @@ async fn requests_asking_for_harmful_replies_are_refused() {
             .expect("subscribes");
     }
     for _ in 0..2 {
-        let ack = tokio::time::timeout(Duration::from_secs(5), replies.recv()).await;
-        assert_eq!(ack.ok().flatten().as_deref(), Some("(subscribed)"));
+        next(&mut incoming, |p| {
+            matches!(p, Packet::SubAck(_)).then_some(())
+        })
+        .await;
     }
     let stats = || s.back.broker_stats().expect("stats");
     let before = stats();
@@ -486,17 +489,19 @@ async fn requests_asking_for_harmful_replies_are_refused() {
     ask("mqrs/reply/intruder/corr".into(), vec![7; 65], 3).await;
     // Well formed: answered.
     ask("mqrs/reply/intruder/ok".into(), vec![1; 8], 3).await;
-    let first = tokio::time::timeout(Duration::from_secs(5), replies.recv())
-        .await
-        .expect("a reply")
-        .expect("topic");
-    assert_eq!(first, "mqrs/reply/intruder/ok");
+    let topic = |p| match p {
+        Packet::Publish(p) => Some(String::from_utf8_lossy(&p.topic).into_owned()),
+        _ => None,
+    };
+    assert_eq!(next(&mut incoming, topic).await, "mqrs/reply/intruder/ok");
     wait_for("three refusals counted", Duration::from_secs(5), || {
         stats().malformed == before.malformed + 3
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(replies.try_recv().is_err(), "no reply to a refused request");
+    while let Ok(p) = incoming.try_recv() {
+        assert_eq!(topic(p), None, "no reply to a refused request");
+    }
     let after = stats();
     assert!(after.connected);
     assert_eq!(
@@ -510,7 +515,6 @@ async fn requests_asking_for_harmful_replies_are_refused() {
         .await
         .expect("calls still served");
     assert_eq!(ok, "xxx");
-    pump.abort();
     s.stop().await;
 }
 

@@ -16,6 +16,27 @@ use mqrs_runtime::{App, Config};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// What an MQTT 5 client receives, packet by packet, in order.
+pub type Incoming = tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>;
+
+/// An MQTT 5 client (rumqttc) whose event loop is polled on a task of its own: every packet
+/// it receives comes out of [`Incoming`]. The task ends with the connection, or with the first
+/// packet after `Incoming` is dropped.
+pub fn mqtt5_client(opts: rumqttc::v5::MqttOptions) -> (rumqttc::v5::AsyncClient, Incoming) {
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(opts, 16);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            if let rumqttc::v5::Event::Incoming(p) = ev {
+                if tx.send(p).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (client, rx)
+}
+
 /// A running demo app and its addresses.
 pub struct Running {
     pub app: App,
