@@ -129,6 +129,9 @@ pub struct TraceSection {
     pub collector_addr: SocketAddr,
     /// Largest OTLP request body accepted, in bytes (after gzip).
     pub collector_max_body: usize,
+    /// Spans the collector takes may start or end at most this many seconds after this
+    /// machine's clock; later ones are refused (in the answer's partial success) and counted.
+    pub collector_max_skew_s: u64,
     /// Share of new traces recorded, 0.0 to 1.0, decided once at the root (after
     /// `on_request_tracing`) and followed by every span of the request in every process.
     pub sample_ratio: f64,
@@ -276,6 +279,7 @@ impl Default for TraceSection {
             collector: true,
             collector_addr: SocketAddr::from(([127, 0, 0, 1], 4318)),
             collector_max_body: 4 << 20,
+            collector_max_skew_s: 3600,
             sample_ratio: 1.0,
             sample_operations: BTreeMap::new(),
             max_traces_per_second: 0,

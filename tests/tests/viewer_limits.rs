@@ -60,13 +60,14 @@ async fn a_search_answers_with_bounded_data_whatever_its_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_viewer_connections_do_not_stop_the_gate_and_time_out() {
     let d = start_demo(|_| {}).await;
+    // From ten other loopback addresses, 15 each: under the cap one address may hold, over
+    // the 64 the viewer serves at once.
     let mut idle = Vec::new();
-    for _ in 0..150 {
-        idle.push(
-            tokio::net::TcpStream::connect(d.viewer)
-                .await
-                .expect("connect"),
-        );
+    for i in 0..150u8 {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind(std::net::SocketAddr::from(([127, 0, 0, 10 + i % 10], 0)))
+            .expect("bind");
+        idle.push(s.connect(d.viewer).await.expect("connect"));
     }
     // The gate serves as usual meanwhile.
     let c = d.logged_in("beside-idle").await;

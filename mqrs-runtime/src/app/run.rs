@@ -137,6 +137,7 @@ impl App {
                 store.clone(),
                 cfg.trace.collector_addr,
                 cfg.trace.collector_max_body,
+                Duration::from_secs(cfg.trace.collector_max_skew_s),
                 self.inner.shutdown.subscribe(),
             )
             .await

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::search_params;
-use super::store::{micros, StoredTrace, TraceStore};
+use super::store::{cut, micros, StoredTrace, TraceStore};
 
 /// Spans (in the store's own measure) one search answers with at most; the JSON is about twice
 /// that. Bounds the memory and time a search can take, whatever its `limit`.
@@ -48,30 +48,8 @@ pub async fn serve(
     addr: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    serve_router("trace viewer", router(store), addr, shutdown).await
-}
-
-/// Binds `addr` and serves `app` until `shutdown` turns true; new connections are refused at
-/// once, open ones finish their requests.
-pub(crate) async fn serve_router(
-    what: &'static str,
-    app: Router,
-    addr: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let r = axum::serve(super::http_limits::Limited::new(listener), app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|v| *v).await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "{what} stopped on error");
-        }
-    });
-    Ok((local, task))
+    let counters = store.viewer_http.clone();
+    super::http_limits::serve("trace viewer", router(store), addr, shutdown, counters).await
 }
 
 fn envelope(data: Value) -> Json<Value> {
@@ -88,21 +66,33 @@ fn error(status: StatusCode, msg: String) -> Response {
         .into_response()
 }
 
-async fn services(State(store): State<Arc<TraceStore>>) -> Json<Value> {
-    envelope(json!(store.services()))
+/// Answers 503 when the heavy-answer permits are closed.
+fn closing() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into())
+}
+
+async fn services(State(store): State<Arc<TraceStore>>) -> Response {
+    // A read of every span's head: one heavy answer at a time in the process.
+    let Some(_permit) = heavy().await else {
+        return closing();
+    };
+    envelope(json!(store.services())).into_response()
 }
 
 async fn service_operations(
     State(store): State<Arc<TraceStore>>,
     Path(service): Path<String>,
-) -> Json<Value> {
+) -> Response {
+    let Some(_permit) = heavy().await else {
+        return closing();
+    };
     let mut names: Vec<String> = store
         .operations(&service)
         .into_iter()
         .map(|(n, _)| n)
         .collect();
     names.dedup();
-    envelope(json!(names))
+    envelope(json!(names)).into_response()
 }
 
 async fn operations(
@@ -116,6 +106,9 @@ async fn operations(
         );
     };
     let kind = q.get("spanKind").filter(|k| !k.is_empty());
+    let Some(_permit) = heavy().await else {
+        return closing();
+    };
     let ops: Vec<Value> = store
         .operations(service)
         .into_iter()
@@ -130,8 +123,8 @@ async fn latency(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     // A scan of every span held: one such search at a time in the process.
-    let Ok(_permit) = super::http_limits::HEAVY_QUERIES.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    let Some(_permit) = heavy().await else {
+        return closing();
     };
     let lookback = q.get("lookback").map(String::as_str).unwrap_or("1h");
     let Some(d) = search_params::lookback_us(lookback) else {
@@ -151,7 +144,12 @@ async fn latency(
 }
 
 async fn stats(State(store): State<Arc<TraceStore>>) -> Json<Value> {
-    Json(json!(store.stats()))
+    let mut out = json!(store.stats());
+    out["http"] = json!({
+        "viewer": store.viewer_http.to_json(),
+        "collector": store.collector_http.to_json(),
+    });
+    Json(out)
 }
 
 /// The store's and the collector's counters in the Prometheus text format (version 0.0.4).
@@ -225,14 +223,14 @@ async fn find_traces(
     // `traceID=a&traceID=b`: exactly those traces (the Jaeger UI's multi-trace fetch and
     // trace compare), and an error entry for each one not held.
     if search_params::all(&q, "traceID").next().is_some() {
-        return traces_by_id(&store, search_params::all(&q, "traceID"));
+        return traces_by_id(&store, search_params::all(&q, "traceID")).await;
     }
     let query = match search_params::parse_query(&q, MAX_ANSWER_BYTES) {
         Ok(query) => query,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
-    let Ok(_permit) = super::http_limits::HEAVY_QUERIES.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    let Some(_permit) = heavy().await else {
+        return closing();
     };
     let (found, truncated) = store.find_within(&query);
     let traces: Vec<Value> = found.iter().map(jaeger_trace).collect();
@@ -247,12 +245,42 @@ async fn find_traces(
     Json(body).into_response()
 }
 
-/// The traces with these ids, in the order asked, and `errors` for those not held.
-fn traces_by_id<'a>(store: &TraceStore, ids: impl Iterator<Item = &'a str>) -> Response {
-    let (mut found, mut errors) = (Vec::new(), Vec::new());
+/// The traces with these ids, each once, in the order first asked, and `errors` for those not
+/// held or not read because the answer reached [`MAX_ANSWER_BYTES`].
+async fn traces_by_id<'a>(store: &TraceStore, ids: impl Iterator<Item = &'a str>) -> Response {
+    let Some(_permit) = heavy().await else {
+        return closing();
+    };
+    let (mut found, mut errors, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    let mut used = 0usize;
     for id in ids {
-        match parse_trace_id(id).and_then(|n| store.trace(n)) {
-            Some(t) => found.push(jaeger_trace(&t)),
+        let Some(n) = parse_trace_id(id) else {
+            errors.push(json!({"code": 400, "msg": "not a trace id", "traceID": cut(id, 64)}));
+            continue;
+        };
+        if !seen.insert(n) {
+            continue;
+        }
+        if used >= MAX_ANSWER_BYTES {
+            errors.push(not_read(id));
+            continue;
+        }
+        match store.trace_within(n, MAX_ANSWER_BYTES - used) {
+            // Only the first trace is read past the cap (by its first span).
+            Some((t, _)) if !found.is_empty() && used + t.stored_bytes() > MAX_ANSWER_BYTES => {
+                used = MAX_ANSWER_BYTES;
+                errors.push(not_read(id));
+            }
+            Some((t, total)) => {
+                used += t.stored_bytes();
+                let mut trace = jaeger_trace(&t);
+                if let Some(w) = cut_warning(&t, total) {
+                    trace["warnings"] = json!([w.clone()]);
+                    warnings.push(json!(format!("trace {id}: {w}")));
+                }
+                found.push(trace);
+            }
             None => errors.push(json!({"code": 404, "msg": "trace not found", "traceID": id})),
         }
     }
@@ -260,7 +288,35 @@ fn traces_by_id<'a>(store: &TraceStore, ids: impl Iterator<Item = &'a str>) -> R
     if !errors.is_empty() {
         body["errors"] = Value::Array(errors);
     }
+    if !warnings.is_empty() {
+        body["warnings"] = Value::Array(warnings);
+    }
     Json(body).into_response()
+}
+
+/// The `errors` entry of a trace not read because the answer reached its cap.
+fn not_read(id: &str) -> Value {
+    json!({"code": 413, "traceID": id, "msg": format!(
+        "not read: the answer reached its cap of {} MiB; ask for fewer traces",
+        MAX_ANSWER_BYTES >> 20
+    )})
+}
+
+/// The process's permit for a heavy answer (see `http_limits`), waited for; `None` only if
+/// the permits are closed.
+pub(crate) async fn heavy() -> Option<tokio::sync::SemaphorePermit<'static>> {
+    super::http_limits::HEAVY_QUERIES.acquire().await.ok()
+}
+
+/// What to tell a reader of a trace cut short of its `total` spans by the answer cap.
+pub(crate) fn cut_warning(t: &StoredTrace, total: usize) -> Option<String> {
+    (t.spans.len() < total).then(|| {
+        format!(
+            "trace cut at about {} MiB: {} of its {total} spans shown",
+            MAX_ANSWER_BYTES >> 20,
+            t.spans.len()
+        )
+    })
 }
 
 /// Parses a Jaeger trace id: up to 32 hex digits.
@@ -277,9 +333,26 @@ async fn get_trace(State(store): State<Arc<TraceStore>>, Path(id): Path<String>)
             format!("'{id}' is not a trace id (up to 32 hex digits)"),
         );
     };
-    match store.trace(tid) {
-        Some(t) => envelope(json!([jaeger_trace(&t)])).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("trace {id} not found")),
+    let Some(_permit) = heavy().await else {
+        return closing();
+    };
+    match store.trace_within(tid, MAX_ANSWER_BYTES) {
+        Some((t, total)) => {
+            let mut trace = jaeger_trace(&t);
+            let warning = cut_warning(&t, total);
+            if let Some(w) = &warning {
+                trace["warnings"] = json!([w]);
+            }
+            let mut body = envelope(json!([trace])).0;
+            if let Some(w) = warning {
+                body["warnings"] = json!([w]);
+            }
+            Json(body).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("trace {} not found", cut(&id, 64)),
+        ),
     }
 }
 
@@ -293,8 +366,8 @@ async fn dependencies(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     // A scan of every span held: one such search at a time in the process.
-    let Ok(_permit) = super::http_limits::HEAVY_QUERIES.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    let Some(_permit) = heavy().await else {
+        return closing();
     };
     let ms = |k: &str| -> Result<Option<u64>, String> {
         match q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {

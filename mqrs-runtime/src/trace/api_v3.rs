@@ -74,8 +74,19 @@ fn go_bool(v: &str) -> Option<bool> {
     }
 }
 
-async fn services(State(store): State<Arc<TraceStore>>) -> Json<Value> {
-    Json(json!({ "services": store.services() }))
+/// Waits for the process's heavy-answer permit (see `http_limits`).
+async fn heavy() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    super::api::heavy()
+        .await
+        .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))
+}
+
+async fn services(State(store): State<Arc<TraceStore>>) -> Response {
+    let _permit = match heavy().await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    Json(json!({ "services": store.services() })).into_response()
 }
 
 async fn operations(
@@ -83,6 +94,10 @@ async fn operations(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     let kind = param(&q, &["spanKind", "span_kind"]).map(|(_, k)| k.to_ascii_lowercase());
+    let _permit = match heavy().await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let all = match param(&q, &["service"]) {
         Some((_, s)) => store.operations(s),
         None => store
@@ -131,8 +146,20 @@ async fn get_trace(
     if let Err(e) = check_times(&q) {
         return e.into_response();
     }
-    match store.trace(tid) {
-        Some(t) => Json(json!({"result": {"resourceSpans": resource_spans(&[t])}})).into_response(),
+    let _permit = match heavy().await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match store.trace_within(tid, MAX_ANSWER_BYTES) {
+        Some((t, total)) => {
+            let warning = super::api::cut_warning(&t, total);
+            let mut body = json!({"result": {"resourceSpans": resource_spans(&[t])}});
+            // OTLP/JSON has no place for it: beside `result`, as the v1 API writes it.
+            if let Some(w) = warning {
+                body["warnings"] = json!([w]);
+            }
+            Json(body).into_response()
+        }
         None => error(StatusCode::NOT_FOUND, "No traces found").into_response(),
     }
 }
@@ -218,9 +245,7 @@ fn find_query(q: &Params) -> Result<TraceQuery, ApiError> {
 /// Runs a search with the one-heavy-query-at-a-time rule of the v1 API.
 async fn search(store: &TraceStore, q: &Params) -> Result<Vec<StoredTrace>, ApiError> {
     let query = find_query(q)?;
-    let Ok(_permit) = super::http_limits::HEAVY_QUERIES.acquire().await else {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
-    };
+    let _permit = heavy().await?;
     Ok(store.find_within(&query).0)
 }
 

@@ -1,24 +1,45 @@
-//! Bounds on the HTTP side (viewer and OTLP collector), so that no number of HTTP clients can
-//! starve the gate: at most [`MAX_CONNECTIONS`] connections are accepted at once (the rest
-//! wait in the kernel's backlog and take no file descriptor of the process), a connection that
-//! sends nothing within [`FIRST_BYTE`] of being accepted, or nothing for [`IDLE`] later, is
-//! closed, and at most [`MAX_HEAVY_QUERIES`] searches over the store run at once. Also here: the
-//! one check both HTTP services use to give the HTTP layer's own errors their error shape.
+//! The HTTP side's own thread and its bounds (viewer and OTLP collector), so that no number of
+//! HTTP clients can starve the gate or exhaust the process.
+//!
+//! - Both services run on one thread of their own ([`runtime`]), at a lower scheduling
+//!   priority than the gate's workers: building a large answer or decoding a large OTLP body
+//!   can take at most that one thread, never a gate worker.
+//! - At most [`MAX_CONNECTIONS`] connections are open at once per listener (the rest wait in
+//!   the kernel's backlog), at most [`MAX_PER_ADDRESS`] of them from one IP address (more are
+//!   closed at once and counted), so one host cannot take every slot.
+//! - A connection must send its first bytes within [`FIRST_BYTE`], each request head within
+//!   [`HEAD`], and each body at [`BODY_MIN_RATE`] on average after [`BODY_GRACE`]; a connection
+//!   silent for [`IDLE`] is closed.
+//! - At most [`MAX_HEAVY_QUERIES`] answers that scan the store or build a large body run at
+//!   once in the process.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
+use axum::Router;
+use futures_util::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::runtime::Handle;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, Sleep};
 
 /// Most HTTP connections open at once per listener.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// Most HTTP connections one IP address may hold open at once per listener.
+pub const MAX_PER_ADDRESS: usize = 16;
 
 /// A connection silent this long (between requests, or in the middle of one) is closed.
 pub const IDLE: Duration = Duration::from_secs(10);
@@ -26,65 +47,245 @@ pub const IDLE: Duration = Duration::from_secs(10);
 /// A new connection must send its first bytes within this time.
 pub const FIRST_BYTE: Duration = Duration::from_secs(2);
 
-/// Most store searches (trace search, latency, dependencies) running at once in the process.
+/// A request's head (request line and headers) must arrive whole within this time; a
+/// keep-alive connection waiting for its next request is closed after it too.
+pub const HEAD: Duration = Duration::from_secs(5);
+
+/// A request body gets this long before [`BODY_MIN_RATE`] applies to it.
+pub const BODY_GRACE: Duration = Duration::from_secs(5);
+
+/// The slowest average rate, in bytes a second, at which a request body may arrive.
+pub const BODY_MIN_RATE: u64 = 256 << 10;
+
+/// Most heavy answers (a search, a scan of every span, a trace read back) built at once in
+/// the process.
 pub const MAX_HEAVY_QUERIES: usize = 1;
 
-/// The process's permits for store searches.
+/// How long open connections may take to finish their requests when the service stops.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The process's permits for heavy answers.
 pub(crate) static HEAVY_QUERIES: Semaphore = Semaphore::const_new(MAX_HEAVY_QUERIES);
 
-/// A listener that accepts a connection only when fewer than [`MAX_CONNECTIONS`] are open.
-pub(crate) struct Limited {
-    inner: TcpListener,
-    open: Arc<Semaphore>,
+/// What one HTTP listener's bounds turned away.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// Connections closed at once because their address already held [`MAX_PER_ADDRESS`].
+    pub refused_per_address: AtomicU64,
+    /// Connections closed because a request head did not arrive within [`HEAD`].
+    pub head_timeouts: AtomicU64,
+    /// Requests refused because their body came slower than [`BODY_MIN_RATE`].
+    pub slow_bodies: AtomicU64,
 }
 
-impl Limited {
-    /// Wraps a bound listener.
-    pub(crate) fn new(inner: TcpListener) -> Limited {
-        Limited {
-            inner,
-            open: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+impl HttpCounters {
+    /// The counters as JSON, for `/api/stats`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "refused_per_address": self.refused_per_address.load(Relaxed),
+            "head_timeouts": self.head_timeouts.load(Relaxed),
+            "slow_bodies": self.slow_bodies.load(Relaxed),
+        })
+    }
+}
+
+/// The runtime the viewer and the collector run on: one thread (`mqrs-http`) for the whole
+/// process, started on first use, at a lower priority than the gate's workers on Linux.
+pub(crate) fn runtime() -> io::Result<&'static Handle> {
+    static RT: OnceLock<Handle> = OnceLock::new();
+    static START: Mutex<()> = Mutex::new(());
+    if let Some(h) = RT.get() {
+        return Ok(h);
+    }
+    let _one = START.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = RT.get() {
+        return Ok(h);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("mqrs-http".into())
+        .spawn(move || {
+            lower_priority();
+            rt.block_on(std::future::pending::<()>());
+        })?;
+    Ok(RT.get_or_init(|| handle))
+}
+
+/// Gives this thread a nice value of 10, so the gate's threads go first when the cores are
+/// busy.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take and return plain integers; on Linux, PRIO_PROCESS
+    // with a thread id sets that thread's nice value only.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::debug!("could not lower the HTTP thread's priority");
         }
     }
 }
 
-impl axum::serve::Listener for Limited {
-    type Io = LimitedStream;
-    type Addr = std::net::SocketAddr;
+/// Binds `addr` on the HTTP thread and serves `app` there until `shutdown` turns true; then new
+/// connections are refused at once and open ones get [`DRAIN`] to finish their requests.
+pub(crate) async fn serve(
+    what: &'static str,
+    app: Router,
+    addr: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+    counters: Arc<HttpCounters>,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    let rt = runtime()?;
+    let listener = rt
+        .spawn(TcpListener::bind(addr))
+        .await
+        .map_err(io::Error::other)??;
+    let local = listener.local_addr()?;
+    let task = rt.spawn(accept_loop(what, listener, app, shutdown, counters));
+    Ok((local, task))
+}
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            // The semaphore is never closed; should it be, accept without a permit bound.
-            let permit = self.open.clone().acquire_owned().await.ok();
-            match self.inner.accept().await {
-                Ok((io, addr)) => {
-                    let _ = io.set_nodelay(true);
-                    let stream = LimitedStream {
-                        io,
-                        _permit: permit,
-                        idle: Box::pin(tokio::time::sleep(FIRST_BYTE)),
-                    };
-                    return (stream, addr);
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: wait rather than spin.
-                    tracing::debug!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+async fn accept_loop(
+    what: &'static str,
+    listener: TcpListener,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+    counters: Arc<HttpCounters>,
+) {
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => break,
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => tokio::select! {
+                    biased;
+                    () = stopped(&mut shutdown) => break,
+                    r = listener.accept() => r.map(|(io, peer)| (io, peer, permit)),
+                },
+                Err(_) => break,
+            },
+        };
+        let (io, peer, permit) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: wait rather than spin.
+                tracing::debug!(error = %e, "{what}: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = AddressSlot::take(&per_address, peer.ip()) else {
+            counters.refused_per_address.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "{what}: address holds {MAX_PER_ADDRESS} connections; closed");
+            continue;
+        };
+        let _ = io.set_nodelay(true);
+        let stream = LimitedStream {
+            io,
+            _permit: permit,
+            _slot: slot,
+            idle: Box::pin(tokio::time::sleep(FIRST_BYTE)),
+        };
+        conns.spawn(serve_connection(
+            stream,
+            app.clone(),
+            stop_rx.clone(),
+            counters.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained =
+        tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::debug!("{what}: connections still open after {DRAIN:?}; closed");
+        conns.abort_all();
+    }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|v| *v).await;
+}
+
+async fn serve_connection(
+    stream: LimitedStream,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    counters: Arc<HttpCounters>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let mut conn = pin!(conn);
+    let stopping = async move {
+        let _ = stop.wait_for(|v| *v).await;
+    };
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            counters.head_timeouts.fetch_add(1, Relaxed);
+        }
+        tracing::trace!(error = %e, "HTTP connection ended");
+    }
+}
+
+/// One of the connections an address holds; given back when dropped.
+struct AddressSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    /// A slot for `ip`, or `None` when it holds [`MAX_PER_ADDRESS`] already.
+    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
             }
         }
     }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
 }
 
-/// An accepted connection: holds its place among the open ones, and fails its reads once it
-/// has been silent for [`IDLE`].
-pub(crate) struct LimitedStream {
+/// An accepted connection: holds its place among the open ones and its address's, and fails
+/// its reads once it has been silent for [`IDLE`].
+struct LimitedStream {
     io: TcpStream,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
+    _slot: AddressSlot,
     idle: Pin<Box<Sleep>>,
 }
 
@@ -140,6 +341,49 @@ impl AsyncWrite for LimitedStream {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+/// Why a request body was not read whole.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// It is larger than the limit.
+    TooLarge,
+    /// It came slower than [`BODY_MIN_RATE`].
+    TooSlow,
+    /// The connection failed while it came.
+    Broken(String),
+}
+
+/// Reads `body` whole, refusing it past `max` bytes or when, after [`BODY_GRACE`], it has come
+/// slower than [`BODY_MIN_RATE`] on average.
+pub(crate) async fn read_body(
+    body: Body,
+    max: usize,
+    counters: &HttpCounters,
+) -> Result<Bytes, BodyError> {
+    let start = Instant::now();
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    loop {
+        let allowed = BODY_GRACE + Duration::from_secs_f64(out.len() as f64 / BODY_MIN_RATE as f64);
+        let next = match tokio::time::timeout_at(start + allowed, stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                counters.slow_bodies.fetch_add(1, Relaxed);
+                return Err(BodyError::TooSlow);
+            }
+        };
+        match next {
+            None => return Ok(Bytes::from(out)),
+            Some(Err(e)) => return Err(BodyError::Broken(e.to_string())),
+            Some(Ok(chunk)) => {
+                if out.len() + chunk.len() > max {
+                    return Err(BodyError::TooLarge);
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
     }
 }
 

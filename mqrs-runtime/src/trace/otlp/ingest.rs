@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -24,13 +24,62 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
 use tokio::sync::watch;
 
+use crate::trace::http_limits::{read_body, BodyError};
 use crate::trace::store::{StoredEvent, StoredSpan, Tag, TraceStore};
 
-/// What the collector needs: where spans go and how large a body may be.
+/// What the collector needs: where spans go, how large a body may be, and how far in the
+/// future a span may be stamped.
 #[derive(Clone)]
 struct Collector {
     store: Arc<TraceStore>,
     max_body: usize,
+    max_skew_us: u64,
+}
+
+/// Most spans taken from one request (32 times an SDK's default batch of 512); the rest are
+/// refused in its partial success, so one request cannot replace the whole store.
+pub const MAX_SPANS_PER_REQUEST: usize = 16_384;
+
+/// Spans of one request refused, by reason.
+#[derive(Debug, Default, PartialEq)]
+struct Rejected {
+    /// A trace id not of 16 bytes or all zero, or a span id not of 8 bytes or all zero.
+    bad_ids: usize,
+    /// Starting or ending past the allowed clock skew.
+    future: usize,
+    /// Past [`MAX_SPANS_PER_REQUEST`].
+    over_cap: usize,
+}
+
+impl Rejected {
+    fn total(&self) -> usize {
+        self.bad_ids + self.future + self.over_cap
+    }
+
+    /// The partial success's message: each reason that refused spans.
+    fn describe(&self, max_skew_us: u64) -> String {
+        let mut parts = Vec::new();
+        if self.bad_ids > 0 {
+            parts.push(format!(
+                "{} spans had an invalid trace id (16 bytes, not all zero) or span id (8 bytes, not all zero)",
+                self.bad_ids
+            ));
+        }
+        if self.future > 0 {
+            parts.push(format!(
+                "{} spans started or ended more than {} s in the future ([trace] collector_max_skew_s)",
+                self.future,
+                max_skew_us / 1_000_000
+            ));
+        }
+        if self.over_cap > 0 {
+            parts.push(format!(
+                "{} spans were past the {MAX_SPANS_PER_REQUEST} taken from one request",
+                self.over_cap
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 /// Binds `addr` and serves `POST /v1/traces` into `store` until `shutdown` turns true.
@@ -38,18 +87,23 @@ pub(crate) async fn serve(
     store: Arc<TraceStore>,
     addr: SocketAddr,
     max_body: usize,
+    max_skew: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let counters = store.collector_http.clone();
     let app = Router::new()
         .route("/v1/traces", post(receive))
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::map_response(status_bodies))
         .layer(axum::middleware::map_response_with_state(
             store.clone(),
             count,
         ))
-        .with_state(Collector { store, max_body });
-    crate::trace::api::serve_router("OTLP collector", app, addr, shutdown).await
+        .with_state(Collector {
+            store,
+            max_body,
+            max_skew_us: max_skew.as_micros() as u64,
+        });
+    crate::trace::http_limits::serve("OTLP collector", app, addr, shutdown, counters).await
 }
 
 /// Counts every answer in the store's stats: taken in, or refused.
@@ -85,6 +139,7 @@ struct RpcStatus {
 fn grpc_code(status: StatusCode) -> i32 {
     match status.as_u16() {
         400 | 415 => 3, // INVALID_ARGUMENT
+        408 => 4,       // DEADLINE_EXCEEDED
         413 => 8,       // RESOURCE_EXHAUSTED
         503 => 14,      // UNAVAILABLE
         _ => 2,         // UNKNOWN
@@ -125,21 +180,50 @@ async fn status_bodies(r: Response) -> Response {
     }
 }
 
-async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> Response {
     let json = is_json(&headers);
+    // OTLP/HTTP names its two content types; a POST without one (as a web page on another
+    // origin can send without asking) is refused.
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/x-protobuf");
-    if !json && !content_type.starts_with("application/x-protobuf") {
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    if !json && !content_type.is_some_and(|t| t.starts_with("application/x-protobuf")) {
+        let given = match content_type {
+            Some(t) => format!("Content-Type `{}`", crate::trace::store::cut(t, 64)),
+            None => "no Content-Type".to_string(),
+        };
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             false,
-            format!(
-                "Content-Type `{content_type}`: send application/x-protobuf or application/json"
-            ),
+            format!("{given}: send application/x-protobuf or application/json"),
         );
     }
+    let body = match read_body(body, c.max_body, &c.store.collector_http).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json,
+                format!(
+                    "the body is larger than {} bytes ([trace] collector_max_body)",
+                    c.max_body
+                ),
+            )
+        }
+        Err(BodyError::TooSlow) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                json,
+                format!(
+                    "the body came slower than {} KiB/s",
+                    crate::trace::http_limits::BODY_MIN_RATE >> 10
+                ),
+            )
+        }
+        Err(BodyError::Broken(e)) => {
+            return refuse(StatusCode::BAD_REQUEST, json, format!("body not read: {e}"))
+        }
+    };
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -156,7 +240,7 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Bytes) ->
                     StatusCode::PAYLOAD_TOO_LARGE,
                     json,
                     format!(
-                        "the body unpacks to more than {} bytes ([trace] otlp_max_body)",
+                        "the body unpacks to more than {} bytes ([trace] collector_max_body)",
                         c.max_body
                     ),
                 )
@@ -177,16 +261,16 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Bytes) ->
         Ok(r) => r,
         Err(msg) => return refuse(StatusCode::BAD_REQUEST, json, msg),
     };
-    let (spans, rejected) = to_stored(request);
+    let now_us = crate::trace::store::micros(std::time::SystemTime::now());
+    let (spans, rejected) = to_stored(request, now_us.saturating_add(c.max_skew_us));
     for s in spans {
         c.store.insert(s);
     }
+    c.store.count_future(rejected.future as u64);
     let response = ExportTraceServiceResponse {
-        partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: rejected as i64,
-            error_message: format!(
-                "{rejected} spans had an invalid trace id (16 bytes, not all zero) or span id (8 bytes)"
-            ),
+        partial_success: (rejected.total() > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: rejected.total() as i64,
+            error_message: rejected.describe(c.max_skew_us),
         }),
     };
     if json {
@@ -201,10 +285,11 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
-/// Converts a request into stored spans; returns them and how many were invalid.
-fn to_stored(req: ExportTraceServiceRequest) -> (Vec<StoredSpan>, usize) {
+/// Converts a request into stored spans; returns them and what was refused. A span starting
+/// or ending after `latest_us` is refused.
+fn to_stored(req: ExportTraceServiceRequest, latest_us: u64) -> (Vec<StoredSpan>, Rejected) {
     let mut out = Vec::new();
-    let mut rejected = 0;
+    let mut rejected = Rejected::default();
     for rs in req.resource_spans {
         let service: Arc<str> = rs
             .resource
@@ -221,18 +306,27 @@ fn to_stored(req: ExportTraceServiceRequest) -> (Vec<StoredSpan>, usize) {
                 <[u8; 8]>::try_from(span.span_id.as_slice()).map(u64::from_be_bytes),
             );
             let (Ok(trace_id), Ok(span_id)) = ids else {
-                rejected += 1;
+                rejected.bad_ids += 1;
                 continue;
             };
             if trace_id == 0 || span_id == 0 {
-                rejected += 1;
+                rejected.bad_ids += 1;
+                continue;
+            }
+            let start_us = span.start_time_unix_nano / 1000;
+            let end_us = (span.end_time_unix_nano / 1000).max(start_us);
+            if end_us > latest_us {
+                rejected.future += 1;
+                continue;
+            }
+            if out.len() >= MAX_SPANS_PER_REQUEST {
+                rejected.over_cap += 1;
                 continue;
             }
             let parent = <[u8; 8]>::try_from(span.parent_span_id.as_slice())
                 .map(u64::from_be_bytes)
                 .ok()
                 .filter(|p| *p != 0);
-            let start_us = span.start_time_unix_nano / 1000;
             let error = span
                 .status
                 .as_ref()
@@ -252,7 +346,7 @@ fn to_stored(req: ExportTraceServiceRequest) -> (Vec<StoredSpan>, usize) {
                     _ => "internal",
                 },
                 start_us,
-                duration_us: (span.end_time_unix_nano / 1000).saturating_sub(start_us),
+                duration_us: end_us - start_us,
                 tags: tags(span.attributes),
                 events: span
                     .events

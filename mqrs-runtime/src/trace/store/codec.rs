@@ -127,6 +127,36 @@ pub(super) fn decode_one(data: &[u8], trace_id: u128) -> Option<StoredSpan> {
     r.0.is_empty().then_some(span)
 }
 
+/// True when a span of `data` has the id `span_id` (read from each span's fixed head only).
+pub(super) fn holds_span(data: &[u8], span_id: u64) -> bool {
+    let mut rest = data;
+    while let (Some(len), Some(id)) = (rest.get(..4), rest.get(4..12)) {
+        if id == span_id.to_le_bytes() {
+            return true;
+        }
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        rest = rest.get(4 + len..).unwrap_or(&[]);
+    }
+    false
+}
+
+/// How many bytes of `data` its first whole spans take while they cost at most `budget` in
+/// the store's measure (each span its encoded length plus `overhead`), at least one span; and
+/// how many spans that is.
+pub(super) fn prefix_within(data: &[u8], budget: usize, overhead: usize) -> (usize, usize) {
+    let (mut at, mut cost, mut spans) = (0usize, 0usize, 0usize);
+    while let Some(len) = data.get(at..at + 4) {
+        let whole = 4 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if at + whole > data.len() || (spans > 0 && cost + whole + overhead > budget) {
+            break;
+        }
+        at += whole;
+        cost += whole + overhead;
+        spans += 1;
+    }
+    (at, spans)
+}
+
 /// Reads `data` span after span with `read`. The buffer holds only what `encode` wrote; a
 /// short read would be a bug here, and ends the list rather than panicking.
 fn read_all<'a, T: 'a>(

@@ -10,11 +10,13 @@
 mod analytics;
 mod codec;
 mod disk;
+pub mod limits;
 mod pending;
 mod players;
 mod query;
 
 pub use analytics::{nearest_rank, Dependency, OpLatency};
+pub use limits::{cap_values, MAX_NAME_BYTES, MAX_VALUE_BYTES};
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
@@ -65,13 +67,6 @@ pub struct StoredSpan {
     pub error: Option<Cow<'static, str>>,
 }
 
-/// Longest text attribute value the store keeps; longer ones are cut (and end with `…`), so
-/// a client that sends a megabyte of name cannot put it on every span.
-pub const MAX_VALUE_BYTES: usize = 1024;
-
-/// Longest span or service name the store keeps.
-pub const MAX_NAME_BYTES: usize = 256;
-
 /// `s` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
 pub fn cut(s: &str, max: usize) -> Cow<'_, str> {
     let kept = clip(s, max);
@@ -92,17 +87,6 @@ pub(crate) fn clip(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-/// Cuts over-long text values in place (rare: the common case touches nothing).
-pub fn cap_values(tags: &mut [Tag]) {
-    for kv in tags {
-        if let Value::String(v) = &kv.value {
-            if v.as_str().len() > MAX_VALUE_BYTES {
-                kv.value = Value::from(cut(v.as_str(), MAX_VALUE_BYTES).into_owned());
-            }
-        }
-    }
 }
 
 /// Microseconds since the Unix epoch (0 before it).
@@ -165,16 +149,32 @@ pub struct StoreStats {
     pub bytes: usize,
     /// Spans accepted since start.
     pub spans_received: u64,
-    /// Spans removed by eviction of old traces, or refused by a cap (the sum of the two below).
+    /// Spans removed by eviction of old traces, refused by a cap, or refused as conflicting
+    /// (the sum of the three below).
     pub spans_dropped: u64,
     /// Spans removed with old traces to make room for new ones.
     pub spans_evicted: u64,
     /// Spans turned away: larger than the byte cap, or past their trace's span cap.
     pub spans_refused: u64,
+    /// Spans turned away because their trace already held a span with their id, or because
+    /// they named themselves as their parent.
+    pub spans_conflicting: u64,
+    /// Spans kept without some of their attributes or events, past a per-span limit
+    /// (`limits`); counted on the span too.
+    pub spans_limited: u64,
     /// OTLP requests the collector took in.
     pub otlp_requests: u64,
     /// OTLP requests the collector refused (malformed, too large, wrong type).
     pub otlp_rejected: u64,
+    /// Spans the collector refused for starting or ending past the allowed clock skew.
+    pub otlp_future_spans: u64,
+}
+
+impl StoredTrace {
+    /// What the spans read cost in the store's measure (their encoded form and bookkeeping).
+    pub fn stored_bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// One trace's spans as held by the store.
@@ -226,18 +226,6 @@ struct Held {
     end_us: u64,
 }
 
-impl Held {
-    /// The trace in readable form.
-    fn decode(&self, trace_id: u128) -> StoredTrace {
-        StoredTrace {
-            spans: codec::spans(&self.data, trace_id).collect(),
-            bytes: self.bytes,
-            start_us: self.start_us,
-            end_us: self.end_us,
-        }
-    }
-}
-
 #[derive(Default)]
 struct Inner {
     traces: HashMap<u128, Held, KeyedHash>,
@@ -271,6 +259,14 @@ pub struct TraceStore {
     owner_hash: KeyedHash,
     /// What the OTLP collector feeding this store took in and refused.
     pub(crate) otlp: OtlpCounters,
+    /// Spans refused for an id their trace already held, or for naming themselves as parent.
+    conflicts: AtomicU64,
+    /// Spans that lost attributes or events to a per-span limit.
+    limited: AtomicU64,
+    /// What the viewer's HTTP bounds turned away.
+    pub(crate) viewer_http: Arc<crate::trace::http_limits::HttpCounters>,
+    /// What the collector's HTTP bounds turned away.
+    pub(crate) collector_http: Arc<crate::trace::http_limits::HttpCounters>,
     /// The log that keeps the store across restarts, when it has a data directory.
     journal: Option<Mutex<disk::Journal>>,
 }
@@ -323,6 +319,7 @@ fn keep_spare_buffers(buffers: impl Iterator<Item = Vec<u8>>) {
 pub(crate) struct OtlpCounters {
     pub(crate) requests: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    pub(crate) future_spans: AtomicU64,
 }
 
 /// Bytes a span costs beyond its encoded form (its share of the trace's bookkeeping).
@@ -337,6 +334,10 @@ impl TraceStore {
             pending: pending::Pending::default(),
             owner_hash: KeyedHash::default(),
             otlp: OtlpCounters::default(),
+            conflicts: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+            viewer_http: Arc::default(),
+            collector_http: Arc::default(),
             journal: None,
         }
     }
@@ -421,18 +422,16 @@ impl TraceStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a finished span, evicting the oldest traces when a cap is exceeded. Over-long
-    /// names and text values are cut first.
+    /// Adds a finished span, evicting the oldest traces when a cap is exceeded. The per-span
+    /// limits (`limits`) apply first. A span that names itself as its parent is refused, and
+    /// so is one whose trace already holds its span id (see `place`); both are counted.
     pub fn insert(&self, mut span: StoredSpan) {
-        cap_values(&mut span.tags);
-        for e in &mut span.events {
-            cap_values(&mut e.attributes);
+        if span.parent_span_id == Some(span.span_id) {
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-        if span.name.len() > MAX_NAME_BYTES {
-            span.name = Cow::Owned(cut(&span.name, MAX_NAME_BYTES).into_owned());
-        }
-        if span.service.len() > MAX_NAME_BYTES {
-            span.service = Arc::from(cut(&span.service, MAX_NAME_BYTES).as_ref());
+        if limits::apply(&mut span) {
+            self.limited.fetch_add(1, Ordering::Relaxed);
         }
         // Encoded here, on the thread that ended the span, outside every lock, into this
         // thread's scratch buffer and then copied once into a buffer of about its size (an
@@ -580,7 +579,17 @@ impl TraceStore {
             }
         }
         let trace = match inner.traces.entry(span.trace_id) {
-            Entry::Occupied(e) => e.into_mut(),
+            Entry::Occupied(e) => {
+                let t = e.into_mut();
+                // A second span with an id the trace holds would make its tree a cycle or
+                // merge a stranger's span into it: refused, the first one stays.
+                let id = span.bytes.get(4..12).and_then(|b| b.try_into().ok());
+                if id.is_some_and(|id| codec::holds_span(&t.data, u64::from_le_bytes(id))) {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                t
+            }
             Entry::Vacant(e) => {
                 inner.order.push_back(span.trace_id);
                 e.insert(Held::default())
@@ -637,6 +646,13 @@ impl TraceStore {
         Some(t)
     }
 
+    /// Counts `n` spans the collector refused for a time too far in the future.
+    pub(crate) fn count_future(&self, n: u64) {
+        if n > 0 {
+            self.otlp.future_spans.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> StoreStats {
         let g = self.lock();
@@ -645,11 +661,14 @@ impl TraceStore {
             spans: g.spans,
             bytes: g.bytes,
             spans_received: g.received,
-            spans_dropped: g.evicted + g.refused,
+            spans_dropped: g.evicted + g.refused + self.conflicts.load(Ordering::Relaxed),
             spans_evicted: g.evicted,
             spans_refused: g.refused,
+            spans_conflicting: self.conflicts.load(Ordering::Relaxed),
+            spans_limited: self.limited.load(Ordering::Relaxed),
             otlp_requests: self.otlp.requests.load(Ordering::Relaxed),
             otlp_rejected: self.otlp.rejected.load(Ordering::Relaxed),
+            otlp_future_spans: self.otlp.future_spans.load(Ordering::Relaxed),
         }
     }
 }

@@ -57,7 +57,37 @@ impl TraceStore {
 
     /// One trace by id.
     pub fn trace(&self, id: u128) -> Option<StoredTrace> {
-        self.lock().traces.get(&id).map(|t| t.decode(id))
+        self.trace_within(id, usize::MAX).map(|(t, _)| t)
+    }
+
+    /// One trace by id, read only as far as its first spans cost at most `max_bytes` in the
+    /// store's measure (at least one span), and how many spans it holds in all. The store's
+    /// lock is held only to copy those bytes; they are decoded after.
+    pub fn trace_within(&self, id: u128, max_bytes: usize) -> Option<(StoredTrace, usize)> {
+        let (data, total, start_us, end_us, bytes) = {
+            let g = self.lock();
+            let held = g.traces.get(&id)?;
+            let (len, spans) = codec::prefix_within(&held.data, max_bytes, super::SPAN_OVERHEAD);
+            let bytes = if spans == held.spans {
+                held.bytes
+            } else {
+                len + spans * super::SPAN_OVERHEAD
+            };
+            (
+                held.data[..len].to_vec(),
+                held.spans,
+                held.start_us,
+                held.end_us,
+                bytes,
+            )
+        };
+        let trace = StoredTrace {
+            spans: codec::spans(&data, id).collect(),
+            bytes,
+            start_us,
+            end_us,
+        };
+        Some((trace, total))
     }
 
     /// Traces matching the query, newest first.
@@ -94,23 +124,40 @@ impl TraceStore {
         } else {
             q.max_bytes
         };
-        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        // Matches are copied out under the lock and decoded after it is released.
+        let (mut found, mut bytes, mut cut) = (Vec::new(), 0usize, false);
         for (_, id, held) in newest {
-            if out.len() >= q.limit {
+            if found.len() >= q.limit {
                 break;
             }
-            // Tested in place; only a match is decoded.
+            // Tested in place; only a match is copied.
             if !codec::views(&held.data).any(|v| view_matches(&v, q)) {
                 continue;
             }
-            let t = held.decode(id);
-            if !out.is_empty() && bytes + t.bytes > budget {
-                return (out, true);
+            if !found.is_empty() && bytes + held.bytes > budget {
+                cut = true;
+                break;
             }
-            bytes += t.bytes;
-            out.push(t);
+            bytes += held.bytes;
+            found.push((
+                id,
+                held.data.clone(),
+                held.bytes,
+                held.start_us,
+                held.end_us,
+            ));
         }
-        (out, false)
+        drop(g);
+        let out = found
+            .into_iter()
+            .map(|(id, data, bytes, start_us, end_us)| StoredTrace {
+                spans: codec::spans(&data, id).collect(),
+                bytes,
+                start_us,
+                end_us,
+            })
+            .collect();
+        (out, cut)
     }
 }
 

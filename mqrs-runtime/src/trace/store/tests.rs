@@ -420,3 +420,52 @@ fn an_evicted_traces_buffer_is_filled_again_when_its_size_fits() {
     .join()
     .expect("test thread");
 }
+
+#[test]
+fn a_span_id_held_twice_or_a_span_its_own_parent_is_refused_and_counted() {
+    let store = TraceStore::new(StoreLimits::default());
+    store.insert(span(7, 1, "root", 0));
+    let mut child = span(7, 2, "child", 0);
+    child.parent_span_id = Some(1);
+    store.insert(child);
+    // The attack: the root's id again, naming itself as parent, with a false error.
+    let mut poison = span(7, 1, "poison", 0);
+    poison.parent_span_id = Some(1);
+    poison.error = Some("fake".into());
+    store.insert(poison);
+    // The same id again with another parent: still refused, the first one stays.
+    let mut again = span(7, 1, "again", 0);
+    again.parent_span_id = Some(2);
+    store.insert(again);
+    let t = store.trace(7).expect("held");
+    let names: Vec<&str> = t.spans.iter().map(|s| s.name.as_ref()).collect();
+    assert_eq!(names, ["root", "child"]);
+    assert!(t.spans.iter().all(|s| s.error.is_none()));
+    let st = store.stats();
+    assert_eq!((st.spans, st.spans_conflicting), (2, 2));
+    assert_eq!(st.spans_dropped, 2);
+    // The same span id in another trace is no conflict.
+    store.insert(span(8, 1, "root", 0));
+    assert_eq!(store.stats().spans_conflicting, 2);
+    assert!(store.trace(8).is_some());
+}
+
+#[test]
+fn a_trace_read_within_a_budget_stops_after_whole_spans() {
+    let store = TraceStore::new(StoreLimits::default());
+    for i in 1..=10u64 {
+        store.insert(span(9, i, "s", 1000));
+    }
+    let one = span(9, 1, "s", 1000).stored_bytes();
+    let (t, total) = store.trace_within(9, 3 * one + 5).expect("held");
+    assert_eq!((t.spans.len(), total), (3, 10));
+    assert_eq!(t.stored_bytes(), 3 * one);
+    assert_eq!(
+        t.spans.iter().map(|s| s.span_id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // At least one span, however small the budget.
+    assert_eq!(store.trace_within(9, 1).expect("held").0.spans.len(), 1);
+    let (all, total) = store.trace_within(9, usize::MAX).expect("held");
+    assert_eq!((all.spans.len(), total), (10, 10));
+}

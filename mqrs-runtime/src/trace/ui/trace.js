@@ -32,7 +32,12 @@ async function showTrace(id) {
   dl.href = URL.createObjectURL(blob);
   dl.download = "trace-" + t.traceID + ".json";
   const rows = [];
+  // Each span once, whatever the API returned: a parent cycle or an id given twice must not
+  // loop, and a span no root reaches is shown at the top level.
+  const shown = new Set();
   const walk = (sp, depth, ancestors) => {
+    if (shown.has(sp)) return;
+    shown.add(sp);
     const svc = t.processes[sp.processID].serviceName;
     const isErr = sp.tags.some(g => g.key === "error" && g.value === true);
     const tag = k => (sp.tags.find(g => g.key === k) || {}).value;
@@ -66,6 +71,7 @@ async function showTrace(id) {
     for (const c of own) walk(c, depth + 1, ancestors.concat(sp.spanID));
   };
   for (const r of roots.sort((a, b) => a.startTime - b.startTime)) walk(r, 0, []);
+  for (const sp of t.spans) walk(sp, 0, []);
   box.replaceChildren(...rows);
   const find = document.getElementById("find");
   find.oninput = () => findInTrace(t, find.value);
@@ -123,8 +129,10 @@ function setCollapsed(id, collapsed, all) {
 // The critical path: from the end of each span on it, the child that finished last before
 // that point, then the one that finished last before that child began, and so on.
 function criticalPath(roots, kids) {
-  const on = new Set();
+  const on = new Set(), seen = new Set();
   const visit = sp => {
+    if (seen.has(sp)) return;
+    seen.add(sp);
     on.add(sp.spanID);
     let until = sp.startTime + sp.duration;
     const byEnd = kids(sp).slice().sort((a, b) => (b.startTime + b.duration) - (a.startTime + a.duration));
