@@ -169,6 +169,19 @@ pub struct BrokerSection {
     pub max_serving_bytes: usize,
     /// How long `start` waits for the first broker connection before going on without it.
     pub connect_wait_ms: u64,
+    /// Embedded broker: most retained messages held; a client past it is disconnected.
+    pub embedded_max_retained: usize,
+    /// Embedded broker: most bytes (topic and payload) of all retained messages together.
+    pub embedded_max_retained_bytes: usize,
+    /// Embedded broker: longest topic name or subscription filter, in bytes; a client past
+    /// it is disconnected.
+    pub embedded_max_topic_bytes: usize,
+    /// Embedded broker: most subscriptions one client holds; past it, SUBACK refuses.
+    pub embedded_max_subscriptions: usize,
+    /// Embedded broker: most messages waiting to be written to one client (per QoS lane).
+    pub embedded_client_queue: usize,
+    /// Embedded broker: most bytes queued for one client behind its lanes (oldest dropped).
+    pub embedded_max_queued_bytes: usize,
 }
 
 /// Where the broker is: see [`BrokerSection::url`].
@@ -222,6 +235,12 @@ impl Default for BrokerSection {
             max_payload: 1 << 20,
             max_pending: 10_000,
             max_serving_bytes: 64 << 20,
+            embedded_max_retained: 4096,
+            embedded_max_retained_bytes: 16 << 20,
+            embedded_max_topic_bytes: 1024,
+            embedded_max_subscriptions: 1024,
+            embedded_client_queue: 1024,
+            embedded_max_queued_bytes: 16 << 20,
             connect_wait_ms: 3000,
         }
     }

@@ -167,6 +167,7 @@ impl AppBuilder {
                 gate_counters: Mutex::new(None),
                 mqtt,
                 broker: tokio::sync::Mutex::new(None),
+                broker_limits: std::sync::Mutex::new(None),
                 link_stop: watch::channel(false).0,
                 link_task: Mutex::new(None),
                 config,

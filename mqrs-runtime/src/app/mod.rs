@@ -23,7 +23,7 @@ use crate::rpc::registry::linked_methods;
 use crate::rpc::{ModuleRef, Registry, RpcModule};
 use crate::session::Session;
 use crate::trace::{spans, TraceStore, Tracing};
-use crate::transport::mqtt::broker::EmbeddedBroker;
+use crate::transport::mqtt::broker::{BrokerLimits, EmbeddedBroker};
 use crate::transport::mqtt::{BrokerStats, MqttTransport};
 
 /// Decides per client request whether a trace is started (mqant's `OnRequestTracing`).
@@ -133,6 +133,8 @@ struct Inner {
     /// The broker transport, unless the app is in-process only or got another remote.
     mqtt: Option<MqttTransport>,
     broker: tokio::sync::Mutex<Option<EmbeddedBroker>>,
+    /// The embedded broker's limits, while it runs and after (their counters stay readable).
+    broker_limits: Mutex<Option<Arc<BrokerLimits>>>,
     /// Stops the broker link, after the gate has drained (its requests may call other
     /// processes until the end).
     link_stop: watch::Sender<bool>,
@@ -395,7 +397,15 @@ impl App {
 
     /// The broker connection's counters, when calls to other processes go through a broker.
     pub fn broker_stats(&self) -> Option<BrokerStats> {
-        self.inner.mqtt.as_ref().map(MqttTransport::stats)
+        let mut stats = self.inner.mqtt.as_ref().map(MqttTransport::stats)?;
+        stats.embedded = self
+            .inner
+            .broker_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| l.stats());
+        Some(stats)
     }
 
     /// The embedded trace store, when enabled.

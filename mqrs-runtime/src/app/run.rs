@@ -175,7 +175,7 @@ impl App {
         match &cfg.url {
             BrokerUrl::None => Ok(None),
             BrokerUrl::Embedded => {
-                let b = EmbeddedBroker::start(cfg.embedded_addr, cfg.max_payload + 64 * 1024)
+                let b = EmbeddedBroker::start(cfg.embedded_addr, cfg.max_payload + 64 * 1024, cfg)
                     .await
                     .map_err(|reason| AppError::Broker {
                         addr: cfg.embedded_addr,
@@ -183,6 +183,11 @@ impl App {
                     })?;
                 let addr = b.addr();
                 tracing::info!("embedded MQTT broker on mqtt://{addr}");
+                *self
+                    .inner
+                    .broker_limits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(b.limits());
                 *self.inner.broker.lock().await = Some(b);
                 Ok(Some(vec![(addr.ip().to_string(), addr.port())]))
             }

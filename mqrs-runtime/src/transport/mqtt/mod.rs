@@ -27,6 +27,7 @@ use crate::config::BrokerSection;
 use crate::error::RpcError;
 use crate::trace::sampling::{Keep, KeepReason};
 
+pub use broker::EmbeddedBrokerStats;
 pub(crate) use link::Link;
 
 /// `host` and `port` of `mqtt://host:port` (or `tcp://host:port`); the error says what is wrong.
@@ -69,6 +70,8 @@ pub struct BrokerStats {
     pub refused_pending: u64,
     /// Calls waiting for a reply now.
     pub pending: u64,
+    /// The embedded broker's limits, when this process runs it.
+    pub embedded: Option<EmbeddedBrokerStats>,
 }
 
 #[derive(Default)]
@@ -254,6 +257,7 @@ impl MqttTransport {
             malformed: c.malformed.load(Ordering::Relaxed),
             refused_pending: c.refused_pending.load(Ordering::Relaxed),
             pending: self.shared.pending().len() as u64,
+            embedded: None,
         }
     }
 
