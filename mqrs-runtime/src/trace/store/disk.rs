@@ -4,13 +4,18 @@
 //!
 //! What survives what: the writer hands what it has to the operating system at least once a
 //! second, so a killed process loses at most the last second; a clean stop
-//! ([`super::TraceStore::close`]) writes everything and syncs the file. A record cut short by
-//! a kill is where reading stops. Log files are `spans-NNNNNN.log`, a new one every
-//! [`SEGMENT_BYTES`]; the oldest are deleted once the logs hold more than twice the store's
-//! byte cap, by which time the store has evicted what they held.
+//! ([`super::TraceStore::close`]) writes everything and syncs the file. Log files are
+//! `spans-NNNNNN.log`, a new one every [`SEGMENT_BYTES`]; the oldest are deleted once the logs
+//! hold more than twice the store's byte cap, by which time the store has evicted what they
+//! held.
 //!
-//! Record: the trace id (16 bytes, little-endian), then the span as `codec` encodes it (which
-//! starts with its length).
+//! A file starts with [`FILE_HEADER`]; a record is a mark ([`RECORD_MARK`]), a CRC-32 of the
+//! rest, the length of the span's bytes, the trace id (16 bytes), then the span as `codec`
+//! encodes it; integers little-endian. Reading is streaming, a record at a time. A record that
+//! does not check out (a flipped byte, a cut write) is skipped, not the rest of its file:
+//! reading resumes at the next mark whose record checks out, and the log says how many
+//! stretches and bytes were skipped. Files written before the header existed (a record was
+//! the trace id, then the span) are still read, up to their first damaged record.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -29,8 +34,18 @@ pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Batches waiting for the writer at most; more are not logged (and counted): a disk slower
 /// than the spans arriving must not take the process's memory.
 const QUEUE: usize = 4096;
-/// Longest record read back: anything longer is a damaged file.
-const MAX_RECORD: usize = 64 << 20;
+/// Longest span record read back: anything longer is damage (a span is far smaller, see
+/// `limits`).
+const MAX_RECORD: usize = 4 << 20;
+/// The first bytes of a log file in this format.
+pub(super) const FILE_HEADER: &[u8; 16] = b"mqrs-spans-log2\n";
+/// The first bytes of every record.
+pub(super) const RECORD_MARK: [u8; 4] = *b"\xf5SPN";
+/// Bytes of a record before the span: mark, CRC, length, trace id.
+const RECORD_HEAD: usize = 4 + 4 + 4 + 16;
+/// Highest log number taken as one of ours; a file with a higher one is left alone, so the
+/// next number can never wrap.
+const MAX_SEGMENT: u64 = 999_999_999_999;
 
 /// What the writer thread is sent.
 enum Job {
@@ -62,35 +77,199 @@ fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix("spans-")?.strip_suffix(".log"))
             .and_then(|n| n.parse::<u64>().ok());
-        if let Some(n) = n {
-            out.push((n, path));
+        match n {
+            Some(n) if n <= MAX_SEGMENT => out.push((n, path)),
+            Some(_) => {
+                tracing::warn!(file = %path.display(), "not a trace log of ours (its number is too high); left alone")
+            }
+            None => {}
         }
     }
     out.sort();
     Ok(out)
 }
 
-/// Reads every record of the logs in `dir`, oldest first, into `each(trace_id, span_bytes)`;
-/// returns how many were read. A damaged or cut tail ends its file's records.
-pub(super) fn replay(dir: &Path, mut each: impl FnMut(u128, &[u8])) -> io::Result<u64> {
-    let mut n = 0;
+/// The CRC-32 a record carries: of its length, trace id and span bytes.
+fn checksum(len: &[u8], trace_id: &[u8], span: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(len);
+    h.update(trace_id);
+    h.update(span);
+    h.finalize()
+}
+
+/// What reading the logs back found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Replayed {
+    /// Records read whole.
+    pub(super) records: u64,
+    /// Stretches of damage skipped (each may have held one record or several).
+    pub(super) damaged: u64,
+    /// Bytes in those stretches.
+    pub(super) skipped_bytes: u64,
+}
+
+/// Reads every record of the logs in `dir`, oldest first, into `each(trace_id, span_bytes)`,
+/// a file at a time and a record at a time (memory: one record and a read buffer).
+pub(super) fn replay(dir: &Path, mut each: impl FnMut(u128, &[u8])) -> io::Result<Replayed> {
+    let mut total = Replayed::default();
     for (_, path) in segments(dir)? {
-        let mut data = Vec::new();
-        File::open(&path)?.read_to_end(&mut data)?;
-        let mut rest = &data[..];
-        while rest.len() >= 20 {
-            let id = u128::from_le_bytes(rest[..16].try_into().unwrap_or([0; 16]));
-            let len = u32::from_le_bytes(rest[16..20].try_into().unwrap_or([0; 4])) as usize;
-            if len > MAX_RECORD || rest.len() < 20 + len {
-                tracing::warn!(file = %path.display(), "trace log ends in a cut record; the rest of it is skipped");
-                break;
-            }
-            each(id, &rest[16..20 + len]);
-            rest = &rest[20 + len..];
-            n += 1;
+        let mut file = Records::new(File::open(&path)?);
+        let found = if file.starts_with(FILE_HEADER)? {
+            file.skip(FILE_HEADER.len());
+            file.read_v2(&mut each)?
+        } else {
+            file.read_v1(&mut each)?
+        };
+        if found.damaged > 0 {
+            tracing::warn!(
+                file = %path.display(),
+                damaged = found.damaged,
+                skipped_bytes = found.skipped_bytes,
+                records_read = found.records,
+                "trace log has damage; skipped it and read on"
+            );
+        }
+        total.records += found.records;
+        total.damaged += found.damaged;
+        total.skipped_bytes += found.skipped_bytes;
+    }
+    Ok(total)
+}
+
+/// A log file read through a window: what is asked for is read in, what is passed is dropped.
+struct Records<R> {
+    src: R,
+    buf: Vec<u8>,
+    at: usize,
+    eof: bool,
+}
+
+impl<R: Read> Records<R> {
+    fn new(src: R) -> Self {
+        Records {
+            src,
+            buf: Vec::new(),
+            at: 0,
+            eof: false,
         }
     }
-    Ok(n)
+
+    /// Makes at least `n` bytes available from the current place; false when the file ends
+    /// before.
+    fn fill(&mut self, n: usize) -> io::Result<bool> {
+        if self.buf.len() - self.at >= n {
+            return Ok(true);
+        }
+        self.buf.drain(..self.at);
+        self.at = 0;
+        let mut chunk = [0u8; 64 << 10];
+        while self.buf.len() < n && !self.eof {
+            let got = self.src.read(&mut chunk)?;
+            if got == 0 {
+                self.eof = true;
+            }
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+        Ok(self.buf.len() >= n)
+    }
+
+    fn here(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
+    fn skip(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.buf.len());
+    }
+
+    fn starts_with(&mut self, prefix: &[u8]) -> io::Result<bool> {
+        Ok(self.fill(prefix.len())? && self.here().starts_with(prefix))
+    }
+
+    /// Records of this format; damage is stepped over to the next record that checks out.
+    fn read_v2(&mut self, each: &mut impl FnMut(u128, &[u8])) -> io::Result<Replayed> {
+        let mut out = Replayed::default();
+        let mut damage: Option<u64> = None;
+        while self.fill(1)? {
+            match self.record_v2()? {
+                Some(len) => {
+                    if let Some(bytes) = damage.take() {
+                        out.damaged += 1;
+                        out.skipped_bytes += bytes;
+                    }
+                    let r = self.here();
+                    let id = u128::from_le_bytes(r[12..28].try_into().unwrap_or([0; 16]));
+                    each(id, &r[RECORD_HEAD..RECORD_HEAD + len]);
+                    out.records += 1;
+                    self.skip(RECORD_HEAD + len);
+                }
+                None => {
+                    // Step to the next mark (at least one byte on).
+                    *damage.get_or_insert(0) += 1;
+                    self.skip(1);
+                    while self.fill(RECORD_MARK.len())? && !self.here().starts_with(&RECORD_MARK) {
+                        *damage.get_or_insert(0) += 1;
+                        self.skip(1);
+                    }
+                    if !self.fill(RECORD_MARK.len())? {
+                        *damage.get_or_insert(0) += self.here().len() as u64;
+                        self.skip(self.here().len());
+                    }
+                }
+            }
+        }
+        if let Some(bytes) = damage {
+            out.damaged += 1;
+            out.skipped_bytes += bytes;
+        }
+        Ok(out)
+    }
+
+    /// The span length of the record here when it checks out whole (mark, length, CRC).
+    fn record_v2(&mut self) -> io::Result<Option<usize>> {
+        if !self.fill(RECORD_HEAD)? || !self.here().starts_with(&RECORD_MARK) {
+            return Ok(None);
+        }
+        let r = self.here();
+        let crc = u32::from_le_bytes(r[4..8].try_into().unwrap_or([0; 4]));
+        let len = u32::from_le_bytes(r[8..12].try_into().unwrap_or([0; 4])) as usize;
+        if !(4..=MAX_RECORD).contains(&len) || !self.fill(RECORD_HEAD + len)? {
+            return Ok(None);
+        }
+        let r = self.here();
+        let ok = checksum(&r[8..12], &r[12..28], &r[RECORD_HEAD..RECORD_HEAD + len]) == crc;
+        Ok(ok.then_some(len))
+    }
+
+    /// Records of the format before the header (no mark, no checksum): read up to the first
+    /// that does not fit, and the rest of the file counted as skipped.
+    fn read_v1(&mut self, each: &mut impl FnMut(u128, &[u8])) -> io::Result<Replayed> {
+        let mut out = Replayed::default();
+        while self.fill(20)? {
+            let r = self.here();
+            let id = u128::from_le_bytes(r[..16].try_into().unwrap_or([0; 16]));
+            let len = u32::from_le_bytes(r[16..20].try_into().unwrap_or([0; 4])) as usize;
+            if len > MAX_RECORD || !self.fill(20 + len)? {
+                break;
+            }
+            each(id, &self.here()[16..20 + len]);
+            out.records += 1;
+            self.skip(20 + len);
+        }
+        let mut rest = self.here().len() as u64;
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            match self.src.read(&mut chunk)? {
+                0 => break,
+                n => rest += n as u64,
+            }
+        }
+        if rest > 0 {
+            out.damaged += 1;
+            out.skipped_bytes += rest;
+        }
+        Ok(out)
+    }
 }
 
 impl Journal {
@@ -99,6 +278,12 @@ impl Journal {
     pub(super) fn open(dir: &Path, segment_bytes: u64, keep_bytes: u64) -> io::Result<Journal> {
         fs::create_dir_all(dir)?;
         let next = segments(dir)?.last().map_or(0, |(n, _)| n + 1);
+        if next > MAX_SEGMENT {
+            return Err(io::Error::other(format!(
+                "trace log numbers in {} have reached {MAX_SEGMENT}: move the logs away",
+                dir.display()
+            )));
+        }
         let limits = Limits {
             segment_bytes,
             keep_bytes,
@@ -161,10 +346,13 @@ struct Writer {
 
 impl Writer {
     fn new(dir: PathBuf, number: u64, limits: Limits) -> io::Result<Writer> {
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(segment_path(&dir, number))?;
+        if file.metadata()?.len() == 0 {
+            file.write_all(FILE_HEADER)?;
+        }
         // The new file's name survives a power cut only once its directory is synced.
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
@@ -173,7 +361,7 @@ impl Writer {
             dir,
             number,
             file: BufWriter::with_capacity(1 << 20, file),
-            written: 0,
+            written: FILE_HEADER.len() as u64,
             limits,
         })
     }
@@ -219,9 +407,17 @@ impl Writer {
 
     fn write(&mut self, batch: &[Ready]) -> io::Result<()> {
         for r in batch {
-            self.file.write_all(&r.trace_id.to_le_bytes())?;
+            let len = u32::try_from(r.bytes.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes();
+            let id = r.trace_id.to_le_bytes();
+            self.file.write_all(&RECORD_MARK)?;
+            self.file
+                .write_all(&checksum(&len, &id, &r.bytes).to_le_bytes())?;
+            self.file.write_all(&len)?;
+            self.file.write_all(&id)?;
             self.file.write_all(&r.bytes)?;
-            self.written += 16 + r.bytes.len() as u64;
+            self.written += (RECORD_HEAD + r.bytes.len()) as u64;
         }
         if self.written >= self.limits.segment_bytes {
             self.rotate()?;
@@ -252,60 +448,4 @@ impl Writer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ready(trace_id: u128, n: usize) -> Ready {
-        // A stand-in record: a length-led body, as `codec` writes a span.
-        let mut bytes = (n as u32).to_le_bytes().to_vec();
-        bytes.extend(std::iter::repeat_n(7u8, n));
-        Ready {
-            trace_id,
-            start_us: 0,
-            end_us: 0,
-            owner: None,
-            user: None,
-            bytes,
-        }
-    }
-
-    #[test]
-    fn logs_rotate_drop_the_oldest_and_read_back_up_to_a_cut_record() {
-        let dir = std::env::temp_dir().join(format!("mqrs-disk-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let mut j = Journal::open(&dir, 1_000, 3_000).expect("open");
-        for t in 0..40u128 {
-            j.append(vec![ready(t, 180)]);
-        }
-        j.close();
-        let logs = segments(&dir).expect("list");
-        let total: u64 = logs
-            .iter()
-            .map(|(_, p)| fs::metadata(p).map_or(0, |m| m.len()))
-            .sum();
-        assert!(
-            logs.len() > 1 && logs[0].0 > 0,
-            "rotated, oldest gone: {logs:?}"
-        );
-        assert!(total <= 3_000 + 1_000, "{total} bytes kept");
-        let mut seen = Vec::new();
-        replay(&dir, |id, body| {
-            assert_eq!(body.len(), 4 + 180);
-            seen.push(id);
-        })
-        .expect("replay");
-        assert_eq!(seen.last(), Some(&39), "the newest are kept");
-        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
-        // A kill mid-record: the cut record and what follows in that file are skipped.
-        let last = &logs.last().expect("a log").1;
-        let mut f = OpenOptions::new().append(true).open(last).expect("append");
-        f.write_all(&40u128.to_le_bytes()).expect("write");
-        f.write_all(&500u32.to_le_bytes()).expect("write");
-        f.write_all(&[1, 2, 3]).expect("write");
-        drop(f);
-        let mut again = 0;
-        replay(&dir, |_, _| again += 1).expect("replay");
-        assert_eq!(again, seen.len());
-        let _ = fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

@@ -355,7 +355,7 @@ impl TraceStore {
                 }
             })?
         } else {
-            0
+            disk::Replayed::default()
         };
         drop(store.lock());
         let keep = (limits.max_bytes as u64)
@@ -369,8 +369,11 @@ impl TraceStore {
         let held = store.stats();
         tracing::info!(
             dir = %dir.display(),
-            spans_read = read,
-            damaged = bad,
+            spans_read = read.records,
+            undecodable = bad,
+            damaged_stretches = read.damaged,
+            skipped_bytes = read.skipped_bytes,
+            already_held = held.spans_conflicting,
             traces = held.traces,
             spans = held.spans,
             "trace store read back from its data directory"
