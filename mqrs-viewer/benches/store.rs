@@ -195,6 +195,7 @@ fn to_stored(trace_id: u128, s: Spec, services: &[Arc<str>]) -> StoredSpan {
             .collect(),
         events: Vec::new(),
         error: s.error.map(Cow::Borrowed),
+        ..Default::default()
     }
 }
 

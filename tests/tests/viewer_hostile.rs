@@ -165,6 +165,7 @@ fn big_trace(d: &Running, trace: u128, n: u64) {
             tags: vec![Tag::new("pad", "p".repeat(1000))],
             events: vec![],
             error: None,
+            ..Default::default()
         });
     }
 }

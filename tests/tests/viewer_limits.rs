@@ -26,6 +26,7 @@ fn heavy_trace(store: &mqrs_runtime::trace::TraceStore, trace: u128) {
             tags: vec![Tag::new("pad", "p".repeat(1000))],
             events: vec![],
             error: None,
+            ..Default::default()
         });
     }
 }

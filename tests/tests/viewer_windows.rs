@@ -40,6 +40,7 @@ fn span(
         tags: vec![Tag::new("case", "window")],
         events: vec![],
         error: None,
+        ..Default::default()
     }
 }
 

@@ -401,11 +401,23 @@ async fn dependencies(
 }
 
 fn tag_json(key: &str, v: &opentelemetry::Value) -> Value {
-    use opentelemetry::Value as V;
+    use opentelemetry::{Array, Value as V};
     let (ty, val) = match v {
         V::Bool(b) => ("bool", json!(b)),
         V::I64(i) => ("int64", json!(i)),
         V::F64(f) => ("float64", json!(f)),
+        // Arrays as JSON text, as Jaeger's own translation from OTLP writes them.
+        V::Array(a) => (
+            "string",
+            json!(match a {
+                Array::Bool(x) => json!(x),
+                Array::I64(x) => json!(x),
+                Array::F64(x) => json!(x),
+                Array::String(x) => json!(x.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
+                _ => json!([]),
+            }
+            .to_string()),
+        ),
         other => ("string", json!(other.as_str())),
     };
     json!({"key": key, "type": ty, "value": val})
@@ -415,22 +427,30 @@ fn text_json(key: &str, v: &str) -> Value {
     json!({"key": key, "type": "string", "value": v})
 }
 
-/// A trace in Jaeger's JSON shape, one process per service.
+/// A trace in Jaeger's JSON shape: one process per service and resource, the resource's
+/// attributes as its tags; span kind, status and scope as the `span.kind`, `otel.status_code`
+/// and `otel.scope.*` tags; the parent as a CHILD_OF reference and links as FOLLOWS_FROM ones,
+/// as Jaeger's translation from OTLP writes them.
 pub fn jaeger_trace(t: &StoredTrace) -> Value {
     let trace_id = t.spans.first().map_or(0, |s| s.trace_id);
     let tid = format!("{trace_id:032x}");
     let mut processes = serde_json::Map::new();
-    let mut pid_of: HashMap<&str, String> = HashMap::new();
+    let mut pid_of: HashMap<(&str, &[super::store::Tag]), String> = HashMap::new();
     let spans: Vec<Value> = t
         .spans
         .iter()
         .map(|s| {
             let n = pid_of.len();
             let pid = pid_of
-                .entry(&s.service)
+                .entry((&s.service, &s.resource))
                 .or_insert_with(|| {
                     let pid = format!("p{}", n + 1);
-                    processes.insert(pid.clone(), json!({"serviceName": &*s.service, "tags": []}));
+                    let tags: Vec<Value> = s
+                        .resource
+                        .iter()
+                        .map(|kv| tag_json(kv.key.as_str(), &kv.value))
+                        .collect();
+                    processes.insert(pid.clone(), json!({"serviceName": &*s.service, "tags": tags}));
                     pid
                 })
                 .clone();
@@ -439,16 +459,30 @@ pub fn jaeger_trace(t: &StoredTrace) -> Value {
                 .iter()
                 .map(|kv| tag_json(kv.key.as_str(), &kv.value))
                 .collect();
-            tags.push(text_json("span.kind", s.kind));
+            if s.kind != "unspecified" {
+                tags.push(text_json("span.kind", s.kind));
+            }
+            if !s.scope.0.is_empty() {
+                tags.push(text_json("otel.scope.name", &s.scope.0));
+            }
+            if !s.scope.1.is_empty() {
+                tags.push(text_json("otel.scope.version", &s.scope.1));
+            }
             if let Some(e) = &s.error {
                 tags.push(json!({"key": "error", "type": "bool", "value": true}));
                 tags.push(text_json("otel.status_code", "ERROR"));
                 tags.push(text_json("otel.status_description", e));
+            } else if s.status_ok {
+                tags.push(text_json("otel.status_code", "OK"));
             }
             let references: Vec<Value> = s
                 .parent_span_id
                 .map(|p| json!({"refType": "CHILD_OF", "traceID": tid, "spanID": format!("{p:016x}")}))
                 .into_iter()
+                .chain(s.links.iter().map(|l| {
+                    json!({"refType": "FOLLOWS_FROM", "traceID": format!("{:032x}", l.trace_id),
+                           "spanID": format!("{:016x}", l.span_id)})
+                }))
                 .collect();
             let logs: Vec<Value> = s
                 .events

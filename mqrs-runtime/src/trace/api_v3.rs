@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 
 use super::api::{parse_trace_id, MAX_ANSWER_BYTES};
 use super::search_params::{self, go_duration_us, rfc3339_us, Params};
-use super::store::{StoredSpan, StoredTrace, TraceQuery, TraceStore};
+use super::store::{StoredSpan, StoredTrace, Tag, TraceQuery, TraceStore};
 
 /// Traces a search returns when it names no depth (Jaeger's default).
 const DEFAULT_DEPTH: usize = 100;
@@ -327,18 +327,50 @@ fn nanos(us: u64) -> String {
     (u128::from(us) * 1000).to_string()
 }
 
-/// Traces as OTLP/JSON `resourceSpans`: one resource per service of each trace.
+/// Traces as OTLP/JSON `resourceSpans`: one resource per service and resource attributes of
+/// each trace, one scope per instrumentation scope within it.
 pub fn resource_spans(traces: &[StoredTrace]) -> Vec<Value> {
+    type Scopes<'a> = BTreeMap<(&'a str, &'a str), Vec<Value>>;
     let mut out = Vec::new();
     for t in traces {
-        let mut by_service: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        let mut by_resource: Vec<((&str, &[Tag]), Scopes<'_>)> = Vec::new();
         for s in &t.spans {
-            by_service.entry(&s.service).or_default().push(otlp_span(s));
+            let key = (&*s.service, &s.resource[..]);
+            let at = match by_resource.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    by_resource.push((key, BTreeMap::new()));
+                    by_resource.len() - 1
+                }
+            };
+            by_resource[at]
+                .1
+                .entry((&s.scope.0, &s.scope.1))
+                .or_default()
+                .push(otlp_span(s));
         }
-        for (service, spans) in by_service {
+        for ((service, resource), scopes) in by_resource {
+            let mut attributes = vec![kv(
+                "service.name",
+                &opentelemetry::Value::from(service.to_string()),
+            )];
+            attributes.extend(resource.iter().map(|t| kv(t.key.as_str(), &t.value)));
+            let scope_spans: Vec<Value> = scopes
+                .into_iter()
+                .map(|((name, version), spans)| {
+                    let mut scope = Map::new();
+                    if !name.is_empty() {
+                        scope.insert("name".into(), json!(name));
+                    }
+                    if !version.is_empty() {
+                        scope.insert("version".into(), json!(version));
+                    }
+                    json!({"scope": scope, "spans": spans})
+                })
+                .collect();
             out.push(json!({
-                "resource": {"attributes": [kv("service.name", &opentelemetry::Value::from(service.to_string()))]},
-                "scopeSpans": [{"scope": {"name": "mqrs"}, "spans": spans}],
+                "resource": {"attributes": attributes},
+                "scopeSpans": scope_spans,
             }));
         }
     }
@@ -353,7 +385,7 @@ fn kind_number(kind: &str) -> u8 {
         "client" => 3,
         "producer" => 4,
         "consumer" => 5,
-        _ => 0,
+        _ => 0, // unspecified
     }
 }
 
@@ -400,8 +432,29 @@ fn otlp_span(s: &StoredSpan) -> Value {
             .collect();
         span.insert("events".into(), Value::Array(events));
     }
+    if !s.links.is_empty() {
+        let links: Vec<Value> = s
+            .links
+            .iter()
+            .map(|l| {
+                let mut link = json!({"traceId": format!("{:032x}", l.trace_id),
+                                      "spanId": format!("{:016x}", l.span_id)});
+                if !l.attributes.is_empty() {
+                    link["attributes"] = l
+                        .attributes
+                        .iter()
+                        .map(|a| kv(a.key.as_str(), &a.value))
+                        .collect();
+                }
+                link
+            })
+            .collect();
+        span.insert("links".into(), Value::Array(links));
+    }
     if let Some(e) = &s.error {
         span.insert("status".into(), json!({"code": 2, "message": e}));
+    } else if s.status_ok {
+        span.insert("status".into(), json!({"code": 1}));
     }
     Value::Object(span)
 }

@@ -32,7 +32,8 @@ use opentelemetry_sdk::Resource;
 pub use layer::layer;
 pub use sampling::Sampling;
 pub use store::{
-    OpLatency, StoreLimits, StoreStats, StoredEvent, StoredSpan, Tag, TraceQuery, TraceStore,
+    OpLatency, StoreLimits, StoreStats, StoredEvent, StoredLink, StoredSpan, Tag, TraceQuery,
+    TraceStore,
 };
 
 /// A tracer bound to one service (module), shared by every span that module records. Every
@@ -237,9 +238,31 @@ pub(crate) fn to_stored(s: SpanData, service: Arc<str>) -> StoredSpan {
         duration_us: store::micros(s.end_time).saturating_sub(start_us),
         tags: s.attributes,
         events: s.events.events,
+        status_ok: matches!(s.status, Status::Ok),
         error: match s.status {
             Status::Error { description } => Some(description),
             _ => None,
         },
+        resource: Vec::new(),
+        scope: (
+            match s.instrumentation_scope.name() {
+                "mqrs" => std::borrow::Cow::Borrowed("mqrs"),
+                other => std::borrow::Cow::Owned(other.to_string()),
+            },
+            s.instrumentation_scope
+                .version()
+                .map(|v| std::borrow::Cow::Owned(v.to_string()))
+                .unwrap_or_default(),
+        ),
+        links: s
+            .links
+            .links
+            .into_iter()
+            .map(|l| store::StoredLink {
+                trace_id: u128::from_be_bytes(l.span_context.trace_id().to_bytes()),
+                span_id: u64::from_be_bytes(l.span_context.span_id().to_bytes()),
+                attributes: l.attributes,
+            })
+            .collect(),
     }
 }

@@ -4,11 +4,10 @@
 //! mqrs processes started with an OTLP endpoint. A malformed body gets 400 and an oversized one
 //! 413, each with a reason.
 
-use std::borrow::Cow;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -16,16 +15,16 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry::Value;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
 use tokio::sync::watch;
 
 use crate::trace::http_limits::{read_body, BodyError};
-use crate::trace::store::{StoredEvent, StoredSpan, Tag, TraceStore};
+use crate::trace::store::TraceStore;
+
+use super::convert::to_stored;
 
 /// What the collector needs: where spans go, how large a body may be, and how far in the
 /// future a span may be stamped.
@@ -34,52 +33,6 @@ struct Collector {
     store: Arc<TraceStore>,
     max_body: usize,
     max_skew_us: u64,
-}
-
-/// Most spans taken from one request (32 times an SDK's default batch of 512); the rest are
-/// refused in its partial success, so one request cannot replace the whole store.
-pub const MAX_SPANS_PER_REQUEST: usize = 16_384;
-
-/// Spans of one request refused, by reason.
-#[derive(Debug, Default, PartialEq)]
-struct Rejected {
-    /// A trace id not of 16 bytes or all zero, or a span id not of 8 bytes or all zero.
-    bad_ids: usize,
-    /// Starting or ending past the allowed clock skew.
-    future: usize,
-    /// Past [`MAX_SPANS_PER_REQUEST`].
-    over_cap: usize,
-}
-
-impl Rejected {
-    fn total(&self) -> usize {
-        self.bad_ids + self.future + self.over_cap
-    }
-
-    /// The partial success's message: each reason that refused spans.
-    fn describe(&self, max_skew_us: u64) -> String {
-        let mut parts = Vec::new();
-        if self.bad_ids > 0 {
-            parts.push(format!(
-                "{} spans had an invalid trace id (16 bytes, not all zero) or span id (8 bytes, not all zero)",
-                self.bad_ids
-            ));
-        }
-        if self.future > 0 {
-            parts.push(format!(
-                "{} spans started or ended more than {} s in the future ([trace] collector_max_skew_s)",
-                self.future,
-                max_skew_us / 1_000_000
-            ));
-        }
-        if self.over_cap > 0 {
-            parts.push(format!(
-                "{} spans were past the {MAX_SPANS_PER_REQUEST} taken from one request",
-                self.over_cap
-            ));
-        }
-        parts.join("; ")
-    }
 }
 
 /// Binds `addr` and serves `POST /v1/traces` into `store` until `shutdown` turns true.
@@ -282,114 +235,5 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
             response.encode_to_vec(),
         )
             .into_response()
-    }
-}
-
-/// Converts a request into stored spans; returns them and what was refused. A span starting
-/// or ending after `latest_us` is refused.
-fn to_stored(req: ExportTraceServiceRequest, latest_us: u64) -> (Vec<StoredSpan>, Rejected) {
-    let mut out = Vec::new();
-    let mut rejected = Rejected::default();
-    for rs in req.resource_spans {
-        let service: Arc<str> = rs
-            .resource
-            .as_ref()
-            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                any_value::Value::StringValue(s) => Some(Arc::from(s.as_str())),
-                _ => None,
-            })
-            .unwrap_or_else(|| Arc::from("unknown_service"));
-        for span in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
-            let ids = (
-                <[u8; 16]>::try_from(span.trace_id.as_slice()).map(u128::from_be_bytes),
-                <[u8; 8]>::try_from(span.span_id.as_slice()).map(u64::from_be_bytes),
-            );
-            let (Ok(trace_id), Ok(span_id)) = ids else {
-                rejected.bad_ids += 1;
-                continue;
-            };
-            if trace_id == 0 || span_id == 0 {
-                rejected.bad_ids += 1;
-                continue;
-            }
-            let start_us = span.start_time_unix_nano / 1000;
-            let end_us = (span.end_time_unix_nano / 1000).max(start_us);
-            if end_us > latest_us {
-                rejected.future += 1;
-                continue;
-            }
-            if out.len() >= MAX_SPANS_PER_REQUEST {
-                rejected.over_cap += 1;
-                continue;
-            }
-            let parent = <[u8; 8]>::try_from(span.parent_span_id.as_slice())
-                .map(u64::from_be_bytes)
-                .ok()
-                .filter(|p| *p != 0);
-            let error = span
-                .status
-                .as_ref()
-                .filter(|s| s.code == 2)
-                .map(|s| Cow::Owned(s.message.clone()));
-            out.push(StoredSpan {
-                trace_id,
-                span_id,
-                parent_span_id: parent,
-                name: Cow::Owned(span.name),
-                service: service.clone(),
-                kind: match span.kind {
-                    2 => "server",
-                    3 => "client",
-                    4 => "producer",
-                    5 => "consumer",
-                    _ => "internal",
-                },
-                start_us,
-                duration_us: end_us - start_us,
-                tags: tags(span.attributes),
-                events: span
-                    .events
-                    .into_iter()
-                    .map(|e| {
-                        StoredEvent::new(
-                            e.name,
-                            UNIX_EPOCH + Duration::from_nanos(e.time_unix_nano),
-                            tags(e.attributes),
-                            e.dropped_attributes_count,
-                        )
-                    })
-                    .collect(),
-                error,
-            });
-        }
-    }
-    (out, rejected)
-}
-
-fn tags(kvs: Vec<KeyValue>) -> Vec<Tag> {
-    kvs.into_iter()
-        .map(|kv| Tag::new(kv.key, kv.value.map_or(Value::from(""), tag_value)))
-        .collect()
-}
-
-fn tag_value(v: AnyValue) -> Value {
-    match v.value {
-        Some(any_value::Value::StringValue(s)) => Value::from(s),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(b),
-        Some(any_value::Value::IntValue(i)) => Value::I64(i),
-        Some(any_value::Value::DoubleValue(f)) => Value::F64(f),
-        Some(any_value::Value::ArrayValue(a)) => Value::from(
-            a.values
-                .into_iter()
-                .map(|v| tag_value(v).as_str().into_owned())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        Some(any_value::Value::BytesValue(b)) => {
-            Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
-        }
-        Some(other) => Value::from(format!("{other:?}")),
-        None => Value::from(""),
     }
 }

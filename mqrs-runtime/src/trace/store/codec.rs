@@ -18,7 +18,20 @@ use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use super::{StoredEvent, StoredSpan, Tag};
 
-const KINDS: [&str; 5] = ["server", "client", "internal", "producer", "consumer"];
+const KINDS: [&str; 6] = [
+    "server",
+    "client",
+    "internal",
+    "producer",
+    "consumer",
+    "unspecified",
+];
+
+/// Flags of the optional tail of a span (written only when the span has one of its parts).
+const HAS_RESOURCE: u8 = 1;
+const HAS_SCOPE: u8 = 2;
+const HAS_SCOPE_VERSION: u8 = 4;
+const HAS_LINKS: u8 = 8;
 
 /// Appends `span` (all but its trace id, which its trace holds) to `out`.
 pub(super) fn encode(span: &StoredSpan, out: &mut Vec<u8>) {
@@ -37,7 +50,7 @@ pub(super) fn encode(span: &StoredSpan, out: &mut Vec<u8>) {
             out.push(1);
             put_str(out, e);
         }
-        None => out.push(0),
+        None => out.push(if span.status_ok { 2 } else { 0 }),
     }
     put_tags(out, &span.tags);
     put_len(out, span.events.len());
@@ -46,6 +59,36 @@ pub(super) fn encode(span: &StoredSpan, out: &mut Vec<u8>) {
         out.extend_from_slice(&super::micros(e.timestamp).to_le_bytes());
         out.extend_from_slice(&e.dropped_attributes_count.to_le_bytes());
         put_tags(out, &e.attributes);
+    }
+    // The optional tail: only what the span has.
+    let flags = [
+        (!span.resource.is_empty(), HAS_RESOURCE),
+        (!span.scope.0.is_empty(), HAS_SCOPE),
+        (!span.scope.1.is_empty(), HAS_SCOPE_VERSION),
+        (!span.links.is_empty(), HAS_LINKS),
+    ]
+    .iter()
+    .filter(|(has, _)| *has)
+    .fold(0u8, |f, (_, bit)| f | bit);
+    if flags != 0 {
+        out.push(flags);
+        if flags & HAS_RESOURCE != 0 {
+            put_tags(out, &span.resource);
+        }
+        if flags & HAS_SCOPE != 0 {
+            put_str(out, &span.scope.0);
+        }
+        if flags & HAS_SCOPE_VERSION != 0 {
+            put_str(out, &span.scope.1);
+        }
+        if flags & HAS_LINKS != 0 {
+            put_len(out, span.links.len());
+            for l in &span.links {
+                out.extend_from_slice(&l.trace_id.to_le_bytes());
+                out.extend_from_slice(&l.span_id.to_le_bytes());
+                put_tags(out, &l.attributes);
+            }
+        }
     }
     let len = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
@@ -349,7 +392,7 @@ impl<'a> Reader<'a> {
         let kind = *KINDS.get(usize::from(r.u8()?))?;
         let name = r.str()?;
         let service = r.str()?;
-        let failed = r.u8()? != 0;
+        let failed = r.u8()? == 1;
         if failed {
             r.skip_str()?;
         }
@@ -413,9 +456,10 @@ impl<'a> Reader<'a> {
         let kind = *KINDS.get(usize::from(self.u8()?))?;
         let name = Cow::Owned(self.str()?.to_string());
         let service = Arc::from(self.str()?);
-        let error = match self.u8()? {
-            0 => None,
-            _ => Some(Cow::Owned(self.str()?.to_string())),
+        let (error, status_ok) = match self.u8()? {
+            0 => (None, false),
+            2 => (None, true),
+            _ => (Some(Cow::Owned(self.str()?.to_string())), false),
         };
         let tags = self.tags()?;
         let n = self.len()?;
@@ -427,7 +471,7 @@ impl<'a> Reader<'a> {
             let attributes = self.tags()?;
             events.push(StoredEvent::new(name, at, attributes, dropped));
         }
-        Some(StoredSpan {
+        let mut span = StoredSpan {
             trace_id,
             span_id,
             parent_span_id: (parent != 0).then_some(parent),
@@ -439,7 +483,38 @@ impl<'a> Reader<'a> {
             tags,
             events,
             error,
-        })
+            status_ok,
+            ..Default::default()
+        };
+        if self.0.is_empty() {
+            return Some(span);
+        }
+        let flags = self.u8()?;
+        if flags & HAS_RESOURCE != 0 {
+            span.resource = self.tags()?;
+        }
+        if flags & HAS_SCOPE != 0 {
+            span.scope.0 = Cow::Owned(self.str()?.to_string());
+        }
+        if flags & HAS_SCOPE_VERSION != 0 {
+            span.scope.1 = Cow::Owned(self.str()?.to_string());
+        }
+        if flags & HAS_LINKS != 0 {
+            let n = self.len()?;
+            let mut links = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                let trace_id = u128::from_le_bytes(self.take(16)?.try_into().ok()?);
+                let span_id = self.u64()?;
+                let attributes = self.tags()?;
+                links.push(super::StoredLink {
+                    trace_id,
+                    span_id,
+                    attributes,
+                });
+            }
+            span.links = links;
+        }
+        Some(span)
     }
 
     fn tags(&mut self) -> Option<Vec<Tag>> {
@@ -529,6 +604,14 @@ mod tests {
                 3,
             )],
             error: Some(Cow::Borrowed("boom")),
+            status_ok: false,
+            resource: vec![KeyValue::new("host.name", "h1")],
+            scope: (Cow::Borrowed("io.opentelemetry.x"), Cow::Borrowed("1.2")),
+            links: vec![super::super::StoredLink {
+                trace_id: 99,
+                span_id: 5,
+                attributes: vec![KeyValue::new("why", "batch")],
+            }],
         }
     }
 
@@ -541,7 +624,11 @@ mod tests {
         b.error = None;
         b.tags.clear();
         b.events.clear();
-        b.kind = "server";
+        b.kind = "unspecified";
+        b.status_ok = true;
+        b.resource.clear();
+        b.links.clear();
+        b.scope = (Cow::Borrowed("mqrs"), Cow::Borrowed(""));
         let mut data = Vec::new();
         encode(&a, &mut data);
         encode(&b, &mut data);
@@ -559,7 +646,7 @@ mod tests {
         let first = format!("{} Some(42) client Login/track Login true", a.span_id);
         assert_eq!(
             heads,
-            [first.as_str(), "9 None server Login/track Login false"]
+            [first.as_str(), "9 None unspecified Login/track Login false"]
         );
     }
 

@@ -22,8 +22,11 @@ pub const MAX_ATTRIBUTES: usize = 128;
 /// Most events kept on a span.
 pub const MAX_EVENTS: usize = 128;
 
-/// Most attributes kept on one event.
+/// Most attributes kept on one event, and on one link.
 pub const MAX_EVENT_ATTRIBUTES: usize = 32;
+
+/// Most links kept on a span.
+pub const MAX_LINKS: usize = 128;
 
 /// Longest attribute key kept.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -40,8 +43,8 @@ pub const MAX_ERROR_BYTES: usize = 1024;
 /// Most items of an array value kept.
 pub const MAX_ARRAY_ITEMS: usize = 128;
 
-/// Most bytes a span's attributes and events may take in the store's compact form; events past
-/// it are dropped, last first.
+/// Most bytes a span's attributes, resource attributes, links and events may take in the
+/// store's compact form, in that order: what comes past it is dropped.
 pub const MAX_SPAN_BYTES: usize = 256 << 10;
 
 /// Cuts over-long text values in place (rare: the common case touches nothing).
@@ -92,9 +95,54 @@ fn capped_array(a: &Array) -> Array {
     }
 }
 
-/// Applies every limit to `span` in place; true when it lost something (a count limit or the
-/// byte limit dropped attributes or events; cut texts do not count).
+/// What limits dropped from one span.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Dropped {
+    attributes: usize,
+    events: usize,
+    links: usize,
+}
+
+impl std::ops::AddAssign for Dropped {
+    fn add_assign(&mut self, o: Dropped) {
+        self.attributes += o.attributes;
+        self.events += o.events;
+        self.links += o.links;
+    }
+}
+
+impl Dropped {
+    /// True when anything was dropped.
+    pub(super) fn any(&self) -> bool {
+        *self != Dropped::default()
+    }
+
+    /// Counts the loss on the span, as `otel.dropped_*_count` attributes.
+    pub(super) fn mark(self, span: &mut StoredSpan) {
+        for (key, n) in [
+            ("otel.dropped_attributes_count", self.attributes),
+            ("otel.dropped_events_count", self.events),
+            ("otel.dropped_links_count", self.links),
+        ] {
+            if n > 0 {
+                span.tags.push(Tag::new(key, n as i64));
+            }
+        }
+    }
+}
+
+/// Applies every limit to `span` and marks the loss on it; true when it lost something (cut
+/// texts do not count).
+#[cfg(test)]
 pub(super) fn apply(span: &mut StoredSpan) -> bool {
+    let mut dropped = counts(span);
+    dropped += budget(span);
+    dropped.mark(span);
+    dropped.any()
+}
+
+/// The count and length limits (cheap: mostly a length checked per item).
+pub(super) fn counts(span: &mut StoredSpan) -> Dropped {
     if span.name.len() > MAX_NAME_BYTES {
         span.name = Cow::Owned(cut(&span.name, MAX_NAME_BYTES).into_owned());
     }
@@ -109,7 +157,7 @@ pub(super) fn apply(span: &mut StoredSpan) -> bool {
     let mut dropped_attributes = span.tags.len().saturating_sub(MAX_ATTRIBUTES);
     span.tags.truncate(MAX_ATTRIBUTES);
     cap_values(&mut span.tags);
-    let mut dropped_events = span.events.len().saturating_sub(MAX_EVENTS);
+    let dropped_events = span.events.len().saturating_sub(MAX_EVENTS);
     span.events.truncate(MAX_EVENTS);
     for e in &mut span.events {
         if e.name.len() > MAX_NAME_BYTES {
@@ -123,33 +171,63 @@ pub(super) fn apply(span: &mut StoredSpan) -> bool {
         }
         cap_values(&mut e.attributes);
     }
-    // The byte budget: attributes in order while they fit, then events.
-    let mut used = 0usize;
-    if let Some(keep) = span.tags.iter().position(|t| {
-        used += tag_len(t);
-        used > MAX_SPAN_BYTES
-    }) {
-        dropped_attributes += span.tags.len() - keep;
-        span.tags.truncate(keep);
-        used = MAX_SPAN_BYTES;
-    }
-    if let Some(keep) = span.events.iter().position(|e| {
-        used += event_len(e);
-        used > MAX_SPAN_BYTES
-    }) {
-        dropped_events += span.events.len() - keep;
-        span.events.truncate(keep);
-    }
-    let lost = dropped_attributes > 0 || dropped_events > 0;
-    for (key, n) in [
-        ("otel.dropped_attributes_count", dropped_attributes),
-        ("otel.dropped_events_count", dropped_events),
-    ] {
-        if n > 0 {
-            span.tags.push(Tag::new(key, n as i64));
+    let (scope, version) = &mut span.scope;
+    for text in [scope, version] {
+        if text.len() > MAX_NAME_BYTES {
+            *text = Cow::Owned(cut(text, MAX_NAME_BYTES).into_owned());
         }
     }
-    lost
+    dropped_attributes += span.resource.len().saturating_sub(MAX_ATTRIBUTES);
+    span.resource.truncate(MAX_ATTRIBUTES);
+    cap_values(&mut span.resource);
+    let dropped_links = span.links.len().saturating_sub(MAX_LINKS);
+    span.links.truncate(MAX_LINKS);
+    for l in &mut span.links {
+        let over = l.attributes.len().saturating_sub(MAX_EVENT_ATTRIBUTES);
+        l.attributes.truncate(MAX_EVENT_ATTRIBUTES);
+        dropped_attributes += over;
+        cap_values(&mut l.attributes);
+    }
+    Dropped {
+        attributes: dropped_attributes,
+        events: dropped_events,
+        links: dropped_links,
+    }
+}
+
+/// The byte budget, in order: attributes, resource attributes, links, events. Only needed
+/// when the span's compact form is over [`MAX_SPAN_BYTES`].
+pub(super) fn budget(span: &mut StoredSpan) -> Dropped {
+    let mut used = 0usize;
+    let attributes =
+        fit(&mut span.tags, &mut used, tag_len) + fit(&mut span.resource, &mut used, tag_len);
+    let links = fit(&mut span.links, &mut used, |l| {
+        24 + 4 + l.attributes.iter().map(tag_len).sum::<usize>()
+    });
+    let events = fit(&mut span.events, &mut used, event_len);
+    Dropped {
+        attributes,
+        events,
+        links,
+    }
+}
+
+/// Keeps the first of `items` while they fit in [`MAX_SPAN_BYTES`] after `used`; how many
+/// were dropped. Once one does not fit, nothing after it does.
+fn fit<T>(items: &mut Vec<T>, used: &mut usize, len: impl Fn(&T) -> usize) -> usize {
+    let over = items.iter().position(|t| {
+        *used = used.saturating_add(len(t));
+        *used > MAX_SPAN_BYTES
+    });
+    match over {
+        Some(keep) => {
+            *used = MAX_SPAN_BYTES + 1;
+            let dropped = items.len() - keep;
+            items.truncate(keep);
+            dropped
+        }
+        None => 0,
+    }
 }
 
 /// Bytes a tag takes in the compact form (see `codec`).
@@ -184,15 +262,12 @@ mod tests {
         StoredSpan {
             trace_id: 1,
             span_id: 2,
-            parent_span_id: None,
             name: "op".into(),
             service: Arc::from("svc"),
             kind: "server",
             start_us: 1,
             duration_us: 1,
-            tags: vec![],
-            events: vec![],
-            error: None,
+            ..Default::default()
         }
     }
 
@@ -277,6 +352,32 @@ mod tests {
         super::super::codec::encode(&s, &mut encoded);
         assert!(encoded.len() <= MAX_SPAN_BYTES + 1024, "{}", encoded.len());
         assert!(s.tag("otel.dropped_attributes_count").is_some());
+    }
+
+    #[test]
+    fn links_and_resource_attributes_are_bounded_too() {
+        let mut s = span();
+        s.resource = (0..500).map(|i| Tag::new(format!("r{i}"), "v")).collect();
+        s.links = (0..300u64)
+            .map(|i| super::super::StoredLink {
+                trace_id: 9,
+                span_id: i + 1,
+                attributes: (0..40).map(|j| Tag::new(format!("l{j}"), "v")).collect(),
+            })
+            .collect();
+        s.scope = ("s".repeat(1000).into(), "v".repeat(1000).into());
+        assert!(apply(&mut s));
+        assert_eq!(s.resource.len(), MAX_ATTRIBUTES);
+        assert_eq!(s.links.len(), MAX_LINKS);
+        assert!(s
+            .links
+            .iter()
+            .all(|l| l.attributes.len() == MAX_EVENT_ATTRIBUTES));
+        assert!(s.scope.0.len() <= MAX_NAME_BYTES + 3 && s.scope.1.len() <= MAX_NAME_BYTES + 3);
+        assert_eq!(
+            s.tag("otel.dropped_links_count").cloned(),
+            Some(Value::I64(300 - 128))
+        );
     }
 
     #[test]

@@ -36,12 +36,24 @@ pub use opentelemetry::KeyValue as Tag;
 /// A timestamped event within a span (a Jaeger "log"): the SDK's own event, moved in as it is.
 pub use opentelemetry::trace::Event as StoredEvent;
 
+/// A link from a span to another span (of its trace or another), as OTLP carries it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoredLink {
+    /// The linked span's trace id.
+    pub trace_id: u128,
+    /// The linked span's id.
+    pub span_id: u64,
+    /// The link's attributes.
+    pub attributes: Vec<Tag>,
+}
+
 /// One finished span.
 ///
 /// The representation is the SDK's: names and attribute keys that repeat are `'static` or
 /// shared (see `trace::names`), attribute values are moved in, so turning a finished span into
-/// a stored one allocates nothing.
-#[derive(Debug, Clone, PartialEq)]
+/// a stored one allocates nothing. Build one with `..Default::default()` for the fields that
+/// do not matter.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StoredSpan {
     /// 16-byte trace id.
     pub trace_id: u128,
@@ -53,7 +65,8 @@ pub struct StoredSpan {
     pub name: Cow<'static, str>,
     /// Service (module) that recorded the span.
     pub service: Arc<str>,
-    /// `server`, `client`, `internal`, `producer` or `consumer`.
+    /// `server`, `client`, `internal`, `producer`, `consumer`, or `unspecified` (an OTLP span
+    /// that named none).
     pub kind: &'static str,
     /// Start, microseconds since the Unix epoch.
     pub start_us: u64,
@@ -65,6 +78,16 @@ pub struct StoredSpan {
     pub events: Vec<StoredEvent>,
     /// `Some(description)` when the span ended with an error status.
     pub error: Option<Cow<'static, str>>,
+    /// True when the span's status was set to OK (`error` is `None` then); false when unset.
+    pub status_ok: bool,
+    /// The attributes of the resource that recorded the span, but `service.name` (in
+    /// `service`); empty for this process's own spans.
+    pub resource: Vec<Tag>,
+    /// The instrumentation scope's name (`mqrs` for this process's own spans; empty if the
+    /// sender named none) and version.
+    pub scope: (Cow<'static, str>, Cow<'static, str>),
+    /// Links to other spans.
+    pub links: Vec<StoredLink>,
 }
 
 /// `s` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
@@ -433,37 +456,53 @@ impl TraceStore {
             self.conflicts.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if limits::apply(&mut span) {
-            self.limited.fetch_add(1, Ordering::Relaxed);
-        }
+        let mut dropped = limits::counts(&mut span);
         // Encoded here, on the thread that ended the span, outside every lock, into this
         // thread's scratch buffer and then copied once into a buffer of about its size (an
         // evicted trace's, see `spare_buffer`; the first span of a trace becomes the trace's
         // own buffer); the span's own allocations are freed at once, while they are still in
-        // this core's cache.
+        // this core's cache. A span over the byte budget, or one that lost something to a
+        // limit, is encoded again once that is applied and marked on it.
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let bytes = SCRATCH
-            .try_with(|b| {
-                let mut b = b.borrow_mut();
-                b.clear();
-                codec::encode(&span, &mut b);
-                let mut bytes = spare_buffer(b.len());
-                bytes.extend_from_slice(&b);
-                // A huge span's buffer is not kept for the life of the thread.
-                if b.capacity() > 64 << 10 {
-                    *b = Vec::new();
-                }
-                bytes
-            })
-            .unwrap_or_else(|_| {
-                // The thread is ending and its buffer is gone (a span dropped by another
-                // thread-local's destructor): encode without it.
-                let mut b = Vec::new();
-                codec::encode(&span, &mut b);
-                b
-            });
+        let mut encode = |span: &mut StoredSpan| {
+            SCRATCH
+                .try_with(|b| {
+                    let mut b = b.borrow_mut();
+                    b.clear();
+                    codec::encode(span, &mut b);
+                    if b.len() > limits::MAX_SPAN_BYTES {
+                        dropped += limits::budget(span);
+                    }
+                    if dropped.any() {
+                        std::mem::take(&mut dropped).mark(span);
+                        self.limited.fetch_add(1, Ordering::Relaxed);
+                        b.clear();
+                        codec::encode(span, &mut b);
+                    }
+                    let mut bytes = spare_buffer(b.len());
+                    bytes.extend_from_slice(&b);
+                    // A huge span's buffer is not kept for the life of the thread.
+                    if b.capacity() > 64 << 10 {
+                        *b = Vec::new();
+                    }
+                    bytes
+                })
+                .ok()
+        };
+        let bytes = encode(&mut span).unwrap_or_else(|| {
+            // The thread is ending and its buffer is gone (a span dropped by another
+            // thread-local's destructor): encode without it.
+            dropped += limits::budget(&mut span);
+            if dropped.any() {
+                dropped.mark(&mut span);
+                self.limited.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut b = Vec::new();
+            codec::encode(&span, &mut b);
+            b
+        });
         let ready = pending::Ready {
             trace_id: span.trace_id,
             start_us: span.start_us,

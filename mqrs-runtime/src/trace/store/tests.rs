@@ -16,6 +16,7 @@ fn span(trace: u128, id: u64, name: &'static str, pad: usize) -> StoredSpan {
         tags: vec![Tag::new("pad", "x".repeat(pad))],
         events: vec![],
         error: None,
+        ..Default::default()
     }
 }
 

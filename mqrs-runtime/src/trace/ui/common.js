@@ -30,9 +30,14 @@ async function api(path) {
   if (!r.ok) throw new Error(body.errors ? body.errors.map(e => e.msg).join("; ") : r.statusText);
   return body.data;
 }
+// A span's parent id: its CHILD_OF reference (links come as FOLLOWS_FROM), or null.
+function parentOf(sp) {
+  const r = sp.references.find(r => r.refType === "CHILD_OF");
+  return r ? r.spanID : null;
+}
 function summarize(t) {
   const ids = new Set(t.spans.map(s => s.spanID));
-  const root = t.spans.find(s => !s.references.length || !ids.has(s.references[0].spanID)) || t.spans[0];
+  const root = t.spans.find(s => !ids.has(parentOf(s))) || t.spans[0];
   const start = Math.min(...t.spans.map(s => s.startTime));
   const end = Math.max(...t.spans.map(s => s.startTime + s.duration));
   const services = [...new Set(t.spans.map(s => t.processes[s.processID].serviceName))];

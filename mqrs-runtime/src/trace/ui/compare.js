@@ -10,7 +10,7 @@ function pathTree(t) {
   const children = new Map();
   const roots = [];
   for (const sp of t.spans) {
-    const p = sp.references.length && ids.has(sp.references[0].spanID) ? sp.references[0].spanID : null;
+    const p = ids.has(parentOf(sp)) ? parentOf(sp) : null;
     if (p) { if (!children.has(p)) children.set(p, []); children.get(p).push(sp); } else roots.push(sp);
   }
   const byKey = new Map(), kidsOf = new Map(), placed = new Set();

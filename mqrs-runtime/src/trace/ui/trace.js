@@ -17,7 +17,7 @@ async function showTrace(id) {
   const ids = new Set(t.spans.map(x => x.spanID));
   const roots = [];
   for (const sp of t.spans) {
-    const p = sp.references.length && ids.has(sp.references[0].spanID) ? sp.references[0].spanID : null;
+    const p = ids.has(parentOf(sp)) ? parentOf(sp) : null;
     if (p) { if (!children.has(p)) children.set(p, []); children.get(p).push(sp); } else roots.push(sp);
   }
   const kids = sp => (children.get(sp.spanID) || []).slice().sort((a, b) => a.startTime - b.startTime);
