@@ -11,18 +11,33 @@ pub struct DemoProcess {
     pub gate: String,
     /// The viewer's address, `host:port`.
     pub viewer: String,
+    /// The OTLP collector's address, `host:port`.
+    pub collector: String,
+    /// The embedded broker's address, `host:port`, when it runs one.
+    pub broker: Option<String>,
 }
 
 impl DemoProcess {
     /// Starts the `demo` binary that sits next to the running one, on free loopback ports,
-    /// with `args` added; waits until it listens.
+    /// with `args` added (without `--broker` among them, it runs no broker); waits until it
+    /// listens.
     pub fn start(args: &[&str]) -> Result<DemoProcess, String> {
         let exe = std::env::current_exe()
             .map_err(|e| e.to_string())?
             .with_file_name("demo");
         let mut child = Command::new(&exe)
             .args(["--gate", "127.0.0.1:0", "--viewer", "127.0.0.1:0"])
-            .args(["--collector", "127.0.0.1:0", "--broker", "none"])
+            .args([
+                "--collector",
+                "127.0.0.1:0",
+                "--broker-listen",
+                "127.0.0.1:0",
+            ])
+            .args(if args.contains(&"--broker") {
+                &[][..]
+            } else {
+                &["--broker", "none"][..]
+            })
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -37,8 +52,8 @@ impl DemoProcess {
             })?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut gate, mut viewer) = (None, None);
-        while gate.is_none() || viewer.is_none() {
+        let (mut gate, mut viewer, mut collector, mut broker) = (None, None, None, None);
+        while gate.is_none() || viewer.is_none() || collector.is_none() {
             let Some(Ok(l)) = lines.next() else {
                 let _ = child.kill();
                 return Err("the demo exited before listening".into());
@@ -49,6 +64,12 @@ impl DemoProcess {
             if let Some(a) = l.split("trace viewer on http://").nth(1) {
                 viewer = Some(a.trim().trim_end_matches('/').to_string());
             }
+            if let Some(a) = l.split("OTLP collector on http://").nth(1) {
+                collector = Some(a.trim().trim_end_matches("/v1/traces").to_string());
+            }
+            if let Some(a) = l.split("embedded MQTT broker on mqtt://").nth(1) {
+                broker = Some(a.trim().to_string());
+            }
         }
         // Keep reading its log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
@@ -56,6 +77,8 @@ impl DemoProcess {
             child,
             gate: gate.unwrap_or_default(),
             viewer: viewer.unwrap_or_default(),
+            collector: collector.unwrap_or_default(),
+            broker,
         })
     }
 
