@@ -423,12 +423,27 @@ async fn the_collector_refuses_what_otlp_does_not_allow_or_cannot_be_true() {
     );
     let (v, _) = trace_answer(&d, &format!("{:032x}", 6), 1).await;
     assert_eq!(v["data"][0]["spans"].as_array().map(Vec::len), Some(1));
-    // One request cannot replace the store: at most 16,384 of its spans are taken.
+    // One request cannot replace the store: it may bring spans of at most an eighth of the
+    // store's traces (1,250 of the default 10,000), and at most 16,384 spans.
     let many: Vec<Span> = (1..=20_000u64)
         .map(|i| span(1000 + i as u128, 1, None, "m"))
         .collect();
     let (status, reply) = post(otlp, &request("many", many)).await;
     assert_eq!(status, 200);
+    let partial = ExportTraceServiceResponse::decode(&reply[..])
+        .expect("answer")
+        .partial_success
+        .expect("partial success");
+    assert_eq!(partial.rejected_spans, 20_000 - 1_250, "{partial:?}");
+    assert!(
+        partial
+            .error_message
+            .contains("1250 taken from one request"),
+        "{partial:?}"
+    );
+    trace_answer(&d, &format!("{:032x}", 6), 1).await;
+    let one: Vec<Span> = (1..=20_000u64).map(|i| span(9, i, None, "one")).collect();
+    let (_, reply) = post(otlp, &request("one", one)).await;
     let partial = ExportTraceServiceResponse::decode(&reply[..])
         .expect("answer")
         .partial_success

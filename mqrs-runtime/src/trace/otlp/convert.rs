@@ -15,8 +15,14 @@ use opentelemetry_proto::tonic::trace::v1::span::Link;
 use crate::trace::store::{StoredEvent, StoredLink, StoredSpan, Tag};
 
 /// Most spans taken from one request (32 times an SDK's default batch of 512); the rest are
-/// refused in its partial success, so one request cannot replace the whole store.
+/// refused in its partial success.
 pub const MAX_SPANS_PER_REQUEST: usize = 16_384;
+
+/// Most traces one request may bring spans of, for a store of `max_traces`: an eighth of it,
+/// and at least an SDK's default batch (512), so one request cannot replace the whole store.
+pub(super) fn traces_per_request(max_traces: usize) -> usize {
+    (max_traces / 8).max(512)
+}
 
 /// Spans of one request refused, by reason.
 #[derive(Debug, Default, PartialEq)]
@@ -27,15 +33,17 @@ pub(super) struct Rejected {
     pub(super) future: usize,
     /// Past [`MAX_SPANS_PER_REQUEST`].
     pub(super) over_cap: usize,
+    /// Of traces past the most one request may bring.
+    pub(super) over_traces: usize,
 }
 
 impl Rejected {
     pub(super) fn total(&self) -> usize {
-        self.bad_ids + self.future + self.over_cap
+        self.bad_ids + self.future + self.over_cap + self.over_traces
     }
 
     /// The partial success's message: each reason that refused spans.
-    pub(super) fn describe(&self, max_skew_us: u64) -> String {
+    pub(super) fn describe(&self, max_skew_us: u64, max_traces: usize) -> String {
         let mut parts = Vec::new();
         if self.bad_ids > 0 {
             parts.push(format!(
@@ -56,17 +64,26 @@ impl Rejected {
                 self.over_cap
             ));
         }
+        if self.over_traces > 0 {
+            parts.push(format!(
+                "{} spans were of traces past the {max_traces} taken from one request",
+                self.over_traces
+            ));
+        }
         parts.join("; ")
     }
 }
 
 /// Converts a request into stored spans; returns them and what was refused. A span starting
-/// or ending after `latest_us` is refused.
+/// or ending after `latest_us` is refused, and so is one of a trace past the first
+/// `max_traces` of the request.
 pub(super) fn to_stored(
     req: ExportTraceServiceRequest,
     latest_us: u64,
+    max_traces: usize,
 ) -> (Vec<StoredSpan>, Rejected) {
     let mut out = Vec::new();
+    let mut traces = std::collections::HashSet::new();
     let mut rejected = Rejected::default();
     for rs in req.resource_spans {
         let mut service: Option<Arc<str>> = None;
@@ -109,6 +126,13 @@ pub(super) fn to_stored(
                 if out.len() >= MAX_SPANS_PER_REQUEST {
                     rejected.over_cap += 1;
                     continue;
+                }
+                if !traces.contains(&trace_id) {
+                    if traces.len() >= max_traces {
+                        rejected.over_traces += 1;
+                        continue;
+                    }
+                    traces.insert(trace_id);
                 }
                 let parent = <[u8; 8]>::try_from(span.parent_span_id.as_slice())
                     .map(u64::from_be_bytes)

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::trace::http_limits::{read_body, BodyError};
 use crate::trace::store::TraceStore;
 
-use super::convert::to_stored;
+use super::convert::{to_stored, traces_per_request};
 
 /// What the collector needs: where spans go, how large a body may be, and how far in the
 /// future a span may be stamped.
@@ -215,7 +215,8 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
         Err(msg) => return refuse(StatusCode::BAD_REQUEST, json, msg),
     };
     let now_us = crate::trace::store::micros(std::time::SystemTime::now());
-    let (spans, rejected) = to_stored(request, now_us.saturating_add(c.max_skew_us));
+    let max_traces = traces_per_request(c.store.limits().max_traces);
+    let (spans, rejected) = to_stored(request, now_us.saturating_add(c.max_skew_us), max_traces);
     for s in spans {
         c.store.insert(s);
     }
@@ -223,7 +224,7 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
     let response = ExportTraceServiceResponse {
         partial_success: (rejected.total() > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: rejected.total() as i64,
-            error_message: rejected.describe(c.max_skew_us),
+            error_message: rejected.describe(c.max_skew_us, max_traces),
         }),
     };
     if json {

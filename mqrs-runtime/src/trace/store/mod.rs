@@ -421,6 +421,11 @@ impl TraceStore {
         Ok(store)
     }
 
+    /// The store's caps.
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
+    }
+
     /// True when the store is kept in a data directory.
     pub fn is_persistent(&self) -> bool {
         self.journal.is_some()
