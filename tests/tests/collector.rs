@@ -194,3 +194,53 @@ async fn otlp_json_bad_bodies_and_limits() {
     );
     d.app.shutdown().await;
 }
+
+/// Catches a collector that does not limit what a gzip body unpacks to (the `take` and the
+/// size check after `GzDecoder` in `ingest.rs` taken out): 1 MiB of zeros packs into about a
+/// kilobyte, far under `collector_max_body`, and must still be refused with 413 and a
+/// RESOURCE_EXHAUSTED status, as an uncompressed body that size would be. A body that unpacks
+/// to exactly the limit is not refused for its size (it is not protobuf: 400), one byte more is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_gzip_body_that_unpacks_past_the_limit_gets_413() {
+    let max = 64 * 1024;
+    let d = start_demo(|c| c.trace.collector_max_body = max).await;
+    let addr = d.app.addrs().collector.expect("collector");
+    let gz = [
+        ("Content-Type", "application/x-protobuf"),
+        ("Content-Encoding", "gzip"),
+    ];
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).expect("gzip");
+        e.finish().expect("gzip")
+    }
+    // An empty export, packed: gzip itself is taken.
+    let (status, reply) = http_post(addr, "/v1/traces", &gz, &gzip(&[])).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+
+    let bomb = gzip(&vec![0u8; 1 << 20]);
+    assert!(bomb.len() < 16 * 1024, "{} bytes packed", bomb.len());
+    let (status, reply) = http_post(addr, "/v1/traces", &gz, &bomb).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(reply[..2], [0x08, 8], "RESOURCE_EXHAUSTED: {reply:?}");
+    assert!(
+        String::from_utf8_lossy(&reply).contains("unpacks to more than 65536 bytes"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+
+    // At the limit and one byte over it.
+    let (status, reply) = http_post(addr, "/v1/traces", &gz, &gzip(&vec![0u8; max])).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&reply));
+    assert!(String::from_utf8_lossy(&reply).contains("protobuf"));
+    let (status, reply) = http_post(addr, "/v1/traces", &gz, &gzip(&vec![0u8; max + 1])).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(reply[..2], [0x08, 8], "RESOURCE_EXHAUSTED: {reply:?}");
+
+    // The collector keeps serving.
+    let proto = [("Content-Type", "application/x-protobuf")];
+    let (status, _) = http_post(addr, "/v1/traces", &proto, &[]).await;
+    assert_eq!(status, 200);
+    d.app.shutdown().await;
+}

@@ -187,8 +187,10 @@ async fn no_msgid_means_no_reply_and_replies_use_the_request_topic() {
         )
         .await
         .expect("publish");
-    // Requests of one connection run concurrently: wait until the unanswered login has
-    // finished (its root span is stored when the request is done).
+    // Requests of one connection are handled in order by default ([gate] max_inflight = 1),
+    // so the join below would wait for the login anyway; waiting here until the unanswered
+    // login has finished (its root span is stored when the request is done) keeps the test
+    // true with more requests in flight, when they run concurrently and unordered.
     let store = d.app.trace_store().expect("store");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let login_done = || {
