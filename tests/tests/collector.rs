@@ -244,3 +244,59 @@ async fn a_small_gzip_body_that_unpacks_past_the_limit_gets_413() {
     assert_eq!(status, 200);
     d.app.shutdown().await;
 }
+
+/// A body that is small but would decode to far more: 2 bytes an empty span on the wire,
+/// about 260 decoded. Refused before it is decoded, with the reason; an ordinary batch of the
+/// same size in bytes is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_empty_spans_that_would_decode_to_hundreds_of_mib_gets_413() {
+    let d = start_demo(|_| {}).await;
+    let addr = d.app.addrs().collector.expect("collector");
+    let proto = [("Content-Type", "application/x-protobuf")];
+    // Protobuf by hand: Request.resource_spans(1) { ResourceSpans.scope_spans(2) {
+    // ScopeSpans.spans(2) {} x 1.5M } }.
+    fn put_len(out: &mut Vec<u8>, mut n: usize) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let spans = [0x12u8, 0x00].repeat(1_500_000);
+    let mut scope = vec![0x12];
+    put_len(&mut scope, spans.len());
+    scope.extend_from_slice(&spans);
+    let mut body = vec![0x0a];
+    put_len(&mut body, scope.len());
+    body.extend_from_slice(&scope);
+    assert!(
+        body.len() < 4 << 20,
+        "within the body limit: {}",
+        body.len()
+    );
+    let (status, reply) = http_post(addr, "/v1/traces", &proto, &body).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(reply[..2], [0x08, 8], "RESOURCE_EXHAUSTED: {reply:?}");
+    assert!(
+        String::from_utf8_lossy(&reply).contains("send smaller batches"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // The same in OTLP/JSON: empty objects.
+    let json = format!(
+        "{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{}{{}}]}}]}}]}}",
+        "{},".repeat(1_000_000)
+    );
+    let (status, reply) = http_post(
+        addr,
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        json.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&reply));
+    let stats = d.app.trace_store().expect("store").stats();
+    assert_eq!(stats.otlp_rejected, 2, "{stats:?}");
+    assert_eq!(stats.spans_received, 0, "nothing was taken: {stats:?}");
+    d.app.shutdown().await;
+}

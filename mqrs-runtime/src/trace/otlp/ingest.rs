@@ -25,6 +25,7 @@ use crate::trace::http_limits::{read_body, BodyError};
 use crate::trace::store::TraceStore;
 
 use super::convert::{to_stored, traces_per_request};
+use super::prescan::{decode_budget, json_over, protobuf_over};
 
 /// What the collector needs: where spans go, how large a body may be, and how far in the
 /// future a span may be stamped.
@@ -203,6 +204,23 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
     } else {
         body
     };
+    let budget = decode_budget(c.max_body);
+    let over = if json {
+        json_over(&body, budget)
+    } else {
+        protobuf_over(&body, budget)
+    };
+    if over {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json,
+            format!(
+                "the body holds more spans, events and attributes than one request may: they \
+                 would take over {} MiB decoded; send smaller batches",
+                budget >> 20
+            ),
+        );
+    }
     let request = if json {
         serde_json::from_slice::<ExportTraceServiceRequest>(&body)
             .map_err(|e| format!("not an OTLP/JSON ExportTraceServiceRequest: {e}"))

@@ -5,6 +5,7 @@
 mod convert;
 pub(crate) mod export;
 pub(crate) mod ingest;
+mod prescan;
 
 pub use convert::MAX_SPANS_PER_REQUEST;
 pub use export::ExportStats;
