@@ -243,7 +243,7 @@ pub(crate) fn to_stored(s: SpanData, service: Arc<str>) -> StoredSpan {
             Status::Error { description } => Some(description),
             _ => None,
         },
-        resource: Vec::new(),
+        resource: Default::default(),
         scope: (
             match s.instrumentation_scope.name() {
                 "mqrs" => std::borrow::Cow::Borrowed("mqrs"),

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::Link;
 
-use crate::trace::store::{StoredEvent, StoredLink, StoredSpan, Tag};
+use crate::trace::store::{shared_tags, StoredEvent, StoredLink, StoredSpan, Tag, MAX_NAME_BYTES};
 
 /// Most spans taken from one request (32 times an SDK's default batch of 512); the rest are
 /// refused in its partial success.
@@ -102,6 +102,8 @@ pub(super) fn to_stored(
             }
         }
         let service = service.unwrap_or_else(|| Arc::from("unknown_service"));
+        // Cut once here and shared by the resource's spans, not copied into each of them.
+        let (resource, resource_dropped) = shared_tags(resource);
         for ss in rs.scope_spans {
             let scope = scope_of(ss.scope);
             for span in ss.spans {
@@ -143,6 +145,13 @@ pub(super) fn to_stored(
                     Some(s) if s.code == 1 => (None, true),
                     _ => (None, false),
                 };
+                let mut attributes = tags(span.attributes);
+                if resource_dropped > 0 {
+                    attributes.push(Tag::new(
+                        "otel.dropped_attributes_count",
+                        resource_dropped as i64,
+                    ));
+                }
                 out.push(StoredSpan {
                     trace_id,
                     span_id,
@@ -159,7 +168,7 @@ pub(super) fn to_stored(
                     },
                     start_us,
                     duration_us: end_us - start_us,
-                    tags: tags(span.attributes),
+                    tags: attributes,
                     events: span
                         .events
                         .into_iter()
@@ -184,11 +193,14 @@ pub(super) fn to_stored(
     (out, rejected)
 }
 
-/// The scope's name and version, empty when not given.
+/// The scope's name and version, empty when not given; cut here, as every span of the scope
+/// gets a copy.
 fn scope_of(scope: Option<InstrumentationScope>) -> (Cow<'static, str>, Cow<'static, str>) {
-    scope.map_or_else(Default::default, |s| {
-        (Cow::Owned(s.name), Cow::Owned(s.version))
-    })
+    let cut = |s: String| match crate::trace::store::cut(&s, MAX_NAME_BYTES) {
+        Cow::Borrowed(_) => Cow::Owned(s),
+        Cow::Owned(c) => Cow::Owned(c),
+    };
+    scope.map_or_else(Default::default, |s| (cut(s.name), cut(s.version)))
 }
 
 /// A link with valid ids (a link with another is dropped: it points nowhere).
@@ -367,5 +379,55 @@ mod tests {
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
+    }
+
+    #[test]
+    fn the_spans_of_one_resource_share_one_copy_of_it_cut_once() {
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let attributes = (0..200)
+            .map(|i| KeyValue {
+                key: format!("r{i}"),
+                value: Some(any(any_value::Value::StringValue("v".repeat(2000)))),
+                ..Default::default()
+            })
+            .collect();
+        let spans = (1..=1000u64)
+            .map(|i| Span {
+                trace_id: vec![1; 16],
+                span_id: i.to_be_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "s".repeat(100_000),
+                        ..Default::default()
+                    }),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let (out, rejected) = to_stored(req, u64::MAX, 512);
+        assert_eq!((out.len(), rejected.total()), (1000, 0));
+        let first = &out[0].resource;
+        assert_eq!(first.len(), 128);
+        assert!(first
+            .iter()
+            .all(|t| t.value.as_str().len() <= crate::trace::store::MAX_VALUE_BYTES + 3));
+        assert!(out.iter().all(|s| Arc::ptr_eq(&s.resource, first)));
+        assert!(out.iter().all(|s| s.scope.0.len() <= MAX_NAME_BYTES + 3));
+        assert_eq!(
+            out[0].tag("otel.dropped_attributes_count").cloned(),
+            Some(Value::I64(72))
+        );
     }
 }

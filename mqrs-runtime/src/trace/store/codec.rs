@@ -230,6 +230,8 @@ pub(super) struct Head<'a> {
     pub(super) name: &'a str,
     pub(super) service: &'a str,
     pub(super) failed: bool,
+    /// True when the span's status was set to OK.
+    pub(super) status_ok: bool,
 }
 
 /// The heads of the spans encoded in `data`, in order.
@@ -296,6 +298,39 @@ impl<'a> View<'a> {
             r.skip_tags()?;
             current = Some(TagRefs::new(&start[..start.len() - r.0.len()]));
         })
+    }
+}
+
+impl<'a> View<'a> {
+    /// The resource's attributes and the scope's name, from the span's optional tail (none
+    /// and empty when it has none).
+    pub(super) fn tail(&self) -> (TagRefs<'a>, &'a str) {
+        let mut r = Reader(self.rest);
+        let flags = (|| {
+            r.skip_tags()?;
+            for _ in 0..r.len()? {
+                r.skip_str()?;
+                r.take(12)?;
+                r.skip_tags()?;
+            }
+            r.u8()
+        })()
+        .unwrap_or(0);
+        let resource = if flags & HAS_RESOURCE != 0 {
+            let start = r.0;
+            if r.skip_tags().is_none() {
+                return (TagRefs::new(&[]), "");
+            }
+            TagRefs::new(&start[..start.len() - r.0.len()])
+        } else {
+            TagRefs::new(&[])
+        };
+        let scope = if flags & HAS_SCOPE != 0 {
+            r.str().unwrap_or("")
+        } else {
+            ""
+        };
+        (resource, scope)
     }
 }
 
@@ -392,7 +427,8 @@ impl<'a> Reader<'a> {
         let kind = *KINDS.get(usize::from(r.u8()?))?;
         let name = r.str()?;
         let service = r.str()?;
-        let failed = r.u8()? == 1;
+        let status = r.u8()?;
+        let failed = status == 1;
         if failed {
             r.skip_str()?;
         }
@@ -406,6 +442,7 @@ impl<'a> Reader<'a> {
                 name,
                 service,
                 failed,
+                status_ok: status == 2,
             },
             rest: r.0,
         })
@@ -491,7 +528,7 @@ impl<'a> Reader<'a> {
         }
         let flags = self.u8()?;
         if flags & HAS_RESOURCE != 0 {
-            span.resource = self.tags()?;
+            span.resource = self.tags()?.into();
         }
         if flags & HAS_SCOPE != 0 {
             span.scope.0 = Cow::Owned(self.str()?.to_string());
@@ -605,7 +642,7 @@ mod tests {
             )],
             error: Some(Cow::Borrowed("boom")),
             status_ok: false,
-            resource: vec![KeyValue::new("host.name", "h1")],
+            resource: vec![KeyValue::new("host.name", "h1")].into(),
             scope: (Cow::Borrowed("io.opentelemetry.x"), Cow::Borrowed("1.2")),
             links: vec![super::super::StoredLink {
                 trace_id: 99,
@@ -626,7 +663,7 @@ mod tests {
         b.events.clear();
         b.kind = "unspecified";
         b.status_ok = true;
-        b.resource.clear();
+        b.resource = Default::default();
         b.links.clear();
         b.scope = (Cow::Borrowed("mqrs"), Cow::Borrowed(""));
         let mut data = Vec::new();

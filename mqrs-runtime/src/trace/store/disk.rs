@@ -37,6 +37,9 @@ const QUEUE: usize = 4096;
 /// Longest span record read back: anything longer is damage (a span is far smaller, see
 /// `limits`).
 const MAX_RECORD: usize = 4 << 20;
+/// Longest record of the earlier format read back: spans were not limited when it was
+/// written, so its own bound holds.
+const MAX_RECORD_V1: usize = 64 << 20;
 /// The first bytes of a log file in this format.
 pub(super) const FILE_HEADER: &[u8; 16] = b"mqrs-spans-log2\n";
 /// The first bytes of every record.
@@ -249,7 +252,7 @@ impl<R: Read> Records<R> {
             let r = self.here();
             let id = u128::from_le_bytes(r[..16].try_into().unwrap_or([0; 16]));
             let len = u32::from_le_bytes(r[16..20].try_into().unwrap_or([0; 4])) as usize;
-            if len > MAX_RECORD || !self.fill(20 + len)? {
+            if len > MAX_RECORD_V1 || !self.fill(20 + len)? {
                 break;
             }
             each(id, &self.here()[16..20 + len]);

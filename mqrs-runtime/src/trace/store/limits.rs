@@ -63,6 +63,27 @@ pub fn cap_values(tags: &mut [Tag]) {
     }
 }
 
+/// True when some key or value of `tags` is past its length limit.
+fn values_over(tags: &[Tag]) -> bool {
+    tags.iter().any(|kv| {
+        kv.key.as_str().len() > MAX_KEY_BYTES
+            || match &kv.value {
+                Value::String(v) => v.as_str().len() > MAX_VALUE_BYTES,
+                Value::Array(a) => array_over(a),
+                _ => false,
+            }
+    })
+}
+
+/// A resource's attributes within the count and length limits, once for all the spans that
+/// share them (the collector's spans of one resource share one copy); how many were dropped.
+pub(crate) fn shared_tags(mut tags: Vec<Tag>) -> (Arc<[Tag]>, usize) {
+    let dropped = tags.len().saturating_sub(MAX_ATTRIBUTES);
+    tags.truncate(MAX_ATTRIBUTES);
+    cap_values(&mut tags);
+    (tags.into(), dropped)
+}
+
 fn array_over(a: &Array) -> bool {
     let n = match a {
         Array::Bool(x) => x.len(),
@@ -117,19 +138,58 @@ impl Dropped {
         *self != Dropped::default()
     }
 
-    /// Counts the loss on the span, as `otel.dropped_*_count` attributes.
+    /// Counts the loss on the span, as `otel.dropped_*_count` attributes (added to the ones it
+    /// already has).
     pub(super) fn mark(self, span: &mut StoredSpan) {
         for (key, n) in [
-            ("otel.dropped_attributes_count", self.attributes),
-            ("otel.dropped_events_count", self.events),
-            ("otel.dropped_links_count", self.links),
+            (DROPPED_KEYS[0], self.attributes),
+            (DROPPED_KEYS[1], self.events),
+            (DROPPED_KEYS[2], self.links),
         ] {
-            if n > 0 {
-                span.tags.push(Tag::new(key, n as i64));
+            if n == 0 {
+                continue;
+            }
+            match span.tags.iter_mut().find(|t| t.key.as_str() == key) {
+                Some(t) => {
+                    let had = match t.value {
+                        Value::I64(had) => had,
+                        _ => 0,
+                    };
+                    t.value = Value::I64(had.saturating_add(n as i64));
+                }
+                None => span.tags.push(Tag::new(key, n as i64)),
             }
         }
     }
+
+    /// Takes the `otel.dropped_*_count` attributes out of `tags` into a count, so that a span
+    /// limited once (read back from a data directory, say) is not limited again by its own
+    /// marks, and its marks are not lost to the attribute limit.
+    fn take_marks(tags: &mut Vec<Tag>) -> Dropped {
+        let mut d = Dropped::default();
+        tags.retain(|t| {
+            let slot = match t.key.as_str() {
+                k if k == DROPPED_KEYS[0] => &mut d.attributes,
+                k if k == DROPPED_KEYS[1] => &mut d.events,
+                k if k == DROPPED_KEYS[2] => &mut d.links,
+                _ => return true,
+            };
+            match t.value {
+                Value::I64(n) => *slot = slot.saturating_add(usize::try_from(n).unwrap_or(0)),
+                _ => return true,
+            }
+            false
+        });
+        d
+    }
 }
+
+/// The attributes that count what limits dropped.
+const DROPPED_KEYS: [&str; 3] = [
+    "otel.dropped_attributes_count",
+    "otel.dropped_events_count",
+    "otel.dropped_links_count",
+];
 
 /// Applies every limit to `span` and marks the loss on it; true when it lost something (cut
 /// texts do not count).
@@ -154,6 +214,11 @@ pub(super) fn counts(span: &mut StoredSpan) -> Dropped {
             span.error = Some(Cow::Owned(cut(e, MAX_ERROR_BYTES).into_owned()));
         }
     }
+    let marked = if span.tags.len() > MAX_ATTRIBUTES {
+        Dropped::take_marks(&mut span.tags)
+    } else {
+        Dropped::default()
+    };
     let mut dropped_attributes = span.tags.len().saturating_sub(MAX_ATTRIBUTES);
     span.tags.truncate(MAX_ATTRIBUTES);
     cap_values(&mut span.tags);
@@ -177,9 +242,12 @@ pub(super) fn counts(span: &mut StoredSpan) -> Dropped {
             *text = Cow::Owned(cut(text, MAX_NAME_BYTES).into_owned());
         }
     }
-    dropped_attributes += span.resource.len().saturating_sub(MAX_ATTRIBUTES);
-    span.resource.truncate(MAX_ATTRIBUTES);
-    cap_values(&mut span.resource);
+    if span.resource.len() > MAX_ATTRIBUTES || values_over(&span.resource) {
+        // Shared with other spans (see `shared_tags`): replaced, not changed in place.
+        let (resource, over) = shared_tags(span.resource.to_vec());
+        span.resource = resource;
+        dropped_attributes += over;
+    }
     let dropped_links = span.links.len().saturating_sub(MAX_LINKS);
     span.links.truncate(MAX_LINKS);
     for l in &mut span.links {
@@ -188,19 +256,26 @@ pub(super) fn counts(span: &mut StoredSpan) -> Dropped {
         dropped_attributes += over;
         cap_values(&mut l.attributes);
     }
-    Dropped {
+    let mut dropped = Dropped {
         attributes: dropped_attributes,
         events: dropped_events,
         links: dropped_links,
-    }
+    };
+    dropped += marked;
+    dropped
 }
 
 /// The byte budget, in order: attributes, resource attributes, links, events. Only needed
 /// when the span's compact form is over [`MAX_SPAN_BYTES`].
 pub(super) fn budget(span: &mut StoredSpan) -> Dropped {
     let mut used = 0usize;
-    let attributes =
-        fit(&mut span.tags, &mut used, tag_len) + fit(&mut span.resource, &mut used, tag_len);
+    let mut attributes = fit(&mut span.tags, &mut used, tag_len);
+    let mut resource = span.resource.to_vec();
+    let over = fit(&mut resource, &mut used, tag_len);
+    if over > 0 {
+        attributes += over;
+        span.resource = resource.into();
+    }
     let links = fit(&mut span.links, &mut used, |l| {
         24 + 4 + l.attributes.iter().map(tag_len).sum::<usize>()
     });
@@ -357,7 +432,10 @@ mod tests {
     #[test]
     fn links_and_resource_attributes_are_bounded_too() {
         let mut s = span();
-        s.resource = (0..500).map(|i| Tag::new(format!("r{i}"), "v")).collect();
+        s.resource = (0..500)
+            .map(|i| Tag::new(format!("r{i}"), "v"))
+            .collect::<Vec<_>>()
+            .into();
         s.links = (0..300u64)
             .map(|i| super::super::StoredLink {
                 trace_id: 9,

@@ -16,6 +16,7 @@ mod players;
 mod query;
 
 pub use analytics::{nearest_rank, Dependency, OpLatency};
+pub(crate) use limits::shared_tags;
 pub use limits::{cap_values, MAX_NAME_BYTES, MAX_VALUE_BYTES};
 
 use std::borrow::Cow;
@@ -81,8 +82,8 @@ pub struct StoredSpan {
     /// True when the span's status was set to OK (`error` is `None` then); false when unset.
     pub status_ok: bool,
     /// The attributes of the resource that recorded the span, but `service.name` (in
-    /// `service`); empty for this process's own spans.
-    pub resource: Vec<Tag>,
+    /// `service`); empty for this process's own spans. Shared by the spans of one resource.
+    pub resource: Arc<[Tag]>,
     /// The instrumentation scope's name (`mqrs` for this process's own spans; empty if the
     /// sender named none) and version.
     pub scope: (Cow<'static, str>, Cow<'static, str>),
@@ -628,6 +629,11 @@ impl TraceStore {
         let trace = match inner.traces.entry(span.trace_id) {
             Entry::Occupied(e) => {
                 let t = e.into_mut();
+                // Checked before the scan below, so a full trace costs nothing more per span.
+                if t.spans >= self.limits.max_spans_per_trace {
+                    inner.refused += 1;
+                    return false;
+                }
                 // A second span with an id the trace holds would make its tree a cycle or
                 // merge a stranger's span into it: refused, the first one stays.
                 let id = span.bytes.get(4..12).and_then(|b| b.try_into().ok());

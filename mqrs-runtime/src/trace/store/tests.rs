@@ -470,3 +470,66 @@ fn a_trace_read_within_a_budget_stops_after_whole_spans() {
     let (all, total) = store.trace_within(9, usize::MAX).expect("held");
     assert_eq!((all.spans.len(), total), (10, 10));
 }
+
+#[test]
+fn a_first_match_larger_than_the_answer_budget_is_cut_to_whole_spans() {
+    let store = TraceStore::new(StoreLimits::default());
+    for i in 1..=10u64 {
+        store.insert(span(9, i, "s", 1000));
+    }
+    let one = span(9, 1, "s", 1000).stored_bytes();
+    let q = TraceQuery {
+        limit: 5,
+        max_bytes: 3 * one + 5,
+        ..Default::default()
+    };
+    let (found, cut) = store.find_within(&q);
+    assert!(cut, "the answer says it was cut");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].spans.len(), 3);
+    assert_eq!(found[0].stored_bytes(), 3 * one);
+}
+
+#[test]
+fn searches_match_process_tags_the_scope_and_an_ok_status() {
+    let store = TraceStore::new(StoreLimits::default());
+    let mut a = span(1, 1, "a", 0);
+    a.resource = vec![Tag::new("host.name", "h7")].into();
+    a.scope = (Cow::Borrowed("io.example.lib"), Cow::Borrowed("1.0"));
+    a.status_ok = true;
+    store.insert(a);
+    store.insert(span(2, 2, "b", 0));
+    let ids = |k: &str, v: &str| -> Vec<u128> {
+        let q = TraceQuery {
+            tags: vec![(k.into(), v.into())],
+            limit: 10,
+            ..Default::default()
+        };
+        store.find(&q).iter().map(|t| t.spans[0].trace_id).collect()
+    };
+    assert_eq!(ids("host.name", "h7"), [1]);
+    assert_eq!(ids("host.name", "h8"), Vec::<u128>::new());
+    assert_eq!(ids("otel.scope.name", "io.example.lib"), [1]);
+    assert_eq!(ids("otel.status_code", "OK"), [1]);
+    assert_eq!(ids("otel.status_code", "ERROR"), Vec::<u128>::new());
+}
+
+#[test]
+fn a_span_limited_once_is_the_same_when_read_back() {
+    let store = TraceStore::new(StoreLimits::default());
+    let mut s = span(3, 1, "wide", 0);
+    s.tags = (0..200)
+        .map(|i| Tag::new(format!("k{i}"), i as i64))
+        .collect();
+    store.insert(s);
+    let once = store.trace(3).expect("held").spans.remove(0);
+    assert_eq!(
+        once.tag("otel.dropped_attributes_count").cloned(),
+        Some(opentelemetry::Value::I64(72))
+    );
+    // As a data directory's replay does: the stored span enters a store again.
+    let again = TraceStore::new(StoreLimits::default());
+    again.insert(once.clone());
+    let twice = again.trace(3).expect("held").spans.remove(0);
+    assert_eq!(twice.tags, once.tags);
+}
