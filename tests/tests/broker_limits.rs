@@ -170,3 +170,52 @@ async fn topics_and_subscriptions_past_their_limits_are_refused() {
     still_serves(&d, "after-topics").await;
     d.app.shutdown().await;
 }
+
+/// QoS 2 is not offered (mqrs uses 0 and 1): its CONNACK says so, and a QoS 2 publish is not
+/// stored, even retained: the retained limits cannot be passed by
+/// way of a QoS 2 message that is stored only at its release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_2_is_not_offered_and_a_retained_qos_2_message_is_not_stored() {
+    let d = start_demo(|_| {}).await;
+    let (client, mut rx) = mqtt5_client(options("qos2", broker(&d)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let max_qos = loop {
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(Packet::ConnAck(a))) => break a.properties.and_then(|p| p.max_qos),
+            Ok(Some(_)) => {}
+            _ => panic!("no CONNACK within 5 s"),
+        }
+    };
+    assert_eq!(max_qos, Some(1), "CONNACK's Maximum QoS");
+    let before = stats_when(&d, |_| true).await;
+    client
+        .publish("kept/two", QoS::ExactlyOnce, true, vec![b'x'; 1000])
+        .await
+        .expect("queued");
+    // The broker answers with a PUBREC saying "QoS not supported" (which rumqttc may not
+    // read: the client's own connection is not what is tested here).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new subscriber gets no retained message on that topic.
+    let (reader, mut rx2) = mqtt5_client(options("qos2-reader", broker(&d)));
+    wait_for(&mut rx2, "CONNACK", |p| matches!(p, Packet::ConnAck(_))).await;
+    reader
+        .subscribe("kept/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    wait_for(&mut rx2, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+    let got = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match rx2.recv().await {
+                Some(Packet::Publish(p)) => return p,
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await;
+    assert!(got.is_err(), "a retained QoS 2 message was stored: {got:?}");
+    let after = stats_when(&d, |_| true).await;
+    assert_eq!(after.retained, before.retained, "{after:?}");
+    still_serves(&d, "after-qos2").await;
+    d.app.shutdown().await;
+}

@@ -9,8 +9,8 @@
 //!
 //! Limits (`[broker] embedded_*`): retained messages in count and bytes (topic and payload, all
 //! of them together), topic names and subscription filters in bytes, subscriptions a client,
-//! messages and bytes waiting for one client, packet size, topic aliases and QoS 2 messages in
-//! flight. A client that goes over the retained or topic limits is refused, counted and
+//! messages and bytes waiting for one client, packet size, topic aliases and QoS 1 messages in
+//! flight; QoS 2 is not offered (a QoS 2 publish is answered "QoS not supported"). A client that goes over the retained or topic limits is refused, counted and
 //! disconnected; a subscription over the count gets its SUBACK refusal and is counted. The
 //! process lives either way.
 
@@ -35,8 +35,10 @@ use crate::config::BrokerSection;
 /// Most topic aliases a client may set (each holds a topic name for the connection's life).
 const MAX_TOPIC_ALIASES: u16 = 32;
 
-/// Most QoS 2 publishes of one client awaiting their release (mqrs uses QoS 0 and 1).
-const MAX_QOS2_IN_FLIGHT: u16 = 256;
+/// Most QoS 1 publishes of one client awaiting their acknowledgement (the receive maximum).
+/// QoS 2 is not offered: mqrs uses QoS 0 and 1, and a QoS 2 publish is only released (and
+/// stored, if retained) at its PUBREL, past the checks made at its PUBLISH.
+const MAX_IN_FLIGHT: u16 = 256;
 
 /// What the embedded broker's limits refused, and the retained messages it holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -99,12 +101,34 @@ impl BrokerLimits {
         }
     }
 
-    /// True when a retained message of `bytes` on `topic` fits beside those held.
-    fn retained_fits(&self, topic: &str, bytes: usize) -> bool {
-        let r = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+    /// True when a retained message of `bytes` on `topic` fits beside those held; it is then
+    /// counted at once, before the broker stores it, so that publishes checked at the same
+    /// time cannot all pass on the same room.
+    fn retained_take(&self, topic: &str, bytes: usize) -> bool {
+        let mut r = self.retained.lock().unwrap_or_else(|p| p.into_inner());
         let old = r.sizes.get(topic).copied();
         let count = r.sizes.len() + usize::from(old.is_none());
-        count <= self.max_retained && r.bytes - old.unwrap_or(0) + bytes <= self.max_retained_bytes
+        let fits = count <= self.max_retained
+            && r.bytes - old.unwrap_or(0) + bytes <= self.max_retained_bytes;
+        if fits {
+            r.set(Arc::from(topic), bytes);
+        }
+        fits
+    }
+}
+
+impl Retained {
+    /// Records `bytes` held for `topic`, in place of what it held.
+    fn set(&mut self, topic: Arc<str>, bytes: usize) {
+        self.bytes += bytes;
+        let old = self.sizes.insert(topic, bytes);
+        self.bytes -= old.unwrap_or(0);
+    }
+
+    /// Forgets `topic`.
+    fn clear(&mut self, topic: &str) {
+        let old = self.sizes.remove(topic);
+        self.bytes -= old.unwrap_or(0);
     }
 }
 
@@ -123,7 +147,7 @@ impl BrokerEventHandler for Events {
             }
             if self
                 .0
-                .retained_fits(&e.topic, e.topic.len() + e.payload.len())
+                .retained_take(&e.topic, retained_size(&e.topic, &e.payload))
             {
                 return PublishAction::Continue;
             }
@@ -141,15 +165,14 @@ impl BrokerEventHandler for Events {
         e: RetainedSetEvent,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
+            // A publish was counted when let through; a retained will, and the broker's own
+            // changes, are counted here.
             let mut r = self.0.retained.lock().unwrap_or_else(|p| p.into_inner());
-            let old = if e.cleared {
-                r.sizes.remove(&e.topic)
+            if e.cleared {
+                r.clear(&e.topic);
             } else {
-                let size = e.topic.len() + e.payload.len();
-                r.bytes += size;
-                r.sizes.insert(e.topic.clone(), size)
-            };
-            r.bytes -= old.unwrap_or(0);
+                r.set(e.topic.clone(), retained_size(&e.topic, &e.payload));
+            }
         })
     }
 
@@ -169,6 +192,12 @@ impl BrokerEventHandler for Events {
             }
         })
     }
+}
+
+/// Bytes a retained message is counted at: its topic and payload, and as much again as its
+/// topic for the properties it may carry and the broker's own record of it.
+fn retained_size(topic: &str, payload: &[u8]) -> usize {
+    2 * topic.len() + payload.len() + 64
 }
 
 /// Lets every client in (the broker is private to the app, see README), and refuses topic
@@ -260,9 +289,12 @@ impl EmbeddedBroker {
             // A backstop behind the limits above (which count and disconnect): a retained
             // will is not seen as a publish.
             .with_max_retained_messages(cfg.embedded_max_retained.saturating_add(64).max(1))
+            // And on each retained message, wills too: a 16th of all retained bytes.
+            .with_max_retained_message_size((cfg.embedded_max_retained_bytes / 16).max(1024))
+            .with_maximum_qos(1)
             .with_event_handler(Arc::new(Events(limits.clone())));
         config.topic_alias_maximum = MAX_TOPIC_ALIASES;
-        config.server_receive_maximum = Some(MAX_QOS2_IN_FLIGHT);
+        config.server_receive_maximum = Some(MAX_IN_FLIGHT);
         let mut broker = MqttBroker::with_config(config)
             .await
             .map_err(|e| e.to_string())?
