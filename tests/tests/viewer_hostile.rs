@@ -453,3 +453,47 @@ async fn the_collector_refuses_what_otlp_does_not_allow_or_cannot_be_true() {
     assert_eq!(stats["otlp_future_spans"], 2, "{stats}");
     d.app.shutdown().await;
 }
+
+/// Clients that ask for large answers and never read them: each connection is closed once it
+/// has taken no bytes for 10 s, so its slot comes back (else one address's 16 slots would be
+/// held for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_nobody_reads_do_not_hold_their_connections() {
+    let d = start_demo(|_| {}).await;
+    big_trace(&d, 1, 2_000);
+    let viewer = d.viewer;
+    let from = [127, 0, 0, 3];
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.set_recv_buffer_size(4096).expect("small receive buffer");
+        s.bind(SocketAddr::from((from, 0))).expect("bind");
+        let mut s = s.connect(viewer).await.expect("connect");
+        let get = format!("GET /api/traces/{:032x} HTTP/1.1\r\nHost: x\r\n\r\n", 1);
+        s.write_all(get.repeat(8).as_bytes()).await.expect("send");
+        held.push(s);
+    }
+    // All 16 of the address's slots are taken, so a GET from it is turned away, until their
+    // writes have waited 10 s: then they are closed and the address is served again.
+    let t = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut s = connect_from(from, viewer).await.expect("connect");
+        s.write_all(b"GET /api/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut answer)).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "stalled answers still hold the address's slots"
+        );
+    }
+    // Not at once: the slots were held.
+    assert!(t.elapsed() > Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(held);
+    d.app.shutdown().await;
+}

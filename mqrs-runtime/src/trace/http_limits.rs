@@ -41,7 +41,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Most HTTP connections one IP address may hold open at once per listener.
 pub const MAX_PER_ADDRESS: usize = 16;
 
-/// A connection silent this long (between requests, or in the middle of one) is closed.
+/// A connection silent this long (between requests, or in the middle of one) is closed, and
+/// so is one that takes none of an answer's bytes for this long.
 pub const IDLE: Duration = Duration::from_secs(10);
 
 /// A new connection must send its first bytes within this time.
@@ -192,6 +193,7 @@ async fn accept_loop(
             _permit: permit,
             _slot: slot,
             idle: Box::pin(tokio::time::sleep(FIRST_BYTE)),
+            stalled: None,
         };
         conns.spawn(serve_connection(
             stream,
@@ -280,13 +282,40 @@ impl Drop for AddressSlot {
     }
 }
 
-/// An accepted connection: holds its place among the open ones and its address's, and fails
-/// its reads once it has been silent for [`IDLE`].
+/// An accepted connection: holds its place among the open ones and its address's, fails its
+/// reads once it has been silent for [`IDLE`], and its writes once the peer has taken no
+/// bytes for as long (a client that asks for an answer and never reads it).
 struct LimitedStream {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
     _slot: AddressSlot,
     idle: Pin<Box<Sleep>>,
+    /// Since when a write has waited for the peer, if one is waiting.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl LimitedStream {
+    /// Passes a write's result on, failing it once writes have waited [`IDLE`] in a row.
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "HTTP peer took no bytes of its answer",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for LimitedStream {
@@ -320,11 +349,13 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch_write(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch_write(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -336,7 +367,8 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
