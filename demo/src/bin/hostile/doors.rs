@@ -85,6 +85,19 @@ async fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
+/// Posts each of `bodies` to the collector in a loop of its own until the attack ends.
+async fn post_in_loops(t: super::Target, bodies: Vec<Vec<u8>>) {
+    let tasks = bodies.into_iter().map(|body| {
+        let t = t.clone();
+        tokio::spawn(async move {
+            while t.running() {
+                http(&t.collector, "POST", "/v1/traces", &body).await;
+            }
+        })
+    });
+    join(tasks.collect()).await;
+}
+
 /// The attacks on the viewer, the collector and the broker, by name.
 pub(crate) fn attacks() -> Vec<(&'static str, super::Start)> {
     vec![
@@ -180,18 +193,66 @@ pub(crate) fn attacks() -> Vec<(&'static str, super::Start)> {
         ),
         ("4 clients posting 3 MB OTLP bodies in a loop", |t| {
             Box::pin(async move {
-                let tasks = (0..4u128).map(|i| {
-                    let t = t.clone();
-                    tokio::spawn(async move {
-                        let body = otlp("bulk", (0xb0 + i) << 64, 1_000, 300, false);
-                        while t.running() {
-                            http(&t.collector, "POST", "/v1/traces", &body).await;
-                        }
-                    })
-                });
-                join(tasks.collect()).await;
+                let bodies = (0..4u128).map(|i| otlp("bulk", (0xb0 + i) << 64, 1_000, 300, false));
+                post_in_loops(t, bodies.collect()).await;
             })
         }),
+        (
+            "4 clients posting 4 MB bodies of 1.9M empty spans in a loop",
+            |t| {
+                Box::pin(async move {
+                    // Request { ResourceSpans { ScopeSpans { Span {} x 1.9M } } }.
+                    let mut scope = Vec::new();
+                    for _ in 0..1_900_000 {
+                        field(&mut scope, 2, b"");
+                    }
+                    let mut rs = Vec::new();
+                    field(&mut rs, 2, &scope);
+                    let mut body = Vec::new();
+                    field(&mut body, 1, &rs);
+                    post_in_loops(t, vec![body; 4]).await;
+                })
+            },
+        ),
+        (
+            "16 connections asking for a 1 MiB trace 8 times each, never reading",
+            |t| {
+                Box::pin(async move {
+                    let trace = 0x3ead_u128 << 64;
+                    let _ = http(
+                        &t.collector,
+                        "POST",
+                        "/v1/traces",
+                        &otlp("wide", trace, 2_000, 120, true),
+                    )
+                    .await;
+                    let get = format!("GET /api/traces/{trace:032x} HTTP/1.1\r\nHost: x\r\n\r\n");
+                    let tasks = (0..16).map(|_| {
+                        let (t, get) = (t.clone(), get.repeat(8));
+                        tokio::spawn(async move {
+                            // Connect again whenever the server closes the connection.
+                            while t.running() {
+                                let from: IpAddr = [127, 0, 0, 7].into();
+                                let Some(mut s) = raw_from(from, &t.viewer).await else {
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                    continue;
+                                };
+                                if s.write_all(get.as_bytes()).await.is_err() {
+                                    continue;
+                                }
+                                // Never read; held past the server's 10 s write deadline.
+                                let until = tokio::time::Instant::now() + Duration::from_secs(15);
+                                while t.running() && tokio::time::Instant::now() < until {
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                }
+                                drop(s);
+                            }
+                        })
+                    });
+                    join(tasks.collect()).await;
+                })
+            },
+        ),
         ("1,000 retained 1 MB messages to the embedded broker", |t| {
             Box::pin(async move {
                 let Some((host, port)) = t
