@@ -38,7 +38,7 @@ pub fn module(m: &Module) -> TokenStream {
         #lifecycle
 
         #[doc = #doc]
-        impl ::mqrs_runtime::rpc::RpcModule for #self_ty {
+        impl ::mqrs_runtime::RpcModule for #self_ty {
             const NAME: &'static str = #module_name;
             const METHODS: &'static [&'static str] = &[#(#methods),*];
         }

@@ -42,7 +42,7 @@ pub fn module(m: &Module, error: syn::Error) -> TokenStream {
 
         #lifecycle
 
-        impl #impl_generics ::mqrs_runtime::rpc::RpcModule for #self_ty #where_clause {
+        impl #impl_generics ::mqrs_runtime::RpcModule for #self_ty #where_clause {
             const NAME: &'static str = #module_name;
             const METHODS: &'static [&'static str] = &[];
         }
@@ -149,7 +149,7 @@ mod tests {
         });
         assert!(out.starts_with(":: core :: compile_error !"), "{out}");
         assert!(out.contains("impl :: mqrs_runtime :: Lifecycle for Login"));
-        assert!(out.contains("impl :: mqrs_runtime :: rpc :: RpcModule for Login"));
+        assert!(out.contains("impl :: mqrs_runtime :: RpcModule for Login"));
         assert!(out.contains("pub struct LoginClient { }"));
         assert!(
             out.contains(

@@ -220,7 +220,7 @@ impl BrokerUrl {
             return Err("broker url list is empty".into());
         }
         for u in &urls {
-            crate::transport::mqtt::parse_url(u)?;
+            parse_url(u)?;
         }
         Ok(BrokerUrl::Urls(urls))
     }
@@ -379,6 +379,25 @@ impl Config {
     }
 }
 
+/// `host` and `port` of `mqtt://host:port` (or `tcp://host:port`); the error says what is wrong.
+pub(crate) fn parse_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("broker url `{url}` must start with mqtt://"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("broker url `{url}` needs a port, e.g. mqtt://{rest}:1883"))?;
+    let port: u16 = port
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| format!("broker url `{url}`: `{port}` is not a port"))?;
+    if host.is_empty() {
+        return Err(format!("broker url `{url}` has no host"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +453,24 @@ mod tests {
         let err = Config::from_toml("[gate]\ntcp_adr = \"x\"\n").expect_err("typo");
         assert!(err.contains("tcp_adr"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("mqtt://127.0.0.1:1883"),
+            Ok(("127.0.0.1".into(), 1883))
+        );
+        assert_eq!(parse_url("tcp://broker:1884/"), Ok(("broker".into(), 1884)));
+        assert_eq!(parse_url("mqtt://[::1]:1883"), Ok(("::1".into(), 1883)));
+        for bad in [
+            "127.0.0.1:1883",
+            "mqtt://host",
+            "mqtt://:1883",
+            "mqtt://h:x",
+            "http://h:1",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
     }
 }

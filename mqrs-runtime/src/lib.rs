@@ -31,27 +31,29 @@
 extern crate self as mqrs_runtime;
 
 pub mod app;
+mod client;
 pub mod config;
 pub mod error;
 pub mod gate;
-pub mod rpc;
+mod identity;
+mod server;
 pub mod session;
+mod text;
 pub mod trace;
 pub mod transport;
 
-pub use app::{Addrs, App, AppBuilder, AppError, RootSpan};
+pub use app::{Addrs, App, AppBuilder, AppError, Lifecycle, RootSpan, RpcModule};
+pub use client::Caller;
 pub use config::Config;
 pub use error::RpcError;
 pub use mqrs_macros::{rpc, rpc_module};
-pub use rpc::call::Caller;
-pub use rpc::Lifecycle;
 pub use session::{Session, SessionData};
 
 /// Items the macros' generated code and the benchmarks refer to; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::rpc::registry::{HandlerFuture, ModuleRef, RpcMethod};
-    pub use crate::rpc::shim::{decode_args, decode_no_args, downcast, IntoReply};
+    pub use crate::server::registry::{HandlerFuture, ModuleRef, RpcMethod};
+    pub use crate::server::shim::{decode_args, decode_no_args, downcast, IntoReply};
     pub use inventory;
     pub use serde;
     pub use serde_json;

@@ -5,40 +5,19 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{SpanRef, TraceContextExt};
 use opentelemetry::{Context, Key, KeyValue, Value};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::identity::Facts;
+pub use crate::identity::SessionData;
 use crate::trace::context::{format_traceparent, parse_traceparent};
 use crate::trace::sampling::Keep;
-use crate::trace::spans::EndOnDrop;
+use crate::trace::spans::{EndOnDrop, SpanSource};
 use crate::trace::ServiceTracer;
-
-/// The identity and connection facts of one client, as the gate sees them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionData {
-    /// User id bound by a login handler; empty while anonymous.
-    #[serde(default)]
-    pub userid: String,
-    /// Unique id of the client connection at its gate.
-    #[serde(default)]
-    pub sessionid: String,
-    /// Transport the client used: `tcp` or `ws`.
-    #[serde(default)]
-    pub network: String,
-    /// Remote address of the client, `ip:port`.
-    #[serde(default)]
-    pub ip: String,
-    /// Id of the gate server that holds the connection.
-    #[serde(default)]
-    pub serverid: String,
-    /// Free-form settings carried with the session.
-    #[serde(default)]
-    pub settings: BTreeMap<String, String>,
-}
 
 /// The trace a call belongs to: the current span and the tracer of the module running it.
 #[derive(Clone)]
@@ -53,72 +32,6 @@ pub(crate) struct TraceCx {
     pub(crate) tracer: Option<ServiceTracer>,
     /// The keep mark of a trace the sampler skipped, shared by its spans in this process.
     pub(crate) keep: Option<Arc<Keep>>,
-}
-
-/// The session's facts, with their span attribute values made once and shared by every span
-/// of every request that uses the same facts.
-#[derive(Clone, Default)]
-pub(crate) struct Shared {
-    data: SessionData,
-    attrs: OnceLock<SpanAttrs>,
-    conn: OnceLock<ConnAttrs>,
-}
-
-impl Shared {
-    /// The RPC span attribute values of these facts, made on first use.
-    pub(crate) fn span_attrs(&self) -> &SpanAttrs {
-        self.attrs.get_or_init(|| {
-            let d = &self.data;
-            SpanAttrs {
-                user: (!d.userid.is_empty()).then(|| shared_value(&d.userid)),
-                session: (!d.sessionid.is_empty()).then(|| shared_value(&d.sessionid)),
-            }
-        })
-    }
-
-    /// The connection's span attribute values (only the gate's root span has them), made on
-    /// first use: a session that arrived from another process never makes them.
-    pub(crate) fn conn_attrs(&self) -> &ConnAttrs {
-        self.conn.get_or_init(|| ConnAttrs {
-            network: shared_value(&self.data.network),
-            ip: shared_value(&self.data.ip),
-        })
-    }
-}
-
-impl std::ops::Deref for Shared {
-    type Target = SessionData;
-    fn deref(&self) -> &SessionData {
-        &self.data
-    }
-}
-
-/// Span attribute values of a session, reference-counted so a span takes them without copying.
-#[derive(Clone, Debug)]
-pub(crate) struct SpanAttrs {
-    /// `user.id`, when a user is bound.
-    pub(crate) user: Option<Value>,
-    /// `session.id`, when the session has one.
-    pub(crate) session: Option<Value>,
-}
-
-/// The connection's span attribute values, shared like [`SpanAttrs`].
-#[derive(Clone, Debug)]
-pub(crate) struct ConnAttrs {
-    /// `network.transport`.
-    pub(crate) network: Value,
-    /// `client.address`.
-    pub(crate) ip: Value,
-}
-
-/// A span attribute value from session text, cut like the store cuts values: a client's
-/// megabyte user name does not ride on every span.
-fn shared_value(s: &str) -> Value {
-    if s.is_empty() {
-        return Value::from("");
-    }
-    let s = crate::trace::store::cut(s, crate::trace::store::MAX_VALUE_BYTES);
-    Value::String(Arc::<str>::from(s.as_ref()).into())
 }
 
 impl TraceCx {
@@ -138,7 +51,7 @@ impl TraceCx {
 /// What a handler knows about its caller; passed as the first argument of every `#[rpc]` handler.
 #[derive(Clone, Default)]
 pub struct Session {
-    data: Arc<Shared>,
+    data: Arc<Facts>,
     trace: Option<TraceCx>,
     /// When the call this session arrived with must be answered; calls made with it get at
     /// most the time left.
@@ -148,7 +61,7 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("data", &self.data.data)
+            .field("data", self.data.data())
             .field("traceparent", &self.traceparent())
             .field("remaining", &self.remaining())
             .finish()
@@ -159,11 +72,7 @@ impl Session {
     /// A session with the given facts and no trace.
     pub fn new(data: SessionData) -> Self {
         Session {
-            data: Arc::new(Shared {
-                data,
-                attrs: OnceLock::new(),
-                conn: OnceLock::new(),
-            }),
+            data: Arc::new(Facts::new(data)),
             trace: None,
             deadline: None,
         }
@@ -171,30 +80,25 @@ impl Session {
 
     /// All facts of the session.
     pub fn data(&self) -> &SessionData {
-        &self.data.data
+        self.data.data()
     }
 
     /// The facts to change, on this copy only; the cached span values are made again.
     pub(crate) fn data_mut(&mut self) -> &mut SessionData {
-        let shared = Arc::make_mut(&mut self.data);
-        shared.attrs = OnceLock::new();
-        shared.conn = OnceLock::new();
-        &mut shared.data
-    }
-
-    /// The session's span attribute values, made on first use.
-    pub(crate) fn span_attrs(&self) -> &SpanAttrs {
-        self.data.span_attrs()
+        Arc::make_mut(&mut self.data).data_mut()
     }
 
     /// The session's facts, with their cached span values.
-    pub(crate) fn facts(&self) -> &Shared {
+    pub(crate) fn facts(&self) -> &Arc<Facts> {
         &self.data
     }
 
-    /// The session's facts, shared (for a span that builds its attributes only if it is kept).
-    pub(crate) fn shared(&self) -> Arc<Shared> {
-        self.data.clone()
+    /// What an RPC span made for this session takes from it.
+    pub(crate) fn span_source(&self) -> SpanSource<'_> {
+        SpanSource {
+            facts: &self.data,
+            keep: self.trace.as_ref().and_then(|t| t.keep.as_ref()),
+        }
     }
 
     /// The bound user id, empty while anonymous.
@@ -568,10 +472,10 @@ mod tests {
             userid: "u".repeat(100_000),
             ..Default::default()
         });
-        let user = s.span_attrs().user.clone().expect("user");
+        let user = s.facts().span_attrs().user.clone().expect("user");
         assert!(user.as_str().len() <= crate::trace::store::MAX_VALUE_BYTES + 3);
         s.set_userid("ann");
-        assert_eq!(s.span_attrs().user, Some(Value::from("ann")));
-        assert_eq!(s.span_attrs().session, None);
+        assert_eq!(s.facts().span_attrs().user, Some(Value::from("ann")));
+        assert_eq!(s.facts().span_attrs().session, None);
     }
 }

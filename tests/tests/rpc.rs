@@ -315,7 +315,7 @@ pub struct Unlinked;
 
 impl mqrs_runtime::Lifecycle for Unlinked {}
 
-impl mqrs_runtime::rpc::RpcModule for Unlinked {
+impl mqrs_runtime::RpcModule for Unlinked {
     const NAME: &'static str = "Unlinked";
     const METHODS: &'static [&'static str] = &["ghost"];
 }

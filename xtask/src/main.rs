@@ -12,6 +12,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
+mod layers;
+
 /// A Debian package the tests need, and the command that shows it is installed.
 struct Package {
     deb: &'static str,
@@ -59,7 +61,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   test [ARGS...]   install what the tests need if missing, then `cargo test --workspace ARGS...`
-  setup            only the install step of `test`";
+  setup            only the install step of `test`
+  layers           print each crate's files bottom up; fail on an import cycle among files
+                   or, at any folder, among its files and sub-folders";
 
 /// A step failed; the message is one line saying what is missing and how to fix it.
 struct Failure(String);
@@ -69,6 +73,15 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => setup().and_then(|python| run_tests(&python, &args[1..])),
         Some("setup") => setup().map(|_| ExitCode::SUCCESS),
+        Some("layers") => layers::run(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").as_path())
+            .map_err(Failure)
+            .map(|ok| {
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -5,11 +5,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 
-use super::{Addrs, App, AppError, Inner, TracingHook};
+use super::error::AppError;
+use super::handle::{Addrs, App, Inner};
+use super::module::RpcModule;
+use crate::client::Caller;
 use crate::config::{BrokerUrl, Config};
 use crate::gate::Publish;
-use crate::rpc::call::Caller;
-use crate::rpc::{Registry, RpcModule};
+use crate::gate::TracingHook;
+use crate::server::Registry;
 use crate::session::Session;
 use crate::trace::{Sampling, StoreLimits, TraceStore, Tracing};
 use crate::transport::{InProcess, MqttTransport, Router, Transport};
@@ -173,5 +176,25 @@ impl AppBuilder {
                 config,
             }),
         }
+    }
+}
+
+impl App {
+    /// An app with these settings, no modules yet, and no transport beyond this process: every
+    /// module it calls must be added to it. [`App::builder`] sets more.
+    pub fn new(config: Config) -> App {
+        App::builder().config(config).build_empty()
+    }
+
+    /// Starts building an app: settings, the transport to other processes, modules, the
+    /// tracing hook.
+    ///
+    /// ```
+    /// # use mqrs_runtime::{App, Config};
+    /// let app = App::builder().config(Config::ephemeral()).build().expect("app");
+    /// # let _ = app;
+    /// ```
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
     }
 }

@@ -6,11 +6,12 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
 
-use super::{Addrs, App, AppError};
-use crate::config::BrokerUrl;
+use super::error::AppError;
+use super::handle::{Addrs, App};
+use crate::config::{parse_url, BrokerUrl};
 use crate::gate;
 use crate::transport::mqtt::broker::EmbeddedBroker;
-use crate::transport::mqtt::{parse_url, Link};
+use crate::transport::mqtt::Link;
 
 impl App {
     /// Opens the broker connection (starting the embedded broker first when configured), the

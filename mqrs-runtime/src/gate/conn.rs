@@ -16,7 +16,8 @@ use rumqttc::mqttbytes::{check, Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::Gate;
+use super::peer::{Peer, SLOW_READER_WAIT};
+use super::state::Gate;
 use crate::session::{Session, SessionData};
 
 /// Why a connection ended early.
@@ -36,61 +37,6 @@ pub(crate) enum ConnError {
     Stalled,
     #[error("the client reads its replies too slowly")]
     SlowReader,
-}
-
-/// The state a connection shares with the gate: its session (facts, no trace) and its outgoing
-/// queue. Each request takes a clone of the session: two reference counts, no copied strings.
-pub(crate) struct ConnShared {
-    pub(crate) data: Mutex<Session>,
-    tx: mpsc::Sender<Packet>,
-    next_pkid: Mutex<u16>,
-    /// Payload bytes queued for the client and not yet written to its socket.
-    queued: Arc<AtomicUsize>,
-    /// Most bytes that may wait for the client (`max_outgoing_bytes`).
-    max_queued: usize,
-    /// Wakes the reader loop to close a client that does not read its replies.
-    slow: Notify,
-}
-
-impl ConnShared {
-    /// A fresh copy of the connection's session, with no trace context.
-    pub(crate) fn session(&self) -> Session {
-        self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Queues a publish to the client; waits while the queue is full. False when the client is
-    /// gone and the publish had nowhere to go.
-    pub(crate) async fn publish(&self, topic: String, qos: QoS, payload: Vec<u8>) -> bool {
-        let size = payload.len();
-        if self.queued.fetch_add(size, Ordering::Relaxed) + size > self.max_queued {
-            // The client asks faster than it reads: it is closed rather than buffered for.
-            self.queued.fetch_sub(size, Ordering::Relaxed);
-            self.slow.notify_one();
-            return false;
-        }
-        let mut p = Publish::new(topic, qos, payload);
-        if qos != QoS::AtMostOnce {
-            let mut id = self.next_pkid.lock().unwrap_or_else(|p| p.into_inner());
-            *id = if *id == u16::MAX { 1 } else { *id + 1 };
-            p.pkid = *id;
-        }
-        // A closed queue means the client is gone.
-        self.queue(Packet::Publish(p), SLOW_READER_WAIT).await
-    }
-
-    /// Queues a packet for the client, waiting at most `wait` while its queue is full; a
-    /// client whose queue stays full that long does not read, and is closed. False when the
-    /// packet was not queued.
-    async fn queue(&self, p: Packet, wait: Duration) -> bool {
-        match self.tx.send_timeout(p, wait).await {
-            Ok(()) => true,
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                self.slow.notify_one();
-                false
-            }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
-        }
-    }
 }
 
 /// Reads one packet; `Ok(None)` on a clean end of stream between packets. With `first`, an
@@ -208,10 +154,6 @@ const CLOSE_LINGER: Duration = Duration::from_millis(200);
 /// Packets larger than this count against the gate's byte budget while they arrive.
 const LARGE_PACKET: usize = 64 * 1024;
 
-/// Longest a reply waits for room in a client's full outgoing queue before the client counts
-/// as not reading (and is closed).
-const SLOW_READER_WAIT: Duration = Duration::from_secs(10);
-
 /// Requests of one connection waiting for their turn when they are handled in order; a client
 /// that sends more waits (its socket is not read) until one is done.
 const ORDERED_QUEUE: usize = 64;
@@ -325,7 +267,7 @@ where
     let queued = Arc::new(AtomicUsize::new(0));
     let writer_task = tokio::spawn(writer(wr, rx, gate.max_outgoing(), queued.clone()));
     let sessionid = gate.new_session_id();
-    let conn = Arc::new(ConnShared {
+    let conn = Arc::new(Peer {
         data: Mutex::new(Session::new(SessionData {
             sessionid: sessionid.clone(),
             network: network.to_string(),

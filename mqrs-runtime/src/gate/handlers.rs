@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use rumqttc::QoS;
 
-use super::{rules, Gate, GATE_MODULE};
+use super::rules;
+use super::state::{Gate, GATE_MODULE};
 use crate::error::RpcError;
-use crate::rpc::registry::HandlerFn;
-use crate::rpc::{decode_args, HandlerFuture, Registry};
+use crate::server::registry::HandlerFn;
+use crate::server::{decode_args, HandlerFuture, Registry};
 use crate::session::Session;
 
 /// The body of a message for a client, as `Gate/Send` takes it: text (a JSON string) or, for

@@ -6,16 +6,16 @@ use opentelemetry::KeyValue;
 use rumqttc::mqttbytes::v4::Publish;
 use rumqttc::mqttbytes::QoS;
 
-use super::conn::ConnShared;
+use super::peer::Peer;
+use super::state::Gate;
 use super::topic::{body_to_args, encode_reply, parse_topic, wants_reply, ClientTopic};
-use super::Gate;
 use crate::error::RpcError;
 use crate::session::Session;
 use crate::trace::spans::{self, EndOnDrop};
 use crate::trace::store::clip;
 
 /// Handles one PUBLISH from a client.
-pub(crate) async fn handle(gate: &Gate, conn: &ConnShared, publish: Publish) {
+pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
     let session = conn.session();
     let topic = parse_topic(&publish.topic);
     // Only a route the app serves names a span; anything else a client sends is one fixed
@@ -139,7 +139,7 @@ fn start_root(
     let root = spans::gate_root(
         &gate.tracer,
         topic.map(|t| (t.module, t.handler)),
-        &session,
+        session.facts(),
         [
             KeyValue::new(
                 "mqrs.topic",

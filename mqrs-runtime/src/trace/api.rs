@@ -13,12 +13,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::answer::{cut_warning, error, heavy, not_found, parse_trace_id, MAX_ANSWER_BYTES};
 use super::search_params;
 use super::store::{cut, micros, StoredTrace, TraceStore};
-
-/// Spans (in the store's own measure) one search answers with at most; the JSON is about twice
-/// that. Bounds the memory and time a search can take, whatever its `limit`.
-pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// The API's routes over `store`.
 pub fn router(store: Arc<TraceStore>) -> Router {
@@ -57,16 +54,6 @@ fn envelope(data: Value) -> Json<Value> {
     Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
 }
 
-fn error(status: StatusCode, msg: String) -> Response {
-    (
-        status,
-        Json(json!({"data": null, "total": 0, "limit": 0, "offset": 0,
-                    "errors": [{"code": status.as_u16(), "msg": msg}]})),
-    )
-        .into_response()
-}
-
-/// Answers 503 when the heavy-answer permits are closed.
 fn closing() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into())
 }
@@ -302,30 +289,6 @@ fn not_read(id: &str) -> Value {
     )})
 }
 
-/// The process's permit for a heavy answer (see `http_limits`), waited for; `None` only if
-/// the permits are closed.
-pub(crate) async fn heavy() -> Option<tokio::sync::SemaphorePermit<'static>> {
-    super::http_limits::HEAVY_QUERIES.acquire().await.ok()
-}
-
-/// What to tell a reader of a trace cut short of its `total` spans by the answer cap.
-pub(crate) fn cut_warning(t: &StoredTrace, total: usize) -> Option<String> {
-    (t.spans.len() < total).then(|| {
-        format!(
-            "trace cut at about {} MiB: {} of its {total} spans shown",
-            MAX_ANSWER_BYTES >> 20,
-            t.spans.len()
-        )
-    })
-}
-
-/// Parses a Jaeger trace id: up to 32 hex digits.
-pub fn parse_trace_id(s: &str) -> Option<u128> {
-    (!s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u128::from_str_radix(s, 16).ok())
-        .flatten()
-}
-
 async fn get_trace(State(store): State<Arc<TraceStore>>, Path(id): Path<String>) -> Response {
     let Some(tid) = parse_trace_id(&id) else {
         return error(
@@ -522,11 +485,6 @@ async fn errors_as_json(r: Response) -> Response {
         Ok((status, text)) => error(status, text),
         Err(r) => r,
     }
-}
-
-/// Answers unknown paths with a JSON error, like Jaeger.
-pub(crate) async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such endpoint".into())
 }
 
 #[cfg(test)]

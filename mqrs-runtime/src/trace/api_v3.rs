@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::api::{parse_trace_id, MAX_ANSWER_BYTES};
+use super::answer::{parse_trace_id, MAX_ANSWER_BYTES};
 use super::search_params::{self, go_duration_us, rfc3339_us, Params};
 use super::store::{StoredSpan, StoredTrace, Tag, TraceQuery, TraceStore};
 
@@ -76,7 +76,7 @@ fn go_bool(v: &str) -> Option<bool> {
 
 /// Waits for the process's heavy-answer permit (see `http_limits`).
 async fn heavy() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
-    super::api::heavy()
+    super::answer::heavy()
         .await
         .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))
 }
@@ -152,7 +152,7 @@ async fn get_trace(
     };
     match store.trace_within(tid, MAX_ANSWER_BYTES) {
         Some((t, total)) => {
-            let warning = super::api::cut_warning(&t, total);
+            let warning = super::answer::cut_warning(&t, total);
             let mut body = json!({"result": {"resourceSpans": resource_spans(&[t])}});
             // OTLP/JSON has no place for it: beside `result`, as the v1 API writes it.
             if let Some(w) = warning {

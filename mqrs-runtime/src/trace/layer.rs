@@ -260,8 +260,8 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-    use crate::rpc::dispatch::dispatch;
-    use crate::rpc::registry::Route;
+    use crate::server::dispatch::dispatch;
+    use crate::server::registry::Route;
     use crate::session::Session;
     use crate::trace::spans;
     use crate::trace::{StoreLimits, StoredSpan, Tag, TraceStore, Tracing};
@@ -295,7 +295,13 @@ mod tests {
         let root = spans::internal_root(&caller, "root".into());
         let values = handler_values(&callee);
         let parent = root.span_context();
-        let server = spans::server(&callee, &parent, &values, "M/f", &Session::default());
+        let server = spans::server(
+            &callee,
+            &parent,
+            &values,
+            "M/f",
+            Session::default().span_source(),
+        );
         let id = trace_id(root.cx());
         tracing::subscriber::with_default(subscriber(), || {
             // Outside a handler: nothing is recorded anywhere.

@@ -17,8 +17,8 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use super::clock;
-use super::skipped::{new_span_id, new_trace_id};
-use super::Policy;
+use super::ids::{new_span_id, new_trace_id};
+use super::tracer::Policy;
 
 /// Most attributes and events kept on one span (the SDK's defaults); more are counted as
 /// dropped.

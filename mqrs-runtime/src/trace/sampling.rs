@@ -136,7 +136,7 @@ impl Sampler {
                 .copied()
                 .unwrap_or((s.threshold, s.always))
         };
-        if !(always || (threshold > 0 && super::skipped::ids::next_u64() < threshold)) {
+        if !(always || (threshold > 0 && super::ids::next_u64() < threshold)) {
             return false;
         }
         let Some(limiter) = &s.limiter else {

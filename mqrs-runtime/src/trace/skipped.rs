@@ -17,18 +17,19 @@ use opentelemetry::trace::{
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
+use super::attrs::{gate_attributes, rpc_attributes};
 use super::clock;
+use super::ids::new_span_id;
 use super::sampling::{Keep, KeepReason, KEPT_ATTRIBUTE};
-use super::spans::{gate_attributes, rpc_attributes};
-use super::Policy;
-use crate::session::Shared;
+use super::tracer::Policy;
+use crate::identity::Facts;
 
 /// Where a kept span's attributes come from.
 pub(crate) enum Attrs {
     /// The gate's root: the connection's facts and the request's own.
-    Gate(Arc<Shared>, [KeyValue; 2]),
+    Gate(Arc<Facts>, [KeyValue; 2]),
     /// A CLIENT or SERVER span of an RPC.
-    Rpc(Arc<Shared>),
+    Rpc(Arc<Facts>),
     /// A root started outside the gate.
     Internal,
 }
@@ -44,36 +45,6 @@ pub(crate) struct Shadow {
     attrs: Attrs,
     error: OnceLock<(&'static str, String)>,
     policy: Arc<Policy>,
-}
-
-/// A random, valid (non-zero) span id.
-pub(crate) fn new_span_id() -> SpanId {
-    SpanId::from_bytes(ids::next_u64().max(1).to_be_bytes())
-}
-
-/// A random, valid trace id.
-pub(crate) fn new_trace_id() -> TraceId {
-    let id = (u128::from(ids::next_u64()) << 64) | u128::from(ids::next_u64());
-    TraceId::from_bytes(id.max(1).to_be_bytes())
-}
-
-/// Random numbers for ids and sampling: a small fast generator per thread, seeded from
-/// the thread's secure generator, as the OpenTelemetry SDK's id generator does. Ids need to be unique,
-/// not secret.
-pub(crate) mod ids {
-    use std::cell::RefCell;
-
-    use rand::rngs::SmallRng;
-    use rand::{Rng, SeedableRng};
-
-    thread_local! {
-        static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
-    }
-
-    /// The next random `u64` of this thread's generator.
-    pub(crate) fn next_u64() -> u64 {
-        RNG.with(|r| r.borrow_mut().random())
-    }
 }
 
 /// The non-recording context of a skipped span: it carries the trace id (for logs and the

@@ -14,15 +14,14 @@ use std::sync::Arc;
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceState};
 use opentelemetry::{Context, KeyValue};
 
+use super::attrs::{gate_attributes, rpc_attributes};
 use super::recorded::Recorded;
 use super::sampling::Keep;
 use super::skipped::{self, Attrs, Shadow};
-use super::{names, Policy, ServiceTracer};
+use super::tracer::{Policy, ServiceTracer};
+use super::{ids, names};
 use crate::error::RpcError;
-use crate::session::{Session, Shared, SpanAttrs};
-
-/// Value of `rpc.system.name` on every RPC span.
-pub const RPC_SYSTEM: &str = "mqrs";
+use crate::identity::Facts;
 
 /// What a span is, by the sampling decision of its trace.
 #[allow(clippy::large_enum_variant)]
@@ -157,42 +156,19 @@ impl Drop for EndOnDrop {
     }
 }
 
-/// Attributes shared by CLIENT and SERVER spans of an RPC (OpenTelemetry RPC conventions).
-/// Names are kept once and session values are shared: nothing here copies a string.
-pub(crate) fn rpc_attributes(method: Cow<'static, str>, a: &SpanAttrs) -> Vec<KeyValue> {
-    let mut attrs = super::attr_pool::take();
-    attrs.push(KeyValue::new("rpc.system.name", RPC_SYSTEM));
-    attrs.push(KeyValue::new("rpc.method", method));
-    if let Some(u) = &a.user {
-        attrs.push(KeyValue::new("user.id", u.clone()));
-    }
-    if let Some(s) = &a.session {
-        attrs.push(KeyValue::new("session.id", s.clone()));
-    }
-    attrs
-}
-
-/// Attributes of the gate's root span: the connection's facts and the request's `extra`.
-pub(crate) fn gate_attributes(facts: &Shared, extra: [KeyValue; 2]) -> Vec<KeyValue> {
-    let (a, conn) = (facts.span_attrs(), facts.conn_attrs());
-    let mut attrs = super::attr_pool::take();
-    attrs.push(KeyValue::new("network.protocol.name", "mqtt"));
-    attrs.push(KeyValue::new("network.transport", conn.network.clone()));
-    attrs.push(KeyValue::new("client.address", conn.ip.clone()));
-    attrs.extend(extra);
-    if let Some(s) = &a.session {
-        attrs.push(KeyValue::new("session.id", s.clone()));
-    }
-    if let Some(u) = &a.user {
-        attrs.push(KeyValue::new("user.id", u.clone()));
-    }
-    attrs
+/// What an RPC span takes from the session it is made for.
+#[derive(Clone, Copy)]
+pub(crate) struct SpanSource<'a> {
+    /// The caller's facts, whose span values the span takes.
+    pub(crate) facts: &'a Arc<Facts>,
+    /// The keep mark of a trace the sampler skipped.
+    pub(crate) keep: Option<&'a Arc<Keep>>,
 }
 
 /// What starts a new trace.
 enum RootOf<'a> {
     /// A client request at the gate, with the request's own attributes.
-    Gate(&'a Session, [KeyValue; 2]),
+    Gate(&'a Arc<Facts>, [KeyValue; 2]),
     /// A timer or background job.
     Job,
 }
@@ -206,16 +182,16 @@ fn root(tracer: &ServiceTracer, name: Cow<'static, str>, of: RootOf<'_>) -> EndO
     };
     if policy.sampler.sample_root(&name) {
         let attrs = match of {
-            RootOf::Gate(session, extra) => gate_attributes(session.facts(), extra),
+            RootOf::Gate(facts, extra) => gate_attributes(facts, extra),
             RootOf::Job => Vec::new(),
         };
         let span = Recorded::start(policy, &SpanContext::empty_context(), kind, name, attrs);
         return EndOnDrop::recorded(Context::new().with_span(span));
     }
-    let sc = skipped::span_context(skipped::new_trace_id(), TraceState::default());
+    let sc = skipped::span_context(ids::new_trace_id(), TraceState::default());
     EndOnDrop::skipped(policy, sc, SpanId::INVALID, kind, name, || {
         let attrs = match of {
-            RootOf::Gate(session, extra) => Attrs::Gate(session.shared(), extra),
+            RootOf::Gate(facts, extra) => Attrs::Gate(facts.clone(), extra),
             RootOf::Job => Attrs::Internal,
         };
         (Arc::default(), attrs)
@@ -228,14 +204,14 @@ fn root(tracer: &ServiceTracer, name: Cow<'static, str>, of: RootOf<'_>) -> EndO
 pub(crate) fn gate_root(
     tracer: &ServiceTracer,
     route: Option<(&str, &str)>,
-    session: &Session,
+    facts: &Arc<Facts>,
     extra: [KeyValue; 2],
 ) -> EndOnDrop {
     let name = match route {
         Some((module, handler)) => names::intern_parts(&["gate ", module, "/", handler]),
         None => Cow::Borrowed("gate unknown-route"),
     };
-    root(tracer, name, RootOf::Gate(session, extra))
+    root(tracer, name, RootOf::Gate(facts, extra))
 }
 
 /// A root span started outside the gate (a timer, a background job): INTERNAL kind.
@@ -249,9 +225,9 @@ pub(crate) fn client(
     tracer: &ServiceTracer,
     parent: &SpanContext,
     method: Cow<'static, str>,
-    session: &Session,
+    of: SpanSource<'_>,
 ) -> EndOnDrop {
-    rpc_span(SpanKind::Client, tracer, parent, None, method, session)
+    rpc_span(SpanKind::Client, tracer, parent, None, method, of)
 }
 
 /// The callee's SERVER span of `method`, child of the caller's span in `parent`; its context
@@ -261,7 +237,7 @@ pub(crate) fn server(
     parent: &SpanContext,
     values: &Context,
     method: &str,
-    session: &Session,
+    of: SpanSource<'_>,
 ) -> EndOnDrop {
     rpc_span(
         SpanKind::Server,
@@ -269,7 +245,7 @@ pub(crate) fn server(
         parent,
         Some(values),
         names::intern(method),
-        session,
+        of,
     )
 }
 
@@ -279,17 +255,17 @@ fn rpc_span(
     psc: &SpanContext,
     values: Option<&Context>,
     name: Cow<'static, str>,
-    session: &Session,
+    of: SpanSource<'_>,
 ) -> EndOnDrop {
     if psc.is_valid() && !psc.is_sampled() {
         // The root skipped this trace: follow the decision.
         let sc = skipped::span_context(psc.trace_id(), psc.trace_state().clone());
         return EndOnDrop::skipped(&tracer.policy, sc, psc.span_id(), kind, name, || {
-            let keep = session.keep_mark().unwrap_or_default();
-            (keep, Attrs::Rpc(session.shared()))
+            let keep = of.keep.cloned().unwrap_or_default();
+            (keep, Attrs::Rpc(of.facts.clone()))
         });
     }
-    let attrs = rpc_attributes(name.clone(), session.span_attrs());
+    let attrs = rpc_attributes(name.clone(), of.facts.span_attrs());
     let span = Recorded::start(&tracer.policy, psc, kind, name, attrs);
     match values {
         Some(values) => EndOnDrop::recorded(values.with_span(span)),
@@ -398,7 +374,15 @@ mod tests {
         let tracer = tracing.tracer("M");
         let root = internal_root(&tracer, "job".into());
         let parent = root.span_context();
-        let mut call = client(&tracer, &parent, "N/f".into(), &Session::default());
+        let mut call = client(
+            &tracer,
+            &parent,
+            "N/f".into(),
+            SpanSource {
+                facts: &Arc::default(),
+                keep: None,
+            },
+        );
         assert!(call.context().is_none(), "held on its own");
         assert!(call.is_recording());
         assert_eq!(call.span_context().trace_id(), parent.trace_id());

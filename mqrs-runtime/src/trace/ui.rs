@@ -46,6 +46,6 @@ async fn script(Path(file): Path<String>) -> Response {
             *body,
         )
             .into_response(),
-        None => super::api::not_found().await,
+        None => super::answer::not_found().await,
     }
 }

@@ -9,8 +9,8 @@ use futures_util::FutureExt;
 
 use super::{Request, Transport};
 use crate::error::RpcError;
-use crate::rpc::dispatch::dispatch;
-use crate::rpc::Registry;
+use crate::server::dispatch::dispatch;
+use crate::server::Registry;
 
 /// Calls handlers registered in this process directly, on the caller's task.
 pub struct InProcess {

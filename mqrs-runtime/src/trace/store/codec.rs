@@ -18,6 +18,18 @@ use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use super::{StoredEvent, StoredSpan, Tag};
 
+/// Bytes a span costs beyond its encoded form (its share of the trace's bookkeeping).
+pub(super) const SPAN_OVERHEAD: usize = 16;
+
+impl StoredSpan {
+    /// What the span costs the store's byte cap: its compact form and its bookkeeping.
+    pub fn stored_bytes(&self) -> usize {
+        let mut out = Vec::new();
+        encode(self, &mut out);
+        out.len() + SPAN_OVERHEAD
+    }
+}
+
 const KINDS: [&str; 6] = [
     "server",
     "client",

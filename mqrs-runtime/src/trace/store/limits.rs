@@ -31,8 +31,7 @@ pub const MAX_LINKS: usize = 128;
 /// Longest attribute key kept.
 pub const MAX_KEY_BYTES: usize = 256;
 
-/// Longest text attribute value (and text in an array value) kept.
-pub const MAX_VALUE_BYTES: usize = 1024;
+pub use crate::text::MAX_VALUE_BYTES;
 
 /// Longest span, service or event name kept.
 pub const MAX_NAME_BYTES: usize = 256;

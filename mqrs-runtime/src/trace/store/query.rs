@@ -76,7 +76,7 @@ impl TraceStore {
     /// Calls `f` with every trace held, taking the store's lock again every [`SCAN_CHUNK`]
     /// traces, so a pass over a full store never holds up the threads placing new spans for
     /// long. A trace evicted meanwhile is skipped; one placed meanwhile may be missed.
-    fn scan(&self, mut f: impl FnMut(&super::Held)) {
+    fn scan(&self, mut f: impl FnMut(&super::traces::Held)) {
         let ids: Vec<u128> = self.lock().traces.keys().copied().collect();
         for chunk in ids.chunks(SCAN_CHUNK) {
             let g = self.lock_inner();
@@ -100,11 +100,12 @@ impl TraceStore {
         let (data, total, start_us, end_us, bytes) = {
             let g = self.lock();
             let held = g.traces.get(&id)?;
-            let (len, spans) = codec::prefix_within(&held.data, max_bytes, super::SPAN_OVERHEAD);
+            let (len, spans) =
+                codec::prefix_within(&held.data, max_bytes, super::codec::SPAN_OVERHEAD);
             let bytes = if spans == held.spans {
                 held.bytes
             } else {
-                len + spans * super::SPAN_OVERHEAD
+                len + spans * super::codec::SPAN_OVERHEAD
             };
             (
                 held.data[..len].to_vec(),
@@ -176,12 +177,13 @@ impl TraceStore {
                     break 'scan;
                 }
                 // A first match over the budget alone is cut to the spans that fit.
-                let (len, spans) = codec::prefix_within(&held.data, budget, super::SPAN_OVERHEAD);
+                let (len, spans) =
+                    codec::prefix_within(&held.data, budget, super::codec::SPAN_OVERHEAD);
                 let size = if spans == held.spans {
                     held.bytes
                 } else {
                     cut = true;
-                    len + spans * super::SPAN_OVERHEAD
+                    len + spans * super::codec::SPAN_OVERHEAD
                 };
                 bytes += size;
                 found.push((

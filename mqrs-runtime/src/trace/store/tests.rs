@@ -1,6 +1,11 @@
 //! Unit tests of the store: eviction by count, bytes and session share, caps, search, the
 //! operation index, and the figures computed over the spans held.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use super::players::Key;
+use super::traces::{keep_spare_buffers, spare_buffer, SPARE, SPARE_MAX_BYTES};
 use super::*;
 
 fn span(trace: u128, id: u64, name: &'static str, pad: usize) -> StoredSpan {

@@ -13,8 +13,10 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{wire, MqttTransport, Shared};
-use crate::rpc::Registry;
+use super::remote::MqttTransport;
+use super::shared::Shared;
+use super::wire;
+use crate::server::Registry;
 
 /// What the connection needs besides the transport's shared state.
 pub(crate) struct Link {
@@ -336,7 +338,7 @@ fn on_publish(shared: &Arc<Shared>, link: &Link, client: &AsyncClient, mut p: Pu
         props,
         payload: p.payload,
     };
-    super::serve::admit(shared, link, client, call);
+    super::serve::admit(shared, &link.registry, link.default_timeout, client, call);
 }
 
 /// Most other processes this one keeps track of; announcements of more are refused.

@@ -8,59 +8,13 @@ use std::sync::Arc;
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::AsyncClient;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::link::Link;
-use super::{wire, Shared};
-use crate::config::BrokerSection;
+use super::shared::Shared;
+use super::wire;
 use crate::error::RpcError;
-use crate::rpc::dispatch::dispatch_held;
-use crate::rpc::Registry;
+use crate::server::dispatch::dispatch_held;
+use crate::server::Registry;
 use crate::trace::sampling::KeepReason;
-
-/// What calls from other processes may hold here at once: how many (`[broker] max_pending`)
-/// and how many bytes (`[broker] max_serving_bytes`).
-pub(super) struct Budget {
-    /// One permit per call being served.
-    pub(super) calls: Arc<Semaphore>,
-    /// Permits of `calls`, all of them.
-    pub(super) max_calls: usize,
-    /// One permit per byte held by calls being served.
-    bytes: Arc<Semaphore>,
-    /// Permits of `bytes`, all of them.
-    max_bytes: usize,
-}
-
-/// What one admitted call holds of the [`Budget`] until it is served.
-type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
-
-impl Budget {
-    /// The budget `settings` allow.
-    pub(super) fn new(settings: &BrokerSection) -> Self {
-        let max_calls = settings.max_pending.max(1);
-        let max_bytes = settings.max_serving_bytes.clamp(1, Semaphore::MAX_PERMITS);
-        Budget {
-            calls: Arc::new(Semaphore::new(max_calls)),
-            max_calls,
-            bytes: Arc::new(Semaphore::new(max_bytes)),
-            max_bytes,
-        }
-    }
-
-    /// Room for one more call holding `bytes` bytes, or which limit refuses it. A call larger
-    /// than the whole byte budget takes all of it: served alone, not refused forever.
-    fn take(&self, bytes: usize) -> Result<Held, &'static str> {
-        let call = self.calls.clone().try_acquire_owned();
-        let bytes = u32::try_from(bytes.min(self.max_bytes))
-            .ok()
-            .and_then(|n| self.bytes.clone().try_acquire_many_owned(n).ok());
-        match (call, bytes) {
-            (Ok(call), Some(bytes)) => Ok((call, bytes)),
-            (Err(_), _) => Err("calls ([broker] max_pending)"),
-            (Ok(_), None) => Err("bytes of calls ([broker] max_serving_bytes)"),
-        }
-    }
-}
 
 /// A request as it arrived on `mqrs/call/{module}/{method}`.
 pub(super) struct Call<'a> {
@@ -74,8 +28,15 @@ pub(super) struct Call<'a> {
     pub(super) payload: bytes::Bytes,
 }
 
-/// Serves `call` on a task of its own, or refuses it (see the module doc); never waits.
-pub(super) fn admit(shared: &Arc<Shared>, link: &Link, client: &AsyncClient, call: Call<'_>) {
+/// Serves `call` with the handlers of `registry` on a task of its own, or refuses it (see the
+/// module doc); never waits. A call that carries no deadline gets `default_timeout`.
+pub(super) fn admit(
+    shared: &Arc<Shared>,
+    registry: &Arc<Registry>,
+    default_timeout: std::time::Duration,
+    client: &AsyncClient,
+    call: Call<'_>,
+) {
     let Call {
         module,
         method,
@@ -107,7 +68,7 @@ pub(super) fn admit(shared: &Arc<Shared>, link: &Link, client: &AsyncClient, cal
         }
         return;
     }
-    let deadline = wire::request_deadline(Some(&props), link.default_timeout);
+    let deadline = wire::request_deadline(Some(&props), default_timeout);
     let mut user = |key: &str| {
         props
             .user_properties
@@ -127,7 +88,7 @@ pub(super) fn admit(shared: &Arc<Shared>, link: &Link, client: &AsyncClient, cal
             .map(|t| (t, props.correlation_data.take())),
         payload,
     };
-    let (shared, client, registry) = (shared.clone(), client.clone(), link.registry.clone());
+    let (shared, client, registry) = (shared.clone(), client.clone(), registry.clone());
     // What the call holds while it is served: its payload, the arguments decoded from it, and
     // its trace properties.
     let held = 2 * call.payload.len()

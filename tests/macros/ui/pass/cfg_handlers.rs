@@ -55,7 +55,7 @@ impl Flags {
 }
 
 fn main() {
-    use mqrs_runtime::rpc::RpcModule;
+    use mqrs_runtime::RpcModule;
     assert_eq!(
         <Flags as RpcModule>::METHODS,
         &["always", "enabled", "attr_enabled", "either"]

@@ -69,7 +69,7 @@ impl Everything {
 }
 
 fn main() {
-    use mqrs_runtime::rpc::RpcModule;
+    use mqrs_runtime::RpcModule;
     assert_eq!(<Everything as RpcModule>::NAME, "Every");
     assert_eq!(
         <Everything as RpcModule>::METHODS,

@@ -37,31 +37,6 @@ pub struct RpcMethod {
 
 inventory::collect!(RpcMethod);
 
-/// Start and stop hooks of a module, run by the app in order of `add_module` (stop in reverse).
-///
-/// `#[rpc_module]` implements it with the defaults (do nothing); write your own
-/// `impl Lifecycle` and mark the module `#[rpc_module(lifecycle)]` to use the hooks.
-pub trait Lifecycle: Send + Sync + 'static {
-    /// Runs before the gate opens; an error stops the app from starting.
-    fn on_start(&self, app: &crate::App) -> impl Future<Output = Result<(), String>> + Send {
-        let _ = app;
-        async { Ok(()) }
-    }
-
-    /// Runs after the listeners stopped, during graceful shutdown.
-    fn on_stop(&self) -> impl Future<Output = ()> + Send {
-        async {}
-    }
-}
-
-/// Implemented by `#[rpc_module]`: the module's name and the handlers it declared.
-pub trait RpcModule: Lifecycle {
-    /// Module name used in routing, e.g. `Login`.
-    const NAME: &'static str;
-    /// Names of the module's `#[rpc]` handlers, to check that all registrations were linked.
-    const METHODS: &'static [&'static str];
-}
-
 /// A type-erased handler body: session and JSON args in, JSON reply out.
 pub type HandlerFn = Box<dyn Fn(Session, Vec<u8>) -> HandlerFuture + Send + Sync>;
 
@@ -173,11 +148,4 @@ impl Registry {
         v.sort();
         v
     }
-}
-
-/// The `inventory` registrations of module type `M`.
-pub(crate) fn linked_methods<M: RpcModule>() -> impl Iterator<Item = &'static RpcMethod> {
-    inventory::iter::<RpcMethod>
-        .into_iter()
-        .filter(|m| m.module == M::NAME && (m.type_id)() == std::any::TypeId::of::<M>())
 }

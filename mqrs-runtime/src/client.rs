@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::encode_args;
 use crate::error::RpcError;
+use crate::server::encode_args;
 use crate::session::Session;
 use crate::trace::{names, spans, Tracing};
 use crate::transport::{Request, Target, Transport};
@@ -132,7 +132,7 @@ impl Caller {
         };
         let tracer = self.tracer_for(parent.tracer.as_ref());
         let name = names::intern_parts(&[target.module, "/", method]);
-        let span = spans::client(&tracer, &parent.sc, name, session);
+        let span = spans::client(&tracer, &parent.sc, name, session.span_source());
         let callee = session.with_span(&span, tracer);
         (Some(span), callee)
     }

@@ -54,7 +54,7 @@ pub(crate) async fn dispatch_held(
         &parent.sc,
         &route.values,
         &route.name,
-        &session,
+        session.span_source(),
     );
     let result = if late {
         Err(RpcError::DeadlineExceeded(route.name.to_string()))

@@ -1,0 +1,73 @@
+//! The gate's counters ([`GateStats`]), shared by its tasks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counters of a running gate, read with [`App::gate_stats`](crate::App::gate_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GateStats {
+    /// TCP connections accepted since start.
+    pub accepted: u64,
+    /// Connections refused because `max_connections` were open.
+    pub refused: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Panics inside the gate's own tasks (a connection or a request), each contained to its
+    /// task and logged. Handler panics are not counted here: they become error replies.
+    pub panics: u64,
+    /// Connections closed because the client broke an MQTT 3.1.1 rule (a wildcard or empty
+    /// topic in a PUBLISH, reserved flags set, a password without a user name, ...).
+    pub protocol_violations: u64,
+    /// Connections closed because the client did not read its replies (`max_outgoing_bytes`
+    /// waiting, or its queue full for 10 s) or stopped in the middle of a packet.
+    pub slow_clients: u64,
+    /// Connections refused because their IP address had `max_connections_per_ip` open.
+    pub refused_per_ip: u64,
+    /// Bytes of requests received and not yet handled, over all connections, now.
+    pub request_bytes_held: u64,
+}
+
+/// The counters behind [`GateStats`], shared by the gate's tasks.
+#[derive(Debug, Default)]
+pub(crate) struct GateCounters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) open: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) protocol_violations: AtomicU64,
+    pub(crate) slow_clients: AtomicU64,
+    pub(crate) refused_per_ip: AtomicU64,
+    pub(crate) request_bytes_held: AtomicU64,
+}
+
+impl GateCounters {
+    /// A snapshot.
+    pub(crate) fn snapshot(&self) -> GateStats {
+        GateStats {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            open: self.open.load(Ordering::Relaxed),
+            panics: self.panics.load(Ordering::Relaxed),
+            protocol_violations: self.protocol_violations.load(Ordering::Relaxed),
+            slow_clients: self.slow_clients.load(Ordering::Relaxed),
+            refused_per_ip: self.refused_per_ip.load(Ordering::Relaxed),
+            request_bytes_held: self.request_bytes_held.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts a connection as open until dropped (also when its task panics).
+pub(super) struct OpenGuard(Arc<GateCounters>);
+
+impl OpenGuard {
+    pub(super) fn new(c: &Arc<GateCounters>) -> Self {
+        c.open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(c.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,142 @@
+//! [`Tracing`]: the per-module tracer providers of a process, and the processor that hands
+//! their finished spans to the embedded store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::Context;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanProcessor};
+use opentelemetry_sdk::Resource;
+
+use super::otlp;
+use super::sampling::{self, Sampler, Sampling};
+use super::store::{to_stored, TraceStore};
+use super::tracer::{Policy, ServiceTracer, TracerParts};
+
+/// Owns the per-service tracer providers and where their spans go.
+pub struct Tracing {
+    store: Option<Arc<TraceStore>>,
+    sampling: Sampling,
+    sampler: Sampler,
+    exporter: Option<otlp::export::Exporter>,
+    services: Mutex<HashMap<Arc<str>, (SdkTracerProvider, ServiceTracer)>>,
+}
+
+impl Tracing {
+    /// Tracing whose finished spans go to `store` (none: spans are created but kept nowhere).
+    pub fn new(store: Option<Arc<TraceStore>>) -> Self {
+        let sampling = Sampling::default();
+        Tracing {
+            store,
+            sampler: sampling.sampler(),
+            sampling,
+            exporter: None,
+            services: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Samples new traces by `sampling` instead of recording all of them; call before the
+    /// first [`Tracing::tracer`].
+    pub fn with_sampling(mut self, sampling: Sampling) -> Self {
+        self.sampler = sampling.sampler();
+        self.sampling = sampling;
+        self
+    }
+
+    /// Also sends every finished span by OTLP/HTTP to `endpoint`, through a queue of `queue`
+    /// spans; the error says why the endpoint is not usable.
+    pub(crate) fn with_export(mut self, endpoint: &str, queue: usize) -> Result<Self, String> {
+        self.exporter = Some(otlp::export::Exporter::start(endpoint, queue)?);
+        Ok(self)
+    }
+
+    /// The exporter's counters, when spans are exported.
+    pub fn export_stats(&self) -> Option<otlp::ExportStats> {
+        self.exporter.as_ref().map(|e| e.stats())
+    }
+
+    /// The embedded store, when enabled.
+    pub fn store(&self) -> Option<&Arc<TraceStore>> {
+        self.store.as_ref()
+    }
+
+    /// The tracer for `service`, created on first use.
+    pub fn tracer(&self, service: &str) -> ServiceTracer {
+        let mut map = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, t)) = map.get(service) {
+            return t.clone();
+        }
+        let name: Arc<str> = Arc::from(service);
+        let mut builder = SdkTracerProvider::builder().with_resource(
+            Resource::builder_empty()
+                .with_service_name(service.to_string())
+                .build(),
+        );
+        if let Some(store) = &self.store {
+            builder = builder.with_span_processor(StoreProcessor {
+                store: store.clone(),
+                service: name.clone(),
+            });
+        }
+        if let Some(exporter) = &self.exporter {
+            builder = builder.with_span_processor(exporter.processor(name.clone()));
+        }
+        let provider = builder.build();
+        let tracer = ServiceTracer::new(TracerParts {
+            name: name.clone(),
+            tracer: provider.tracer("mqrs"),
+            policy: Arc::new(Policy {
+                sampler: self.sampler.clone(),
+                sampling: self.sampling.clone(),
+                service: name.clone(),
+                store: self.store.clone(),
+                exporter: self.exporter.as_ref().map(|e| e.processor(name.clone())),
+            }),
+        });
+        map.insert(name, (provider, tracer.clone()));
+        tracer
+    }
+
+    /// Flushes and shuts every provider down, then exports what is queued (this may block on
+    /// the collector for a few seconds: call it off the async runtime).
+    pub fn shutdown(&self) {
+        let map = std::mem::take(&mut *self.services.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, (provider, _)) in map {
+            let _ = provider.shutdown();
+        }
+        if let Some(e) = &self.exporter {
+            e.shutdown();
+        }
+        if let Some(s) = &self.store {
+            s.close();
+        }
+    }
+}
+
+/// Hands each finished span to the embedded store, tagged with its service.
+#[derive(Debug)]
+struct StoreProcessor {
+    store: Arc<TraceStore>,
+    service: Arc<str>,
+}
+
+impl SpanProcessor for StoreProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if sampling::wanted(&span) {
+            self.store.insert(to_stored(span, self.service.clone()));
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! [`MqttTransport`]: calls to modules of other processes, published on the module's request
+//! topic with a reply address and a correlation id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use rumqttc::v5::AsyncClient;
+use tokio::sync::oneshot;
+
+use super::budget::Budget;
+use super::shared::{BrokerStats, Counters, PendingGuard, ReplyRx, Shared, Throttle};
+use super::wire;
+use crate::config::BrokerSection;
+use crate::error::RpcError;
+use crate::transport::{Request, Transport};
+
+/// The transport to modules in other processes, through an MQTT 5 broker.
+#[derive(Clone)]
+pub struct MqttTransport {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl MqttTransport {
+    /// A transport for the process `server_id`; it connects when the app starts.
+    pub fn new(settings: BrokerSection, server_id: &str) -> Self {
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let serving = Budget::new(&settings);
+        MqttTransport {
+            shared: Arc::new(Shared {
+                reply_topic: format!("{}{server_id}/{nonce}", wire::REPLY_PREFIX),
+                settings,
+                broker_max_packet: std::sync::atomic::AtomicU32::new(0),
+                withdrawn: AtomicBool::new(false),
+                presence: RwLock::new(HashMap::new()),
+                client: RwLock::new(None),
+                connected: AtomicBool::new(false),
+                pending: Mutex::new(HashMap::new()),
+                // Correlation ids start at a random point, so one cannot be guessed from
+                // outside without watching the traffic.
+                next_id: AtomicU64::new(rand::random()),
+                counters: Counters::default(),
+                reannounce: Throttle::default(),
+                refusal_warning: Throttle::default(),
+                serving,
+            }),
+        }
+    }
+
+    /// The counters of the connection.
+    pub fn stats(&self) -> BrokerStats {
+        let c = &self.shared.counters;
+        BrokerStats {
+            connected: self.shared.connected.load(Ordering::Relaxed),
+            connects: c.connects.load(Ordering::Relaxed),
+            connection_errors: c.connection_errors.load(Ordering::Relaxed),
+            calls_sent: c.calls_sent.load(Ordering::Relaxed),
+            calls_served: c.calls_served.load(Ordering::Relaxed),
+            late_replies: c.late_replies.load(Ordering::Relaxed),
+            malformed: c.malformed.load(Ordering::Relaxed),
+            refused_pending: c.refused_pending.load(Ordering::Relaxed),
+            pending: self.shared.pending().len() as u64,
+            embedded: None,
+        }
+    }
+
+    /// The modules every connected process announced (this one included), by server id.
+    pub fn announced(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.shared
+            .presence
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn client(&self) -> Option<AsyncClient> {
+        if !self.shared.connected.load(Ordering::Acquire) {
+            return None;
+        }
+        self.shared
+            .client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Checks, encodes and publishes one call; `reply` is the pending entry to wait on.
+    fn send(
+        &self,
+        req: Request<'_>,
+        reply: Option<(u64, ReplyRx)>,
+    ) -> Result<BoxFuture<'static, Result<Vec<u8>, RpcError>>, RpcError> {
+        let unreachable = |reason: String| RpcError::Unreachable {
+            target: req.target.to_string(),
+            reason,
+        };
+        let client = self.client().ok_or_else(|| {
+            unreachable("this process is not connected to the MQTT broker".into())
+        })?;
+        if !self.shared.announced(req.target) {
+            return Err(RpcError::UnknownModule(req.target.to_string()));
+        }
+        let method = || format!("{}/{}", req.target.module, req.method);
+        let traceparent = req.session.traceparent();
+        let payload = wire::encode_request(&req.session, traceparent.as_deref(), &req.args)
+            .map_err(|reason| RpcError::BadArgs {
+                method: method(),
+                reason,
+            })?;
+        let topic = wire::call_topic(req.target, req.method);
+        if let Some(why) = self.shared.too_big(payload.len(), &topic) {
+            return Err(RpcError::BadArgs {
+                method: method(),
+                reason: format!("the request cannot go through the broker: {why}"),
+            });
+        }
+        let reply_to = reply
+            .as_ref()
+            .map(|(id, _)| (self.shared.reply_topic.as_str(), *id));
+        let props = wire::request_properties(reply_to, req.deadline, &req.session, traceparent);
+        let qos = self.shared.qos();
+        let target = req.target.to_string();
+        self.shared
+            .counters
+            .calls_sent
+            .fetch_add(1, Ordering::Relaxed);
+        let guard = reply.as_ref().map(|(id, _)| PendingGuard {
+            shared: self.shared.clone(),
+            id: *id,
+        });
+        Ok(async move {
+            let _guard = guard;
+            client
+                .publish_with_properties(topic, qos, false, payload, props)
+                .await
+                .map_err(|e| RpcError::Unreachable {
+                    target: target.clone(),
+                    reason: format!("cannot publish to the broker: {e}"),
+                })?;
+            match reply {
+                None => Ok(Vec::new()),
+                Some((_, rx)) => rx.await.unwrap_or_else(|_| {
+                    Err(RpcError::Unreachable {
+                        target,
+                        reason: "the broker connection closed".into(),
+                    })
+                }),
+            }
+        }
+        .boxed())
+    }
+}
+
+impl Transport for MqttTransport {
+    fn request(&self, req: Request<'_>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.shared.pending();
+            if pending.len() >= self.shared.settings.max_pending.max(1) {
+                drop(pending);
+                self.shared
+                    .counters
+                    .refused_pending
+                    .fetch_add(1, Ordering::Relaxed);
+                return futures_util::future::ready(Err(RpcError::Unavailable(format!(
+                    "{} calls are already waiting for other processes ([broker] max_pending)",
+                    self.shared.settings.max_pending
+                ))))
+                .boxed();
+            }
+            let method: Arc<str> = Arc::from(format!("{}/{}", req.target.module, req.method));
+            pending.insert(id, (tx, method, req.session.keep_mark()));
+        }
+        match self.send(req, Some((id, rx))) {
+            Ok(fut) => fut,
+            Err(e) => {
+                self.shared.pending().remove(&id);
+                futures_util::future::ready(Err(e)).boxed()
+            }
+        }
+    }
+
+    fn notify(&self, req: Request<'_>) -> Result<(), RpcError> {
+        let fut = self.send(req, None)?;
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::warn!(error = %e, "call_nr through the broker failed");
+            }
+        });
+        Ok(())
+    }
+
+    fn reaches(&self, target: crate::transport::Target<'_>, _method: &str) -> bool {
+        // Presence names modules, not methods: a remote module's methods are its to refuse.
+        self.shared.announced(target)
+    }
+}

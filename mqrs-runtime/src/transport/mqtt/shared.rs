@@ -1,0 +1,180 @@
+//! State shared by the transport's callers and its connection task: calls waiting for their
+//! replies, the presence table, the counters ([`BrokerStats`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::oneshot;
+
+use rumqttc::v5::AsyncClient;
+
+use super::broker::EmbeddedBrokerStats;
+use super::budget::Budget;
+use super::wire;
+use crate::config::BrokerSection;
+use crate::error::RpcError;
+use crate::trace::sampling::{Keep, KeepReason};
+
+/// Counters of the broker connection, read with [`App::broker_stats`](crate::App::broker_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BrokerStats {
+    /// True while connected to a broker.
+    pub connected: bool,
+    /// Connections made (the first and every reconnection).
+    pub connects: u64,
+    /// Failed connection attempts and lost connections; retries back off up to 5 s apart.
+    pub connection_errors: u64,
+    /// Calls sent to other processes.
+    pub calls_sent: u64,
+    /// Calls from other processes served here.
+    pub calls_served: u64,
+    /// Replies that arrived after their caller gave up, or whose correlation is unknown.
+    pub late_replies: u64,
+    /// Messages that were not a valid request or reply.
+    pub malformed: u64,
+    /// Calls refused because `max_pending` calls were already waiting.
+    pub refused_pending: u64,
+    /// Calls waiting for a reply now.
+    pub pending: u64,
+    /// The embedded broker's limits, when this process runs it.
+    pub embedded: Option<EmbeddedBrokerStats>,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) connects: AtomicU64,
+    pub(super) connection_errors: AtomicU64,
+    pub(super) calls_sent: AtomicU64,
+    pub(super) calls_served: AtomicU64,
+    pub(super) late_replies: AtomicU64,
+    pub(super) malformed: AtomicU64,
+    pub(super) refused_pending: AtomicU64,
+}
+
+/// Where the reply of one call is delivered.
+pub(super) type ReplyTx = oneshot::Sender<Result<Vec<u8>, RpcError>>;
+/// Where a caller waits for it.
+pub(super) type ReplyRx = oneshot::Receiver<Result<Vec<u8>, RpcError>>;
+/// Calls waiting for a reply, by correlation id, with their `Module/method`.
+/// A call waiting for its reply: where the reply goes, the method (for errors), and the keep
+/// mark of the caller's trace when the sampler skipped it (a reply can say to keep it).
+pub(super) type Pending = HashMap<u64, (ReplyTx, Arc<str>, Option<Arc<Keep>>)>;
+
+/// State shared by the transport's callers and its connection task.
+pub(super) struct Shared {
+    pub(super) settings: BrokerSection,
+    /// The Maximum Packet Size the broker announced in its CONNACK; 0 when it named none.
+    pub(super) broker_max_packet: std::sync::atomic::AtomicU32,
+    /// The app is stopping: this process no longer takes calls from others.
+    pub(super) withdrawn: AtomicBool,
+    /// Modules each connected process announced, by server id.
+    pub(super) presence: RwLock<HashMap<String, Vec<String>>>,
+    pub(super) reply_topic: String,
+    pub(super) client: RwLock<Option<AsyncClient>>,
+    pub(super) connected: AtomicBool,
+    pub(super) pending: Mutex<Pending>,
+    pub(super) next_id: AtomicU64,
+    pub(super) counters: Counters,
+    /// What calls from other processes being served may hold at once.
+    pub(super) serving: Budget,
+    /// Announcing again over other words on this process's presence topic: once a second.
+    pub(super) reannounce: Throttle,
+    /// Warning that a request was refused for where its reply would go: once in 10 s.
+    pub(super) refusal_warning: Throttle,
+}
+
+/// Lets something happen at most once per period.
+#[derive(Default)]
+pub(super) struct Throttle(Mutex<Option<std::time::Instant>>);
+
+impl Throttle {
+    /// True (and noted) when it did not happen in the last `period`.
+    pub(super) fn due(&self, period: std::time::Duration) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < period) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+impl Shared {
+    pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes the call waiting for `id`; false when nobody waits (late or unknown). `kept`
+    /// is the callee's word that the trace is kept there, so the caller keeps its part too.
+    pub(super) fn complete(&self, id: u64, payload: &[u8], kept: Option<KeepReason>) -> bool {
+        let Some((tx, method, keep)) = self.pending().remove(&id) else {
+            return false;
+        };
+        if let (Some(keep), Some(reason)) = (keep, kept) {
+            keep.mark(reason);
+        }
+        let _ = tx.send(wire::decode_reply(payload, &method));
+        true
+    }
+
+    /// Fails every waiting call, e.g. when the broker connection is lost.
+    pub(super) fn fail_all(&self, reason: &str) {
+        let waiting: Vec<_> = self.pending().drain().collect();
+        for (_, (tx, method, _)) in waiting {
+            let _ = tx.send(Err(RpcError::Unreachable {
+                target: method.to_string(),
+                reason: reason.to_string(),
+            }));
+        }
+    }
+
+    /// True when some process announced `target` (on its pinned server, if any).
+    pub(super) fn announced(&self, target: crate::transport::Target<'_>) -> bool {
+        let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
+        let runs = |modules: &Vec<String>| modules.iter().any(|m| m == target.module);
+        match target.server_id {
+            Some(sid) => presence.get(sid).is_some_and(runs),
+            None => presence.values().any(runs),
+        }
+    }
+
+    /// Why a payload of `len` bytes to `topic` cannot be sent, if it cannot: over
+    /// `[broker] max_payload`, or over the packet size the broker accepts (with room for the
+    /// topic and properties), which would make the client drop the whole connection.
+    pub(super) fn too_big(&self, len: usize, topic: &str) -> Option<String> {
+        let max = self.settings.max_payload;
+        if len > max {
+            return Some(format!(
+                "it is {len} bytes, over the broker payload limit of {max} bytes ([broker] max_payload)"
+            ));
+        }
+        let broker = self.broker_max_packet.load(Ordering::Relaxed) as usize;
+        // Fixed header, topic, properties (reply topic, correlation, user properties).
+        let overhead = 5 + 2 + topic.len() + 512;
+        (broker > 0 && len + overhead > broker).then(|| {
+            format!("it is {len} bytes; the broker accepts packets of at most {broker} bytes")
+        })
+    }
+
+    pub(super) fn qos(&self) -> rumqttc::v5::mqttbytes::QoS {
+        if self.settings.qos == 0 {
+            rumqttc::v5::mqttbytes::QoS::AtMostOnce
+        } else {
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+        }
+    }
+}
+
+/// Removes a call from the pending map when its caller stops waiting.
+pub(super) struct PendingGuard {
+    pub(super) shared: Arc<Shared>,
+    pub(super) id: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.shared.pending().remove(&self.id);
+    }
+}
