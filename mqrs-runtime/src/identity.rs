@@ -113,6 +113,6 @@ fn shared_value(s: &str) -> Value {
     if s.is_empty() {
         return Value::from("");
     }
-    let s = crate::text::cut(s, crate::text::MAX_VALUE_BYTES);
+    let s = mqrs_base::text::cut(s, mqrs_base::text::MAX_VALUE_BYTES);
     Value::String(Arc::<str>::from(s.as_ref()).into())
 }

@@ -38,7 +38,6 @@ pub mod gate;
 mod identity;
 mod server;
 pub mod session;
-mod text;
 pub mod trace;
 pub mod transport;
 

@@ -473,7 +473,7 @@ mod tests {
             ..Default::default()
         });
         let user = s.facts().span_attrs().user.clone().expect("user");
-        assert!(user.as_str().len() <= crate::trace::store::MAX_VALUE_BYTES + 3);
+        assert!(user.as_str().len() <= mqrs_base::text::MAX_VALUE_BYTES + 3);
         s.set_userid("ann");
         assert_eq!(s.facts().span_attrs().user, Some(Value::from("ann")));
         assert_eq!(s.facts().span_attrs().session, None);

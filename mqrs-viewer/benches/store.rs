@@ -27,10 +27,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
-use mqrs_runtime::config::BrokerUrl;
-use mqrs_runtime::trace::search_params::{self, now_us};
-use mqrs_runtime::trace::{StoreLimits, StoreStats, StoredSpan, Tag, TraceStore};
-use mqrs_runtime::{App, Config};
+use mqrs_viewer::__private::search_params::{self, now_us};
+use mqrs_viewer::{StoreLimits, StoreStats, StoredSpan, Tag, TraceStore};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -568,23 +566,24 @@ struct Ingest {
 /// loopback port) with caps far above what the measure sends, and posts to it from
 /// [`CLIENTS`] clients for [`WARMUP`] + [`MEASURE`].
 async fn ingest() -> Ingest {
-    let mut cfg = Config::ephemeral();
-    cfg.app.name = "mqrs-viewer".into();
-    cfg.gate.enabled = false;
-    cfg.broker.url = BrokerUrl::None;
-    cfg.trace.store = true;
-    cfg.trace.viewer = false;
-    cfg.trace.collector = true;
-    cfg.trace.otlp_export.clear();
     // Room for 20 M spans (4 M traces, about 4 GiB): every span the measure sends is kept, so
     // what is measured is taking spans in, not evicting.
-    cfg.trace.max_traces = 4_000_000;
-    cfg.trace.max_bytes = 8 << 30;
-    cfg.trace.max_traces_per_session = usize::MAX;
-    let app = App::builder().config(cfg).build().expect("app");
-    let addrs = app.start().await.expect("collector starts");
-    let addr = addrs.collector.expect("collector address");
-    let store = app.trace_store().expect("store");
+    let store = Arc::new(TraceStore::new(StoreLimits {
+        max_traces: 4_000_000,
+        max_bytes: 8 << 30,
+        max_traces_per_session: usize::MAX,
+        ..StoreLimits::default()
+    }));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (addr, collector) = mqrs_viewer::serve_collector(
+        store.clone(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        4 << 20,
+        Duration::from_secs(3600),
+        stopped,
+    )
+    .await
+    .expect("collector starts");
     let template = Arc::new(Template::new());
     let seq = Arc::new(AtomicU64::new(0));
     let from = Instant::now() + WARMUP;
@@ -606,7 +605,8 @@ async fn ingest() -> Ingest {
         }
     }
     let stats = store.stats();
-    app.shutdown().await;
+    let _ = stop.send(true);
+    let _ = collector.await;
     Ingest {
         spans_per_s: total.accepted as f64 / MEASURE.as_secs_f64(),
         requests: total.requests,

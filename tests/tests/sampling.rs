@@ -130,7 +130,7 @@ impl Running {
                 .is_some_and(|t| t.spans.iter().any(|s| s.parent_span_id.is_none()))
         })
         .await;
-        mqrs_runtime::trace::api::jaeger_trace(&store.trace(id128).expect("stored"))
+        mqrs_viewer::jaeger_trace(&store.trace(id128).expect("stored"))
     }
 }
 

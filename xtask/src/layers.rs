@@ -33,7 +33,8 @@ struct File {
     module: Vec<String>,
     /// Child modules declared with `mod x;` or `mod x {`.
     children: BTreeSet<String>,
-    /// Name → the path it is re-exported from (absolute, crate-relative segments).
+    /// Name → the path it is re-exported from (absolute, crate-relative segments; empty for a
+    /// name of another crate).
     reexports: HashMap<String, Vec<String>>,
     /// Every referenced path, absolute.
     refs: Vec<Vec<String>>,
@@ -134,18 +135,19 @@ fn resolve(
     if depth < 8 {
         if let Some(next) = path.get(i) {
             if let Some(to) = files.get(file).and_then(|f| f.reexports.get(next)) {
+                if to.is_empty() {
+                    return None; // another crate's
+                }
                 let mut full = to.clone();
                 full.extend_from_slice(&path[i + 1..]);
-                if let Some(t) = resolve(&full, files, by_module, depth + 1) {
-                    return Some(t);
-                }
+                return resolve(&full, files, by_module, depth + 1);
             }
         }
     }
     Some(file.clone())
 }
 
-/// Removes comments, string literals and `#[cfg(test)]` items.
+/// Removes comments, string literals and items compiled for tests only.
 fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let b = text.as_bytes();
@@ -187,7 +189,7 @@ fn clean(text: &str) -> String {
     // `#[cfg(test)]` followed by an item: drop the item (to its matching brace or `;`).
     let mut result = String::with_capacity(out.len());
     let mut rest = out.as_str();
-    while let Some(at) = rest.find("#[cfg(test)]") {
+    while let Some(at) = test_only(rest) {
         result.push_str(&rest[..at]);
         let after = &rest[at..];
         let mut depth = 0usize;
@@ -213,6 +215,23 @@ fn clean(text: &str) -> String {
     }
     result.push_str(rest);
     result
+}
+
+/// Where the first attribute that compiles an item for tests only (`#[cfg(test)]`,
+/// `#[cfg(all(test, ...))]`) starts in `code`.
+fn test_only(code: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = code[from..].find("#[cfg(") {
+        let at = from + i;
+        let end = code[at..].find(")]").map_or(code.len(), |e| at + e);
+        let cond = &code[at + 6..end];
+        let names_test = cond.split(|c: char| !is_ident(c)).any(|w| w == "test");
+        if names_test && !cond.contains("not(") {
+            return Some(at);
+        }
+        from = at + 6;
+    }
+    None
 }
 
 fn is_ident(c: char) -> bool {
@@ -254,11 +273,11 @@ fn parse(module: &[String], text: &str) -> File {
             continue;
         }
         for (path, alias) in expand(s[at + 4..].trim()) {
-            if let Some(abs) = file.absolute(&path) {
-                if let Some(name) = alias.or_else(|| abs.last().cloned()) {
-                    if name != "self" && name != "*" {
-                        file.reexports.insert(name, abs);
-                    }
+            // A name from another crate is re-exported as an empty path: it is nobody's here.
+            let abs = file.absolute(&path).unwrap_or_default();
+            if let Some(name) = alias.or_else(|| path.last().cloned()) {
+                if name != "self" && name != "*" {
+                    file.reexports.insert(name, abs);
                 }
             }
         }
@@ -636,7 +655,9 @@ mod tests {
         .expect("write");
         fs::write(
             dir.join("b.rs"),
-            "use crate::a::{self, Y as Z};\n#[cfg(test)]\nmod tests { use crate::a::x; }",
+            "use crate::a::{self, Y as Z};\n#[cfg(test)]\nmod tests { use crate::a::x; }\n\
+             #[cfg(all(test, feature = \"f\"))]\nmod more { use crate::a::x; }\n\
+             pub use std::sync::Arc;",
         )
         .expect("write");
         let g = read(&dir).expect("read");

@@ -14,7 +14,7 @@ use crate::gate::Publish;
 use crate::gate::TracingHook;
 use crate::server::Registry;
 use crate::session::Session;
-use crate::trace::{Sampling, StoreLimits, TraceStore, Tracing};
+use crate::trace::{Sampling, SpanSink, Tracing};
 use crate::transport::{InProcess, MqttTransport, Router, Transport};
 
 type AddModule = Box<dyn FnOnce(&App) -> Result<(), AppError>>;
@@ -96,24 +96,12 @@ impl AppBuilder {
     pub(super) fn build_empty(self) -> App {
         let config = self.config;
         let registry = Arc::new(Registry::default());
-        let store = config.trace.store.then(|| {
-            let limits = StoreLimits {
-                max_traces: config.trace.max_traces,
-                max_bytes: config.trace.max_bytes,
-                max_spans_per_trace: config.trace.max_spans_per_trace,
-                max_traces_per_session: config.trace.max_traces_per_session,
-            };
-            let dir = &config.trace.data_dir;
-            if dir.is_empty() {
-                return Arc::new(TraceStore::new(limits));
-            }
-            // A directory that cannot be used is reported again by `App::start`, which then
-            // refuses to start.
-            TraceStore::persistent(limits, std::path::Path::new(dir)).unwrap_or_else(|e| {
-                tracing::error!(error = %e, dir, "the trace data directory cannot be used");
-                Arc::new(TraceStore::new(limits))
-            })
-        });
+        #[cfg(feature = "viewer")]
+        let store = super::viewer::make_store(&config.trace);
+        #[cfg(feature = "viewer")]
+        let sink = store.clone().map(|s| s as Arc<dyn SpanSink>);
+        #[cfg(not(feature = "viewer"))]
+        let sink: Option<Arc<dyn SpanSink>> = None;
         // Bad sampling settings or a bad endpoint are reported again by `App::start`, which
         // then refuses to start.
         let sampling = Sampling::from_config(&config.trace).unwrap_or_else(|e| {
@@ -121,14 +109,14 @@ impl AppBuilder {
             Sampling::default()
         });
         let tracing = if config.trace.otlp_export.is_empty() {
-            Tracing::new(store).with_sampling(sampling)
+            Tracing::new(sink).with_sampling(sampling)
         } else {
-            Tracing::new(store.clone())
+            Tracing::new(sink.clone())
                 .with_sampling(sampling.clone())
                 .with_export(&config.trace.otlp_export, config.trace.otlp_queue)
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "OTLP export is off");
-                    Tracing::new(store).with_sampling(sampling)
+                    Tracing::new(sink).with_sampling(sampling)
                 })
         };
         let tracing = Arc::new(tracing);
@@ -173,6 +161,8 @@ impl AppBuilder {
                 broker_limits: std::sync::Mutex::new(None),
                 link_stop: watch::channel(false).0,
                 link_task: Mutex::new(None),
+                #[cfg(feature = "viewer")]
+                store,
                 config,
             }),
         }

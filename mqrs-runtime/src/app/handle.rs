@@ -13,7 +13,7 @@ use crate::error::RpcError;
 use crate::gate::{self, Publish};
 use crate::server::Registry;
 use crate::session::Session;
-use crate::trace::{spans, TraceStore, Tracing};
+use crate::trace::{spans, Tracing};
 use crate::transport::mqtt::broker::{BrokerLimits, EmbeddedBroker};
 use crate::transport::mqtt::{BrokerStats, MqttTransport};
 
@@ -62,6 +62,9 @@ pub(super) struct Inner {
     /// Stops the broker link, after the gate has drained (its requests may call other
     /// processes until the end).
     pub(super) link_stop: watch::Sender<bool>,
+    /// The embedded trace store, when `[trace] store` is on.
+    #[cfg(feature = "viewer")]
+    pub(super) store: Option<Arc<mqrs_viewer::TraceStore>>,
     pub(super) link_task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -244,7 +247,7 @@ impl App {
     }
 
     /// The OTLP exporter's counters (exported, dropped, failed), when spans are exported.
-    pub fn export_stats(&self) -> Option<crate::trace::otlp::ExportStats> {
+    pub fn export_stats(&self) -> Option<crate::trace::ExportStats> {
         self.inner.tracing.export_stats()
     }
 
@@ -259,11 +262,6 @@ impl App {
             .as_ref()
             .map(|l| l.stats());
         Some(stats)
-    }
-
-    /// The embedded trace store, when enabled.
-    pub fn trace_store(&self) -> Option<Arc<TraceStore>> {
-        self.inner.tracing.store().cloned()
     }
 
     /// Every callable `Module/method`.

@@ -8,6 +8,8 @@ mod error;
 mod handle;
 mod module;
 mod run;
+#[cfg(feature = "viewer")]
+mod viewer;
 
 pub use crate::gate::TracingHook;
 pub use builder::AppBuilder;

@@ -32,19 +32,20 @@ impl App {
     async fn start_all(&self) -> Result<Addrs, AppError> {
         let otlp = &self.inner.config.trace.otlp_export;
         if !otlp.is_empty() {
-            crate::trace::otlp::export::traces_url(otlp).map_err(AppError::Otlp)?;
+            crate::trace::export::traces_url(otlp).map_err(AppError::Otlp)?;
         }
         crate::trace::Sampling::from_config(&self.inner.config.trace)
             .map_err(AppError::Sampling)?;
-        let dir = &self.inner.config.trace.data_dir;
-        if !dir.is_empty()
-            && self
-                .inner
-                .tracing
-                .store()
-                .is_some_and(|s| !s.is_persistent())
+        #[cfg(feature = "viewer")]
+        super::viewer::check(self)?;
+        #[cfg(not(feature = "viewer"))]
         {
-            return Err(AppError::DataDir(dir.clone()));
+            let t = &self.inner.config.trace;
+            if t.store || t.viewer || t.collector {
+                tracing::info!(
+                    "built without the `viewer` feature: no trace store, viewer or collector here"
+                );
+            }
         }
         let broker_urls = self.start_broker().await?;
         let starts: Vec<(&'static str, BoxFuture<'static, Result<(), String>>)> = self
@@ -117,40 +118,8 @@ impl App {
             addrs.gate = Some(bound.addr);
             self.push_task(bound.serve(self.inner.shutdown.subscribe()));
         }
-        if let (true, Some(store)) = (cfg.trace.viewer, self.inner.tracing.store()) {
-            let (addr, task) = crate::trace::api::serve(
-                store.clone(),
-                cfg.trace.viewer_addr,
-                self.inner.shutdown.subscribe(),
-            )
-            .await
-            .map_err(|source| AppError::Bind {
-                what: "the trace viewer",
-                addr: cfg.trace.viewer_addr,
-                source,
-            })?;
-            tracing::info!("trace viewer on http://{addr}/");
-            addrs.viewer = Some(addr);
-            self.push_task(task);
-        }
-        if let (true, Some(store)) = (cfg.trace.collector, self.inner.tracing.store()) {
-            let (addr, task) = crate::trace::otlp::ingest::serve(
-                store.clone(),
-                cfg.trace.collector_addr,
-                cfg.trace.collector_max_body,
-                Duration::from_secs(cfg.trace.collector_max_skew_s),
-                self.inner.shutdown.subscribe(),
-            )
-            .await
-            .map_err(|source| AppError::Bind {
-                what: "the OTLP collector",
-                addr: cfg.trace.collector_addr,
-                source,
-            })?;
-            tracing::info!("OTLP collector on http://{addr}/v1/traces");
-            addrs.collector = Some(addr);
-            self.push_task(task);
-        }
+        #[cfg(feature = "viewer")]
+        super::viewer::serve(self, &mut addrs).await?;
         *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
         Ok(addrs)
     }
@@ -283,7 +252,7 @@ impl App {
         tracing::info!("app stopped");
     }
 
-    fn push_task(&self, t: JoinHandle<()>) {
+    pub(super) fn push_task(&self, t: JoinHandle<()>) {
         self.inner
             .tasks
             .lock()

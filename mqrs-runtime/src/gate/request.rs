@@ -12,7 +12,7 @@ use super::topic::{body_to_args, encode_reply, parse_topic, wants_reply, ClientT
 use crate::error::RpcError;
 use crate::session::Session;
 use crate::trace::spans::{self, EndOnDrop};
-use crate::trace::store::clip;
+use mqrs_base::text::clip;
 
 /// Handles one PUBLISH from a client.
 pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {

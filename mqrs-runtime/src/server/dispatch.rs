@@ -93,7 +93,8 @@ async fn run(route: &Route, session: Session, args: Vec<u8>) -> Result<Vec<u8>, 
     }
 }
 
-#[cfg(test)]
+// These tests read what was recorded from the embedded store.
+#[cfg(all(test, feature = "viewer"))]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;

@@ -251,7 +251,8 @@ impl Visit for Fields {
     }
 }
 
-#[cfg(test)]
+// These tests read what was recorded from the embedded store.
+#[cfg(all(test, feature = "viewer"))]
 mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::{OnceLock, RwLock};
 
-use super::hash::KeyedHash;
+use mqrs_base::hash::KeyedHash;
 
 /// Longest name kept in the table.
 pub const MAX_LEN: usize = 128;

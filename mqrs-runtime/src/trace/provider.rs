@@ -1,5 +1,5 @@
 //! [`Tracing`]: the per-module tracer providers of a process, and the processor that hands
-//! their finished spans to the embedded store.
+//! their finished spans to its [`SpanSink`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,26 +11,30 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
-use super::otlp;
+use super::export::{ExportStats, Exporter};
 use super::sampling::{self, Sampler, Sampling};
-use super::store::{to_stored, TraceStore};
+use super::sink::SpanSink;
 use super::tracer::{Policy, ServiceTracer, TracerParts};
 
 /// Owns the per-service tracer providers and where their spans go.
 pub struct Tracing {
-    store: Option<Arc<TraceStore>>,
+    sink: Option<Arc<dyn SpanSink>>,
     sampling: Sampling,
     sampler: Sampler,
-    exporter: Option<otlp::export::Exporter>,
+    exporter: Option<Exporter>,
     services: Mutex<HashMap<Arc<str>, (SdkTracerProvider, ServiceTracer)>>,
 }
 
 impl Tracing {
-    /// Tracing whose finished spans go to `store` (none: spans are created but kept nowhere).
-    pub fn new(store: Option<Arc<TraceStore>>) -> Self {
+    /// Tracing whose finished spans go to `sink` (none: spans are created but kept nowhere,
+    /// unless exported).
+    pub fn new(sink: Option<Arc<dyn SpanSink>>) -> Self {
         let sampling = Sampling::default();
+        if let Some(s) = &sink {
+            s.recycle_with(super::attrs::give);
+        }
         Tracing {
-            store,
+            sink,
             sampler: sampling.sampler(),
             sampling,
             exporter: None,
@@ -49,18 +53,13 @@ impl Tracing {
     /// Also sends every finished span by OTLP/HTTP to `endpoint`, through a queue of `queue`
     /// spans; the error says why the endpoint is not usable.
     pub(crate) fn with_export(mut self, endpoint: &str, queue: usize) -> Result<Self, String> {
-        self.exporter = Some(otlp::export::Exporter::start(endpoint, queue)?);
+        self.exporter = Some(Exporter::start(endpoint, queue)?);
         Ok(self)
     }
 
     /// The exporter's counters, when spans are exported.
-    pub fn export_stats(&self) -> Option<otlp::ExportStats> {
+    pub fn export_stats(&self) -> Option<ExportStats> {
         self.exporter.as_ref().map(|e| e.stats())
-    }
-
-    /// The embedded store, when enabled.
-    pub fn store(&self) -> Option<&Arc<TraceStore>> {
-        self.store.as_ref()
     }
 
     /// The tracer for `service`, created on first use.
@@ -75,9 +74,9 @@ impl Tracing {
                 .with_service_name(service.to_string())
                 .build(),
         );
-        if let Some(store) = &self.store {
-            builder = builder.with_span_processor(StoreProcessor {
-                store: store.clone(),
+        if let Some(sink) = &self.sink {
+            builder = builder.with_span_processor(SinkProcessor {
+                sink: sink.clone(),
                 service: name.clone(),
             });
         }
@@ -92,7 +91,7 @@ impl Tracing {
                 sampler: self.sampler.clone(),
                 sampling: self.sampling.clone(),
                 service: name.clone(),
-                store: self.store.clone(),
+                sink: self.sink.clone(),
                 exporter: self.exporter.as_ref().map(|e| e.processor(name.clone())),
             }),
         });
@@ -110,25 +109,25 @@ impl Tracing {
         if let Some(e) = &self.exporter {
             e.shutdown();
         }
-        if let Some(s) = &self.store {
+        if let Some(s) = &self.sink {
             s.close();
         }
     }
 }
 
-/// Hands each finished span to the embedded store, tagged with its service.
+/// Hands each finished span to the sink, tagged with its service.
 #[derive(Debug)]
-struct StoreProcessor {
-    store: Arc<TraceStore>,
+struct SinkProcessor {
+    sink: Arc<dyn SpanSink>,
     service: Arc<str>,
 }
 
-impl SpanProcessor for StoreProcessor {
+impl SpanProcessor for SinkProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
         if sampling::wanted(&span) {
-            self.store.insert(to_stored(span, self.service.clone()));
+            self.sink.insert(span, self.service.clone());
         }
     }
 

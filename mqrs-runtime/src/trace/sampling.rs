@@ -3,7 +3,7 @@
 //! (`traceparent`'s `01`/`00`), so every span of a request, in every process, follows it.
 //!
 //! A trace the sampler skipped is still followed, cheaply, when keeping is on (`trace::skipped`
-//! holds its spans' few facts): if one of its spans fails or is slow, [`Keep`] marks the trace,
+//! holds its spans' few facts): if one of its spans fails or is slow, `Keep` marks the trace,
 //! each span on the way back to the root is tagged `mqrs.kept` as it ends, and those spans are
 //! stored and exported like sampled ones. The rest of a skipped trace is forgotten.
 

@@ -337,7 +337,8 @@ impl Drop for CancelMark<'_> {
     }
 }
 
-#[cfg(test)]
+// These tests read what was recorded from the embedded store.
+#[cfg(all(test, feature = "viewer"))]
 mod tests {
     use std::time::Duration;
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use opentelemetry_sdk::trace::{SdkTracer, SpanData, SpanProcessor};
 
-use super::otlp::export::ExportProcessor;
+use super::export::ExportProcessor;
 use super::sampling::{Sampler, Sampling};
-use super::store::{to_stored, TraceStore};
+use super::sink::SpanSink;
 
 /// A tracer bound to one service (module), shared by every span that module records. Every
 /// traced session carries one; a clone is one reference count.
@@ -48,7 +48,7 @@ pub(crate) struct Policy {
     /// The sampling settings: what is kept of skipped traces.
     pub(crate) sampling: Sampling,
     pub(crate) service: Arc<str>,
-    pub(crate) store: Option<Arc<TraceStore>>,
+    pub(crate) sink: Option<Arc<dyn SpanSink>>,
     pub(crate) exporter: Option<ExportProcessor>,
 }
 
@@ -60,12 +60,12 @@ impl Policy {
 
     /// Stores and exports a kept span of a skipped trace, as the SDK's processors would.
     pub(crate) fn deliver(&self, span: SpanData) {
-        match (&self.store, &self.exporter) {
-            (Some(store), Some(exporter)) => {
+        match (&self.sink, &self.exporter) {
+            (Some(sink), Some(exporter)) => {
                 exporter.on_end(span.clone());
-                store.insert(to_stored(span, self.service.clone()));
+                sink.insert(span, self.service.clone());
             }
-            (Some(store), None) => store.insert(to_stored(span, self.service.clone())),
+            (Some(sink), None) => sink.insert(span, self.service.clone()),
             (None, Some(exporter)) => exporter.on_end(span),
             (None, None) => {}
         }

@@ -231,7 +231,8 @@ async fn reply(
     }
 }
 
-#[cfg(test)]
+// These tests read what was recorded from the embedded store.
+#[cfg(all(test, feature = "viewer"))]
 mod tests {
     use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::trace::hash::KeyedHash;
+use mqrs_base::hash::KeyedHash;
 
 /// A hashed `user.id` or `session.id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -21,8 +21,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::trace::http_limits::{read_body, BodyError};
-use crate::trace::store::TraceStore;
+use crate::http::limits::{read_body, BodyError};
+use crate::store::TraceStore;
 
 use super::convert::{to_stored, traces_per_request};
 use super::prescan::{decode_budget, json_over, protobuf_over};
@@ -37,7 +37,7 @@ struct Collector {
 }
 
 /// Binds `addr` and serves `POST /v1/traces` into `store` until `shutdown` turns true.
-pub(crate) async fn serve(
+pub async fn serve(
     store: Arc<TraceStore>,
     addr: SocketAddr,
     max_body: usize,
@@ -57,7 +57,7 @@ pub(crate) async fn serve(
             max_body,
             max_skew_us: max_skew.as_micros() as u64,
         });
-    crate::trace::http_limits::serve("OTLP collector", app, addr, shutdown, counters).await
+    crate::http::limits::serve("OTLP collector", app, addr, shutdown, counters).await
 }
 
 /// Counts every answer in the store's stats: taken in, or refused.
@@ -128,7 +128,7 @@ fn refuse(status: StatusCode, json: bool, msg: String) -> Response {
 /// `google.rpc.Status` body as the collector's own.
 async fn status_bodies(r: Response) -> Response {
     let typed = ["application/x-protobuf", "application/json"];
-    match crate::trace::http_limits::untyped_error(r, &typed).await {
+    match crate::http::limits::untyped_error(r, &typed).await {
         Ok((status, text)) => refuse(status, false, text),
         Err(r) => r,
     }
@@ -143,7 +143,7 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
         .map(|v| v.to_str().unwrap_or("(not text)"));
     if !json && !content_type.is_some_and(|t| t.starts_with("application/x-protobuf")) {
         let given = match content_type {
-            Some(t) => format!("Content-Type `{}`", crate::trace::store::cut(t, 64)),
+            Some(t) => format!("Content-Type `{}`", crate::store::cut(t, 64)),
             None => "no Content-Type".to_string(),
         };
         return refuse(
@@ -170,7 +170,7 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
                 json,
                 format!(
                     "the body came slower than {} KiB/s",
-                    crate::trace::http_limits::BODY_MIN_RATE >> 10
+                    crate::http::limits::BODY_MIN_RATE >> 10
                 ),
             )
         }
@@ -232,7 +232,7 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
         Ok(r) => r,
         Err(msg) => return refuse(StatusCode::BAD_REQUEST, json, msg),
     };
-    let now_us = crate::trace::store::micros(std::time::SystemTime::now());
+    let now_us = crate::store::micros(std::time::SystemTime::now());
     let max_traces = traces_per_request(c.store.limits().max_traces);
     let (spans, rejected) = to_stored(request, now_us.saturating_add(c.max_skew_us), max_traces);
     for s in spans {

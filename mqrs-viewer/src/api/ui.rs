@@ -46,6 +46,6 @@ async fn script(Path(file): Path<String>) -> Response {
             *body,
         )
             .into_response(),
-        None => super::answer::not_found().await,
+        None => crate::http::answer::not_found().await,
     }
 }

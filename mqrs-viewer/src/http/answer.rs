@@ -6,8 +6,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::store::StoredTrace;
-
 /// Spans (in the store's own measure) one search answers with at most; the JSON is about twice
 /// that. Bounds the memory and time a search can take, whatever its `limit`.
 pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -15,16 +13,15 @@ pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// The process's permit for a heavy answer (see `http_limits`), waited for; `None` only if
 /// the permits are closed.
 pub(crate) async fn heavy() -> Option<tokio::sync::SemaphorePermit<'static>> {
-    super::http_limits::HEAVY_QUERIES.acquire().await.ok()
+    super::limits::HEAVY_QUERIES.acquire().await.ok()
 }
 
 /// What to tell a reader of a trace cut short of its `total` spans by the answer cap.
-pub(crate) fn cut_warning(t: &StoredTrace, total: usize) -> Option<String> {
-    (t.spans.len() < total).then(|| {
+pub(crate) fn cut_warning(shown: usize, total: usize) -> Option<String> {
+    (shown < total).then(|| {
         format!(
-            "trace cut at about {} MiB: {} of its {total} spans shown",
+            "trace cut at about {} MiB: {shown} of its {total} spans shown",
             MAX_ANSWER_BYTES >> 20,
-            t.spans.len()
         )
     })
 }

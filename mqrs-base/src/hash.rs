@@ -7,7 +7,7 @@ use std::hash::{BuildHasher, Hasher};
 
 /// Builds [`KeyedHasher`]s with one random key.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct KeyedHash(u64);
+pub struct KeyedHash(u64);
 
 impl Default for KeyedHash {
     fn default() -> Self {
@@ -23,7 +23,7 @@ impl BuildHasher for KeyedHash {
 }
 
 /// The hasher of [`KeyedHash`].
-pub(crate) struct KeyedHasher(u64);
+pub struct KeyedHasher(u64);
 
 impl Hasher for KeyedHasher {
     fn finish(&self) -> u64 {

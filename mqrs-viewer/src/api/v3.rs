@@ -18,9 +18,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::answer::{parse_trace_id, MAX_ANSWER_BYTES};
 use super::search_params::{self, go_duration_us, rfc3339_us, Params};
-use super::store::{StoredSpan, StoredTrace, Tag, TraceQuery, TraceStore};
+use crate::http::answer::{parse_trace_id, MAX_ANSWER_BYTES};
+use crate::store::{StoredSpan, StoredTrace, Tag, TraceQuery, TraceStore};
 
 /// Traces a search returns when it names no depth (Jaeger's default).
 const DEFAULT_DEPTH: usize = 100;
@@ -76,7 +76,7 @@ fn go_bool(v: &str) -> Option<bool> {
 
 /// Waits for the process's heavy-answer permit (see `http_limits`).
 async fn heavy() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
-    super::answer::heavy()
+    crate::http::answer::heavy()
         .await
         .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))
 }
@@ -152,7 +152,7 @@ async fn get_trace(
     };
     match store.trace_within(tid, MAX_ANSWER_BYTES) {
         Some((t, total)) => {
-            let warning = super::answer::cut_warning(&t, total);
+            let warning = crate::http::answer::cut_warning(t.spans.len(), total);
             let mut body = json!({"result": {"resourceSpans": resource_spans(&[t])}});
             // OTLP/JSON has no place for it: beside `result`, as the v1 API writes it.
             if let Some(w) = warning {
@@ -417,7 +417,7 @@ fn otlp_span(s: &StoredSpan) -> Value {
             .iter()
             .map(|e| {
                 let mut ev = json!({
-                    "timeUnixNano": nanos(super::store::micros(e.timestamp)),
+                    "timeUnixNano": nanos(crate::store::micros(e.timestamp)),
                     "name": e.name,
                 });
                 if !e.attributes.is_empty() {

@@ -13,9 +13,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::answer::{cut_warning, error, heavy, not_found, parse_trace_id, MAX_ANSWER_BYTES};
 use super::search_params;
-use super::store::{cut, micros, StoredTrace, TraceStore};
+use crate::http::answer::{cut_warning, error, heavy, not_found, parse_trace_id, MAX_ANSWER_BYTES};
+use crate::store::{cut, micros, StoredTrace, TraceStore};
 
 /// The API's routes over `store`.
 pub fn router(store: Arc<TraceStore>) -> Router {
@@ -34,7 +34,7 @@ pub fn router(store: Arc<TraceStore>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/latency", get(latency))
         .with_state(store.clone())
-        .merge(super::api_v3::router(store))
+        .merge(super::v3::router(store))
         .fallback(not_found)
         .layer(axum::middleware::map_response(errors_as_json))
 }
@@ -46,7 +46,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let counters = store.viewer_http.clone();
-    super::http_limits::serve("trace viewer", router(store), addr, shutdown, counters).await
+    crate::http::limits::serve("trace viewer", router(store), addr, shutdown, counters).await
 }
 
 fn envelope(data: Value) -> Json<Value> {
@@ -262,7 +262,7 @@ async fn traces_by_id<'a>(store: &TraceStore, ids: impl Iterator<Item = &'a str>
             Some((t, total)) => {
                 used += t.stored_bytes();
                 let mut trace = jaeger_trace(&t);
-                if let Some(w) = cut_warning(&t, total) {
+                if let Some(w) = cut_warning(t.spans.len(), total) {
                     trace["warnings"] = json!([w.clone()]);
                     warnings.push(json!(format!("trace {id}: {w}")));
                 }
@@ -302,7 +302,7 @@ async fn get_trace(State(store): State<Arc<TraceStore>>, Path(id): Path<String>)
     match store.trace_within(tid, MAX_ANSWER_BYTES) {
         Some((t, total)) => {
             let mut trace = jaeger_trace(&t);
-            let warning = cut_warning(&t, total);
+            let warning = cut_warning(t.spans.len(), total);
             if let Some(w) = &warning {
                 trace["warnings"] = json!([w]);
             }
@@ -398,7 +398,7 @@ pub fn jaeger_trace(t: &StoredTrace) -> Value {
     let trace_id = t.spans.first().map_or(0, |s| s.trace_id);
     let tid = format!("{trace_id:032x}");
     let mut processes = serde_json::Map::new();
-    let mut pid_of: HashMap<(&str, &[super::store::Tag]), String> = HashMap::new();
+    let mut pid_of: HashMap<(&str, &[crate::store::Tag]), String> = HashMap::new();
     let spans: Vec<Value> = t
         .spans
         .iter()
@@ -481,7 +481,7 @@ pub fn jaeger_trace(t: &StoredTrace) -> Value {
 /// Errors from the HTTP layer itself (a method the route does not take, a query string that is
 /// not valid URL encoding, ...) answer in the API's own error shape, not as plain text.
 async fn errors_as_json(r: Response) -> Response {
-    match super::http_limits::untyped_error(r, &["application/json"]).await {
+    match crate::http::limits::untyped_error(r, &["application/json"]).await {
         Ok((status, text)) => error(status, text),
         Err(r) => r,
     }

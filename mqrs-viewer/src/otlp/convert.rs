@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::Link;
 
-use crate::trace::store::{shared_tags, StoredEvent, StoredLink, StoredSpan, Tag, MAX_NAME_BYTES};
+use crate::store::{shared_tags, StoredEvent, StoredLink, StoredSpan, Tag, MAX_NAME_BYTES};
 
 /// Most spans taken from one request (32 times an SDK's default batch of 512); the rest are
 /// refused in its partial success.
@@ -196,7 +196,7 @@ pub(super) fn to_stored(
 /// The scope's name and version, empty when not given; cut here, as every span of the scope
 /// gets a copy.
 fn scope_of(scope: Option<InstrumentationScope>) -> (Cow<'static, str>, Cow<'static, str>) {
-    let cut = |s: String| match crate::trace::store::cut(&s, MAX_NAME_BYTES) {
+    let cut = |s: String| match crate::store::cut(&s, MAX_NAME_BYTES) {
         Cow::Borrowed(_) => Cow::Owned(s),
         Cow::Owned(c) => Cow::Owned(c),
     };
@@ -422,7 +422,7 @@ mod tests {
         assert_eq!(first.len(), 128);
         assert!(first
             .iter()
-            .all(|t| t.value.as_str().len() <= crate::trace::store::MAX_VALUE_BYTES + 3));
+            .all(|t| t.value.as_str().len() <= crate::store::MAX_VALUE_BYTES + 3));
         assert!(out.iter().all(|s| Arc::ptr_eq(&s.resource, first)));
         assert!(out.iter().all(|s| s.scope.0.len() <= MAX_NAME_BYTES + 3));
         assert_eq!(

@@ -112,7 +112,7 @@ fn put_len(out: &mut Vec<u8>, n: usize) {
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     // Names and values are capped long before 4 GiB; cut rather than mis-frame regardless.
-    let s = super::clip(s, u32::MAX as usize);
+    let s = mqrs_base::text::clip(s, u32::MAX as usize);
     put_len(out, s.len());
     out.extend_from_slice(s.as_bytes());
 }

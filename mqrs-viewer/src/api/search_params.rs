@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::store::TraceQuery;
+use crate::store::TraceQuery;
 
 /// `limit` when none is given.
 pub const DEFAULT_LIMIT: usize = 20;

@@ -18,12 +18,10 @@ mod players;
 mod query;
 mod traces;
 
-pub(crate) use crate::text::clip;
-pub use crate::text::cut;
 pub use analytics::{nearest_rank, Dependency, OpLatency};
-pub(crate) use from_sdk::to_stored;
 pub(crate) use limits::shared_tags;
 pub use limits::{cap_values, MAX_NAME_BYTES, MAX_VALUE_BYTES};
+pub use mqrs_base::text::cut;
 
 pub use model::{
     micros, StoreLimits, StoreStats, StoredEvent, StoredLink, StoredSpan, StoredTrace, Tag,

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use opentelemetry::{Array, Key, Value};
 
-use super::{cut, StoredEvent, StoredSpan, Tag};
+use mqrs_base::text::cut;
+
+use super::{StoredEvent, StoredSpan, Tag};
 
 /// Most attributes kept on a span.
 pub const MAX_ATTRIBUTES: usize = 128;
@@ -31,7 +33,7 @@ pub const MAX_LINKS: usize = 128;
 /// Longest attribute key kept.
 pub const MAX_KEY_BYTES: usize = 256;
 
-pub use crate::text::MAX_VALUE_BYTES;
+pub use mqrs_base::text::MAX_VALUE_BYTES;
 
 /// Longest span, service or event name kept.
 pub const MAX_NAME_BYTES: usize = 256;

@@ -71,11 +71,11 @@ pub(crate) static HEAVY_QUERIES: Semaphore = Semaphore::const_new(MAX_HEAVY_QUER
 /// What one HTTP listener's bounds turned away.
 #[derive(Debug, Default)]
 pub struct HttpCounters {
-    /// Connections closed at once because their address already held [`MAX_PER_ADDRESS`].
+    /// Connections closed at once because their address already held `MAX_PER_ADDRESS`.
     pub refused_per_address: AtomicU64,
-    /// Connections closed because a request head did not arrive within [`HEAD`].
+    /// Connections closed because a request head did not arrive within `HEAD`.
     pub head_timeouts: AtomicU64,
-    /// Requests refused because their body came slower than [`BODY_MIN_RATE`].
+    /// Requests refused because their body came slower than `BODY_MIN_RATE`.
     pub slow_bodies: AtomicU64,
 }
 

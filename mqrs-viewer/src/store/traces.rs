@@ -4,14 +4,14 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::codec::{self, SPAN_OVERHEAD};
 use super::limits;
-use super::model::{StoreLimits, StoreStats, StoredSpan};
+use super::model::{StoreLimits, StoreStats, StoredSpan, Tag};
 use super::players::{Key, Players};
 use super::{disk, pending};
-use crate::trace::hash::KeyedHash;
+use mqrs_base::hash::KeyedHash;
 
 /// One trace as the store holds it: its spans encoded one after the other (`codec`), so the
 /// whole trace is one allocation.
@@ -64,11 +64,13 @@ pub struct TraceStore {
     /// Spans that lost attributes or events to a per-span limit.
     pub(super) limited: AtomicU64,
     /// What the viewer's HTTP bounds turned away.
-    pub(crate) viewer_http: Arc<crate::trace::http_limits::HttpCounters>,
+    pub(crate) viewer_http: Arc<crate::http::limits::HttpCounters>,
     /// What the collector's HTTP bounds turned away.
-    pub(crate) collector_http: Arc<crate::trace::http_limits::HttpCounters>,
+    pub(crate) collector_http: Arc<crate::http::limits::HttpCounters>,
     /// The log that keeps the store across restarts, when it has a data directory.
     pub(super) journal: Option<Mutex<disk::Journal>>,
+    /// Where encoded spans' attribute lists go, when their source reuses them.
+    pub(super) recycle_tags: OnceLock<fn(Vec<Tag>)>,
 }
 
 /// Buffers of evicted traces each thread keeps for the spans it encodes next (about one batch's
@@ -136,7 +138,15 @@ impl TraceStore {
             viewer_http: Arc::default(),
             collector_http: Arc::default(),
             journal: None,
+            recycle_tags: OnceLock::new(),
         }
+    }
+
+    /// Hands each span's attribute list, once the span is encoded, to `recycle` instead of
+    /// freeing it (a span source that reuses its lists sets this once; later calls are
+    /// ignored).
+    pub fn set_tag_recycler(&self, recycle: fn(Vec<Tag>)) {
+        let _ = self.recycle_tags.set(recycle);
     }
 
     /// A store kept across restarts in `dir`: what the logs there hold is read back first
@@ -294,7 +304,9 @@ impl TraceStore {
         };
         let tags = std::mem::take(&mut span.tags);
         drop(span);
-        crate::trace::attrs::give(tags);
+        if let Some(recycle) = self.recycle_tags.get() {
+            recycle(tags);
+        }
         if let Some(batch) = self.pending.push(ready) {
             self.place_all(batch);
         }

@@ -1,0 +1,10 @@
+//! The viewer's HTTP side: the Jaeger v1 JSON API (`jaeger.rs`, which assembles the router),
+//! the v3 API (`v3.rs`), the search parameters both read (`search_params.rs`), and the web
+//! page (`ui.rs`).
+
+pub(crate) mod jaeger;
+pub mod search_params;
+mod ui;
+mod v3;
+
+pub use jaeger::serve as serve_viewer;
