@@ -76,6 +76,6 @@ pub fn build(mut config: Config, parts: Parts) -> Result<App, AppError> {
         b = b.module(chat::Chat::new);
     }
     // As in mqantserver: trace the requests of users who have logged in, not anonymous ones.
-    b.on_request_tracing(|session, _publish| !session.is_guest())
+    b.on_request_tracing(|session, _request| !session.is_guest())
         .build()
 }

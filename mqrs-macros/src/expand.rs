@@ -68,10 +68,10 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
     let names: Vec<&Ident> = h.args.iter().map(|a| &a.ident).collect();
     let types = h.args.iter().map(|a| &a.ty);
     let decode = if h.args.is_empty() {
-        quote! { ::mqrs_runtime::__private::decode_no_args(#full, &args)?; }
+        quote! { ::mqrs_runtime::__private_0_1::decode_no_args(#full, &args)?; }
     } else {
         quote! {
-            let (#(#names,)*): (#(#types,)*) = ::mqrs_runtime::__private::decode_args(#full, &args)?;
+            let (#(#names,)*): (#(#types,)*) = ::mqrs_runtime::__private_0_1::decode_args(#full, &args)?;
         }
     };
     let session_arg = match h.session.as_ref().map(|s| s.kind) {
@@ -79,7 +79,7 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
         _ => quote!(session),
     };
     let reply = quote_spanned! {output_span(h)=>
-        ::mqrs_runtime::__private::IntoReply::into_reply(result, #full)
+        ::mqrs_runtime::__private_0_1::IntoReply::into_reply(result, #full)
     };
     let doc = format!(" mqrs: dispatch shim for `{full}`: decodes the arguments, runs the handler, encodes its reply.");
     quote! {
@@ -87,12 +87,12 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
         #(#cfgs)*
         #[allow(non_snake_case)]
         fn #shim_fn(
-            module: ::mqrs_runtime::__private::ModuleRef,
+            module: ::mqrs_runtime::__private_0_1::ModuleRef,
             session: ::mqrs_runtime::Session,
             args: ::std::vec::Vec<u8>,
-        ) -> ::mqrs_runtime::__private::HandlerFuture {
+        ) -> ::mqrs_runtime::__private_0_1::HandlerFuture {
             ::std::boxed::Box::pin(async move {
-                let this = ::mqrs_runtime::__private::downcast::<#self_ty>(module, #full)?;
+                let this = ::mqrs_runtime::__private_0_1::downcast::<#self_ty>(module, #full)?;
                 #decode
                 let result = this.#rust_fn(#session_arg, #(#names),*).await;
                 #reply
@@ -100,8 +100,8 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
         }
 
         #(#cfgs)*
-        ::mqrs_runtime::__private::inventory::submit! {
-            ::mqrs_runtime::__private::RpcMethod {
+        ::mqrs_runtime::__private_0_1::inventory::submit! {
+            ::mqrs_runtime::__private_0_1::RpcMethod {
                 module: #module_name,
                 method: #method_name,
                 type_id: ::std::any::TypeId::of::<#self_ty>,
@@ -133,7 +133,7 @@ fn client(m: &Module) -> TokenStream {
         let ret_span = output_span(h);
         let ret = quote_spanned!(ret_span=> ::std::result::Result<#ok, ::mqrs_runtime::RpcError>);
         let ok_bound = quote_spanned!(ret_span=>
-            for<'__mqrs> #ok: ::mqrs_runtime::__private::serde::de::DeserializeOwned
+            for<'__mqrs> #ok: ::mqrs_runtime::__private_0_1::serde::de::DeserializeOwned
         );
         let user_docs = h.func.attrs.iter().filter(|a| a.path().is_ident("doc"));
         let doc = format!(" Calls `{module_name}/{method_name}`.");
@@ -151,7 +151,7 @@ fn client(m: &Module) -> TokenStream {
                 #(#params),*
             ) -> #ret
             where
-                #(for<'__mqrs> #arg_types: ::mqrs_runtime::__private::serde::Serialize,)*
+                #(for<'__mqrs> #arg_types: ::mqrs_runtime::__private_0_1::serde::Serialize,)*
                 #ok_bound
             {
                 self.app.call(#module_name, #method_name, session, (#(#names,)*)).await

@@ -67,3 +67,16 @@ pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
     out.extend(proc_macro2::TokenStream::from(item));
     out.into()
 }
+
+#[cfg(test)]
+mod tests {
+    /// Generated code names `::mqrs_runtime::__private_0_1`: the module's name carries the
+    /// version both crates share, and both must change together.
+    #[test]
+    fn the_private_path_names_this_version() {
+        assert!(
+            env!("CARGO_PKG_VERSION").starts_with("0.1."),
+            "rename __private_0_1 in mqrs-runtime's lib.rs and in the generated code"
+        );
+    }
+}

@@ -334,7 +334,9 @@ fn ok_type(output: &ReturnType) -> Option<Type> {
     if plainly_not_result(ty) {
         return None;
     }
-    Some(syn::parse_quote_spanned!(ty.span()=> <#ty as ::mqrs_runtime::__private::IntoReply>::Ok))
+    Some(
+        syn::parse_quote_spanned!(ty.span()=> <#ty as ::mqrs_runtime::__private_0_1::IntoReply>::Ok),
+    )
 }
 
 /// True for return types that cannot be a `Result` alias: tuples, references, arrays, slices,
@@ -514,7 +516,7 @@ mod tests {
         assert_eq!(h.session.map(|s| s.kind), Some(SessionKind::Ref));
         assert_eq!(
             tokens(&h.ok),
-            "< Reply < u8 > as :: mqrs_runtime :: __private :: IntoReply > :: Ok"
+            "< Reply < u8 > as :: mqrs_runtime :: __private_0_1 :: IntoReply > :: Ok"
         );
 
         let h = handler(quote!(async fn c(&self, s: &mut Session) -> String));

@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use mqrs_runtime::__private::record_span;
-use mqrs_runtime::trace::{StoreLimits, TraceStore, Tracing};
+use mqrs_runtime::internals::{start_span, ServiceTracer, Tracing};
+use mqrs_runtime::trace::{StoreLimits, TraceStore};
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -93,4 +93,22 @@ fn main() {
         "store: {} traces, {} spans held, {} evicted",
         st.traces, st.spans, st.spans_dropped
     );
+}
+
+/// Records one span as mqrs records its RPC spans (a child of the span in `parent`) and ends
+/// it.
+fn record_span(
+    tracer: &ServiceTracer,
+    parent: &Context,
+    kind: SpanKind,
+    name: &'static str,
+    attributes: Vec<KeyValue>,
+) {
+    drop(start_span(
+        tracer,
+        parent.span().span_context(),
+        kind,
+        name,
+        attributes,
+    ));
 }

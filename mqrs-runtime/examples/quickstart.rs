@@ -38,7 +38,7 @@ impl Login {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = App::new(Config::default());
     app.add_module(Login { app: app.clone() })?;
-    app.set_on_request_tracing(|session, _publish| !session.is_guest()); // trace logged-in users
+    app.set_on_request_tracing(|session, _request| !session.is_guest()); // trace logged-in users
     app.run().await?; // until Ctrl-C
     Ok(())
 }

@@ -51,8 +51,8 @@ async fn wait_for(rx: &mut Incoming, what: &str, want: impl Fn(&Packet) -> bool)
 /// The broker's stats once `done` holds of them, failing after 5 s.
 async fn stats_when(
     d: &Running,
-    done: impl Fn(&mqrs_runtime::transport::mqtt::EmbeddedBrokerStats) -> bool,
-) -> mqrs_runtime::transport::mqtt::EmbeddedBrokerStats {
+    done: impl Fn(&mqrs_runtime::EmbeddedBrokerStats) -> bool,
+) -> mqrs_runtime::EmbeddedBrokerStats {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let s = d

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mqrs_runtime::trace::TraceQuery;
-use mqrs_runtime::transport::{Request, Transport};
 use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session, SessionData};
+use mqrs_runtime::{Request, Transport};
 
 pub struct Chain {
     app: App,

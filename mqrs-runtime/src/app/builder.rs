@@ -10,7 +10,7 @@ use super::handle::{Addrs, App, Inner};
 use super::module::RpcModule;
 use crate::client::Caller;
 use crate::config::{BrokerUrl, Config};
-use crate::gate::Publish;
+use crate::gate::GateRequest;
 use crate::gate::TracingHook;
 use crate::server::Registry;
 use crate::session::Session;
@@ -37,7 +37,7 @@ type AddModule = Box<dyn FnOnce(&App) -> Result<(), AppError>>;
 /// let app = App::builder()
 ///     .config(Config::ephemeral())
 ///     .module(|_app| Echo)
-///     .on_request_tracing(|session, _publish| !session.is_guest())
+///     .on_request_tracing(|session, _request| !session.is_guest())
 ///     .build()
 ///     .expect("app");
 /// assert_eq!(app.handlers(), ["Echo/HD_Echo"]);
@@ -76,7 +76,7 @@ impl AppBuilder {
     /// The rule that decides which client requests the gate traces (default: all).
     pub fn on_request_tracing(
         mut self,
-        hook: impl Fn(&Session, &Publish) -> bool + Send + Sync + 'static,
+        hook: impl Fn(&Session, &GateRequest<'_>) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.hook = Some(Arc::new(hook));
         self
@@ -144,7 +144,7 @@ impl AppBuilder {
         );
         let hook = self
             .hook
-            .unwrap_or_else(|| Arc::new(|_: &Session, _: &Publish| true));
+            .unwrap_or_else(|| Arc::new(|_: &Session, _: &GateRequest<'_>| true));
         App {
             inner: Arc::new(Inner {
                 registry,

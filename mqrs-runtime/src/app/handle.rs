@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::client::Caller;
 use crate::config::Config;
 use crate::error::RpcError;
-use crate::gate::{self, Publish};
+use crate::gate::{self, GateRequest};
 use crate::server::Registry;
 use crate::session::Session;
 use crate::trace::{spans, Tracing};
@@ -96,7 +96,7 @@ impl App {
     /// Sets the rule that decides which client requests are traced (default: all).
     pub fn set_on_request_tracing(
         &self,
-        hook: impl Fn(&Session, &Publish) -> bool + Send + Sync + 'static,
+        hook: impl Fn(&Session, &GateRequest<'_>) -> bool + Send + Sync + 'static,
     ) {
         *self.inner.hook.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(hook);
     }

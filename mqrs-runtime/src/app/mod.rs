@@ -11,7 +11,6 @@ mod run;
 #[cfg(feature = "viewer")]
 mod viewer;
 
-pub use crate::gate::TracingHook;
 pub use builder::AppBuilder;
 pub use error::AppError;
 pub use handle::{Addrs, App, RootSpan};

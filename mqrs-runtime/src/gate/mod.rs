@@ -12,12 +12,12 @@ mod request;
 mod rules;
 mod state;
 mod stats;
-pub mod topic;
+pub(crate) mod topic;
 
 pub(crate) use hook::HookCell;
-pub use hook::{Publish, TracingHook};
+pub use hook::{GateRequest, TracingHook};
 pub(crate) use listen::bind;
+pub(crate) use state::GATE_MODULE;
 pub(crate) use state::{permits, Deps};
-pub use state::{GATE_MODULE, ON_DISCONNECT};
 pub(crate) use stats::GateCounters;
 pub use stats::GateStats;

@@ -6,6 +6,7 @@ use opentelemetry::KeyValue;
 use rumqttc::mqttbytes::v4::Publish;
 use rumqttc::mqttbytes::QoS;
 
+use super::hook::GateRequest;
 use super::peer::Peer;
 use super::state::Gate;
 use super::topic::{body_to_args, encode_reply, parse_topic, wants_reply, ClientTopic};
@@ -28,7 +29,12 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
         .ok()
         .filter(|t| !too_long && gate.caller.reaches(t.target, t.handler));
     let hook = gate.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let traced = hook(&session, &publish);
+    let view = GateRequest {
+        topic: &publish.topic,
+        payload: &publish.payload,
+        qos: publish.qos as u8,
+    };
+    let traced = hook(&session, &view);
     let (session, root) = if traced {
         let (s, guard) = start_root(gate, session, &publish, known);
         (s, Some(guard))

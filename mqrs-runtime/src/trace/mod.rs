@@ -5,25 +5,25 @@
 
 pub(crate) mod attrs;
 pub(crate) mod clock;
-pub mod context;
+pub(crate) mod context;
 pub(crate) mod export;
 pub(crate) mod ids;
-pub mod layer;
+pub(crate) mod layer;
 pub(crate) mod names;
-mod provider;
+pub(crate) mod provider;
 pub(crate) mod recorded;
-pub mod sampling;
+pub(crate) mod sampling;
 mod sink;
 pub(crate) mod skipped;
 pub(crate) mod spans;
-mod tracer;
+pub(crate) mod tracer;
 
 pub use export::ExportStats;
 pub use layer::layer;
-pub use provider::Tracing;
-pub use sampling::Sampling;
+pub(crate) use provider::Tracing;
+pub(crate) use sampling::Sampling;
 pub use sink::SpanSink;
-pub use tracer::{ServiceTracer, TracerParts};
+pub(crate) use tracer::ServiceTracer;
 
 #[cfg(feature = "viewer")]
 pub use mqrs_viewer::{

@@ -85,7 +85,6 @@ impl Tracing {
         }
         let provider = builder.build();
         let tracer = ServiceTracer::new(TracerParts {
-            name: name.clone(),
             tracer: provider.tracer("mqrs"),
             policy: Arc::new(Policy {
                 sampler: self.sampler.clone(),

@@ -31,8 +31,6 @@ impl std::ops::Deref for ServiceTracer {
 /// What a [`ServiceTracer`] holds.
 #[derive(Debug)]
 pub struct TracerParts {
-    /// Service name, e.g. `Login`.
-    pub name: Arc<str>,
     /// The SDK tracer whose resource carries that `service.name`.
     pub tracer: SdkTracer,
     /// How this module's spans are sampled, and where kept spans of skipped traces go.

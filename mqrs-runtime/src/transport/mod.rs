@@ -8,10 +8,11 @@
 
 mod contract;
 mod inproc;
-pub mod mqtt;
+pub(crate) mod mqtt;
 mod router;
 
 pub use contract::{Request, Target, Transport};
-pub use inproc::InProcess;
-pub use mqtt::{BrokerStats, MqttTransport};
+pub(crate) use inproc::InProcess;
+pub(crate) use mqtt::MqttTransport;
+pub use mqtt::{BrokerStats, EmbeddedBrokerStats};
 pub(crate) use router::Router;

@@ -200,7 +200,7 @@ fn retained_size(topic: &str, payload: &[u8]) -> usize {
     2 * topic.len() + payload.len() + 64
 }
 
-/// Lets every client in (the broker is private to the app, see README), and refuses topic
+/// Lets every client in (the broker is private to the app, see docs/wire-protocol.md), and refuses topic
 /// names and filters over the length limit.
 struct TopicLimit(Arc<BrokerLimits>);
 

@@ -14,9 +14,9 @@ mod link;
 mod remote;
 mod serve;
 mod shared;
-pub mod wire;
+pub(crate) mod wire;
 
 pub use broker::EmbeddedBrokerStats;
 pub(crate) use link::Link;
-pub use remote::MqttTransport;
+pub(crate) use remote::MqttTransport;
 pub use shared::BrokerStats;

@@ -1,5 +1,5 @@
 //! The wire convention of calls through an MQTT 5 broker, so that a service in any language can
-//! join (README, "Calls between processes", says the same for humans):
+//! join (docs/wire-protocol.md says the same for humans):
 //!
 //! - Request topic `mqrs/call/{Module}/{method}` reaches any instance of a module (each
 //!   subscribes with the shared subscription `$share/{Module}/mqrs/call/{Module}/+`, so the
@@ -158,6 +158,7 @@ struct RequestIn<'a> {
 }
 
 /// Reads a request payload into the session and the arguments.
+#[cfg(any(test, feature = "internals"))]
 pub fn decode_request(payload: &[u8]) -> Result<(Session, Vec<u8>), String> {
     decode_request_in(payload, None, None)
 }

@@ -3,10 +3,9 @@
 //! and bodies at the gate, handler arguments, and requests and replies from other processes.
 //! None may panic, whatever the bytes; and what mqrs encodes, it decodes back.
 
-use mqrs_runtime::__private::{decode_args, decode_no_args};
-use mqrs_runtime::gate::topic::{body_to_args, parse_topic};
-use mqrs_runtime::transport::mqtt::wire::{
-    decode_reply, decode_request, encode_reply, encode_request,
+use mqrs_runtime::internals::{
+    body_to_args, decode_args, decode_no_args, decode_reply, decode_request, encode_reply,
+    encode_request, parse_topic,
 };
 use mqrs_runtime::{Session, SessionData};
 use proptest::prelude::*;
