@@ -11,7 +11,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The traced request path allocates a lot of small strings; mimalloc measured faster than the
-/// system allocator for it (see README, Benchmark).
+/// system allocator for it (see docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use mqrs_runtime::config::BrokerUrl;

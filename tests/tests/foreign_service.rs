@@ -1,4 +1,4 @@
-//! README's wire convention, checked by a module written in Python with Eclipse Paho (MQTT 5)
+//! The wire convention (docs/wire-protocol.md), checked by a module written in Python with Eclipse Paho (MQTT 5)
 //! that knows nothing of mqrs but that convention: mqrs calls it (arguments, session, trace
 //! context, deadline, errors with their kind), it calls an mqrs module back, and its presence
 //! and last will make it appear in and vanish from the app's view of the cluster.
