@@ -1,6 +1,6 @@
 //! Primitives the mqrs runtime and the mqrs viewer share, so each limit and each hash has one
-//! home: text cut to a size at a character boundary ([`text`]), and a fast keyed hash for maps
-//! whose keys come from outside ([`hash`]).
+//! home: text cut to a size at a character boundary ([`text`]), a fast keyed hash for maps
+//! whose keys come from outside ([`hash`]), and locks taken past a panicked holder ([`sync`]).
 //!
 //! ```
 //! use mqrs_base::text::cut;
@@ -10,4 +10,5 @@
 #![warn(missing_docs)]
 
 pub mod hash;
+pub mod sync;
 pub mod text;

@@ -14,7 +14,7 @@ use crate::gate::GateRequest;
 use crate::gate::TracingHook;
 use crate::server::Registry;
 use crate::session::Session;
-use crate::trace::{Sampling, SpanSink, Tracing};
+use crate::trace::{SpanSink, Tracing};
 use crate::transport::{InProcess, MqttTransport, Router, Transport};
 
 type AddModule = Box<dyn FnOnce(&App) -> Result<(), AppError>>;
@@ -102,22 +102,18 @@ impl AppBuilder {
         let sink = store.clone().map(|s| s as Arc<dyn SpanSink>);
         #[cfg(not(feature = "viewer"))]
         let sink: Option<Arc<dyn SpanSink>> = None;
-        // Bad sampling settings or a bad endpoint are reported again by `App::start`, which
-        // then refuses to start.
-        let sampling = Sampling::from_config(&config.trace).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "sampling settings ignored");
-            Sampling::default()
-        });
-        let tracing = if config.trace.otlp_export.is_empty() {
-            Tracing::new(sink).with_sampling(sampling)
-        } else {
-            Tracing::new(sink.clone())
+        // Settings that do not parse are logged here and refuse `App::start`.
+        let checked = super::checked::check(&config);
+        let sampling = checked.sampling;
+        let tracing = match &checked.otlp {
+            None => Tracing::new(sink).with_sampling(sampling),
+            Some(url) => Tracing::new(sink.clone())
                 .with_sampling(sampling.clone())
-                .with_export(&config.trace.otlp_export, config.trace.otlp_queue)
+                .with_export(url, config.trace.otlp_queue)
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "OTLP export is off");
                     Tracing::new(sink).with_sampling(sampling)
-                })
+                }),
         };
         let tracing = Arc::new(tracing);
         // A remote transport given here wins; otherwise the broker settings decide.
@@ -161,6 +157,8 @@ impl AppBuilder {
                 broker_limits: std::sync::Mutex::new(None),
                 link_stop: watch::channel(false).0,
                 link_task: Mutex::new(None),
+                refusal: Mutex::new(checked.refusal),
+                broker_urls: checked.broker_urls,
                 #[cfg(feature = "viewer")]
                 store,
                 config,

@@ -1,5 +1,6 @@
 //! [`App`]: the handle a process's modules, gate and callers share, and what it holds.
 
+use mqrs_base::sync::{Locked, RwLocked};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -65,6 +66,10 @@ pub(super) struct Inner {
     /// The embedded trace store, when `[trace] store` is on.
     #[cfg(feature = "viewer")]
     pub(super) store: Option<Arc<mqrs_viewer::TraceStore>>,
+    /// Why the app must not start: the first setting that did not parse (see `checked`).
+    pub(super) refusal: Mutex<Option<super::AppError>>,
+    /// The broker nodes `[broker] url` names, parsed once.
+    pub(super) broker_urls: Result<Vec<(String, u16)>, String>,
     pub(super) link_task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -98,7 +103,7 @@ impl App {
         &self,
         hook: impl Fn(&Session, &GateRequest<'_>) -> bool + Send + Sync + 'static,
     ) {
-        *self.inner.hook.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(hook);
+        *self.inner.hook.write_locked() = Arc::new(hook);
     }
 
     /// Binds `userid` to the session, here and in the gate's copy for later requests.
@@ -213,7 +218,7 @@ impl App {
 
     /// The addresses bound by [`App::start`].
     pub fn addrs(&self) -> Addrs {
-        *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner())
+        *self.inner.addrs.locked()
     }
 
     /// The settings.
@@ -230,8 +235,7 @@ impl App {
     pub fn gate_stats(&self) -> Option<gate::GateStats> {
         self.inner
             .gate_counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .as_ref()
             .map(|c| c.snapshot())
     }
@@ -257,8 +261,7 @@ impl App {
         stats.embedded = self
             .inner
             .broker_limits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .as_ref()
             .map(|l| l.stats());
         Some(stats)

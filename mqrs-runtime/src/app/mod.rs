@@ -4,6 +4,7 @@
 //! that are not in this process.
 
 mod builder;
+mod checked;
 mod error;
 mod handle;
 mod module;

@@ -1,6 +1,7 @@
 //! What a module is to the app: [`RpcModule`] (its name and handlers, implemented by
 //! `#[rpc_module]`) and [`Lifecycle`] (its start and stop hooks).
 
+use mqrs_base::sync::Locked;
 use std::future::Future;
 
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub trait RpcModule: Lifecycle {
 impl App {
     /// Adds a module made with `#[rpc_module]`; its `#[rpc]` handlers become callable.
     pub fn add_module<M: RpcModule>(&self, module: M) -> Result<(), AppError> {
-        let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let mut modules = self.inner.modules.locked();
         if modules.iter().any(|m| m.name == M::NAME) || self.inner.registry.has_module(M::NAME) {
             return Err(AppError::DuplicateModule(M::NAME));
         }

@@ -1,6 +1,7 @@
 //! Running an app: `start` (embedded broker, modules' `on_start`, gate, broker link, viewer,
 //! collector), `run` until Ctrl-C or SIGTERM, and the graceful `shutdown` in the reverse order.
 
+use mqrs_base::sync::Locked;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -8,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::error::AppError;
 use super::handle::{Addrs, App};
-use crate::config::{parse_url, BrokerUrl};
+use crate::config::BrokerUrl;
 use crate::gate;
 use crate::transport::mqtt::broker::EmbeddedBroker;
 use crate::transport::mqtt::Link;
@@ -30,12 +31,9 @@ impl App {
     }
 
     async fn start_all(&self) -> Result<Addrs, AppError> {
-        let otlp = &self.inner.config.trace.otlp_export;
-        if !otlp.is_empty() {
-            crate::trace::export::traces_url(otlp).map_err(AppError::Otlp)?;
+        if let Some(refusal) = self.inner.refusal.locked().take() {
+            return Err(refusal);
         }
-        crate::trace::Sampling::from_config(&self.inner.config.trace)
-            .map_err(AppError::Sampling)?;
         #[cfg(feature = "viewer")]
         super::viewer::check(self)?;
         #[cfg(not(feature = "viewer"))]
@@ -51,8 +49,7 @@ impl App {
         let starts: Vec<(&'static str, BoxFuture<'static, Result<(), String>>)> = self
             .inner
             .modules
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .map(|m| (m.name, (m.start)(self.clone())))
             .collect();
@@ -80,11 +77,7 @@ impl App {
                         addr: cfg.gate.tcp_addr,
                         source,
                     })?;
-            *self
-                .inner
-                .gate_counters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(bound.counters.clone());
+            *self.inner.gate_counters.locked() = Some(bound.counters.clone());
             gate_bound = Some(bound);
         }
         if let (Some(mqtt), Some(urls)) = (&self.inner.mqtt, broker_urls) {
@@ -97,11 +90,7 @@ impl App {
                 grace: Duration::from_millis(cfg.gate.shutdown_grace_ms),
             };
             let (task, mut ready) = mqtt.start(link, self.inner.link_stop.subscribe());
-            *self
-                .inner
-                .link_task
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(task);
+            *self.inner.link_task.locked() = Some(task);
             // Serve calls from other processes before the first client arrives, if the broker
             // answers soon; otherwise the link keeps trying in the background.
             let wait = Duration::from_millis(cfg.broker.connect_wait_ms);
@@ -120,7 +109,7 @@ impl App {
         }
         #[cfg(feature = "viewer")]
         super::viewer::serve(self, &mut addrs).await?;
-        *self.inner.addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+        *self.inner.addrs.locked() = addrs;
         Ok(addrs)
     }
 
@@ -153,21 +142,14 @@ impl App {
                     })?;
                 let addr = b.addr();
                 tracing::info!("embedded MQTT broker on mqtt://{addr}");
-                *self
-                    .inner
-                    .broker_limits
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(b.limits());
+                *self.inner.broker_limits.locked() = Some(b.limits());
                 *self.inner.broker.lock().await = Some(b);
                 Ok(Some(vec![(addr.ip().to_string(), addr.port())]))
             }
-            BrokerUrl::Urls(urls) if urls.is_empty() => Err(AppError::BrokerSettings(
-                "the broker URL list is empty".into(),
-            )),
-            BrokerUrl::Urls(urls) => urls
-                .iter()
-                .map(|u| parse_url(u))
-                .collect::<Result<Vec<_>, _>>()
+            BrokerUrl::Urls(_) => self
+                .inner
+                .broker_urls
+                .clone()
                 .map(Some)
                 .map_err(AppError::BrokerSettings),
         }
@@ -200,8 +182,7 @@ impl App {
     /// stop and the spans still queued for export are flushed.
     pub async fn shutdown(&self) {
         self.stop();
-        let tasks =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks = std::mem::take(&mut *self.inner.tasks.locked());
         // The gate takes up to its grace period to let requests in flight finish.
         let wait = Duration::from_millis(self.inner.config.gate.shutdown_grace_ms)
             + Duration::from_secs(2);
@@ -213,8 +194,7 @@ impl App {
                 );
             }
         }
-        let modules =
-            std::mem::take(&mut *self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()));
+        let modules = std::mem::take(&mut *self.inner.modules.locked());
         for m in modules.iter().rev() {
             if tokio::time::timeout(Duration::from_secs(5), (m.stop)())
                 .await
@@ -225,12 +205,7 @@ impl App {
         }
         // The gate has drained: now the broker link, then the embedded broker.
         let _ = self.inner.link_stop.send(true);
-        let link = self
-            .inner
-            .link_task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let link = self.inner.link_task.locked().take();
         if let Some(t) = link {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
@@ -253,11 +228,7 @@ impl App {
     }
 
     pub(super) fn push_task(&self, t: JoinHandle<()>) {
-        self.inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(t);
+        self.inner.tasks.locked().push(t);
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a connection shares with the gate ([`Peer`]): its session (facts, no trace) and its
 //! bounded outgoing queue, through which requests, handlers and other processes reach the client.
 
+use mqrs_base::sync::Locked;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +33,7 @@ pub(crate) struct Peer {
 impl Peer {
     /// A fresh copy of the connection's session, with no trace context.
     pub(crate) fn session(&self) -> Session {
-        self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.data.locked().clone()
     }
 
     /// Queues a publish to the client; waits while the queue is full. False when the client is
@@ -47,7 +48,7 @@ impl Peer {
         }
         let mut p = Publish::new(topic, qos, payload);
         if qos != QoS::AtMostOnce {
-            let mut id = self.next_pkid.lock().unwrap_or_else(|p| p.into_inner());
+            let mut id = self.next_pkid.locked();
             *id = if *id == u16::MAX { 1 } else { *id + 1 };
             p.pkid = *id;
         }

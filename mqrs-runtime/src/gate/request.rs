@@ -1,6 +1,7 @@
 //! One client request: route by topic, apply the `HD_` rule, start the root span when
 //! `on_request_tracing` says so, call the handler, reply on the request topic, end the span.
 
+use mqrs_base::sync::RwLocked;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::KeyValue;
 use rumqttc::mqttbytes::v4::Publish;
@@ -28,7 +29,7 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
         .as_ref()
         .ok()
         .filter(|t| !too_long && gate.caller.reaches(t.target, t.handler));
-    let hook = gate.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let hook = gate.hook.read_locked().clone();
     let view = GateRequest {
         topic: &publish.topic,
         payload: &publish.payload,

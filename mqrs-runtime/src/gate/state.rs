@@ -1,6 +1,7 @@
 //! The running gate's state, shared by its listener, its connections and its handlers: settings,
 //! the open connections by session id, the byte budgets, the counters.
 
+use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -100,7 +101,7 @@ impl Gate {
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Peer>>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+        self.conns.locked()
     }
 
     /// The open connection whose session id is `sessionid`.
@@ -118,12 +119,7 @@ impl Gate {
         sessionid: &str,
         f: impl FnOnce(&mut crate::session::SessionData),
     ) -> Result<(), RpcError> {
-        f(self
-            .connection(sessionid)?
-            .data
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .data_mut());
+        f(self.connection(sessionid)?.data.locked().data_mut());
         Ok(())
     }
 }
@@ -139,7 +135,7 @@ pub(super) struct IpSlot(Arc<Gate>, std::net::IpAddr);
 impl IpSlot {
     /// A place for one more connection from `ip`, unless it has `max_connections_per_ip`.
     pub(super) fn take(gate: &Arc<Gate>, ip: std::net::IpAddr) -> Option<IpSlot> {
-        let mut per_ip = gate.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_ip = gate.per_ip.locked();
         let n = per_ip.entry(ip).or_insert(0);
         if *n >= gate.cfg.max_connections_per_ip.max(1) {
             return None;
@@ -151,7 +147,7 @@ impl IpSlot {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut per_ip = self.0.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_ip = self.0.per_ip.locked();
         if let Some(n) = per_ip.get_mut(&self.1) {
             *n -= 1;
             if *n == 0 {

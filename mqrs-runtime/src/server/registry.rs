@@ -1,6 +1,7 @@
 //! The handler registry: what `#[rpc_module]` submits through `inventory`, and the routes an app
 //! builds from it for the modules it runs.
 
+use mqrs_base::sync::RwLocked;
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
@@ -68,7 +69,7 @@ pub struct Registry {
 impl Registry {
     /// Finds a route, or says whether the module or the handler is missing.
     pub fn resolve(&self, module: &str, method: &str) -> Result<Arc<Route>, RpcError> {
-        let g = self.modules.read().unwrap_or_else(|p| p.into_inner());
+        let g = self.modules.read_locked();
         let m = g
             .get(module)
             .ok_or_else(|| RpcError::UnknownModule(module.to_string()))?;
@@ -82,10 +83,7 @@ impl Registry {
 
     /// True when a module of that name is registered.
     pub fn has_module(&self, module: &str) -> bool {
-        self.modules
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(module)
+        self.modules.read_locked().contains_key(module)
     }
 
     /// Adds one route; replaces any previous route of the same name.
@@ -103,8 +101,7 @@ impl Registry {
             tracer,
         });
         self.modules
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_locked()
             .entry(module.into())
             .or_default()
             .insert(method.into(), route);
@@ -112,15 +109,12 @@ impl Registry {
 
     /// Drops every route (and with them the module instances they hold).
     pub(crate) fn clear(&self) {
-        self.modules
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.modules.write_locked().clear();
     }
 
     /// The modules of this process that have a method named `method`, sorted.
     pub fn modules_with(&self, method: &str) -> Vec<String> {
-        let g = self.modules.read().unwrap_or_else(|p| p.into_inner());
+        let g = self.modules.read_locked();
         let mut v: Vec<String> = g
             .iter()
             .filter(|(_, hs)| hs.contains_key(method))
@@ -132,7 +126,7 @@ impl Registry {
 
     /// Names of the modules with routes, sorted.
     pub fn module_names(&self) -> Vec<String> {
-        let g = self.modules.read().unwrap_or_else(|p| p.into_inner());
+        let g = self.modules.read_locked();
         let mut v: Vec<String> = g.keys().map(|m| m.to_string()).collect();
         v.sort();
         v
@@ -140,7 +134,7 @@ impl Registry {
 
     /// Names of every `Module/method`, sorted.
     pub fn names(&self) -> Vec<String> {
-        let g = self.modules.read().unwrap_or_else(|p| p.into_inner());
+        let g = self.modules.read_locked();
         let mut v: Vec<String> = g
             .iter()
             .flat_map(|(m, hs)| hs.keys().map(move |h| format!("{m}/{h}")))

@@ -19,6 +19,7 @@
 //! system clock was set: it is followed at once, backwards too, as every process's spans follow
 //! it (a span across such a step gets a zero duration, never a negative one).
 
+use mqrs_base::sync::Locked;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -122,7 +123,7 @@ pub(crate) fn now() -> SystemTime {
         let mut a = match local.get() {
             Some(a) if a.generation == generation => a,
             _ => {
-                let a = *s.anchor.lock().unwrap_or_else(|p| p.into_inner());
+                let a = *s.anchor.locked();
                 local.set(Some(a));
                 a
             }

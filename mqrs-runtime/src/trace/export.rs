@@ -3,6 +3,7 @@
 //! collector (mqrs's own, Jaeger, Tempo, an OpenTelemetry Collector). Spans that do not fit in
 //! the queue are dropped, counted and logged; a clean stop exports what is queued.
 
+use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -48,10 +49,10 @@ pub(crate) struct Exporter {
 }
 
 impl Exporter {
-    /// Starts the export thread for the collector at `endpoint` (`http://host:4318`, with or
-    /// without `/v1/traces`), with room for `queue` spans.
-    pub(crate) fn start(endpoint: &str, queue: usize) -> Result<Exporter, String> {
-        let url = traces_url(endpoint)?;
+    /// Starts the export thread for the collector's traces URL `url` (see [`traces_url`]),
+    /// with room for `queue` spans.
+    pub(crate) fn start(url: &str, queue: usize) -> Result<Exporter, String> {
+        let url = url.to_string();
         let (tx, rx) = sync_channel(queue.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
@@ -89,7 +90,7 @@ impl Exporter {
     /// Exports what is queued, then stops the thread.
     pub(crate) fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self.thread.locked().take();
         if let Some(t) = thread {
             let _ = t.join();
         }

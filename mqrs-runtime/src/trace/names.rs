@@ -5,6 +5,7 @@
 //! them (a few hundred KiB at worst); any other name is allocated per span like before, so
 //! client input can never grow it without limit.
 
+use mqrs_base::sync::RwLocked;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -48,10 +49,10 @@ pub(crate) fn intern(name: &str) -> Cow<'static, str> {
 
 /// [`intern`] through the table all threads share.
 fn intern_shared(name: &str) -> Cow<'static, str> {
-    if let Some(s) = table().read().unwrap_or_else(|p| p.into_inner()).get(name) {
+    if let Some(s) = table().read_locked().get(name) {
         return Cow::Borrowed(s);
     }
-    let mut t = table().write().unwrap_or_else(|p| p.into_inner());
+    let mut t = table().write_locked();
     if let Some(s) = t.get(name) {
         return Cow::Borrowed(s);
     }

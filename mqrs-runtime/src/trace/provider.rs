@@ -1,6 +1,7 @@
 //! [`Tracing`]: the per-module tracer providers of a process, and the processor that hands
 //! their finished spans to its [`SpanSink`].
 
+use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,10 +51,10 @@ impl Tracing {
         self
     }
 
-    /// Also sends every finished span by OTLP/HTTP to `endpoint`, through a queue of `queue`
-    /// spans; the error says why the endpoint is not usable.
-    pub(crate) fn with_export(mut self, endpoint: &str, queue: usize) -> Result<Self, String> {
-        self.exporter = Some(Exporter::start(endpoint, queue)?);
+    /// Also sends every finished span by OTLP/HTTP to the traces URL `url`, through a queue
+    /// of `queue` spans; the error says why the exporter could not start.
+    pub(crate) fn with_export(mut self, url: &str, queue: usize) -> Result<Self, String> {
+        self.exporter = Some(Exporter::start(url, queue)?);
         Ok(self)
     }
 
@@ -64,7 +65,7 @@ impl Tracing {
 
     /// The tracer for `service`, created on first use.
     pub fn tracer(&self, service: &str) -> ServiceTracer {
-        let mut map = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.services.locked();
         if let Some((_, t)) = map.get(service) {
             return t.clone();
         }
@@ -101,7 +102,7 @@ impl Tracing {
     /// Flushes and shuts every provider down, then exports what is queued (this may block on
     /// the collector for a few seconds: call it off the async runtime).
     pub fn shutdown(&self) {
-        let map = std::mem::take(&mut *self.services.lock().unwrap_or_else(|p| p.into_inner()));
+        let map = std::mem::take(&mut *self.services.locked());
         for (_, (provider, _)) in map {
             let _ = provider.shutdown();
         }

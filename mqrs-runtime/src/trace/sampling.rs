@@ -7,6 +7,7 @@
 //! each span on the way back to the root is tagged `mqrs.kept` as it ends, and those spans are
 //! stored and exported like sampled ones. The rest of a skipped trace is forgotten.
 
+use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -142,7 +143,7 @@ impl Sampler {
         let Some(limiter) = &s.limiter else {
             return true;
         };
-        let mut b = limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = limiter.locked();
         let now = Instant::now();
         let refill = now.duration_since(b.last).as_secs_f64() * s.rate;
         b.tokens = (b.tokens + refill).min(s.rate);

@@ -13,6 +13,7 @@
 //! - At most [`MAX_HEAVY_QUERIES`] answers that scan the store or build a large body run at
 //!   once in the process.
 
+use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -98,7 +99,7 @@ pub(crate) fn runtime() -> io::Result<&'static Handle> {
     if let Some(h) = RT.get() {
         return Ok(h);
     }
-    let _one = START.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = START.locked();
     if let Some(h) = RT.get() {
         return Ok(h);
     }
@@ -257,7 +258,7 @@ struct AddressSlot {
 impl AddressSlot {
     /// A slot for `ip`, or `None` when it holds [`MAX_PER_ADDRESS`] already.
     fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<AddressSlot> {
-        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = map.locked();
         let n = m.entry(ip).or_insert(0);
         if *n >= MAX_PER_ADDRESS {
             return None;
@@ -272,7 +273,7 @@ impl AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.map.locked();
         if let Some(n) = m.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

@@ -4,6 +4,7 @@
 //! and the traces they evict are freed together. Every read of the store first takes what
 //! waits here, so a read sees every span inserted before it.
 
+use mqrs_base::sync::Locked;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -48,10 +49,7 @@ pub(super) struct Pending {
 impl Pending {
     /// Adds a span to this thread's buffer; returns the buffer's spans once it is full.
     pub(super) fn push(&self, ready: Ready) -> Option<Vec<Ready>> {
-        let mut bufs = self.shards[shard_of_this_thread()]
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut bufs = self.shards[shard_of_this_thread()].0.locked();
         if bufs.filling.capacity() == 0 {
             bufs.filling = std::mem::take(&mut bufs.spare);
             bufs.filling.reserve(BATCH);
@@ -66,10 +64,7 @@ impl Pending {
         if batch.capacity() < BATCH || batch.capacity() > 4 * BATCH {
             return;
         }
-        let mut bufs = self.shards[shard_of_this_thread()]
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut bufs = self.shards[shard_of_this_thread()].0.locked();
         if bufs.spare.capacity() == 0 {
             bufs.spare = batch;
         }
@@ -80,7 +75,7 @@ impl Pending {
         self.shards
             .iter()
             .filter_map(|s| {
-                let mut bufs = s.0.lock().unwrap_or_else(|p| p.into_inner());
+                let mut bufs = s.0.locked();
                 (!bufs.filling.is_empty()).then(|| std::mem::take(&mut bufs.filling))
             })
             .collect()

@@ -1,6 +1,7 @@
 //! [`TraceStore`]: the bounded in-memory store of finished spans, its traces in arrival order,
 //! each held as one buffer of encoded spans.
 
+use mqrs_base::sync::Locked;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,10 +195,7 @@ impl TraceStore {
             .spawn(move || loop {
                 std::thread::sleep(disk::FLUSH_EVERY);
                 let Some(s) = weak.upgrade() else { return };
-                if s.journal
-                    .as_ref()
-                    .is_some_and(|j| j.lock().unwrap_or_else(|p| p.into_inner()).is_closed())
-                {
+                if s.journal.as_ref().is_some_and(|j| j.locked().is_closed()) {
                     return;
                 }
                 drop(s.lock());
@@ -220,7 +218,7 @@ impl TraceStore {
     pub fn close(&self) {
         drop(self.lock());
         if let Some(j) = &self.journal {
-            j.lock().unwrap_or_else(|p| p.into_inner()).close();
+            j.locked().close();
         }
     }
 
@@ -234,7 +232,7 @@ impl TraceStore {
 
     pub(super) fn lock_inner(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent-enough data; keep serving.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.locked()
     }
 
     /// Adds a finished span, evicting the oldest traces when a cap is exceeded. The per-span
@@ -338,7 +336,7 @@ impl TraceStore {
             Some(j) => {
                 // Only the spans stored are logged, in the order they were placed.
                 batch.retain_mut(|ready| self.place(&mut g, ready, &mut evicted));
-                j.lock().unwrap_or_else(|p| p.into_inner()).append(batch);
+                j.locked().append(batch);
                 batch = Vec::new();
             }
         }

@@ -14,6 +14,7 @@
 //! disconnected; a subscription over the count gets its SUBACK refusal and is counted. The
 //! process lives either way.
 
+use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,7 +81,7 @@ struct Retained {
 impl BrokerLimits {
     /// The counters and the retained messages held now.
     pub(crate) fn stats(&self) -> EmbeddedBrokerStats {
-        let r = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.retained.locked();
         EmbeddedBrokerStats {
             retained_refused: self.retained_refused.load(Relaxed),
             topics_refused: self.topics_refused.load(Relaxed),
@@ -105,7 +106,7 @@ impl BrokerLimits {
     /// counted at once, before the broker stores it, so that publishes checked at the same
     /// time cannot all pass on the same room.
     fn retained_take(&self, topic: &str, bytes: usize) -> bool {
-        let mut r = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.retained.locked();
         let old = r.sizes.get(topic).copied();
         let count = r.sizes.len() + usize::from(old.is_none());
         let fits = count <= self.max_retained
@@ -167,7 +168,7 @@ impl BrokerEventHandler for Events {
         Box::pin(async move {
             // A publish was counted when let through; a retained will, and the broker's own
             // changes, are counted here.
-            let mut r = self.0.retained.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = self.0.retained.locked();
             if e.cleared {
                 r.clear(&e.topic);
             } else {

@@ -4,6 +4,7 @@
 //! waiting calls from replies, keeps track of the other processes' presence, and hands
 //! incoming calls to `serve`.
 
+use mqrs_base::sync::RwLocked;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,7 +141,7 @@ async fn run(
     'connections: loop {
         let url = &link.urls[attempt % link.urls.len()];
         let (client, mut events) = AsyncClient::new(options(&link, &shared, url), 1024);
-        *shared.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+        *shared.client.write_locked() = Some(client.clone());
         loop {
             let withdrawn = shared.withdrawn.load(Ordering::Acquire);
             let event = tokio::select! {
@@ -216,11 +217,7 @@ async fn run(
                     shared.fail_all("the connection to the MQTT broker was lost");
                     // Processes may leave while we are away; retained presence refills the map
                     // after the reconnection.
-                    shared
-                        .presence
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clear();
+                    shared.presence.write_locked().clear();
                     if was || !reported {
                         tracing::warn!(
                             broker = %format!("mqtt://{}:{}", url.0, url.1),
@@ -248,7 +245,7 @@ async fn run(
     }
     shared.connected.store(false, Ordering::Release);
     shared.fail_all("the app is stopping");
-    *shared.client.write().unwrap_or_else(|p| p.into_inner()) = None;
+    *shared.client.write_locked() = None;
 }
 
 /// Ends the broker session cleanly: presence withdrawn, DISCONNECT, then a short wait for both
@@ -367,7 +364,7 @@ fn on_presence(
         }
         return;
     }
-    let mut presence = shared.presence.write().unwrap_or_else(|p| p.into_inner());
+    let mut presence = shared.presence.write_locked();
     let Some(modules) = modules else {
         if presence.remove(server_id).is_some() {
             tracing::info!(server_id = %server_id, "a process left");

@@ -1,6 +1,7 @@
 //! [`MqttTransport`]: calls to modules of other processes, published on the module's request
 //! topic with a reply address and a correlation id.
 
+use mqrs_base::sync::RwLocked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -70,8 +71,7 @@ impl MqttTransport {
     pub fn announced(&self) -> std::collections::BTreeMap<String, Vec<String>> {
         self.shared
             .presence
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_locked()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
@@ -81,11 +81,7 @@ impl MqttTransport {
         if !self.shared.connected.load(Ordering::Acquire) {
             return None;
         }
-        self.shared
-            .client
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.client.read_locked().clone()
     }
 
     /// Checks, encodes and publishes one call; `reply` is the pending entry to wait on.

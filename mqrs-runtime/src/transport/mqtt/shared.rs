@@ -1,6 +1,7 @@
 //! State shared by the transport's callers and its connection task: calls waiting for their
 //! replies, the presence table, the counters ([`BrokerStats`]).
 
+use mqrs_base::sync::{Locked, RwLocked};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -91,7 +92,7 @@ pub(super) struct Throttle(Mutex<Option<std::time::Instant>>);
 impl Throttle {
     /// True (and noted) when it did not happen in the last `period`.
     pub(super) fn due(&self, period: std::time::Duration) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.0.locked();
         let now = std::time::Instant::now();
         if last.is_some_and(|t| now.duration_since(t) < period) {
             return false;
@@ -103,7 +104,7 @@ impl Throttle {
 
 impl Shared {
     pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        self.pending.locked()
     }
 
     /// Completes the call waiting for `id`; false when nobody waits (late or unknown). `kept`
@@ -132,7 +133,7 @@ impl Shared {
 
     /// True when some process announced `target` (on its pinned server, if any).
     pub(super) fn announced(&self, target: crate::transport::Target<'_>) -> bool {
-        let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
+        let presence = self.presence.read_locked();
         let runs = |modules: &Vec<String>| modules.iter().any(|m| m == target.module);
         match target.server_id {
             Some(sid) => presence.get(sid).is_some_and(runs),
