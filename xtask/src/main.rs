@@ -62,7 +62,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   test [ARGS...]   install what the tests need if missing, then `cargo test --workspace ARGS...`
   setup            only the install step of `test`
-  layers           print each crate's files bottom up; fail on an import cycle among files
+  layers [DIR]     print each crate's files bottom up (of the checkout in DIR, default this
+                   one); fail on an import cycle among files
                    or, at any folder, among its files and sub-folders";
 
 /// A step failed; the message is one line saying what is missing and how to fix it.
@@ -73,15 +74,20 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => setup().and_then(|python| run_tests(&python, &args[1..])),
         Some("setup") => setup().map(|_| ExitCode::SUCCESS),
-        Some("layers") => layers::run(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").as_path())
-            .map_err(Failure)
-            .map(|ok| {
-                if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }),
+        Some("layers") => layers::run(
+            &args
+                .get(1)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..")),
+        )
+        .map_err(Failure)
+        .map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
