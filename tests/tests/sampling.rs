@@ -340,4 +340,22 @@ async fn out_of_range_sampling_settings_refuse_to_start() {
     let app = App::builder().config(cfg).build().expect("builds");
     let e = app.start().await.expect_err("refused");
     assert!(e.to_string().contains("sample_ratio = 2"), "{e}");
+    // Asked again, it is refused again: the settings are checked once, the refusal stays.
+    let e = app.start().await.expect_err("refused again");
+    assert!(e.to_string().contains("sample_ratio = 2"), "{e}");
+}
+
+#[tokio::test]
+async fn an_otlp_endpoint_that_is_not_a_url_refuses_to_start_every_time() {
+    let mut cfg = Config::ephemeral();
+    cfg.broker.url = mqrs_runtime::config::BrokerUrl::None;
+    cfg.trace.viewer = false;
+    cfg.trace.collector = false;
+    cfg.gate.enabled = false;
+    cfg.trace.otlp_export = "127.0.0.1:4318".into();
+    let app = App::builder().config(cfg).build().expect("builds");
+    for _ in 0..2 {
+        let e = app.start().await.expect_err("refused");
+        assert!(e.to_string().contains("127.0.0.1:4318"), "{e}");
+    }
 }

@@ -10,8 +10,7 @@ use super::handle::{Addrs, App, Inner};
 use super::module::RpcModule;
 use crate::client::Caller;
 use crate::config::{BrokerUrl, Config};
-use crate::gate::GateRequest;
-use crate::gate::TracingHook;
+use crate::gate::{GateRequest, TracingHook};
 use crate::server::Registry;
 use crate::session::Session;
 use crate::trace::{SpanSink, Tracing};
@@ -104,17 +103,12 @@ impl AppBuilder {
         let sink: Option<Arc<dyn SpanSink>> = None;
         // Settings that do not parse are logged here and refuse `App::start`.
         let checked = super::checked::check(&config);
-        let sampling = checked.sampling;
-        let tracing = match &checked.otlp {
-            None => Tracing::new(sink).with_sampling(sampling),
-            Some(url) => Tracing::new(sink.clone())
-                .with_sampling(sampling.clone())
-                .with_export(url, config.trace.otlp_queue)
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "OTLP export is off");
-                    Tracing::new(sink).with_sampling(sampling)
-                }),
-        };
+        let mut tracing = Tracing::new(sink).with_sampling(checked.sampling);
+        if let Some(url) = &checked.otlp {
+            if let Err(e) = tracing.export_to(url, config.trace.otlp_queue) {
+                tracing::error!(error = %e, "OTLP export is off");
+            }
+        }
         let tracing = Arc::new(tracing);
         // A remote transport given here wins; otherwise the broker settings decide.
         let mqtt = match (&self.remote, &config.broker.url) {
@@ -157,7 +151,7 @@ impl AppBuilder {
                 broker_limits: std::sync::Mutex::new(None),
                 link_stop: watch::channel(false).0,
                 link_task: Mutex::new(None),
-                refusal: Mutex::new(checked.refusal),
+                refusal: checked.refusal,
                 broker_urls: checked.broker_urls,
                 #[cfg(feature = "viewer")]
                 store,

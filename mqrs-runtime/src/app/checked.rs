@@ -15,7 +15,26 @@ pub(super) struct Checked {
     /// The broker nodes to connect to, when the settings name standard brokers.
     pub(super) broker_urls: Result<Vec<(String, u16)>, String>,
     /// The first setting that refuses `App::start`, in the order `start` reports them.
-    pub(super) refusal: Option<super::AppError>,
+    pub(super) refusal: Option<Refusal>,
+}
+
+/// A setting that refuses `App::start`, every time it is asked.
+#[derive(Clone, Debug)]
+pub(super) enum Refusal {
+    /// `[trace] otlp_export` is not an http:// URL.
+    Otlp(String),
+    /// The sampling settings are out of range.
+    Sampling(String),
+}
+
+impl Refusal {
+    /// The error `App::start` answers with.
+    pub(super) fn error(&self) -> super::AppError {
+        match self {
+            Refusal::Otlp(e) => super::AppError::Otlp(e.clone()),
+            Refusal::Sampling(e) => super::AppError::Sampling(e.clone()),
+        }
+    }
 }
 
 /// Checks `config` once.
@@ -26,14 +45,14 @@ pub(super) fn check(config: &Config) -> Checked {
         Some(Ok(url)) => Some(url),
         Some(Err(e)) => {
             tracing::error!(error = %e, "OTLP export is off");
-            refusal.get_or_insert(super::AppError::Otlp(e));
+            refusal.get_or_insert(Refusal::Otlp(e));
             None
         }
         None => None,
     };
     let sampling = Sampling::from_config(t).unwrap_or_else(|e| {
         tracing::error!(error = %e, "sampling settings ignored");
-        refusal.get_or_insert(super::AppError::Sampling(e));
+        refusal.get_or_insert(Refusal::Sampling(e));
         Sampling::default()
     });
     let broker_urls = match &config.broker.url {

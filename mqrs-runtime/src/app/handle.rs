@@ -1,24 +1,22 @@
 //! [`App`]: the handle a process's modules, gate and callers share, and what it holds.
 
-use mqrs_base::sync::{Locked, RwLocked};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use mqrs_base::sync::{Locked, RwLocked};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::client::Caller;
 use crate::config::Config;
 use crate::error::RpcError;
-use crate::gate::{self, GateRequest};
+use crate::gate::{self, GateRequest, HookCell};
 use crate::server::Registry;
 use crate::session::Session;
 use crate::trace::{spans, Tracing};
 use crate::transport::mqtt::broker::{BrokerLimits, EmbeddedBroker};
 use crate::transport::mqtt::{BrokerStats, MqttTransport};
-
-use crate::gate::HookCell;
 
 pub(super) type StartHook =
     Box<dyn Fn(App) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -67,7 +65,7 @@ pub(super) struct Inner {
     #[cfg(feature = "viewer")]
     pub(super) store: Option<Arc<mqrs_viewer::TraceStore>>,
     /// Why the app must not start: the first setting that did not parse (see `checked`).
-    pub(super) refusal: Mutex<Option<super::AppError>>,
+    pub(super) refusal: Option<super::checked::Refusal>,
     /// The broker nodes `[broker] url` names, parsed once.
     pub(super) broker_urls: Result<Vec<(String, u16)>, String>,
     pub(super) link_task: Mutex<Option<JoinHandle<()>>>,

@@ -1,9 +1,9 @@
 //! What a module is to the app: [`RpcModule`] (its name and handlers, implemented by
 //! `#[rpc_module]`) and [`Lifecycle`] (its start and stop hooks).
 
-use mqrs_base::sync::Locked;
 use std::future::Future;
 
+use mqrs_base::sync::Locked;
 use std::sync::Arc;
 
 use super::error::AppError;

@@ -1,10 +1,10 @@
 //! Running an app: `start` (embedded broker, modules' `on_start`, gate, broker link, viewer,
 //! collector), `run` until Ctrl-C or SIGTERM, and the graceful `shutdown` in the reverse order.
 
-use mqrs_base::sync::Locked;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use mqrs_base::sync::Locked;
 use tokio::task::JoinHandle;
 
 use super::error::AppError;
@@ -31,8 +31,8 @@ impl App {
     }
 
     async fn start_all(&self) -> Result<Addrs, AppError> {
-        if let Some(refusal) = self.inner.refusal.locked().take() {
-            return Err(refusal);
+        if let Some(refusal) = &self.inner.refusal {
+            return Err(refusal.error());
         }
         #[cfg(feature = "viewer")]
         super::viewer::check(self)?;

@@ -1,11 +1,11 @@
 //! What a connection shares with the gate ([`Peer`]): its session (facts, no trace) and its
 //! bounded outgoing queue, through which requests, handlers and other processes reach the client.
 
-use mqrs_base::sync::Locked;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mqrs_base::sync::Locked;
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::{mpsc, Notify};

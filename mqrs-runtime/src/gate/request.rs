@@ -1,11 +1,12 @@
 //! One client request: route by topic, apply the `HD_` rule, start the root span when
 //! `on_request_tracing` says so, call the handler, reply on the request topic, end the span.
 
-use mqrs_base::sync::RwLocked;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::KeyValue;
 use rumqttc::mqttbytes::v4::Publish;
 use rumqttc::mqttbytes::QoS;
+
+use mqrs_base::sync::RwLocked;
 
 use super::hook::GateRequest;
 use super::peer::Peer;

@@ -1,7 +1,6 @@
 //! The running gate's state, shared by its listener, its connections and its handlers: settings,
 //! the open connections by session id, the byte budgets, the counters.
 
-use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -9,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
+use mqrs_base::sync::Locked;
 use tokio::sync::Semaphore;
 
 use super::hook::HookCell;

@@ -154,4 +154,112 @@ mod tests {
         assert_eq!(ok.as_deref(), Ok(&b"null"[..]));
         assert!(ran.load(Ordering::SeqCst));
     }
+
+    /// A handler's `tracing` logs with the layer installed: they land in its own spans.
+    mod with_the_layer {
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+
+        use opentelemetry::trace::TraceContextExt;
+        use opentelemetry::{Context, Value};
+        use tracing::{Instrument, Subscriber};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        use crate::server::dispatch::dispatch;
+        use crate::server::registry::Route;
+        use crate::session::Session;
+        use crate::trace::layer::{handler_values, layer, InHandler};
+        use crate::trace::spans;
+        use crate::trace::{StoreLimits, StoredSpan, Tag, TraceStore, Tracing};
+
+        fn subscriber() -> impl Subscriber {
+            tracing_subscriber::registry().with(layer())
+        }
+
+        fn trace_id(cx: &Context) -> u128 {
+            u128::from_be_bytes(cx.span().span_context().trace_id().to_bytes())
+        }
+
+        fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a Value> {
+            tags.iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| &kv.value)
+        }
+
+        fn named<'a>(all: &'a [StoredSpan], name: &str) -> &'a StoredSpan {
+            let found: Vec<_> = all.iter().filter(|s| s.name == name).collect();
+            assert_eq!(found.len(), 1, "one `{name}` expected: {all:#?}");
+            found[0]
+        }
+
+        /// A route whose handler logs, then runs a `tracing` span across an await point.
+        fn logging_route(tracer: crate::trace::ServiceTracer) -> Arc<Route> {
+            Arc::new(Route {
+                name: Arc::from("M/f"),
+                handler: Box::new(|session: Session, _| {
+                    Box::pin(async move {
+                        let user = session.userid().to_string();
+                        tracing::info!(user = %user, "start");
+                        async {
+                            tokio::task::yield_now().await;
+                            tracing::info!(user = %user, "working");
+                        }
+                        .instrument(tracing::info_span!("work", user = %user))
+                        .await;
+                        tokio::task::yield_now().await;
+                        tracing::info!(user = %user, "done");
+                        Ok(b"null".to_vec())
+                    })
+                }),
+                values: handler_values(&tracer),
+                tracer,
+            })
+        }
+
+        /// Two traced handlers interleaved on one thread: each one's logs land in its own spans.
+        #[tokio::test(flavor = "current_thread")]
+        async fn interleaved_handlers_keep_their_logs_apart() {
+            let _default = tracing::subscriber::set_default(subscriber());
+            let store = Arc::new(TraceStore::new(StoreLimits::default()));
+            let tracing = Tracing::new(Some(store.clone()));
+            let tracer = tracing.tracer("M");
+            let route = logging_route(tracer.clone());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let call = |user: &str| {
+                let root = spans::internal_root(&tracer, "root".into());
+                let s = Session::new(crate::session::SessionData {
+                    userid: user.into(),
+                    ..Default::default()
+                })
+                .with_span(&root, tracer.clone());
+                (root, dispatch(route.clone(), s, vec![], deadline))
+            };
+            let (root_a, a) = call("a");
+            let (root_b, b) = call("b");
+            let (ra, rb) = futures_util::future::join(a, b).await;
+            assert!(ra.is_ok() && rb.is_ok());
+            // Untraced: the same handler records nothing and still works.
+            let r = dispatch(route.clone(), Session::default(), vec![], deadline).await;
+            assert!(r.is_ok());
+            assert!(Context::map_current(|cx| cx.get::<InHandler>().is_none()));
+            for (root, user) in [(root_a, "a"), (root_b, "b")] {
+                let id = trace_id(root.cx());
+                drop(root);
+                let all = store.trace(id).expect("stored").spans;
+                assert_eq!(all.len(), 3, "{all:#?}");
+                let rpc = named(&all, "M/f");
+                let work = named(&all, "work");
+                assert_eq!(work.parent_span_id, Some(rpc.span_id));
+                let names: Vec<_> = rpc.events.iter().map(|e| &*e.name).collect();
+                assert_eq!(names, ["start", "done"]);
+                assert_eq!(work.events.len(), 1);
+                assert_eq!(work.events[0].name, "working");
+                for e in rpc.events.iter().chain(&work.events) {
+                    assert_eq!(tag(&e.attributes, "user"), Some(&Value::from(user)));
+                }
+                assert_eq!(tag(&work.tags, "user"), Some(&Value::from(user)));
+            }
+            assert_eq!(store.stats().traces, 2);
+        }
+    }
 }

@@ -1,13 +1,13 @@
 //! The handler registry: what `#[rpc_module]` submits through `inventory`, and the routes an app
 //! builds from it for the modules it runs.
 
-use mqrs_base::sync::RwLocked;
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
+use mqrs_base::sync::RwLocked;
 use opentelemetry::Context;
 
 use crate::error::RpcError;

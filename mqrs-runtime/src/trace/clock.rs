@@ -19,11 +19,12 @@
 //! system clock was set: it is followed at once, backwards too, as every process's spans follow
 //! it (a span across such a step gets a zero duration, never a negative one).
 
-use mqrs_base::sync::Locked;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mqrs_base::sync::Locked;
 
 /// How often the mapping is compared with the system clock.
 const PERIOD_NS: u64 = 1_000_000_000;

@@ -3,7 +3,6 @@
 //! collector (mqrs's own, Jaeger, Tempo, an OpenTelemetry Collector). Spans that do not fit in
 //! the queue are dropped, counted and logged; a clean stop exports what is queued.
 
-use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -11,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mqrs_base::sync::Locked;
 use opentelemetry::Context;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;

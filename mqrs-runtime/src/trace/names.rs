@@ -5,13 +5,13 @@
 //! them (a few hundred KiB at worst); any other name is allocated per span like before, so
 //! client input can never grow it without limit.
 
-use mqrs_base::sync::RwLocked;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::{OnceLock, RwLock};
 
 use mqrs_base::hash::KeyedHash;
+use mqrs_base::sync::RwLocked;
 
 /// Longest name kept in the table.
 pub const MAX_LEN: usize = 128;

@@ -1,11 +1,11 @@
 //! [`Tracing`]: the per-module tracer providers of a process, and the processor that hands
 //! their finished spans to its [`SpanSink`].
 
-use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mqrs_base::sync::Locked;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -52,10 +52,11 @@ impl Tracing {
     }
 
     /// Also sends every finished span by OTLP/HTTP to the traces URL `url`, through a queue
-    /// of `queue` spans; the error says why the exporter could not start.
-    pub(crate) fn with_export(mut self, url: &str, queue: usize) -> Result<Self, String> {
+    /// of `queue` spans, from the first [`Tracing::tracer`] on; the error says why the exporter
+    /// could not start (spans are then not exported).
+    pub(crate) fn export_to(&mut self, url: &str, queue: usize) -> Result<(), String> {
         self.exporter = Some(Exporter::start(url, queue)?);
-        Ok(self)
+        Ok(())
     }
 
     /// The exporter's counters, when spans are exported.

@@ -7,11 +7,12 @@
 //! each span on the way back to the root is tagged `mqrs.kept` as it ends, and those spans are
 //! stored and exported like sampled ones. The rest of a skipped trace is forgotten.
 
-use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use mqrs_base::sync::Locked;
 
 use crate::config::TraceSection;
 

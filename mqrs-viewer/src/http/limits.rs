@@ -13,7 +13,6 @@
 //! - At most [`MAX_HEAVY_QUERIES`] answers that scan the store or build a large body run at
 //!   once in the process.
 
-use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -29,6 +28,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use mqrs_base::sync::Locked;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;

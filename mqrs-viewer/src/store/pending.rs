@@ -4,9 +4,10 @@
 //! and the traces they evict are freed together. Every read of the store first takes what
 //! waits here, so a read sees every span inserted before it.
 
-use mqrs_base::sync::Locked;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+use mqrs_base::sync::Locked;
 
 /// Spans a thread gathers before it takes the store's lock.
 pub(super) const BATCH: usize = 32;

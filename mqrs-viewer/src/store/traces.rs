@@ -1,11 +1,12 @@
 //! [`TraceStore`]: the bounded in-memory store of finished spans, its traces in arrival order,
 //! each held as one buffer of encoded spans.
 
-use mqrs_base::sync::Locked;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use mqrs_base::sync::Locked;
 
 use super::codec::{self, SPAN_OVERHEAD};
 use super::limits;

@@ -14,7 +14,6 @@
 //! disconnected; a subscription over the count gets its SUBACK refusal and is counted. The
 //! process lives either way.
 
-use mqrs_base::sync::Locked;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use mqrs_base::sync::Locked;
 use mqtt5::broker::router::MessageRouter;
 use mqtt5::broker::{
     AllowAllAuthProvider, AuthProvider, AuthResult, BrokerConfig, BrokerEventHandler,

@@ -4,11 +4,11 @@
 //! waiting calls from replies, keeps track of the other processes' presence, and hands
 //! incoming calls to `serve`.
 
-use mqrs_base::sync::RwLocked;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mqrs_base::sync::RwLocked;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::watch;

@@ -1,13 +1,13 @@
 //! [`MqttTransport`]: calls to modules of other processes, published on the module's request
 //! topic with a reply address and a correlation id.
 
-use mqrs_base::sync::RwLocked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use mqrs_base::sync::RwLocked;
 use rumqttc::v5::AsyncClient;
 use tokio::sync::oneshot;
 

@@ -1,11 +1,11 @@
 //! State shared by the transport's callers and its connection task: calls waiting for their
 //! replies, the presence table, the counters ([`BrokerStats`]).
 
-use mqrs_base::sync::{Locked, RwLocked};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use mqrs_base::sync::{Locked, RwLocked};
 use tokio::sync::oneshot;
 
 use rumqttc::v5::AsyncClient;
