@@ -160,37 +160,16 @@ mod tests {
         use std::sync::Arc;
         use std::time::{Duration, Instant};
 
-        use opentelemetry::trace::TraceContextExt;
         use opentelemetry::{Context, Value};
-        use tracing::{Instrument, Subscriber};
-        use tracing_subscriber::layer::SubscriberExt;
+        use tracing::Instrument;
 
         use crate::server::dispatch::dispatch;
         use crate::server::registry::Route;
         use crate::session::Session;
-        use crate::trace::layer::{handler_values, layer, InHandler};
+        use crate::trace::layer::tests::{named, subscriber, tag, trace_id};
+        use crate::trace::layer::{handler_values, InHandler};
         use crate::trace::spans;
-        use crate::trace::{StoreLimits, StoredSpan, Tag, TraceStore, Tracing};
-
-        fn subscriber() -> impl Subscriber {
-            tracing_subscriber::registry().with(layer())
-        }
-
-        fn trace_id(cx: &Context) -> u128 {
-            u128::from_be_bytes(cx.span().span_context().trace_id().to_bytes())
-        }
-
-        fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a Value> {
-            tags.iter()
-                .find(|kv| kv.key.as_str() == key)
-                .map(|kv| &kv.value)
-        }
-
-        fn named<'a>(all: &'a [StoredSpan], name: &str) -> &'a StoredSpan {
-            let found: Vec<_> = all.iter().filter(|s| s.name == name).collect();
-            assert_eq!(found.len(), 1, "one `{name}` expected: {all:#?}");
-            found[0]
-        }
+        use crate::trace::{StoreLimits, TraceStore, Tracing};
 
         /// A route whose handler logs, then runs a `tracing` span across an await point.
         fn logging_route(tracer: crate::trace::ServiceTracer) -> Arc<Route> {

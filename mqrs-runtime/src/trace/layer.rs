@@ -253,7 +253,7 @@ impl Visit for Fields {
 
 // These tests read what was recorded from the embedded store.
 #[cfg(all(test, feature = "viewer"))]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use tracing_subscriber::layer::SubscriberExt;
@@ -264,21 +264,21 @@ mod tests {
     use crate::trace::{StoreLimits, StoredSpan, Tag, TraceStore, Tracing};
     use opentelemetry::Value;
 
-    fn subscriber() -> impl Subscriber {
+    pub(crate) fn subscriber() -> impl Subscriber {
         tracing_subscriber::registry().with(layer())
     }
 
-    fn trace_id(cx: &Context) -> u128 {
+    pub(crate) fn trace_id(cx: &Context) -> u128 {
         u128::from_be_bytes(cx.span().span_context().trace_id().to_bytes())
     }
 
-    fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a Value> {
+    pub(crate) fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a Value> {
         tags.iter()
             .find(|kv| kv.key.as_str() == key)
             .map(|kv| &kv.value)
     }
 
-    fn named<'a>(all: &'a [StoredSpan], name: &str) -> &'a StoredSpan {
+    pub(crate) fn named<'a>(all: &'a [StoredSpan], name: &str) -> &'a StoredSpan {
         let found: Vec<_> = all.iter().filter(|s| s.name == name).collect();
         assert_eq!(found.len(), 1, "one `{name}` expected: {all:#?}");
         found[0]
