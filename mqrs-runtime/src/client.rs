@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::deadline::Deadline;
 use crate::error::RpcError;
 use crate::server::encode_args;
 use crate::session::Session;
@@ -138,9 +139,8 @@ impl Caller {
     }
 
     /// The app's timeout from `now`, or what is left of the session's deadline if sooner.
-    fn deadline(&self, now: Instant, session: &Session) -> Instant {
-        let own = now + self.inner.timeout;
-        session.deadline().map_or(own, |d| d.min(own))
+    fn deadline(&self, now: Instant, session: &Session) -> Deadline {
+        Deadline::after_from(now, self.inner.timeout).sooner(session.deadline())
     }
 
     fn tracer_for(&self, t: Option<&crate::trace::ServiceTracer>) -> crate::trace::ServiceTracer {
@@ -161,9 +161,9 @@ impl Caller {
         session: Session,
         args: Vec<u8>,
         start: Instant,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Result<Vec<u8>, RpcError> {
-        if deadline <= start {
+        if deadline.since(start).is_zero() {
             // The caller's own caller has used up the budget: do not even send.
             return Err(RpcError::DeadlineExceeded(format!(
                 "{}/{method}",
@@ -177,11 +177,11 @@ impl Caller {
             args,
             deadline,
         });
-        match tokio::time::timeout_at(deadline.into(), fut).await {
-            Ok(r) => r,
-            Err(_) => Err(RpcError::Timeout {
+        match deadline.bound(fut).await {
+            Some(r) => r,
+            None => Err(RpcError::Timeout {
                 method: format!("{}/{method}", target.module),
-                timeout: deadline - start,
+                timeout: deadline.since(start),
             }),
         }
     }

@@ -6,12 +6,13 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry::trace::{SpanRef, TraceContextExt};
 use opentelemetry::{Context, Key, KeyValue, Value};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::deadline::Deadline;
 use crate::identity::Facts;
 pub use crate::identity::SessionData;
 use crate::trace::context::{format_traceparent, parse_traceparent};
@@ -55,7 +56,7 @@ pub struct Session {
     trace: Option<TraceCx>,
     /// When the call this session arrived with must be answered; calls made with it get at
     /// most the time left.
-    deadline: Option<Instant>,
+    deadline: Option<Deadline>,
 }
 
 impl std::fmt::Debug for Session {
@@ -222,22 +223,21 @@ impl Session {
     }
 
     /// When the call that brought this session must be answered, if it has a deadline.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub fn deadline(&self) -> Option<Deadline> {
         self.deadline
     }
 
     /// Time left before the deadline (zero once it has passed); `None` without a deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline.map(Deadline::left)
     }
 
     /// The same session with a deadline: calls made with it get at most the time left.
-    pub fn with_deadline(&self, deadline: Instant) -> Session {
+    pub fn with_deadline(&self, deadline: impl Into<Deadline>) -> Session {
         Session {
             data: self.data.clone(),
             trace: self.trace.clone(),
-            deadline: Some(deadline),
+            deadline: Some(deadline.into()),
         }
     }
 
@@ -260,7 +260,7 @@ impl Session {
         &self,
         span: &EndOnDrop,
         tracer: ServiceTracer,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Session {
         self.inside(span, tracer, Some(deadline))
     }
@@ -269,7 +269,7 @@ impl Session {
         &self,
         span: &EndOnDrop,
         tracer: ServiceTracer,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> Session {
         Session {
             data: self.data.clone(),

@@ -5,12 +5,12 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::FutureExt;
 use opentelemetry::context::FutureExt as _;
 
 use super::registry::Route;
+use crate::deadline::Deadline;
 use crate::error::RpcError;
 use crate::session::Session;
 use crate::trace::layer;
@@ -23,7 +23,7 @@ pub async fn dispatch(
     route: Arc<Route>,
     session: Session,
     args: Vec<u8>,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<Vec<u8>, RpcError> {
     dispatch_held(route, session, args, deadline).await.0
 }
@@ -34,9 +34,9 @@ pub(crate) async fn dispatch_held(
     route: Arc<Route>,
     session: Session,
     args: Vec<u8>,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> (Result<Vec<u8>, RpcError>, Option<spans::EndOnDrop>) {
-    let late = Instant::now() >= deadline;
+    let late = deadline.has_passed();
     let Some(parent) = session.trace_cx() else {
         if late {
             return (
@@ -118,7 +118,10 @@ mod tests {
             values: layer::handler_values(&tracer),
             tracer: tracer.clone(),
         });
-        let past = Instant::now() - Duration::from_millis(1);
+        let past = Deadline::after_from(
+            std::time::Instant::now() - Duration::from_millis(1),
+            Duration::ZERO,
+        );
         // Untraced and traced: the same refusal; traced, the SERVER span says why.
         let e = dispatch(route.clone(), Session::default(), vec![], past)
             .await
@@ -148,7 +151,7 @@ mod tests {
             route,
             Session::default(),
             vec![],
-            Instant::now() + Duration::from_secs(1),
+            Deadline::after(Duration::from_secs(1)),
         )
         .await;
         assert_eq!(ok.as_deref(), Ok(&b"null"[..]));
@@ -158,7 +161,9 @@ mod tests {
     /// A handler's `tracing` logs with the layer installed: they land in its own spans.
     mod with_the_layer {
         use std::sync::Arc;
-        use std::time::{Duration, Instant};
+        use std::time::Duration;
+
+        use crate::deadline::Deadline;
 
         use opentelemetry::{Context, Value};
         use tracing::Instrument;
@@ -203,7 +208,7 @@ mod tests {
             let tracing = Tracing::new(Some(store.clone()));
             let tracer = tracing.tracer("M");
             let route = logging_route(tracer.clone());
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Deadline::after(Duration::from_secs(5));
             let call = |user: &str| {
                 let root = spans::internal_root(&tracer, "root".into());
                 let s = Session::new(crate::session::SessionData {

@@ -2,10 +2,10 @@
 //! carries ([`Request`]), and how it is moved ([`Transport`]).
 
 use std::fmt;
-use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 
+use crate::deadline::Deadline;
 use crate::error::RpcError;
 use crate::session::Session;
 
@@ -67,7 +67,7 @@ pub struct Request<'a> {
     /// Arguments, a JSON array.
     pub args: Vec<u8>,
     /// When the caller stops waiting; the callee refuses work that arrives after it.
-    pub deadline: Instant,
+    pub deadline: Deadline,
 }
 
 /// Moves calls to their handlers, and replies back.

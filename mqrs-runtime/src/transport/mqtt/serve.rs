@@ -11,6 +11,7 @@ use rumqttc::v5::AsyncClient;
 
 use super::shared::Shared;
 use super::wire;
+use crate::deadline::Deadline;
 use crate::error::RpcError;
 use crate::server::dispatch::dispatch_held;
 use crate::server::Registry;
@@ -131,7 +132,7 @@ struct Incoming {
     /// `Module/method`; the module is its first `module_len` bytes.
     name: String,
     module_len: usize,
-    deadline: std::time::Instant,
+    deadline: Deadline,
     reply_to: Option<(String, Option<bytes::Bytes>)>,
     payload: bytes::Bytes,
 }
@@ -187,13 +188,14 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
 /// Runs a served call until its deadline; past it the caller has given up, so the handler is
 /// cancelled (its span says so) and its permit returns: a hung handler cannot starve others.
 async fn run_until<S>(
-    deadline: std::time::Instant,
+    deadline: Deadline,
     name: &str,
     call: impl std::future::Future<Output = (Result<Vec<u8>, RpcError>, Option<S>)>,
 ) -> (Result<Vec<u8>, RpcError>, Option<S>) {
-    tokio::time::timeout_at(deadline.into(), call)
+    deadline
+        .bound(call)
         .await
-        .unwrap_or_else(|_| (Err(RpcError::DeadlineExceeded(name.to_string())), None))
+        .unwrap_or_else(|| (Err(RpcError::DeadlineExceeded(name.to_string())), None))
 }
 
 async fn reply(
@@ -209,7 +211,7 @@ async fn reply(
         }
         return;
     };
-    if std::time::Instant::now() >= call.deadline {
+    if call.deadline.has_passed() {
         // The caller stopped waiting at this same deadline and reports its own timeout; a
         // reply now would only arrive late.
         tracing::debug!(method = %call.name, "deadline passed; no reply sent");
@@ -234,7 +236,7 @@ async fn reply(
 // These tests read what was recorded from the embedded store.
 #[cfg(all(test, feature = "viewer"))]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::MqttOptions;
@@ -271,7 +273,7 @@ mod tests {
             tracestate: None,
             name: "M/f".into(),
             module_len: 1,
-            deadline: Instant::now() + Duration::from_secs(30),
+            deadline: Deadline::after(Duration::from_secs(30)),
             reply_to: Some(("mqrs/reply/s0/x".into(), None)),
             payload: payload.into(),
         };

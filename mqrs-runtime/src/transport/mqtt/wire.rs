@@ -24,12 +24,13 @@
 //!   module that no process announces fails at once as "unknown module" instead of waiting for
 //!   its deadline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::deadline::Deadline;
 use crate::error::RpcError;
 use crate::session::{Session, SessionIn};
 use crate::trace::sampling::KeepReason;
@@ -178,11 +179,11 @@ pub fn decode_request_in(
 /// The properties of a request: reply address, deadline and trace context.
 pub fn request_properties(
     reply_to: Option<(&str, u64)>,
-    deadline: Instant,
+    deadline: Deadline,
     session: &Session,
     traceparent: Option<String>,
 ) -> PublishProperties {
-    let left = deadline.saturating_duration_since(Instant::now());
+    let left = deadline.left();
     let mut user = Vec::with_capacity(3);
     if let Some(tp) = traceparent {
         user.push(("traceparent".to_string(), tp));
@@ -200,13 +201,10 @@ pub fn request_properties(
     }
 }
 
-/// Longest time a call from another process may be served, whatever it asks.
-pub const MAX_SERVED_TIME: Duration = Duration::from_secs(3600);
-
 /// The deadline a request carries: now plus its `mqrs-timeout-ms`; without a readable one,
 /// plus its message expiry interval (which a broker lowers, in whole seconds, by the time the
-/// message waited there); else plus `default`. Never more than [`MAX_SERVED_TIME`] away.
-pub fn request_deadline(props: Option<&PublishProperties>, default: Duration) -> Instant {
+/// message waited there); else plus `default`. Never more than an hour away.
+pub fn request_deadline(props: Option<&PublishProperties>, default: Duration) -> Deadline {
     let given = props.and_then(|p| {
         p.user_properties
             .iter()
@@ -221,7 +219,7 @@ pub fn request_deadline(props: Option<&PublishProperties>, default: Duration) ->
                 .map(|s| Duration::from_secs(u64::from(s)))
         })
         .unwrap_or(default);
-    Instant::now() + left.min(MAX_SERVED_TIME)
+    Deadline::after(left)
 }
 
 /// A reply payload.
@@ -476,13 +474,13 @@ mod tests {
     #[test]
     fn deadline_and_correlation_properties() {
         let s = Session::default();
-        let deadline = Instant::now() + Duration::from_millis(2500);
+        let deadline = Deadline::after(Duration::from_millis(2500));
         let props = request_properties(Some(("mqrs/reply/x", 7)), deadline, &s, None);
         assert_eq!(props.response_topic.as_deref(), Some("mqrs/reply/x"));
         assert_eq!(correlation_id(Some(&props)), Some(7));
         assert_eq!(props.message_expiry_interval, Some(3));
         let back = request_deadline(Some(&props), Duration::from_secs(60));
-        let left = back.saturating_duration_since(Instant::now());
+        let left = back.left();
         assert!(left <= Duration::from_millis(2500) && left > Duration::from_millis(2000));
         let none = request_properties(None, deadline, &s, None);
         assert!(none.response_topic.is_none() && none.correlation_data.is_none());
@@ -496,7 +494,7 @@ mod tests {
                 ..Default::default()
             };
             let d = request_deadline(Some(&props), Duration::from_secs(60));
-            d.saturating_duration_since(Instant::now()).as_secs_f64()
+            d.left().as_secs_f64()
         };
         let near = |x: f64, want: f64| (x - want).abs() < 0.5;
         assert!(near(left(None, Some(5)), 5.0));
