@@ -1,6 +1,8 @@
 //! Primitives the mqrs runtime and the mqrs viewer share, so each limit and each hash has one
 //! home: text cut to a size at a character boundary ([`text`]), a fast keyed hash for maps
-//! whose keys come from outside ([`hash`]), and locks taken past a panicked holder ([`sync`]).
+//! whose keys come from outside ([`hash`]), locks taken past a panicked holder ([`sync`]),
+//! the budget every count or byte limit is kept in ([`budget`]), and counters read as one
+//! snapshot ([`counters!`]).
 //!
 //! ```
 //! use mqrs_base::text::cut;
@@ -9,6 +11,8 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
+pub mod counters;
 pub mod hash;
 pub mod sync;
 pub mod text;

@@ -19,7 +19,7 @@ mod store;
 
 pub use api::jaeger::jaeger_trace;
 pub use api::serve_viewer;
-pub use http::limits::HttpCounters;
+pub use http::limits::{HttpCounters, HttpStats};
 pub use otlp::{serve_collector, MAX_SPANS_PER_REQUEST};
 pub use store::{
     cap_values, cut, micros, nearest_rank, Dependency, OpLatency, StoreLimits, StoreStats,

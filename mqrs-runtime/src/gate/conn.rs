@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use mqrs_base::budget::{Budget, Share};
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{check, Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::peer::{Peer, SLOW_READER_WAIT};
 use super::state::Gate;
@@ -54,9 +55,9 @@ async fn read_packet<R: AsyncRead + Unpin>(
     max: usize,
     first: bool,
     rest_within: Duration,
-    total: Budget<'_>,
+    total: &Budget,
 ) -> Result<Option<Packet>, ConnError> {
-    let mut receiving: Option<OwnedSemaphorePermit> = None;
+    let mut receiving: Option<Share> = None;
     loop {
         match check(buf.iter(), max) {
             Ok(header) => {
@@ -70,9 +71,8 @@ async fn read_packet<R: AsyncRead + Unpin>(
             Err(CodecError::InsufficientBytes(n)) => {
                 let frame = buf.len() + n.min(max);
                 if frame > LARGE_PACKET && receiving.is_none() {
-                    let permits = u32::try_from(frame.min(total.1)).unwrap_or(u32::MAX);
                     // The budget is never closed; if it were, read on without it.
-                    receiving = total.0.clone().acquire_many_owned(permits).await.ok();
+                    receiving = total.take(frame).await;
                 }
                 buf.reserve(n.min(max));
             }
@@ -160,8 +160,8 @@ const ORDERED_QUEUE: usize = 64;
 
 /// A request's bytes, held against its connection's budget and the gate's until dropped.
 struct Held {
-    _own: OwnedSemaphorePermit,
-    _total: OwnedSemaphorePermit,
+    _own: Share,
+    _total: Share,
     bytes: u64,
     counters: Arc<super::GateCounters>,
 }
@@ -174,21 +174,17 @@ impl Drop for Held {
     }
 }
 
-/// A byte budget: its semaphore and its size.
-type Budget<'a> = (&'a Arc<Semaphore>, usize);
-
 impl Held {
     /// Waits for `bytes` of both budgets (a request larger than a budget takes all of it);
     /// `None` when a budget is closed.
     async fn take(
-        own: Budget<'_>,
-        total: Budget<'_>,
+        own: &Budget,
+        total: &Budget,
         bytes: usize,
         counters: &Arc<super::GateCounters>,
     ) -> Option<Held> {
-        let n = |cap: usize| u32::try_from(bytes.clamp(1, cap)).unwrap_or(u32::MAX);
-        let own_p = own.0.clone().acquire_many_owned(n(own.1)).await.ok()?;
-        let total_p = total.0.clone().acquire_many_owned(n(total.1)).await.ok()?;
+        let own_p = own.take(bytes.max(1)).await?;
+        let total_p = total.take(bytes.max(1)).await?;
         let bytes = bytes as u64;
         counters
             .request_bytes_held
@@ -215,10 +211,7 @@ where
 {
     let cfg = &gate.cfg;
     let rest_within = Duration::from_millis(cfg.packet_timeout_ms.max(1));
-    let arriving = (
-        &gate.arriving_bytes,
-        super::permits(cfg.max_total_request_bytes / 2),
-    );
+    let arriving = &gate.arriving_bytes;
     let (mut rd, wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(1024);
     let first = tokio::select! {
@@ -315,8 +308,8 @@ where
         req_tx
     });
     // Bytes of this connection's requests received and not yet handled.
-    let own_bytes = Arc::new(Semaphore::new(super::permits(cfg.max_request_bytes)));
-    let inflight = Arc::new(Semaphore::new(cfg.max_inflight.max(1)));
+    let own_bytes = Budget::new(cfg.max_request_bytes);
+    let inflight = Budget::new(cfg.max_inflight);
     // QoS 2 packet ids received and not yet released; at most 65,535 entries by construction.
     let mut qos2_pending: HashSet<u16> = HashSet::new();
     let mut stopping = false;
@@ -372,8 +365,8 @@ where
                         break Ok(());
                     }
                     h = Held::take(
-                        (&own_bytes, super::permits(cfg.max_request_bytes)),
-                        (&gate.request_bytes, super::permits(cfg.max_total_request_bytes)),
+                        &own_bytes,
+                        &gate.request_bytes,
                         cost,
                         &gate.counters,
                     ) => match h {
@@ -393,7 +386,7 @@ where
                     }
                     continue;
                 }
-                let Ok(permit) = inflight.clone().acquire_owned().await else {
+                let Some(permit) = inflight.take(1).await else {
                     break Ok(());
                 };
                 let (g, conn) = (gate.clone(), conn.clone());

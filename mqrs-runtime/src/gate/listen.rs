@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use mqrs_base::budget::Budget;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
-use super::state::{permits, Deps, Gate, IpSlot};
+use super::state::{Deps, Gate, IpSlot};
 use super::stats::{GateCounters, OpenGuard};
 use super::{conn, handlers};
 use crate::config::GateSection;
@@ -37,8 +38,8 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> std::io::Result<Bound>
         conns: Mutex::new(HashMap::new()),
         registry: deps.registry.clone(),
         per_ip: Mutex::new(HashMap::new()),
-        request_bytes: Arc::new(Semaphore::new(permits(cfg.max_total_request_bytes))),
-        arriving_bytes: Arc::new(Semaphore::new(permits(cfg.max_total_request_bytes / 2))),
+        request_bytes: Budget::new(cfg.max_total_request_bytes),
+        arriving_bytes: Budget::new(cfg.max_total_request_bytes / 2),
         counters: counters.clone(),
         cfg,
     });
@@ -59,7 +60,7 @@ impl Bound {
 }
 
 async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let limit = Arc::new(Semaphore::new(gate.cfg.max_connections.max(1)));
+    let limit = Budget::new(gate.cfg.max_connections);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => {
@@ -77,7 +78,7 @@ async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch
                 }
             },
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let Some(place) = limit.try_take(1) else {
             gate.counters.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, max = gate.cfg.max_connections, "gate: connection limit reached; refusing");
             continue;
@@ -96,7 +97,7 @@ async fn accept_loop(gate: Arc<Gate>, listener: TcpListener, mut shutdown: watch
         let (g, rx) = (gate.clone(), shutdown.clone());
         let open = OpenGuard::new(&gate.counters);
         gate.spawn_contained("connection", async move {
-            let _open = (open, permit, ip_slot);
+            let _open = (open, place, ip_slot);
             let counters = g.counters.clone();
             match conn::serve(g, stream, "tcp", peer.to_string(), rx).await {
                 Ok(()) => {}

@@ -17,7 +17,7 @@ pub(crate) mod topic;
 pub(crate) use hook::HookCell;
 pub use hook::{GateRequest, TracingHook};
 pub(crate) use listen::bind;
+pub(crate) use state::Deps;
 pub(crate) use state::GATE_MODULE;
-pub(crate) use state::{permits, Deps};
 pub(crate) use stats::GateCounters;
 pub use stats::GateStats;

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
+use mqrs_base::budget::Budget;
 use mqrs_base::sync::Locked;
-use tokio::sync::Semaphore;
 
 use super::hook::HookCell;
 use super::peer::Peer;
@@ -52,11 +52,11 @@ pub(crate) struct Gate {
     /// Open connections per client IP address.
     pub(super) per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Bytes of requests received and not yet handled, over all connections
-    /// (`max_total_request_bytes` permits).
-    pub(super) request_bytes: Arc<Semaphore>,
+    /// (`max_total_request_bytes`).
+    pub(super) request_bytes: Budget,
     /// Bytes of large packets still arriving, over all connections: half the total budget, its
     /// own, so clients stalling in large packets cannot starve everyone's small requests.
-    pub(super) arriving_bytes: Arc<Semaphore>,
+    pub(super) arriving_bytes: Budget,
     pub(super) counters: Arc<GateCounters>,
 }
 
@@ -122,11 +122,6 @@ impl Gate {
         f(self.connection(sessionid)?.data.locked().data_mut());
         Ok(())
     }
-}
-
-/// A byte budget as semaphore permits (at least one, at most what a semaphore holds).
-pub(crate) fn permits(bytes: usize) -> usize {
-    bytes.clamp(1, u32::MAX as usize)
 }
 
 /// One connection's place in its IP address's count; given back when dropped.

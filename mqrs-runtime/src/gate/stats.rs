@@ -1,6 +1,6 @@
 //! The gate's counters ([`GateStats`]), shared by its tasks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Counters of a running gate, read with [`App::gate_stats`](crate::App::gate_stats).
@@ -27,32 +27,17 @@ pub struct GateStats {
     pub request_bytes_held: u64,
 }
 
-/// The counters behind [`GateStats`], shared by the gate's tasks.
-#[derive(Debug, Default)]
-pub(crate) struct GateCounters {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) open: AtomicU64,
-    pub(crate) panics: AtomicU64,
-    pub(crate) protocol_violations: AtomicU64,
-    pub(crate) slow_clients: AtomicU64,
-    pub(crate) refused_per_ip: AtomicU64,
-    pub(crate) request_bytes_held: AtomicU64,
-}
-
-impl GateCounters {
-    /// A snapshot.
-    pub(crate) fn snapshot(&self) -> GateStats {
-        GateStats {
-            accepted: self.accepted.load(Ordering::Relaxed),
-            refused: self.refused.load(Ordering::Relaxed),
-            open: self.open.load(Ordering::Relaxed),
-            panics: self.panics.load(Ordering::Relaxed),
-            protocol_violations: self.protocol_violations.load(Ordering::Relaxed),
-            slow_clients: self.slow_clients.load(Ordering::Relaxed),
-            refused_per_ip: self.refused_per_ip.load(Ordering::Relaxed),
-            request_bytes_held: self.request_bytes_held.load(Ordering::Relaxed),
-        }
+mqrs_base::counters! {
+    /// The counters behind [`GateStats`], shared by the gate's tasks.
+    pub(crate) struct GateCounters => GateStats {
+        accepted,
+        refused,
+        open,
+        panics,
+        protocol_violations,
+        slow_clients,
+        refused_per_ip,
+        request_bytes_held,
     }
 }
 

@@ -4,7 +4,7 @@
 //! the queue are dropped, counted and logged; a clean stop exports what is queued.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,11 +33,9 @@ pub struct ExportStats {
     pub failed: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    exported: AtomicU64,
-    dropped: AtomicU64,
-    failed: AtomicU64,
+mqrs_base::counters! {
+    /// The counters behind [`ExportStats`].
+    struct Counters => ExportStats { exported, dropped, failed }
 }
 
 /// One queue and one thread that export every module's spans.
@@ -80,11 +78,7 @@ impl Exporter {
 
     /// The counters.
     pub(crate) fn stats(&self) -> ExportStats {
-        ExportStats {
-            exported: self.counters.exported.load(Ordering::Relaxed),
-            dropped: self.counters.dropped.load(Ordering::Relaxed),
-            failed: self.counters.failed.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 
     /// Exports what is queued, then stops the thread.
@@ -118,12 +112,6 @@ pub(crate) struct ExportProcessor {
     tx: SyncSender<(Arc<str>, SpanData)>,
     service: Arc<str>,
     counters: Arc<Counters>,
-}
-
-impl std::fmt::Debug for Counters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Counters")
-    }
 }
 
 impl SpanProcessor for ExportProcessor {

@@ -133,8 +133,8 @@ async fn latency(
 async fn stats(State(store): State<Arc<TraceStore>>) -> Json<Value> {
     let mut out = json!(store.stats());
     out["http"] = json!({
-        "viewer": store.viewer_http.to_json(),
-        "collector": store.collector_http.to_json(),
+        "viewer": store.viewer_http.snapshot(),
+        "collector": store.collector_http.snapshot(),
     });
     Json(out)
 }

@@ -75,7 +75,7 @@ fn go_bool(v: &str) -> Option<bool> {
 }
 
 /// Waits for the process's heavy-answer permit (see `http_limits`).
-async fn heavy() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+async fn heavy() -> Result<mqrs_base::budget::Share, ApiError> {
     crate::http::answer::heavy()
         .await
         .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))

@@ -10,10 +10,10 @@ use serde_json::json;
 /// that. Bounds the memory and time a search can take, whatever its `limit`.
 pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
 
-/// The process's permit for a heavy answer (see `http_limits`), waited for; `None` only if
-/// the permits are closed.
-pub(crate) async fn heavy() -> Option<tokio::sync::SemaphorePermit<'static>> {
-    super::limits::HEAVY_QUERIES.acquire().await.ok()
+/// The process's permit for a heavy answer (see `limits`), waited for; `None` only if the
+/// budget is closed.
+pub(crate) async fn heavy() -> Option<mqrs_base::budget::Share> {
+    super::limits::HEAVY_QUERIES.take(1).await
 }
 
 /// What to tell a reader of a trace cut short of its `total` spans by the answer cap.
@@ -43,7 +43,6 @@ pub(crate) fn error(status: StatusCode, msg: String) -> Response {
         .into_response()
 }
 
-/// Answers 503 when the heavy-answer permits are closed.
 /// Answers unknown paths with a JSON error, like Jaeger.
 pub(crate) async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint".into())

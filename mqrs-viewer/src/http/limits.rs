@@ -18,8 +18,8 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,11 +28,12 @@ use axum::Router;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use mqrs_base::budget::{Budget, Share};
 use mqrs_base::sync::Locked;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, Sleep};
 
@@ -66,29 +67,24 @@ pub const MAX_HEAVY_QUERIES: usize = 1;
 /// How long open connections may take to finish their requests when the service stops.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// The process's permits for heavy answers.
-pub(crate) static HEAVY_QUERIES: Semaphore = Semaphore::const_new(MAX_HEAVY_QUERIES);
+/// The process's budget of heavy answers.
+pub(crate) static HEAVY_QUERIES: LazyLock<Budget> =
+    LazyLock::new(|| Budget::new(MAX_HEAVY_QUERIES));
 
-/// What one HTTP listener's bounds turned away.
-#[derive(Debug, Default)]
-pub struct HttpCounters {
+/// What one HTTP listener's bounds turned away, read from its [`HttpCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HttpStats {
     /// Connections closed at once because their address already held `MAX_PER_ADDRESS`.
-    pub refused_per_address: AtomicU64,
+    pub refused_per_address: u64,
     /// Connections closed because a request head did not arrive within `HEAD`.
-    pub head_timeouts: AtomicU64,
+    pub head_timeouts: u64,
     /// Requests refused because their body came slower than `BODY_MIN_RATE`.
-    pub slow_bodies: AtomicU64,
+    pub slow_bodies: u64,
 }
 
-impl HttpCounters {
-    /// The counters as JSON, for `/api/stats`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "refused_per_address": self.refused_per_address.load(Relaxed),
-            "head_timeouts": self.head_timeouts.load(Relaxed),
-            "slow_bodies": self.slow_bodies.load(Relaxed),
-        })
-    }
+mqrs_base::counters! {
+    /// The counters behind [`HttpStats`], shared by one listener's connections.
+    pub struct HttpCounters => HttpStats { refused_per_address, head_timeouts, slow_bodies }
 }
 
 /// The runtime the viewer and the collector run on: one thread (`mqrs-http`) for the whole
@@ -156,7 +152,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     counters: Arc<HttpCounters>,
 ) {
-    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Budget::new(MAX_CONNECTIONS);
     let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
@@ -165,13 +161,13 @@ async fn accept_loop(
         let accepted = tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break,
-            permit = open.clone().acquire_owned() => match permit {
-                Ok(permit) => tokio::select! {
+            permit = open.take(1) => match permit {
+                Some(permit) => tokio::select! {
                     biased;
                     () = stopped(&mut shutdown) => break,
                     r = listener.accept() => r.map(|(io, peer)| (io, peer, permit)),
                 },
-                Err(_) => break,
+                None => break,
             },
         };
         let (io, peer, permit) = match accepted {
@@ -288,7 +284,7 @@ impl Drop for AddressSlot {
 /// bytes for as long (a client that asks for an answer and never reads it).
 struct LimitedStream {
     io: TcpStream,
-    _permit: OwnedSemaphorePermit,
+    _permit: Share,
     _slot: AddressSlot,
     idle: Pin<Box<Sleep>>,
     /// Since when a write has waited for the peer, if one is waiting.

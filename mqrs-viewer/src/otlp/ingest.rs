@@ -63,9 +63,9 @@ pub async fn serve(
 /// Counts every answer in the store's stats: taken in, or refused.
 async fn count(State(store): State<Arc<TraceStore>>, r: Response) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
-    store.otlp.requests.fetch_add(1, Relaxed);
+    store.counters.otlp_requests.fetch_add(1, Relaxed);
     if !r.status().is_success() {
-        store.otlp.rejected.fetch_add(1, Relaxed);
+        store.counters.otlp_rejected.fetch_add(1, Relaxed);
     }
     r
 }

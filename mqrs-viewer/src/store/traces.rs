@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use mqrs_base::sync::Locked;
@@ -59,12 +59,9 @@ pub struct TraceStore {
     pub(super) pending: pending::Pending,
     /// Hashes `session.id` and `user.id` values into player keys.
     pub(super) owner_hash: KeyedHash,
-    /// What the OTLP collector feeding this store took in and refused.
-    pub(crate) otlp: OtlpCounters,
-    /// Spans refused for an id their trace already held, or for naming themselves as parent.
-    pub(super) conflicts: AtomicU64,
-    /// Spans that lost attributes or events to a per-span limit.
-    pub(super) limited: AtomicU64,
+    /// Spans refused as conflicting or limited; what the OTLP collector feeding this store
+    /// took in and refused.
+    pub(crate) counters: StoreCounters,
     /// What the viewer's HTTP bounds turned away.
     pub(crate) viewer_http: Arc<crate::http::limits::HttpCounters>,
     /// What the collector's HTTP bounds turned away.
@@ -118,12 +115,15 @@ pub(super) fn keep_spare_buffers(buffers: impl Iterator<Item = Vec<u8>>) {
     });
 }
 
-/// Requests of the OTLP collector, counted for the store's stats.
-#[derive(Default)]
-pub(crate) struct OtlpCounters {
-    pub(crate) requests: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) future_spans: AtomicU64,
+mqrs_base::counters! {
+    /// The counters behind [`StoreStats`] that are not kept under the store's lock.
+    pub(crate) struct StoreCounters => StoreStats {
+        spans_conflicting,
+        spans_limited,
+        otlp_requests,
+        otlp_rejected,
+        otlp_future_spans,
+    }
 }
 
 impl TraceStore {
@@ -134,9 +134,7 @@ impl TraceStore {
             limits,
             pending: pending::Pending::default(),
             owner_hash: KeyedHash::default(),
-            otlp: OtlpCounters::default(),
-            conflicts: AtomicU64::new(0),
-            limited: AtomicU64::new(0),
+            counters: StoreCounters::default(),
             viewer_http: Arc::default(),
             collector_http: Arc::default(),
             journal: None,
@@ -241,7 +239,9 @@ impl TraceStore {
     /// so is one whose trace already holds its span id (see `place`); both are counted.
     pub fn insert(&self, mut span: StoredSpan) {
         if span.parent_span_id == Some(span.span_id) {
-            self.conflicts.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .spans_conflicting
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         let mut dropped = limits::counts(&mut span);
@@ -265,7 +265,7 @@ impl TraceStore {
                     }
                     if dropped.any() {
                         std::mem::take(&mut dropped).mark(span);
-                        self.limited.fetch_add(1, Ordering::Relaxed);
+                        self.counters.spans_limited.fetch_add(1, Ordering::Relaxed);
                         b.clear();
                         codec::encode(span, &mut b);
                     }
@@ -285,7 +285,7 @@ impl TraceStore {
             dropped += limits::budget(&mut span);
             if dropped.any() {
                 dropped.mark(&mut span);
-                self.limited.fetch_add(1, Ordering::Relaxed);
+                self.counters.spans_limited.fetch_add(1, Ordering::Relaxed);
             }
             let mut b = Vec::new();
             codec::encode(&span, &mut b);
@@ -427,7 +427,9 @@ impl TraceStore {
                 // merge a stranger's span into it: refused, the first one stays.
                 let id = span.bytes.get(4..12).and_then(|b| b.try_into().ok());
                 if id.is_some_and(|id| codec::holds_span(&t.data, u64::from_le_bytes(id))) {
-                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .spans_conflicting
+                        .fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
                 t
@@ -491,26 +493,25 @@ impl TraceStore {
     /// Counts `n` spans the collector refused for a time too far in the future.
     pub(crate) fn count_future(&self, n: u64) {
         if n > 0 {
-            self.otlp.future_spans.fetch_add(n, Ordering::Relaxed);
+            self.counters
+                .otlp_future_spans
+                .fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// Counters.
     pub fn stats(&self) -> StoreStats {
         let g = self.lock();
-        StoreStats {
+        let mut stats = self.counters.snapshot_onto(StoreStats {
             traces: g.traces.len(),
             spans: g.spans,
             bytes: g.bytes,
             spans_received: g.received,
-            spans_dropped: g.evicted + g.refused + self.conflicts.load(Ordering::Relaxed),
             spans_evicted: g.evicted,
             spans_refused: g.refused,
-            spans_conflicting: self.conflicts.load(Ordering::Relaxed),
-            spans_limited: self.limited.load(Ordering::Relaxed),
-            otlp_requests: self.otlp.requests.load(Ordering::Relaxed),
-            otlp_rejected: self.otlp.rejected.load(Ordering::Relaxed),
-            otlp_future_spans: self.otlp.future_spans.load(Ordering::Relaxed),
-        }
+            ..StoreStats::default()
+        });
+        stats.spans_dropped = g.evicted + g.refused + stats.spans_conflicting;
+        stats
     }
 }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -64,12 +64,19 @@ pub(crate) struct BrokerLimits {
     max_retained_bytes: usize,
     max_topic_bytes: usize,
     retained: Mutex<Retained>,
-    retained_refused: AtomicU64,
-    topics_refused: AtomicU64,
-    subscriptions_refused: AtomicU64,
-    clients_disconnected: AtomicU64,
+    counters: Counters,
     /// Filled once the broker is made: what disconnects a client.
     router: OnceLock<Arc<MessageRouter>>,
+}
+
+mqrs_base::counters! {
+    /// The counters behind [`EmbeddedBrokerStats`].
+    struct Counters => EmbeddedBrokerStats {
+        retained_refused,
+        topics_refused,
+        subscriptions_refused,
+        clients_disconnected,
+    }
 }
 
 #[derive(Default)]
@@ -82,19 +89,16 @@ impl BrokerLimits {
     /// The counters and the retained messages held now.
     pub(crate) fn stats(&self) -> EmbeddedBrokerStats {
         let r = self.retained.locked();
-        EmbeddedBrokerStats {
-            retained_refused: self.retained_refused.load(Relaxed),
-            topics_refused: self.topics_refused.load(Relaxed),
-            subscriptions_refused: self.subscriptions_refused.load(Relaxed),
-            clients_disconnected: self.clients_disconnected.load(Relaxed),
+        self.counters.snapshot_onto(EmbeddedBrokerStats {
             retained: r.sizes.len() as u64,
             retained_bytes: r.bytes as u64,
-        }
+            ..EmbeddedBrokerStats::default()
+        })
     }
 
     /// Disconnects `client` (its connection task ends at its next turn) and counts it.
     fn disconnect(&self, client: &str, why: &str) {
-        self.clients_disconnected.fetch_add(1, Relaxed);
+        self.counters.clients_disconnected.fetch_add(1, Relaxed);
         tracing::warn!(client, "embedded broker: {why}; client disconnected");
         if let Some(router) = self.router.get().cloned() {
             let client = client.to_string();
@@ -152,7 +156,7 @@ impl BrokerEventHandler for Events {
             {
                 return PublishAction::Continue;
             }
-            self.0.retained_refused.fetch_add(1, Relaxed);
+            self.0.counters.retained_refused.fetch_add(1, Relaxed);
             self.0.disconnect(
                 &e.client_id,
                 "retained messages over [broker] embedded_max_retained or embedded_max_retained_bytes",
@@ -188,7 +192,10 @@ impl BrokerEventHandler for Events {
                 .filter(|s| s.result == SubAckReasonCode::QuotaExceeded)
                 .count();
             if over > 0 {
-                self.0.subscriptions_refused.fetch_add(over as u64, Relaxed);
+                self.0
+                    .counters
+                    .subscriptions_refused
+                    .fetch_add(over as u64, Relaxed);
                 tracing::debug!(client = %e.client_id, over, "embedded broker: subscriptions over [broker] embedded_max_subscriptions");
             }
         })
@@ -210,7 +217,7 @@ impl TopicLimit {
         if topic.len() <= self.0.max_topic_bytes {
             return true;
         }
-        self.0.topics_refused.fetch_add(1, Relaxed);
+        self.0.counters.topics_refused.fetch_add(1, Relaxed);
         self.0
             .disconnect(client, "a topic over [broker] embedded_max_topic_bytes");
         false
@@ -268,10 +275,7 @@ impl EmbeddedBroker {
             max_retained_bytes: cfg.embedded_max_retained_bytes,
             max_topic_bytes: cfg.embedded_max_topic_bytes,
             retained: Mutex::default(),
-            retained_refused: AtomicU64::new(0),
-            topics_refused: AtomicU64::new(0),
-            subscriptions_refused: AtomicU64::new(0),
-            clients_disconnected: AtomicU64::new(0),
+            counters: Counters::default(),
             router: OnceLock::new(),
         });
         let storage = StorageConfig {

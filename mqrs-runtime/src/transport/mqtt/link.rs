@@ -261,8 +261,7 @@ async fn close(
     }
     // Calls still being served finish and their replies go out (the connection keeps being
     // polled meanwhile); bounded by the grace period.
-    let permits = u32::try_from(shared.serving.max_calls).unwrap_or(u32::MAX);
-    let drained = shared.serving.calls.clone().acquire_many_owned(permits);
+    let drained = shared.serving.calls.take_all();
     tokio::pin!(drained);
     let until = tokio::time::sleep(link.grace);
     tokio::pin!(until);

@@ -11,7 +11,7 @@ use mqrs_base::sync::RwLocked;
 use rumqttc::v5::AsyncClient;
 use tokio::sync::oneshot;
 
-use super::budget::Budget;
+use super::budget::Serving;
 use super::shared::{BrokerStats, Counters, PendingGuard, ReplyRx, Shared, Throttle};
 use super::wire;
 use crate::config::BrokerSection;
@@ -28,7 +28,7 @@ impl MqttTransport {
     /// A transport for the process `server_id`; it connects when the app starts.
     pub fn new(settings: BrokerSection, server_id: &str) -> Self {
         let nonce = format!("{:016x}", rand::random::<u64>());
-        let serving = Budget::new(&settings);
+        let serving = Serving::new(&settings);
         MqttTransport {
             shared: Arc::new(Shared {
                 reply_topic: format!("{}{server_id}/{nonce}", wire::REPLY_PREFIX),
@@ -52,19 +52,11 @@ impl MqttTransport {
 
     /// The counters of the connection.
     pub fn stats(&self) -> BrokerStats {
-        let c = &self.shared.counters;
-        BrokerStats {
+        self.shared.counters.snapshot_onto(BrokerStats {
             connected: self.shared.connected.load(Ordering::Relaxed),
-            connects: c.connects.load(Ordering::Relaxed),
-            connection_errors: c.connection_errors.load(Ordering::Relaxed),
-            calls_sent: c.calls_sent.load(Ordering::Relaxed),
-            calls_served: c.calls_served.load(Ordering::Relaxed),
-            late_replies: c.late_replies.load(Ordering::Relaxed),
-            malformed: c.malformed.load(Ordering::Relaxed),
-            refused_pending: c.refused_pending.load(Ordering::Relaxed),
             pending: self.shared.pending().len() as u64,
-            embedded: None,
-        }
+            ..BrokerStats::default()
+        })
     }
 
     /// The modules every connected process announced (this one included), by server id.

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use rumqttc::v5::AsyncClient;
 
 use super::broker::EmbeddedBrokerStats;
-use super::budget::Budget;
+use super::budget::Serving;
 use super::wire;
 use crate::config::BrokerSection;
 use crate::error::RpcError;
@@ -42,15 +42,17 @@ pub struct BrokerStats {
     pub embedded: Option<EmbeddedBrokerStats>,
 }
 
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) connects: AtomicU64,
-    pub(super) connection_errors: AtomicU64,
-    pub(super) calls_sent: AtomicU64,
-    pub(super) calls_served: AtomicU64,
-    pub(super) late_replies: AtomicU64,
-    pub(super) malformed: AtomicU64,
-    pub(super) refused_pending: AtomicU64,
+mqrs_base::counters! {
+    /// The counters behind [`BrokerStats`], shared by the link's tasks.
+    pub(super) struct Counters => BrokerStats {
+        connects,
+        connection_errors,
+        calls_sent,
+        calls_served,
+        late_replies,
+        malformed,
+        refused_pending,
+    }
 }
 
 /// Where the reply of one call is delivered.
@@ -78,7 +80,7 @@ pub(super) struct Shared {
     pub(super) next_id: AtomicU64,
     pub(super) counters: Counters,
     /// What calls from other processes being served may hold at once.
-    pub(super) serving: Budget,
+    pub(super) serving: Serving,
     /// Announcing again over other words on this process's presence topic: once a second.
     pub(super) reannounce: Throttle,
     /// Warning that a request was refused for where its reply would go: once in 10 s.
