@@ -51,7 +51,7 @@ pub struct AppSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RpcSection {
-    /// Call timeout in milliseconds (mqant's `RpcExpired`).
+    /// Call timeout in milliseconds (mqant's `RpcExpired`); at most an hour is used.
     pub timeout_ms: u64,
 }
 
