@@ -15,6 +15,8 @@ pub struct DemoProcess {
     pub collector: String,
     /// The embedded broker's address, `host:port`, when it runs one.
     pub broker: Option<String>,
+    /// The gate's MQTT over WebSocket address, `host:port`, when it runs a gate.
+    pub ws: Option<String>,
 }
 
 impl DemoProcess {
@@ -26,7 +28,8 @@ impl DemoProcess {
             .map_err(|e| e.to_string())?
             .with_file_name("demo");
         let mut child = Command::new(&exe)
-            .args(["--gate", "127.0.0.1:0", "--viewer", "127.0.0.1:0"])
+            .args(["--gate", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
+            .args(["--viewer", "127.0.0.1:0"])
             .args([
                 "--collector",
                 "127.0.0.1:0",
@@ -53,6 +56,7 @@ impl DemoProcess {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let (mut gate, mut viewer, mut collector, mut broker) = (None, None, None, None);
+        let mut ws = None;
         while gate.is_none() || viewer.is_none() || collector.is_none() {
             let Some(Ok(l)) = lines.next() else {
                 let _ = child.kill();
@@ -60,6 +64,9 @@ impl DemoProcess {
             };
             if let Some(a) = l.split("gate listening on mqtt://").nth(1) {
                 gate = Some(a.trim().to_string());
+            }
+            if let Some(a) = l.split("gate listening on ws://").nth(1) {
+                ws = Some(a.trim().trim_end_matches("/mqtt").to_string());
             }
             if let Some(a) = l.split("trace viewer on http://").nth(1) {
                 viewer = Some(a.trim().trim_end_matches('/').to_string());
@@ -79,6 +86,7 @@ impl DemoProcess {
             viewer: viewer.unwrap_or_default(),
             collector: collector.unwrap_or_default(),
             broker,
+            ws,
         })
     }
 

@@ -66,6 +66,10 @@ struct Cli {
     #[arg(long, env = "MQRS_GATE", value_name = "HOST:PORT")]
     gate: Option<SocketAddr>,
 
+    /// MQTT over WebSocket listen address (default 127.0.0.1:3653); empty turns it off.
+    #[arg(long, env = "MQRS_WS", value_name = "HOST:PORT")]
+    ws: Option<String>,
+
     /// Trace viewer listen address (default 127.0.0.1:7700).
     #[arg(long, env = "MQRS_VIEWER", value_name = "HOST:PORT")]
     viewer: Option<SocketAddr>,
@@ -134,6 +138,12 @@ fn apply_flags(cli: &Cli, parts: demo::Parts, config: &mut Config) -> Result<(),
     }
     if let Some(g) = cli.gate {
         config.gate.tcp_addr = g;
+    }
+    if let Some(w) = &cli.ws {
+        config.gate.ws_addr = match w.trim() {
+            "" => None,
+            a => Some(a.parse().map_err(|e| format!("--ws `{a}`: {e}"))?),
+        };
     }
     if let Some(v) = cli.viewer {
         config.trace.viewer_addr = v;

@@ -33,8 +33,10 @@ fn wait_for_listeners(lines: &mut impl Iterator<Item = String>) -> (String, Stri
 }
 
 /// Every listener of the demo on a free port.
-const FREE_PORTS: [&str; 8] = [
+const FREE_PORTS: [&str; 10] = [
     "--gate",
+    "127.0.0.1:0",
+    "--ws",
     "127.0.0.1:0",
     "--viewer",
     "127.0.0.1:0",

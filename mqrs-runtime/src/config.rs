@@ -63,6 +63,10 @@ pub struct GateSection {
     pub enabled: bool,
     /// MQTT over TCP listen address.
     pub tcp_addr: SocketAddr,
+    /// MQTT over WebSocket listen address (subprotocol `mqtt`, any path); `""` in a file
+    /// turns it off.
+    #[serde(deserialize_with = "optional_addr")]
+    pub ws_addr: Option<SocketAddr>,
     /// Largest MQTT packet accepted, in bytes, checked from the fixed header.
     pub max_packet_size: usize,
     /// Time allowed for the first packet (CONNECT), in milliseconds.
@@ -195,6 +199,17 @@ pub enum BrokerUrl {
     Urls(Vec<String>),
 }
 
+/// An address, or none when the text is empty.
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "" => Ok(None),
+        t => t.parse().map(Some).map_err(|e| {
+            serde::de::Error::custom(format!("`{t}` is not an address like 127.0.0.1:3653: {e}"))
+        }),
+    }
+}
+
 impl<'de> Deserialize<'de> for BrokerUrl {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -266,6 +281,7 @@ impl Default for GateSection {
         GateSection {
             enabled: true,
             tcp_addr: SocketAddr::from(([127, 0, 0, 1], 3563)),
+            ws_addr: Some(SocketAddr::from(([127, 0, 0, 1], 3653))),
             max_packet_size: 1 << 20,
             connect_timeout_ms: 5000,
             max_connections: 10_000,
@@ -372,6 +388,7 @@ impl Config {
     pub fn ephemeral() -> Config {
         let mut c = Config::default();
         c.gate.tcp_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.gate.ws_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         c.trace.viewer_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.trace.collector_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.broker.embedded_addr = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -411,6 +428,16 @@ mod tests {
         assert_eq!(c.rpc_timeout(), Duration::from_millis(500));
         assert_eq!(c.gate.tcp_addr.port(), 4000);
         assert_eq!(c.gate.max_packet_size, 1 << 20);
+        assert_eq!(c.gate.ws_addr.map(|a| a.port()), Some(3653));
+        let off = Config::from_toml("[gate]\nws_addr = \"\"\n").expect("valid");
+        assert_eq!(off.gate.ws_addr, None);
+        let moved = Config::from_toml("[gate]\nws_addr = \"0.0.0.0:8083\"\n").expect("valid");
+        assert_eq!(moved.gate.ws_addr.map(|a| a.port()), Some(8083));
+        let e = Config::from_toml("[gate]\nws_addr = \"localhost\"\n").expect_err("bad");
+        assert!(
+            e.to_string().contains("`localhost` is not an address"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Facts {
     /// first use: a session that arrived from another process never makes them.
     pub(crate) fn conn_attrs(&self) -> &ConnAttrs {
         self.conn.get_or_init(|| ConnAttrs {
-            network: shared_value(&self.data.network),
+            scheme: shared_value(url_scheme(&self.data.network)),
             ip: shared_value(&self.data.ip),
         })
     }
@@ -101,10 +101,18 @@ pub(crate) struct SpanAttrs {
 /// The connection's span attribute values, shared like [`SpanAttrs`].
 #[derive(Clone, Debug)]
 pub(crate) struct ConnAttrs {
-    /// `network.transport`.
-    pub(crate) network: Value,
+    /// `url.scheme`: how the client reached the gate.
+    pub(crate) scheme: Value,
     /// `client.address`.
     pub(crate) ip: Value,
+}
+
+/// The URL scheme a client used for a session's `network` (`tcp` is MQTT's own `mqtt`).
+fn url_scheme(network: &str) -> &str {
+    match network {
+        "tcp" => "mqtt",
+        other => other,
+    }
 }
 
 /// A span attribute value from session text, cut like the store cuts values: a client's

@@ -1,6 +1,7 @@
 """Drives the mqrs gate with Eclipse Paho (Python), an MQTT client nobody on this team wrote.
 
-Usage: python3 paho_chat.py PORT USER
+Usage: python3 paho_chat.py PORT USER [tcp|ws]
+With `ws`, it speaks MQTT over WebSocket (path /mqtt, subprotocol mqtt) instead of TCP.
 Prints one JSON object per line: {"topic": ..., "reply": ...} for each request, in order.
 """
 import json
@@ -10,6 +11,7 @@ import threading
 import paho.mqtt.client as mqtt
 
 port, user = int(sys.argv[1]), sys.argv[2]
+transport = "websockets" if sys.argv[3:] == ["ws"] else "tcp"
 replies = {}
 arrived = threading.Condition()
 connected = threading.Event()
@@ -25,7 +27,14 @@ def on_message(client, userdata, msg):
         arrived.notify_all()
 
 
-client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-" + user, protocol=mqtt.MQTTv311)
+client = mqtt.Client(
+    mqtt.CallbackAPIVersion.VERSION2,
+    client_id="paho-" + user,
+    protocol=mqtt.MQTTv311,
+    transport=transport,
+)
+if transport == "websockets":
+    client.ws_set_options(path="/mqtt")
 client.on_connect = on_connect
 client.on_message = on_message
 client.connect("127.0.0.1", port, keepalive=30)

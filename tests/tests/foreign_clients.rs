@@ -7,29 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::{spans, start_demo, tools};
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_python_client_logs_in_joins_and_gets_traced_replies() {
-    let python = tools::test_python();
     let d = start_demo(|_| {}).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/paho_chat.py");
-    let port = d.gate.port().to_string();
-    let out = tools::run(
-        tokio::process::Command::new(python).args([script, &port, "pat"]),
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "paho client failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines = tools::paho_chat(d.gate.port(), "pat", "tcp").await;
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert_eq!(
         lines[0]["reply"],
@@ -41,9 +23,13 @@ async fn paho_python_client_logs_in_joins_and_gets_traced_replies() {
         let id = l["reply"]["TraceId"].as_str().expect("traced");
         let t = d.wait_chat_trace(id).await;
         let all = spans(&t);
-        assert!(all
+        let root = all
             .iter()
-            .any(|s| s.name == "gate Chat/HD_JoinChat" && s.tag("user.id") == Some("pat".into())));
+            .find(|s| s.name == "gate Chat/HD_JoinChat")
+            .expect("the gate's span");
+        assert_eq!(root.tag("user.id"), Some("pat".into()));
+        assert_eq!(root.tag("network.transport"), Some("tcp".into()));
+        assert_eq!(root.tag("url.scheme"), Some("mqtt".into()));
     }
     let err = lines[3]["reply"]["Error"].as_str().expect("error text");
     assert!(err.contains("not reachable from clients"), "{err}");

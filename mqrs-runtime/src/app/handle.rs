@@ -34,6 +34,8 @@ pub(super) struct ModuleEntry {
 pub struct Addrs {
     /// The MQTT gate, when enabled.
     pub gate: Option<SocketAddr>,
+    /// The gate's MQTT over WebSocket listener, when enabled.
+    pub gate_ws: Option<SocketAddr>,
     /// The trace viewer and API, when enabled.
     pub viewer: Option<SocketAddr>,
     /// The embedded MQTT broker, when this process runs one.

@@ -69,14 +69,13 @@ impl App {
                 hook: self.inner.hook.clone(),
                 server_id: cfg.app.server_id.clone(),
             };
-            let bound =
-                gate::bind(deps, cfg.gate.clone())
-                    .await
-                    .map_err(|source| AppError::Bind {
-                        what: "the MQTT gate",
-                        addr: cfg.gate.tcp_addr,
-                        source,
-                    })?;
+            let bound = gate::bind(deps, cfg.gate.clone())
+                .await
+                .map_err(|e| AppError::Bind {
+                    what: e.what,
+                    addr: e.addr,
+                    source: e.source,
+                })?;
             *self.inner.gate_counters.locked() = Some(bound.counters.clone());
             gate_bound = Some(bound);
         }
@@ -104,7 +103,11 @@ impl App {
         addrs.broker = self.inner.broker.lock().await.as_ref().map(|b| b.addr());
         if let Some(bound) = gate_bound {
             tracing::info!("gate listening on mqtt://{}", bound.addr);
+            if let Some(ws) = bound.ws_addr {
+                tracing::info!("gate listening on ws://{ws}/mqtt");
+            }
             addrs.gate = Some(bound.addr);
+            addrs.gate_ws = bound.ws_addr;
             self.push_task(bound.serve(self.inner.shutdown.subscribe()));
         }
         #[cfg(feature = "viewer")]

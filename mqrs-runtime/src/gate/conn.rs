@@ -137,7 +137,12 @@ async fn writer<W: AsyncWrite + Unpin>(
             };
         }
         // A client that stops reading blocks the write: after a while it is given up.
-        match tokio::time::timeout(SLOW_READER_WAIT, wr.write_all(&out)).await {
+        // Flushed too: a WebSocket or TLS stream may hold what it was given.
+        let written_out = async {
+            wr.write_all(&out).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(SLOW_READER_WAIT, written_out).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) | Err(_) => return None,
         }

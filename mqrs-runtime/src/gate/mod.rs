@@ -13,6 +13,7 @@ mod rules;
 mod state;
 mod stats;
 pub(crate) mod topic;
+mod ws;
 
 pub(crate) use hook::HookCell;
 pub use hook::{GateRequest, TracingHook};

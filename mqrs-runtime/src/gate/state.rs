@@ -51,6 +51,8 @@ pub(crate) struct Gate {
     pub(super) registry: Arc<Registry>,
     /// Open connections per client IP address.
     pub(super) per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Open connections, over every listener (`max_connections`).
+    pub(super) connections: Budget,
     /// Bytes of requests received and not yet handled, over all connections
     /// (`max_total_request_bytes`).
     pub(super) request_bytes: Budget,

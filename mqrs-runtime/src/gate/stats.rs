@@ -25,6 +25,9 @@ pub struct GateStats {
     pub refused_per_ip: u64,
     /// Bytes of requests received and not yet handled, over all connections, now.
     pub request_bytes_held: u64,
+    /// WebSocket handshakes refused: not an upgrade, subprotocols without `mqtt`, a head over
+    /// 8 KiB, or none finished within `connect_timeout_ms`.
+    pub ws_refused: u64,
 }
 
 mqrs_base::counters! {
@@ -38,6 +41,7 @@ mqrs_base::counters! {
         slow_clients,
         refused_per_ip,
         request_bytes_held,
+        ws_refused,
     }
 }
 

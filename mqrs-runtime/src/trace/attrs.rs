@@ -34,7 +34,10 @@ pub(crate) fn gate_attributes(facts: &Facts, extra: [KeyValue; 2]) -> Vec<KeyVal
     let (a, conn) = (facts.span_attrs(), facts.conn_attrs());
     let mut attrs = take();
     attrs.push(KeyValue::new("network.protocol.name", "mqtt"));
-    attrs.push(KeyValue::new("network.transport", conn.network.clone()));
+    // Both of the gate's doors (MQTT and MQTT over WebSocket) run over TCP; the scheme says
+    // which door.
+    attrs.push(KeyValue::new("network.transport", "tcp"));
+    attrs.push(KeyValue::new("url.scheme", conn.scheme.clone()));
     attrs.push(KeyValue::new("client.address", conn.ip.clone()));
     attrs.extend(extra);
     if let Some(s) = &a.session {

@@ -41,6 +41,8 @@ pub fn mqtt5_client(opts: rumqttc::v5::MqttOptions) -> (rumqttc::v5::AsyncClient
 pub struct Running {
     pub app: App,
     pub gate: SocketAddr,
+    /// The gate's MQTT over WebSocket listener.
+    pub ws: SocketAddr,
     pub viewer: SocketAddr,
 }
 
@@ -53,6 +55,7 @@ pub async fn start_demo(tweak: impl FnOnce(&mut Config)) -> Running {
     Running {
         app,
         gate: addrs.gate.expect("gate enabled"),
+        ws: addrs.gate_ws.expect("WebSocket listener enabled"),
         viewer: addrs.viewer.expect("viewer enabled"),
     }
 }

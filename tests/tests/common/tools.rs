@@ -60,3 +60,29 @@ pub async fn run(cmd: &mut tokio::process::Command, limit: Duration) -> Output {
         Err(_) => panic!("{what} did not finish within {limit:?}; killed"),
     }
 }
+
+/// Runs `clients/paho_chat.py` (Eclipse Paho, Python) as `user` against the gate's `port`
+/// over `transport` (`tcp` or `ws`); the JSON lines it printed, one per request.
+pub async fn paho_chat(port: u16, user: &str, transport: &str) -> Vec<serde_json::Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/paho_chat.py");
+    let out = run(
+        tokio::process::Command::new(test_python()).args([
+            script,
+            &port.to_string(),
+            user,
+            transport,
+        ]),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "paho client over {transport} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
