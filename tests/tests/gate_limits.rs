@@ -439,3 +439,59 @@ async fn requests_waiting_to_be_handled_are_bounded_in_bytes() {
     assert!(most >= 40_000, "the budget was used: {most}");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stalling_in_large_packets_lose_their_turn_at_the_packet_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    // Large packets still arriving may hold 600 KB together (half the total budget): one
+    // 500 KB PUBLISH at a time.
+    let (app, port) = start_big(|c| {
+        c.gate.max_total_request_bytes = 1_200_000;
+        c.gate.packet_timeout_ms = 1000;
+    })
+    .await;
+    let lo = [127, 0, 0, 1].into();
+    let half = {
+        let body = format!(r#"{{"bytes": 1, "pad": "{}"}}"#, "p".repeat(500_000));
+        let p = raw_publish(b"Big/HD_Big/1", body.as_bytes());
+        p[..p.len() / 2].to_vec()
+    };
+    // Twelve clients send half of a 500 KB request each and stop: one holds the budget, the
+    // others wait for it. Each is closed a packet timeout after its first byte, waiting
+    // included, not one after the other.
+    let started = Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..12 {
+        let mut s = raw_client(port, lo, common::raw::CONNECT_V4)
+            .await
+            .expect("connected");
+        s.write_all(&half).await.expect("write");
+        stalled.push(s);
+    }
+    // Meanwhile a client sends a whole large request.
+    let mut good = raw_client(port, lo, common::raw::CONNECT_V4)
+        .await
+        .expect("connected");
+    let body = format!(r#"{{"bytes": 3, "pad": "{}"}}"#, "p".repeat(500_000));
+    good.write_all(&raw_publish(b"Big/HD_Big/2", body.as_bytes()))
+        .await
+        .expect("write");
+    for s in &mut stalled {
+        common::raw::read_until_closed(s, Duration::from_secs(4)).await;
+    }
+    let all_closed = started.elapsed();
+    let reply = common::raw::read_exact(&mut good, 2, Duration::from_secs(4)).await;
+    assert_eq!(reply[0], 0x30, "a PUBLISH reply");
+    assert!(
+        all_closed < Duration::from_secs(4),
+        "stalled clients closed after {all_closed:?}"
+    );
+    common::wait_for(
+        "the stalled clients counted",
+        Duration::from_secs(5),
+        || app.gate_stats().is_some_and(|st| st.slow_clients >= 12),
+    )
+    .await;
+    app.shutdown().await;
+}

@@ -16,6 +16,7 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{check, Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
 
 use super::peer::{Peer, SLOW_READER_WAIT};
 use super::state::Gate;
@@ -43,12 +44,14 @@ pub(crate) enum ConnError {
 /// Reads one packet; `Ok(None)` on a clean end of stream between packets. With `first`, an
 /// MQTT 5 CONNECT is recognised from its protocol level before the 3.1.1 decoder sees it.
 ///
-/// Once part of a packet is in, the rest must arrive within `rest_within`.
+/// Once part of a packet is in, the rest must arrive within `rest_within` of its first byte,
+/// whatever it waits for meanwhile: the socket or the budget below.
 ///
 /// A packet larger than [`LARGE_PACKET`] takes its size from the gate's budget for arriving
 /// bytes before they are buffered (held until it is read whole), so many clients each sending
 /// most of a large packet cannot together take more memory than that budget, and cannot take
-/// the budget small requests use.
+/// the budget small requests use; a client that holds its share and stalls loses it at its
+/// packet's deadline, so the clients waiting behind it get their turn.
 async fn read_packet<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
@@ -58,6 +61,9 @@ async fn read_packet<R: AsyncRead + Unpin>(
     total: &Budget,
 ) -> Result<Option<Packet>, ConnError> {
     let mut receiving: Option<Share> = None;
+    // When the packet's first byte was in hand: bytes left over from the last read count
+    // from now.
+    let mut due = (!buf.is_empty()).then(|| Instant::now() + rest_within);
     loop {
         match check(buf.iter(), max) {
             Ok(header) => {
@@ -71,19 +77,21 @@ async fn read_packet<R: AsyncRead + Unpin>(
             Err(CodecError::InsufficientBytes(n)) => {
                 let frame = buf.len() + n.min(max);
                 if frame > LARGE_PACKET && receiving.is_none() {
+                    let due = due.unwrap_or_else(|| Instant::now() + rest_within);
                     // The budget is never closed; if it were, read on without it.
-                    receiving = total.take(frame).await;
+                    receiving = tokio::time::timeout_at(due, total.take(frame))
+                        .await
+                        .map_err(|_| ConnError::Stalled)?;
                 }
                 buf.reserve(n.min(max));
             }
             Err(e) => return Err(e.into()),
         }
-        let n = if buf.is_empty() {
-            rd.read_buf(buf).await?
-        } else {
-            tokio::time::timeout(rest_within, rd.read_buf(buf))
+        let n = match due {
+            None => rd.read_buf(buf).await?,
+            Some(due) => tokio::time::timeout_at(due, rd.read_buf(buf))
                 .await
-                .map_err(|_| ConnError::Stalled)??
+                .map_err(|_| ConnError::Stalled)??,
         };
         if n == 0 {
             return if buf.is_empty() {
@@ -92,6 +100,7 @@ async fn read_packet<R: AsyncRead + Unpin>(
                 Err(ConnError::TruncatedPacket)
             };
         }
+        due.get_or_insert_with(|| Instant::now() + rest_within);
     }
 }
 
