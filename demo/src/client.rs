@@ -59,7 +59,12 @@ impl GateClient {
         host: &str,
         port: u16,
     ) -> Result<GateClient, ClientError> {
-        let mut opts = MqttOptions::new(client_id, host, port);
+        Self::connect_with(MqttOptions::new(client_id, host, port)).await
+    }
+
+    /// Connects with `opts` (its transport: TCP, TLS, WebSocket) and waits for the CONNACK;
+    /// keepalive and packet size are set here.
+    pub async fn connect_with(mut opts: MqttOptions) -> Result<GateClient, ClientError> {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 64);

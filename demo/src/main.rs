@@ -70,6 +70,20 @@ struct Cli {
     #[arg(long, env = "MQRS_WS", value_name = "HOST:PORT")]
     ws: Option<String>,
 
+    /// The gate's TLS certificate chain (PEM); with --tls-key it serves MQTT over TLS on
+    /// --tls and WSS on --ws.
+    #[arg(long, env = "MQRS_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "MQRS_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// MQTT over TLS listen address when a certificate is given (default 127.0.0.1:8883);
+    /// empty turns it off.
+    #[arg(long, env = "MQRS_TLS", value_name = "HOST:PORT")]
+    tls: Option<String>,
+
     /// Trace viewer listen address (default 127.0.0.1:7700).
     #[arg(long, env = "MQRS_VIEWER", value_name = "HOST:PORT")]
     viewer: Option<SocketAddr>,
@@ -124,6 +138,17 @@ fn setup(cli: &Cli) -> Result<(demo::Parts, Config), String> {
     Ok((parts, config))
 }
 
+/// An address flag's value: none when empty.
+fn optional_addr(flag: &str, text: &str) -> Result<Option<SocketAddr>, String> {
+    match text.trim() {
+        "" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{flag} `{a}`: {e}")),
+    }
+}
+
 fn apply_flags(cli: &Cli, parts: demo::Parts, config: &mut Config) -> Result<(), String> {
     if let Some(b) = &cli.broker {
         config.broker.url = match b.as_str() {
@@ -140,10 +165,14 @@ fn apply_flags(cli: &Cli, parts: demo::Parts, config: &mut Config) -> Result<(),
         config.gate.tcp_addr = g;
     }
     if let Some(w) = &cli.ws {
-        config.gate.ws_addr = match w.trim() {
-            "" => None,
-            a => Some(a.parse().map_err(|e| format!("--ws `{a}`: {e}"))?),
-        };
+        config.gate.ws_addr = optional_addr("--ws", w)?;
+    }
+    if let Some(t) = &cli.tls {
+        config.gate.tls_addr = optional_addr("--tls", t)?;
+    }
+    if cli.tls_cert.is_some() {
+        config.gate.tls_cert.clone_from(&cli.tls_cert);
+        config.gate.tls_key.clone_from(&cli.tls_key);
     }
     if let Some(v) = cli.viewer {
         config.trace.viewer_addr = v;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -67,6 +67,14 @@ pub struct GateSection {
     /// turns it off.
     #[serde(deserialize_with = "optional_addr")]
     pub ws_addr: Option<SocketAddr>,
+    /// The gate's certificate chain, PEM, leaf first. With `tls_key` it turns TLS on: MQTT
+    /// over TLS on `tls_addr`, and the WebSocket listener speaks WSS.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`, PEM (PKCS #8, PKCS #1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// MQTT over TLS listen address, used when `tls_cert` is set; `""` turns it off (WSS only).
+    #[serde(deserialize_with = "optional_addr")]
+    pub tls_addr: Option<SocketAddr>,
     /// Largest MQTT packet accepted, in bytes, checked from the fixed header.
     pub max_packet_size: usize,
     /// Time allowed for the first packet (CONNECT), in milliseconds.
@@ -282,6 +290,9 @@ impl Default for GateSection {
             enabled: true,
             tcp_addr: SocketAddr::from(([127, 0, 0, 1], 3563)),
             ws_addr: Some(SocketAddr::from(([127, 0, 0, 1], 3653))),
+            tls_cert: None,
+            tls_key: None,
+            tls_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8883))),
             max_packet_size: 1 << 20,
             connect_timeout_ms: 5000,
             max_connections: 10_000,
@@ -389,6 +400,7 @@ impl Config {
         let mut c = Config::default();
         c.gate.tcp_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.gate.ws_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        c.gate.tls_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         c.trace.viewer_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.trace.collector_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         c.broker.embedded_addr = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -107,10 +107,12 @@ pub(crate) struct ConnAttrs {
     pub(crate) ip: Value,
 }
 
-/// The URL scheme a client used for a session's `network` (`tcp` is MQTT's own `mqtt`).
-fn url_scheme(network: &str) -> &str {
+/// The URL scheme a client used for a session's `network` (`tcp` and `tls` are MQTT's own
+/// `mqtt` and `mqtts`; `ws` and `wss` are their own).
+pub(crate) fn url_scheme(network: &str) -> &str {
     match network {
         "tcp" => "mqtt",
+        "tls" => "mqtts",
         other => other,
     }
 }

@@ -1,7 +1,9 @@
 """Drives the mqrs gate with Eclipse Paho (Python), an MQTT client nobody on this team wrote.
 
-Usage: python3 paho_chat.py PORT USER [tcp|ws]
-With `ws`, it speaks MQTT over WebSocket (path /mqtt, subprotocol mqtt) instead of TCP.
+Usage: python3 paho_chat.py PORT USER [tcp|ws|tls|wss] [CA_FILE]
+With `ws`, it speaks MQTT over WebSocket (path /mqtt, subprotocol mqtt) instead of TCP; with
+`tls` and `wss`, the same over TLS, verifying the gate's certificate and host name against
+CA_FILE (the system's roots without it).
 Prints one JSON object per line: {"topic": ..., "reply": ...} for each request, in order.
 """
 import json
@@ -11,7 +13,9 @@ import threading
 import paho.mqtt.client as mqtt
 
 port, user = int(sys.argv[1]), sys.argv[2]
-transport = "websockets" if sys.argv[3:] == ["ws"] else "tcp"
+kind = sys.argv[3] if len(sys.argv) > 3 else "tcp"
+ca_file = sys.argv[4] if len(sys.argv) > 4 else None
+transport = "websockets" if kind in ("ws", "wss") else "tcp"
 replies = {}
 arrived = threading.Condition()
 connected = threading.Event()
@@ -35,9 +39,14 @@ client = mqtt.Client(
 )
 if transport == "websockets":
     client.ws_set_options(path="/mqtt")
+if kind in ("tls", "wss"):
+    client.tls_set(ca_certs=ca_file)
 client.on_connect = on_connect
 client.on_message = on_message
-client.connect("127.0.0.1", port, keepalive=30)
+try:
+    client.connect("127.0.0.1", port, keepalive=30)
+except OSError as e:
+    sys.exit("cannot connect: " + repr(e))
 client.loop_start()
 if not connected.wait(5):
     sys.exit("no CONNACK from the gate")

@@ -11,7 +11,7 @@ use common::{spans, start_demo, tools};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_python_client_logs_in_joins_and_gets_traced_replies() {
     let d = start_demo(|_| {}).await;
-    let lines = tools::paho_chat(d.gate.port(), "pat", "tcp").await;
+    let lines = tools::paho_chat(d.gate.port(), "pat", &["tcp"]).await;
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert_eq!(
         lines[0]["reply"],

@@ -448,7 +448,7 @@ async fn clients_stalling_in_large_packets_lose_their_turn_at_the_packet_timeout
     // 500 KB PUBLISH at a time.
     let (app, port) = start_big(|c| {
         c.gate.max_total_request_bytes = 1_200_000;
-        c.gate.packet_timeout_ms = 1000;
+        c.gate.packet_timeout_ms = 2000;
     })
     .await;
     let lo = [127, 0, 0, 1].into();
@@ -469,7 +469,9 @@ async fn clients_stalling_in_large_packets_lose_their_turn_at_the_packet_timeout
         s.write_all(&half).await.expect("write");
         stalled.push(s);
     }
-    // Meanwhile a client sends a whole large request.
+    // Meanwhile, halfway through their time, a client sends a whole large request: its own
+    // packet timeout runs a second after theirs.
+    tokio::time::sleep_until((started + Duration::from_millis(1000)).into()).await;
     let mut good = raw_client(port, lo, common::raw::CONNECT_V4)
         .await
         .expect("connected");
@@ -478,13 +480,14 @@ async fn clients_stalling_in_large_packets_lose_their_turn_at_the_packet_timeout
         .await
         .expect("write");
     for s in &mut stalled {
-        common::raw::read_until_closed(s, Duration::from_secs(4)).await;
+        common::raw::read_until_closed(s, Duration::from_secs(6)).await;
     }
     let all_closed = started.elapsed();
-    let reply = common::raw::read_exact(&mut good, 2, Duration::from_secs(4)).await;
+    let reply = common::raw::read_exact(&mut good, 2, Duration::from_secs(6)).await;
     assert_eq!(reply[0], 0x30, "a PUBLISH reply");
+    // One after the other they would take 24 s.
     assert!(
-        all_closed < Duration::from_secs(4),
+        all_closed < Duration::from_secs(5),
         "stalled clients closed after {all_closed:?}"
     );
     common::wait_for(

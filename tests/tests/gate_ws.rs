@@ -89,7 +89,7 @@ fn publish(topic: &str, body: &Value) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_over_websocket_runs_the_chat_and_is_traced_with_scheme_ws() {
     let d = start_demo(|_| {}).await;
-    let lines = tools::paho_chat(d.ws.port(), "wes", "ws").await;
+    let lines = tools::paho_chat(d.ws.port(), "wes", &["ws"]).await;
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert_eq!(
         lines[0]["reply"],

@@ -54,6 +54,14 @@ pub enum AppError {
     /// `[trace] data_dir` cannot be read or written.
     #[error("trace data directory {0} cannot be used (the log says why)")]
     DataDir(String),
+    /// The gate's TLS certificate or key cannot be used.
+    #[error("gate TLS: {}: {reason}", path.display())]
+    Tls {
+        /// The file at fault.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A listener could not be opened.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {

@@ -34,8 +34,10 @@ pub(super) struct ModuleEntry {
 pub struct Addrs {
     /// The MQTT gate, when enabled.
     pub gate: Option<SocketAddr>,
-    /// The gate's MQTT over WebSocket listener, when enabled.
+    /// The gate's MQTT over WebSocket listener (WSS when TLS is on), when enabled.
     pub gate_ws: Option<SocketAddr>,
+    /// The gate's MQTT over TLS listener, when TLS is on.
+    pub gate_tls: Option<SocketAddr>,
     /// The trace viewer and API, when enabled.
     pub viewer: Option<SocketAddr>,
     /// The embedded MQTT broker, when this process runs one.

@@ -71,10 +71,14 @@ impl App {
             };
             let bound = gate::bind(deps, cfg.gate.clone())
                 .await
-                .map_err(|e| AppError::Bind {
-                    what: e.what,
-                    addr: e.addr,
-                    source: e.source,
+                .map_err(|e| match e {
+                    gate::StartError::Bind { what, addr, source } => {
+                        AppError::Bind { what, addr, source }
+                    }
+                    gate::StartError::Tls(e) => AppError::Tls {
+                        path: e.path,
+                        reason: e.reason,
+                    },
                 })?;
             *self.inner.gate_counters.locked() = Some(bound.counters.clone());
             gate_bound = Some(bound);
@@ -102,12 +106,20 @@ impl App {
         }
         addrs.broker = self.inner.broker.lock().await.as_ref().map(|b| b.addr());
         if let Some(bound) = gate_bound {
-            tracing::info!("gate listening on mqtt://{}", bound.addr);
-            if let Some(ws) = bound.ws_addr {
-                tracing::info!("gate listening on ws://{ws}/mqtt");
+            for &(door, at) in &bound.doors {
+                match door {
+                    gate::Door::Tcp => addrs.gate = Some(at),
+                    gate::Door::Tls => addrs.gate_tls = Some(at),
+                    gate::Door::Ws | gate::Door::Wss => addrs.gate_ws = Some(at),
+                }
+                let scheme = door.url_scheme();
+                let path = if matches!(door, gate::Door::Ws | gate::Door::Wss) {
+                    "/mqtt"
+                } else {
+                    ""
+                };
+                tracing::info!("gate listening on {scheme}://{at}{path}");
             }
-            addrs.gate = Some(bound.addr);
-            addrs.gate_ws = bound.ws_addr;
             self.push_task(bound.serve(self.inner.shutdown.subscribe()));
         }
         #[cfg(feature = "viewer")]

@@ -1,28 +1,36 @@
-//! The gate's listeners (MQTT over TCP, and over WebSocket): binds them, registers the gate's
-//! handlers, accepts clients within the connection limits, opens the transport each door
-//! needs, and drains on shutdown.
+//! The gate's listeners (MQTT over TCP, over TLS, and over WebSocket, plain or TLS): binds
+//! them, registers the gate's handlers, accepts clients within the connection limits, opens
+//! the transport each door needs (TLS, then the WebSocket handshake, within the connect
+//! timeout), and drains on shutdown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mqrs_base::budget::Budget;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
 
 use super::state::{Deps, Gate, IpSlot};
 use super::stats::{GateCounters, OpenGuard};
+use super::tls::{Tls, TlsError};
 use super::{conn, handlers, ws};
 use crate::config::GateSection;
 
-/// How clients reach a listener: the transport below MQTT, and the session's `network`.
+/// How clients reach a listener: the transports below MQTT, and the session's `network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Door {
     /// MQTT straight over TCP.
     Tcp,
+    /// MQTT over TLS.
+    Tls,
     /// MQTT over WebSocket (binary frames, subprotocol `mqtt`).
     Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
 }
 
 impl Door {
@@ -30,14 +38,22 @@ impl Door {
     pub(crate) fn network(self) -> &'static str {
         match self {
             Door::Tcp => "tcp",
+            Door::Tls => "tls",
             Door::Ws => "ws",
+            Door::Wss => "wss",
         }
+    }
+
+    /// The scheme of the URL clients connect to.
+    pub(crate) fn url_scheme(self) -> &'static str {
+        crate::identity::url_scheme(self.network())
     }
 
     fn what(self) -> &'static str {
         match self {
             Door::Tcp => "the MQTT gate",
-            Door::Ws => "the MQTT gate's WebSocket listener",
+            Door::Tls => "the MQTT gate's TLS listener",
+            Door::Ws | Door::Wss => "the MQTT gate's WebSocket listener",
         }
     }
 }
@@ -48,21 +64,27 @@ impl Door {
 pub(crate) struct Bound {
     gate: Arc<Gate>,
     listeners: Vec<(Door, TcpListener)>,
-    pub(crate) addr: SocketAddr,
-    pub(crate) ws_addr: Option<SocketAddr>,
+    tls: Option<Tls>,
+    /// Where each door listens, in the order bound.
+    pub(crate) doors: Vec<(Door, SocketAddr)>,
     pub(crate) counters: Arc<GateCounters>,
 }
 
-/// A listener that could not be bound: what it was for, where, and why.
+/// Why the gate cannot start.
 #[derive(Debug)]
-pub(crate) struct BindError {
-    pub(crate) what: &'static str,
-    pub(crate) addr: SocketAddr,
-    pub(crate) source: std::io::Error,
+pub(crate) enum StartError {
+    /// A listener could not be bound: what it was for, where, and why.
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key cannot be used.
+    Tls(TlsError),
 }
 
-async fn bind_door(door: Door, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
-    let fail = |source| BindError {
+async fn bind_door(door: Door, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let fail = |source| StartError::Bind {
         what: door.what(),
         addr,
         source,
@@ -72,15 +94,34 @@ async fn bind_door(door: Door, addr: SocketAddr) -> Result<(TcpListener, SocketA
     Ok((listener, local))
 }
 
-/// Binds the listeners and registers the gate's handlers.
-pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> Result<Bound, BindError> {
-    let (tcp, addr) = bind_door(Door::Tcp, cfg.tcp_addr).await?;
-    let mut listeners = vec![(Door::Tcp, tcp)];
-    let mut ws_addr = None;
+/// The TLS settings of `[gate]`: none, or a certificate and its key that load.
+fn load_tls(cfg: &GateSection) -> Result<Option<Tls>, StartError> {
+    match (&cfg.tls_cert, &cfg.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Tls::load(cert, key).map(Some).map_err(StartError::Tls),
+        (Some(path), None) | (None, Some(path)) => Err(StartError::Tls(TlsError {
+            path: path.clone(),
+            reason: "[gate] tls_cert and tls_key are set together or not at all".into(),
+        })),
+    }
+}
+
+/// Loads the TLS certificate if one is set, binds the listeners and registers the gate's
+/// handlers.
+pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> Result<Bound, StartError> {
+    let tls = load_tls(&cfg)?;
+    let mut wanted = vec![(Door::Tcp, cfg.tcp_addr)];
     if let Some(at) = cfg.ws_addr {
-        let (ws, local) = bind_door(Door::Ws, at).await?;
-        listeners.push((Door::Ws, ws));
-        ws_addr = Some(local);
+        wanted.push((if tls.is_some() { Door::Wss } else { Door::Ws }, at));
+    }
+    if let (Some(_), Some(at)) = (&tls, cfg.tls_addr) {
+        wanted.push((Door::Tls, at));
+    }
+    let (mut listeners, mut doors) = (Vec::new(), Vec::new());
+    for (door, at) in wanted {
+        let (listener, local) = bind_door(door, at).await?;
+        listeners.push((door, listener));
+        doors.push((door, local));
     }
     let counters = Arc::new(GateCounters::default());
     let gate = Arc::new(Gate {
@@ -101,8 +142,8 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> Result<Bound, BindErro
     Ok(Bound {
         gate,
         listeners,
-        addr,
-        ws_addr,
+        tls,
+        doors,
         counters,
     })
 }
@@ -115,7 +156,10 @@ impl Bound {
         let loops: Vec<_> = self
             .listeners
             .into_iter()
-            .map(|(door, listener)| accept_loop(gate.clone(), door, listener, shutdown.clone()))
+            .map(|(door, listener)| {
+                let tls = self.tls.clone();
+                accept_loop(gate.clone(), door, listener, tls, shutdown.clone())
+            })
             .collect();
         tokio::spawn(async move {
             futures_util::future::join_all(loops).await;
@@ -127,6 +171,7 @@ async fn accept_loop(
     gate: Arc<Gate>,
     door: Door,
     listener: TcpListener,
+    tls: Option<Tls>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -164,43 +209,105 @@ async fn accept_loop(
         }
         let (g, rx) = (gate.clone(), shutdown.clone());
         let open = OpenGuard::new(&gate.counters);
+        let tls = tls.clone();
         gate.spawn_contained("connection", async move {
             let _open = (open, place, ip_slot);
             let counters = g.counters.clone();
-            let result = match door {
-                Door::Tcp => conn::serve(g, stream, door.network(), peer.to_string(), rx).await,
-                Door::Ws => {
-                    let Some(ws) = open_ws(&g, stream, peer, rx.clone()).await else {
-                        return;
-                    };
-                    conn::serve(g, ws, door.network(), peer.to_string(), rx).await
-                }
+            let Some(result) = open_and_serve(g, door, tls, stream, peer, rx).await else {
+                return;
             };
             report(&counters, peer, result);
         });
     }
 }
 
-/// The WebSocket over `stream` once its handshake is done, within the connect timeout;
-/// `None` (counted) when it is refused, and when the gate stops meanwhile.
-async fn open_ws(
-    gate: &Gate,
+/// Opens the transports of `door` over `stream` (TLS, the WebSocket handshake) within the
+/// connect timeout, then serves MQTT over them; `None` when an opening was refused (counted)
+/// or the gate stopped meanwhile.
+async fn open_and_serve(
+    g: Arc<Gate>,
+    door: Door,
+    tls: Option<Tls>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) -> Option<ws::WsStream<TcpStream>> {
-    let within = std::time::Duration::from_millis(gate.cfg.connect_timeout_ms);
-    let refused = tokio::select! {
-        _ = shutdown.changed() => return None,
-        r = tokio::time::timeout(within, ws::open(stream)) => match r {
-            Ok(Ok(ws)) => return Some(ws),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no handshake within the connect timeout".to_string(),
-        },
+    rx: watch::Receiver<bool>,
+) -> Option<Result<(), conn::ConnError>> {
+    let within = std::time::Duration::from_millis(g.cfg.connect_timeout_ms);
+    let open = Opening {
+        peer,
+        shutdown: rx.clone(),
+        by: tokio::time::Instant::now() + within,
+        counters: g.counters.clone(),
+        tls,
     };
-    gate.counters.ws_refused.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%peer, reason = %refused, "gate: WebSocket handshake refused");
-    None
+    let (net, who) = (door.network(), peer.to_string());
+    Some(match door {
+        Door::Tcp => conn::serve(g, stream, net, who, rx).await,
+        Door::Tls => conn::serve(g, open.tls(stream).await?, net, who, rx).await,
+        Door::Ws => conn::serve(g, open.ws(stream).await?, net, who, rx).await,
+        Door::Wss => {
+            let ws = open.ws(open.tls(stream).await?).await?;
+            conn::serve(g, ws, net, who, rx).await
+        }
+    })
+}
+
+/// The handshakes of one connection, all to be done `by` the connect timeout.
+struct Opening {
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+    by: tokio::time::Instant,
+    counters: Arc<GateCounters>,
+    /// A TLS door exists only with a certificate.
+    tls: Option<Tls>,
+}
+
+impl Opening {
+    /// The TLS handshake; `None` (counted in `tls_refused`) when it fails.
+    async fn tls<S>(&self, io: S) -> Option<TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let handshake = async {
+            match &self.tls {
+                Some(tls) => tls.accept(io).await,
+                None => Err(std::io::Error::other("no TLS certificate")),
+            }
+        };
+        self.bounded(&self.counters.tls_refused, "TLS", handshake)
+            .await
+    }
+
+    /// The WebSocket handshake; `None` (counted in `ws_refused`) when it is refused.
+    async fn ws<S>(&self, io: S) -> Option<ws::WsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.bounded(&self.counters.ws_refused, "WebSocket", ws::open(io))
+            .await
+    }
+
+    /// What `handshake` opens by the deadline; `None` (counted in `refused`, logged) when it
+    /// fails or takes too long, and when the gate stops meanwhile.
+    async fn bounded<T, E: std::fmt::Display>(
+        &self,
+        refused: &AtomicU64,
+        what: &'static str,
+        handshake: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Option<T> {
+        let mut shutdown = self.shutdown.clone();
+        let why = tokio::select! {
+            _ = shutdown.changed() => return None,
+            r = tokio::time::timeout_at(self.by, handshake) => match r {
+                Ok(Ok(opened)) => return Some(opened),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no handshake within the connect timeout".to_string(),
+            },
+        };
+        refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %self.peer, reason = %why, "gate: {what} handshake refused");
+        None
+    }
 }
 
 /// Counts and logs how a connection ended.

@@ -12,12 +12,13 @@ mod request;
 mod rules;
 mod state;
 mod stats;
+mod tls;
 pub(crate) mod topic;
 mod ws;
 
 pub(crate) use hook::HookCell;
 pub use hook::{GateRequest, TracingHook};
-pub(crate) use listen::bind;
+pub(crate) use listen::{bind, Door, StartError};
 pub(crate) use state::Deps;
 pub(crate) use state::GATE_MODULE;
 pub(crate) use stats::GateCounters;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 /// Counters of a running gate, read with [`App::gate_stats`](crate::App::gate_stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GateStats {
-    /// TCP connections accepted since start.
+    /// Connections accepted since start, over every listener.
     pub accepted: u64,
     /// Connections refused because `max_connections` were open.
     pub refused: u64,
@@ -28,6 +28,9 @@ pub struct GateStats {
     /// WebSocket handshakes refused: not an upgrade, subprotocols without `mqtt`, a head over
     /// 8 KiB, or none finished within `connect_timeout_ms`.
     pub ws_refused: u64,
+    /// TLS handshakes refused: not TLS, a client that does not accept the certificate, or
+    /// none finished within `connect_timeout_ms`.
+    pub tls_refused: u64,
 }
 
 mqrs_base::counters! {
@@ -42,6 +45,7 @@ mqrs_base::counters! {
         refused_per_ip,
         request_bytes_held,
         ws_refused,
+        tls_refused,
     }
 }
 

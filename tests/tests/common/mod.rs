@@ -43,6 +43,8 @@ pub struct Running {
     pub gate: SocketAddr,
     /// The gate's MQTT over WebSocket listener.
     pub ws: SocketAddr,
+    /// The gate's MQTT over TLS listener, when TLS is on.
+    pub tls: Option<SocketAddr>,
     pub viewer: SocketAddr,
 }
 
@@ -56,6 +58,7 @@ pub async fn start_demo(tweak: impl FnOnce(&mut Config)) -> Running {
         app,
         gate: addrs.gate.expect("gate enabled"),
         ws: addrs.gate_ws.expect("WebSocket listener enabled"),
+        tls: addrs.gate_tls,
         viewer: addrs.viewer.expect("viewer enabled"),
     }
 }

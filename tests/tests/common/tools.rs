@@ -62,22 +62,24 @@ pub async fn run(cmd: &mut tokio::process::Command, limit: Duration) -> Output {
 }
 
 /// Runs `clients/paho_chat.py` (Eclipse Paho, Python) as `user` against the gate's `port`
-/// over `transport` (`tcp` or `ws`); the JSON lines it printed, one per request.
-pub async fn paho_chat(port: u16, user: &str, transport: &str) -> Vec<serde_json::Value> {
+/// with `args` (the transport, `tcp`, `ws`, `tls` or `wss`, then a CA file for TLS).
+pub async fn paho_run(port: u16, user: &str, args: &[&str]) -> Output {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/paho_chat.py");
-    let out = run(
-        tokio::process::Command::new(test_python()).args([
-            script,
-            &port.to_string(),
-            user,
-            transport,
-        ]),
+    run(
+        tokio::process::Command::new(test_python())
+            .args([script, &port.to_string(), user])
+            .args(args),
         Duration::from_secs(30),
     )
-    .await;
+    .await
+}
+
+/// [`paho_run`] that must succeed: the JSON lines it printed, one per request.
+pub async fn paho_chat(port: u16, user: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = paho_run(port, user, args).await;
     assert!(
         out.status.success(),
-        "paho client over {transport} failed: {}{}",
+        "paho client ({args:?}) failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
