@@ -48,7 +48,7 @@ pub use client::Caller;
 pub use config::Config;
 pub use deadline::Deadline;
 pub use error::RpcError;
-pub use gate::{GateRequest, GateStats, TracingHook};
+pub use gate::{Admission, ConnectInfo, GateRequest, GateStats, Password, Refusal, TracingHook};
 pub use identity::SessionData;
 pub use mqrs_macros::{rpc, rpc_module};
 pub use session::{Session, SessionSpan};

@@ -141,6 +141,7 @@ impl AppBuilder {
                 caller,
                 tracing,
                 hook: Arc::new(RwLock::new(hook)),
+                on_connect: Arc::default(),
                 modules: Mutex::new(Vec::new()),
                 shutdown: watch::channel(false).0,
                 addrs: Mutex::new(Addrs::default()),

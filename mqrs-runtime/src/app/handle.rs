@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::client::Caller;
 use crate::config::Config;
 use crate::error::RpcError;
-use crate::gate::{self, GateRequest, HookCell};
+use crate::gate::{self, Admission, ConnectInfo, GateRequest, HookCell};
 use crate::server::Registry;
 use crate::session::Session;
 use crate::trace::{spans, Tracing};
@@ -52,6 +52,7 @@ pub(super) struct Inner {
     pub(super) caller: Caller,
     pub(super) tracing: Arc<Tracing>,
     pub(super) hook: HookCell,
+    pub(super) on_connect: gate::ConnectCell,
     pub(super) modules: Mutex<Vec<ModuleEntry>>,
     pub(super) shutdown: watch::Sender<bool>,
     pub(super) addrs: Mutex<Addrs>,
@@ -106,6 +107,35 @@ impl App {
         hook: impl Fn(&Session, &GateRequest<'_>) -> bool + Send + Sync + 'static,
     ) {
         *self.inner.hook.write_locked() = Arc::new(hook);
+    }
+
+    /// Sets who may connect to the gate (default: everyone, as guests). The hook sees each
+    /// CONNECT and answers [`Admission::Accept`], [`Admission::AcceptAs`] a user id (the
+    /// session starts bound to it) or [`Admission::Refuse`] with an MQTT 3.1.1 CONNACK code.
+    /// It may call modules with [`ConnectInfo::session`]: those calls nest under the trace's
+    /// `gate CONNECT` span. A hook that does not answer within `[gate] connect_timeout_ms`
+    /// refuses as "server unavailable"; an address refused again and again waits longer
+    /// before its next CONNECT is heard.
+    ///
+    /// ```no_run
+    /// # fn demo(app: &mqrs_runtime::App) {
+    /// use mqrs_runtime::{Admission, Refusal};
+    /// app.set_on_connect(|c| async move {
+    ///     match (c.username.as_deref(), c.password.as_ref().map(|p| p.expose())) {
+    ///         (Some(user), Some("let me in")) => Admission::AcceptAs(user.to_string()),
+    ///         (None, None) => Admission::Accept,
+    ///         _ => Admission::Refuse(Refusal::BadCredentials),
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn set_on_connect<F, Fut>(&self, hook: F)
+    where
+        F: Fn(ConnectInfo) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Admission> + Send + 'static,
+    {
+        let hook: gate::ConnectHook = Arc::new(move |c| Box::pin(hook(c)));
+        *self.inner.on_connect.write_locked() = Some(hook);
     }
 
     /// Binds `userid` to the session, here and in the gate's copy for later requests.

@@ -67,6 +67,7 @@ impl App {
                 registry: self.inner.registry.clone(),
                 tracer: self.inner.tracing.tracer(gate::GATE_MODULE),
                 hook: self.inner.hook.clone(),
+                on_connect: self.inner.on_connect.clone(),
                 server_id: cfg.app.server_id.clone(),
             };
             let bound = gate::bind(deps, cfg.gate.clone())

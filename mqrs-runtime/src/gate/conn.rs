@@ -217,13 +217,14 @@ pub(crate) async fn serve<S>(
     gate: Arc<Gate>,
     stream: S,
     network: &'static str,
-    peer: String,
+    remote: std::net::SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let cfg = &gate.cfg;
+    let peer = remote.to_string();
     let rest_within = Duration::from_millis(cfg.packet_timeout_ms.max(1));
     let arriving = &gate.arriving_bytes;
     let (mut rd, wr) = tokio::io::split(stream);
@@ -270,18 +271,29 @@ where
         }
     };
 
+    let sessionid = gate.new_session_id();
+    let session = Session::new(SessionData {
+        sessionid: sessionid.clone(),
+        network: network.to_string(),
+        ip: peer.clone(),
+        serverid: gate.server_id.clone(),
+        ..Default::default()
+    });
+    let session = tokio::select! {
+        _ = shutdown.changed() => return Ok(()),
+        r = super::connect::admit(&gate, &connect, remote, network, session) => match r {
+            Ok(s) => s,
+            Err(code) => {
+                refuse(wr, &connack_v4(code)).await;
+                return Ok(());
+            }
+        },
+    };
     let (tx, rx) = mpsc::channel(cfg.outgoing_queue.max(1));
     let queued = Arc::new(AtomicUsize::new(0));
     let writer_task = tokio::spawn(writer(wr, rx, gate.max_outgoing(), queued.clone()));
-    let sessionid = gate.new_session_id();
     let conn = Arc::new(Peer {
-        data: Mutex::new(Session::new(SessionData {
-            sessionid: sessionid.clone(),
-            network: network.to_string(),
-            ip: peer.clone(),
-            serverid: gate.server_id.clone(),
-            ..Default::default()
-        })),
+        data: Mutex::new(session),
         tx: tx.clone(),
         next_pkid: Mutex::new(0),
         queued,

@@ -129,6 +129,8 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> Result<Bound, StartErr
         tracer: deps.tracer,
         caller: deps.caller,
         hook: deps.hook,
+        on_connect: deps.on_connect,
+        strikes: Default::default(),
         conns: Mutex::new(HashMap::new()),
         registry: deps.registry.clone(),
         per_ip: Mutex::new(HashMap::new()),
@@ -240,7 +242,7 @@ async fn open_and_serve(
         counters: g.counters.clone(),
         tls,
     };
-    let (net, who) = (door.network(), peer.to_string());
+    let (net, who) = (door.network(), peer);
     Some(match door {
         Door::Tcp => conn::serve(g, stream, net, who, rx).await,
         Door::Tls => conn::serve(g, open.tls(stream).await?, net, who, rx).await,

@@ -3,7 +3,9 @@
 //! `Gate/Send` (see `handlers`), so a handler in any process can change the session the gate
 //! keeps for a connection, or send its client a message.
 
+mod admit;
 mod conn;
+mod connect;
 pub(crate) mod handlers;
 mod hook;
 mod listen;
@@ -16,6 +18,8 @@ mod tls;
 pub(crate) mod topic;
 mod ws;
 
+pub use admit::{Admission, ConnectInfo, Password, Refusal};
+pub(crate) use admit::{ConnectCell, ConnectHook};
 pub(crate) use hook::HookCell;
 pub use hook::{GateRequest, TracingHook};
 pub(crate) use listen::{bind, Door, StartError};

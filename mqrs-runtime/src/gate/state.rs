@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use mqrs_base::budget::Budget;
 use mqrs_base::sync::Locked;
 
+use super::admit::{ConnectCell, Strikes};
 use super::hook::HookCell;
 use super::peer::Peer;
 use super::stats::GateCounters;
@@ -30,12 +31,13 @@ pub const GATE_MODULE: &str = "Gate";
 pub const ON_DISCONNECT: &str = "OnDisconnect";
 
 /// What the gate needs from the app: a caller, the registry for its own handlers, its tracer,
-/// the tracing hook and the server id it writes into sessions.
+/// the tracing and connect hooks and the server id it writes into sessions.
 pub(crate) struct Deps {
     pub(crate) caller: Caller,
     pub(crate) registry: Arc<Registry>,
     pub(crate) tracer: ServiceTracer,
     pub(crate) hook: HookCell,
+    pub(crate) on_connect: ConnectCell,
     pub(crate) server_id: String,
 }
 
@@ -44,6 +46,9 @@ pub(crate) struct Gate {
     pub(super) cfg: GateSection,
     pub(super) caller: Caller,
     pub(super) hook: HookCell,
+    pub(super) on_connect: ConnectCell,
+    /// Recent CONNECT refusals per address.
+    pub(super) strikes: Strikes,
     pub(super) server_id: String,
     pub(super) tracer: ServiceTracer,
     pub(super) conns: Mutex<HashMap<String, Arc<Peer>>>,

@@ -31,6 +31,8 @@ pub struct GateStats {
     /// TLS handshakes refused: not TLS, a client that does not accept the certificate, or
     /// none finished within `connect_timeout_ms`.
     pub tls_refused: u64,
+    /// CONNECTs the connect hook refused (bad user name or password, not authorized).
+    pub connect_refused: u64,
 }
 
 mqrs_base::counters! {
@@ -46,6 +48,7 @@ mqrs_base::counters! {
         request_bytes_held,
         ws_refused,
         tls_refused,
+        connect_refused,
     }
 }
 

@@ -214,6 +214,20 @@ pub(crate) fn gate_root(
     root(tracer, name, RootOf::Gate(facts, extra))
 }
 
+/// The gate's root span for a CONNECT its connect hook decides on (`gate CONNECT`): SERVER
+/// kind, a new trace, with the connection's facts and `extra` attributes.
+pub(crate) fn gate_connect(
+    tracer: &ServiceTracer,
+    facts: &Arc<Facts>,
+    extra: [KeyValue; 2],
+) -> EndOnDrop {
+    root(
+        tracer,
+        Cow::Borrowed("gate CONNECT"),
+        RootOf::Gate(facts, extra),
+    )
+}
+
 /// A root span started outside the gate (a timer, a background job): INTERNAL kind.
 pub(crate) fn internal_root(tracer: &ServiceTracer, name: String) -> EndOnDrop {
     root(tracer, Cow::Owned(name), RootOf::Job)
@@ -293,6 +307,11 @@ pub(crate) fn record_error_mut(span: &mut EndOnDrop, e: &RpcError) {
         return;
     }
     record_error(span, e);
+}
+
+/// Marks a span (not a CLIENT one) as failed with `error.type` `kind` and the status text.
+pub(crate) fn record_failure(span: &EndOnDrop, kind: &'static str, text: impl FnOnce() -> String) {
+    fail(span, kind, text);
 }
 
 fn fail(span: &EndOnDrop, kind: &'static str, text: impl FnOnce() -> String) {
