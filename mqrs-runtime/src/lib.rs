@@ -43,7 +43,9 @@ mod session;
 pub mod trace;
 mod transport;
 
-pub use app::{Addrs, App, AppBuilder, AppError, Lifecycle, RootSpan, RpcModule};
+pub use app::{
+    Addrs, App, AppBuilder, AppError, Delivery, Lifecycle, Recipient, RootSpan, RpcModule,
+};
 pub use client::Caller;
 pub use config::Config;
 pub use deadline::Deadline;

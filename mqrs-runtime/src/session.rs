@@ -201,6 +201,17 @@ impl Session {
         }
     }
 
+    /// This session's facts (whose client it names) with `other`'s trace and deadline: calls
+    /// about this session's client made while serving `other` (sending it a message, kicking
+    /// it) join `other`'s trace.
+    pub fn with_trace_of(&self, other: &Session) -> Session {
+        Session {
+            data: self.data.clone(),
+            trace: other.trace.clone(),
+            deadline: other.deadline,
+        }
+    }
+
     /// The same session as the child of a span in another process or system, named by its
     /// W3C `traceparent` (an HTTP request's header, say) and `tracestate`: calls made with it
     /// join that trace. `None` when `traceparent` is not valid (version 00, or the first four

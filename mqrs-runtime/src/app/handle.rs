@@ -225,29 +225,6 @@ impl App {
         .await
     }
 
-    /// Sends the session's client a message on `topic` (mqant's `Send`), through the gate that
-    /// holds its connection, in this process or another. The message goes at QoS 0; the error
-    /// says when the client is gone, the topic is not one a client can receive, or the message
-    /// is over the gate's packet limit.
-    ///
-    /// ```no_run
-    /// # async fn f(app: &mqrs_runtime::App, session: &mqrs_runtime::Session) {
-    /// app.send(session, "Chat/OnSay", br#"{"from":"ann","text":"hi"}"#.to_vec())
-    ///     .await
-    ///     .expect("the client is connected");
-    /// # }
-    /// ```
-    pub async fn send(
-        &self,
-        session: &Session,
-        topic: impl Into<String>,
-        payload: impl Into<Vec<u8>>,
-    ) -> Result<(), RpcError> {
-        let body = gate::handlers::Body::of(payload.into());
-        self.call::<_, ()>(&gate_of(session), "Send", session, (topic.into(), body))
-            .await
-    }
-
     /// The addresses bound by [`App::start`].
     pub fn addrs(&self) -> Addrs {
         *self.inner.addrs.locked()
@@ -308,7 +285,12 @@ impl App {
 /// The gate that holds the session's connection: `Gate@<serverid>`, or any gate when the
 /// session names none.
 pub(super) fn gate_of(session: &Session) -> String {
-    match session.serverid() {
+    gate_at(session.serverid())
+}
+
+/// The gate of server id `sid`, or any gate when it is empty.
+pub(super) fn gate_at(sid: &str) -> String {
+    match sid {
         "" => gate::GATE_MODULE.to_string(),
         sid => format!("{}@{sid}", gate::GATE_MODULE),
     }

@@ -5,6 +5,7 @@
 
 mod builder;
 mod checked;
+mod clients;
 mod error;
 mod handle;
 mod module;
@@ -13,6 +14,7 @@ mod run;
 mod viewer;
 
 pub use builder::AppBuilder;
+pub use clients::{Delivery, Recipient};
 pub use error::AppError;
 pub use handle::{Addrs, App, RootSpan};
 pub use module::{Lifecycle, RpcModule};

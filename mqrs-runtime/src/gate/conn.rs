@@ -161,7 +161,7 @@ async fn writer<W: AsyncWrite + Unpin>(
     Some(wr)
 }
 
-/// How long a stopping gate waits after a connection's last reply before closing it: some
+/// How long a stopping gate (or a kick) waits after a connection's last reply before closing it: some
 /// clients (rumqttc among them) lose a packet that arrives together with the close.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
 
@@ -299,6 +299,7 @@ where
         queued,
         max_queued: cfg.max_outgoing_bytes.max(1),
         slow: Notify::new(),
+        kicked: Notify::new(),
     });
     gate.register(&sessionid, conn.clone());
     tracing::debug!(%peer, %sessionid, client_id = %connect.client_id, "gate: client connected");
@@ -354,6 +355,12 @@ where
                 break Ok(());
             }
             () = conn.slow.notified() => break Err(ConnError::SlowReader),
+            // What was queued before the kick (a farewell message) is still written, and the
+            // close lingers as a stopping gate's does, so the client reads it.
+            () = conn.kicked.notified() => {
+                stopping = true;
+                break Ok(());
+            }
             r = tokio::time::timeout(keepalive, read) => r.unwrap_or(Ok(None)),
         };
         let packet = match packet {
@@ -403,13 +410,15 @@ where
                 if let Some(queue) = &ordered {
                     // Waits while the queue is full: the client is throttled, not buffered.
                     tokio::select! {
-                        _ = shutdown.changed() => {
-                            stopping = true;
-                            break Ok(());
-                        }
-                        () = conn.slow.notified() => break Err(ConnError::SlowReader),
-                        sent = queue.send((p, held)) => if sent.is_err() { break Ok(()) },
-                    }
+                                _ = shutdown.changed() => {
+                                    stopping = true;
+                                    break Ok(());
+                                }
+                                () = conn.slow.notified() => break Err(ConnError::SlowReader),
+                    // What was queued before the kick (a farewell message) is still written.
+                    () = conn.kicked.notified() => break Ok(()),
+                                sent = queue.send((p, held)) => if sent.is_err() { break Ok(()) },
+                            }
                     continue;
                 }
                 let Some(permit) = inflight.take(1).await else {
@@ -483,8 +492,7 @@ where
     result
 }
 
-/// Answers a CONNECT with a refusal and closes.
-/// Sends a refusing CONNACK and closes.
+/// Answers a CONNECT with a refusing CONNACK and closes.
 async fn refuse<W: AsyncWrite + Unpin>(mut wr: W, connack: &[u8]) {
     let _ = wr.write_all(connack).await;
     let _ = wr.shutdown().await;

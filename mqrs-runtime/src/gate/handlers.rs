@@ -1,6 +1,7 @@
 //! The gate's own RPC methods, callable from any process by the gate's server id
 //! (`Gate@<serverid>`, which every session carries): `Bind`, `UnBind` and `Push` change the
-//! session the gate keeps for a connection; `Send` publishes a message to the client.
+//! session the gate keeps for a connection; `Send` publishes a message to the client,
+//! `SendBatch` one message to many of its clients, and `Kick` closes a client's connection.
 //! None has an `HD_` prefix, so no client can call them.
 
 use std::collections::BTreeMap;
@@ -43,7 +44,15 @@ impl Body {
     }
 }
 
-/// Registers `Bind`, `UnBind`, `Push` and `Send` under [`GATE_MODULE`].
+/// What `Gate/SendBatch` answers: how many clients got the message, and the session ids of
+/// those that were gone.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Delivered {
+    pub(crate) delivered: usize,
+    pub(crate) gone: Vec<String>,
+}
+
+/// Registers `Bind`, `UnBind`, `Push`, `Send`, `SendBatch` and `Kick` under [`GATE_MODULE`].
 pub(super) fn register(reg: &Registry, gate: &Arc<Gate>) {
     let tracer = gate.tracer.clone();
     reg.add(
@@ -83,27 +92,91 @@ pub(super) fn register(reg: &Registry, gate: &Arc<Gate>) {
             Box::pin(async move {
                 let gate = gate.ok_or_else(stopped)?;
                 let (topic, body): (String, Body) = decode_args("Gate/Send", &args)?;
-                send(&gate, session.sessionid(), topic, body.into_bytes()).await?;
-                Ok(b"null".to_vec())
+                let payload = body.into_bytes();
+                check_message("Gate/Send", &gate, &topic, &payload)?;
+                let conn = gate.connection(session.sessionid())?;
+                if conn.publish(topic, QoS::AtMostOnce, payload).await {
+                    Ok(b"null".to_vec())
+                } else {
+                    Err(RpcError::Handler(format!(
+                        "client `{}` is gone or does not read its messages",
+                        session.sessionid()
+                    )))
+                }
             })
+        }),
+        tracer.clone(),
+    );
+    let weak = Arc::downgrade(gate);
+    reg.add(
+        GATE_MODULE,
+        "SendBatch",
+        Box::new(move |session: Session, args: Vec<u8>| -> HandlerFuture {
+            let gate = weak.upgrade();
+            Box::pin(async move {
+                let gate = gate.ok_or_else(stopped)?;
+                let (ids, topic, body): (Vec<String>, String, Body) =
+                    decode_args("Gate/SendBatch", &args)?;
+                let payload = body.into_bytes();
+                check_message("Gate/SendBatch", &gate, &topic, &payload)?;
+                session
+                    .span()
+                    .set_attribute("messaging.batch.message_count", ids.len() as i64);
+                let report = send_batch(&gate, ids, &topic, payload).await;
+                session
+                    .span()
+                    .set_attribute("mqrs.delivered", report.delivered as i64);
+                serde_json::to_vec(&report).map_err(|e| RpcError::Handler(e.to_string()))
+            })
+        }),
+        tracer.clone(),
+    );
+    reg.add(
+        GATE_MODULE,
+        "Kick",
+        sync(gate, "Gate/Kick", |g, s, (reason,): (String,)| {
+            g.kick(s.sessionid(), &reason)
         }),
         tracer,
     );
 }
 
-/// Publishes `payload` on `topic` to the client of connection `sessionid`, at QoS 0 (as mqant's
-/// gate pushes); waits while the client's outgoing queue is full.
-async fn send(
-    gate: &Gate,
-    sessionid: &str,
-    topic: String,
-    payload: Vec<u8>,
-) -> Result<(), RpcError> {
+/// Publishes one message to every listed connection at once (a slow reader delays only its
+/// own copy); the ones not found or not taking it are gone.
+async fn send_batch(gate: &Gate, ids: Vec<String>, topic: &str, payload: Vec<u8>) -> Delivered {
+    let payload = bytes::Bytes::from(payload);
+    let sends = ids.into_iter().map(|id| {
+        let payload = payload.clone();
+        async move {
+            let sent = match gate.connection(&id) {
+                Ok(conn) => {
+                    conn.publish(topic.to_string(), QoS::AtMostOnce, payload)
+                        .await
+                }
+                Err(_) => false,
+            };
+            (id, sent)
+        }
+    });
+    let mut report = Delivered::default();
+    for (id, sent) in futures_util::future::join_all(sends).await {
+        if sent {
+            report.delivered += 1;
+        } else {
+            report.gone.push(id);
+        }
+    }
+    report
+}
+
+/// Checks that `payload` on `topic` is a message a client can receive, within the gate's
+/// packet limit.
+fn check_message(method: &str, gate: &Gate, topic: &str, payload: &[u8]) -> Result<(), RpcError> {
     let bad = |reason: String| RpcError::BadArgs {
-        method: "Gate/Send".into(),
+        method: method.into(),
         reason,
     };
-    rules::check_topic(&topic).map_err(|why| bad(why.replace("PUBLISH", "message")))?;
+    rules::check_topic(topic).map_err(|why| bad(why.replace("PUBLISH", "message")))?;
     // PUBLISH header: fixed header (up to 5 bytes) and the topic's length and bytes.
     let packet = payload.len() + topic.len() + 7;
     if topic.len() > usize::from(u16::MAX) || packet > gate.max_outgoing() {
@@ -112,14 +185,7 @@ async fn send(
             gate.max_outgoing()
         )));
     }
-    let conn = gate.connection(sessionid)?;
-    if conn.publish(topic, QoS::AtMostOnce, payload).await {
-        Ok(())
-    } else {
-        Err(RpcError::Handler(format!(
-            "client `{sessionid}` is gone or does not read its messages"
-        )))
-    }
+    Ok(())
 }
 
 fn stopped() -> RpcError {

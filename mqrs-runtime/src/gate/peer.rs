@@ -28,6 +28,8 @@ pub(crate) struct Peer {
     pub(super) max_queued: usize,
     /// Wakes the reader loop to close a client that does not read its replies.
     pub(super) slow: Notify,
+    /// Wakes the reader loop to close a client the app kicked.
+    pub(super) kicked: Notify,
 }
 
 impl Peer {
@@ -38,7 +40,13 @@ impl Peer {
 
     /// Queues a publish to the client; waits while the queue is full. False when the client is
     /// gone and the publish had nowhere to go.
-    pub(crate) async fn publish(&self, topic: String, qos: QoS, payload: Vec<u8>) -> bool {
+    pub(crate) async fn publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        payload: impl Into<bytes::Bytes>,
+    ) -> bool {
+        let payload = payload.into();
         let size = payload.len();
         if self.queued.fetch_add(size, Ordering::Relaxed) + size > self.max_queued {
             // The client asks faster than it reads: it is closed rather than buffered for.
@@ -46,7 +54,7 @@ impl Peer {
             self.slow.notify_one();
             return false;
         }
-        let mut p = Publish::new(topic, qos, payload);
+        let mut p = Publish::from_bytes(topic, qos, payload);
         if qos != QoS::AtMostOnce {
             let mut id = self.next_pkid.locked();
             *id = if *id == u16::MAX { 1 } else { *id + 1 };

@@ -120,6 +120,16 @@ impl Gate {
         })
     }
 
+    /// Closes connection `sessionid` (mqant's `Session.Close`) once what was queued for it
+    /// has been written; the error says when there is no such connection.
+    pub(super) fn kick(&self, sessionid: &str, reason: &str) -> Result<(), RpcError> {
+        let conn = self.connection(sessionid)?;
+        self.counters.kicked.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%sessionid, reason = %mqrs_base::text::clip(reason, 256), "gate: client kicked");
+        conn.kicked.notify_one();
+        Ok(())
+    }
+
     /// Applies `f` to the stored session of connection `sessionid`.
     pub(super) fn update(
         &self,

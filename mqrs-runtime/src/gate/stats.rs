@@ -33,6 +33,8 @@ pub struct GateStats {
     pub tls_refused: u64,
     /// CONNECTs the connect hook refused (bad user name or password, not authorized).
     pub connect_refused: u64,
+    /// Connections closed by the app (`App::kick`).
+    pub kicked: u64,
 }
 
 mqrs_base::counters! {
@@ -49,6 +51,7 @@ mqrs_base::counters! {
         ws_refused,
         tls_refused,
         connect_refused,
+        kicked,
     }
 }
 
