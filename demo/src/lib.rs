@@ -65,15 +65,35 @@ pub fn build_app(config: Config) -> Result<App, AppError> {
     build(config, Parts::ALL)
 }
 
+/// The demo's own settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Messages one connection may say per second (`Chat/HD_Say`).
+    pub say_per_second: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            say_per_second: chat::SAY_PER_SECOND,
+        }
+    }
+}
+
 /// Builds the demo app with the given parts; the others are reached through the broker.
-pub fn build(mut config: Config, parts: Parts) -> Result<App, AppError> {
+pub fn build(config: Config, parts: Parts) -> Result<App, AppError> {
+    build_with(config, parts, Settings::default())
+}
+
+/// [`build`] with the demo's own settings.
+pub fn build_with(mut config: Config, parts: Parts, settings: Settings) -> Result<App, AppError> {
     config.gate.enabled = config.gate.enabled && parts.gate;
     let mut b = App::builder().config(config);
     if parts.login {
         b = b.module(login::Login::new);
     }
     if parts.chat {
-        b = b.module(chat::Chat::new);
+        b = b.module(move |app| chat::Chat::new(app).say_per_second(settings.say_per_second));
     }
     // As in mqantserver: trace the requests of users who have logged in, not anonymous ones.
     b.on_request_tracing(|session, _request| !session.is_guest())

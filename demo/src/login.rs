@@ -1,8 +1,12 @@
-//! The `Login` module: `HD_Login` binds a user to the connection; `track`, `track2`, `track3`
-//! form the call chain of mqantserver's tracing demo. None of them contains span code: `track`
+//! The `Login` module: `HD_Login` binds a user to the connection, one connection per user (a
+//! user who logs in again elsewhere kicks the older connection, which first receives
+//! `Login/OnKick {"reason"}`); `track`, `track2`, `track3` form the call chain of
+//! mqantserver's tracing demo. None of them contains span code: `track`
 //! logs a line and `track2` waits inside a `tracing` span, which the viewer shows inside their
 //! RPC spans.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use mqrs_runtime::{rpc, rpc_module, App, Session};
@@ -12,7 +16,16 @@ use tracing::Instrument;
 /// Handles logins and the tracing demo chain.
 pub struct Login {
     app: App,
+    /// Each logged-in user's connection (its session), to kick when the user logs in again.
+    online: Mutex<HashMap<String, Session>>,
 }
+
+/// Users remembered at most; past it the map starts again (a forgotten user's older
+/// connection is simply not kicked).
+const MAX_ONLINE: usize = 100_000;
+
+/// What a kicked connection receives before it is closed.
+pub const ON_KICK: &str = "Login/OnKick";
 
 /// Longest user name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -40,7 +53,10 @@ pub struct LoginReply {
 impl Login {
     /// The module, calling other modules through `app`.
     pub fn new(app: &App) -> Self {
-        Login { app: app.clone() }
+        Login {
+            app: app.clone(),
+            online: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -56,6 +72,24 @@ impl Login {
             return Err(format!("userName is at most {MAX_NAME_CHARS} characters"));
         }
         self.app.bind(&mut session, msg.user_name.clone()).await?;
+        let older = {
+            let mut online = self.online.lock().unwrap_or_else(|p| p.into_inner());
+            if online.len() >= MAX_ONLINE {
+                online.clear();
+            }
+            online.insert(msg.user_name.clone(), session.untraced())
+        };
+        if let Some(old) = older.filter(|o| o.sessionid() != session.sessionid()) {
+            // One connection per user: the older one hears why, then is closed. Either may
+            // fail if it is already gone.
+            let reason = "logged in from another connection";
+            let body = serde_json::json!({ "reason": reason }).to_string();
+            let _ = self
+                .app
+                .send(&old.with_trace_of(&session), ON_KICK, body)
+                .await;
+            let _ = self.app.kick(&old.with_trace_of(&session), reason).await;
+        }
         Ok(LoginReply {
             user_id: msg.user_name,
         })

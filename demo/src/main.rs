@@ -84,6 +84,10 @@ struct Cli {
     #[arg(long, env = "MQRS_TLS", value_name = "HOST:PORT")]
     tls: Option<String>,
 
+    /// Messages one client may say per second in the chat (Chat/HD_Say).
+    #[arg(long, env = "MQRS_SAY_PER_SECOND", value_name = "N", default_value_t = demo::chat::SAY_PER_SECOND)]
+    say_per_second: u32,
+
     /// Trace viewer listen address (default 127.0.0.1:7700).
     #[arg(long, env = "MQRS_VIEWER", value_name = "HOST:PORT")]
     viewer: Option<SocketAddr>,
@@ -229,7 +233,10 @@ async fn main() -> ExitCode {
         }
     };
     let result = async {
-        let app = demo::build(config, parts)?;
+        let settings = demo::Settings {
+            say_per_second: cli.say_per_second,
+        };
+        let app = demo::build_with(config, parts, settings)?;
         tracing::info!(handlers = ?app.handlers(), "modules ready");
         if parts.gate {
             tracing::info!("try it: cargo run -p demo --bin client -- --users 3 --requests 5");

@@ -163,6 +163,43 @@ fn demo_serves_the_client_and_stops_on_ctrl_c() {
 }
 
 #[test]
+fn the_client_talks_over_websocket_and_hears_what_it_says() {
+    let (demo, mut lines) = start_demo(&FREE_PORTS);
+    let ws = wait_for_lines(&mut lines, &["gate listening on ws://"]);
+    let ws = ws[0].trim_end_matches("/mqtt");
+    let out = Command::new(env!("CARGO_BIN_EXE_client"))
+        .args([
+            "--ws",
+            ws,
+            "--users",
+            "2",
+            "--requests",
+            "1",
+            "--room",
+            "cli",
+        ])
+        .args(["--say", "hi from the client"])
+        .output()
+        .expect("run client");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "client failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for user in ["user0", "user1"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{user} heard Chat/OnSay"))
+                    && l.contains(&format!("\"from\":\"{user}\""))
+                    && l.contains("hi from the client")),
+            "{user} did not hear itself: {text}"
+        );
+    }
+    interrupt(demo, lines);
+}
+
+#[test]
 fn demo_split_over_two_processes_serves_the_client() {
     // As README shows: gate and chat with the embedded broker; login joins through it.
     let (front, mut front_log) =

@@ -114,7 +114,24 @@ pub fn assert_chat_tree(all: &[Span], user: &str) -> bool {
         );
         assert_within(parent, s);
     }
-    let rpc_spans = all.len() - internal.len();
+    // Joining a room where others are tells them (`Chat/OnJoin`): one Chat -> Gate/SendBatch
+    // call per gate that holds them.
+    let told = all
+        .iter()
+        .filter(|s| s.name == "Gate/SendBatch" && s.kind == "client")
+        .count();
+    for c in all
+        .iter()
+        .filter(|s| s.name == "Gate/SendBatch" && s.kind == "client")
+    {
+        assert_eq!(
+            c.parent.as_ref(),
+            Some(&chat.id),
+            "SendBatch under HD_JoinChat"
+        );
+        child(all, c, "Gate/SendBatch", "server");
+    }
+    let rpc_spans = all.len() - internal.len() - 2 * told;
     let has3 = all.iter().any(|s| s.name == "Login/track3");
     if has3 {
         let t3c = child(all, track2, "Login/track3", "client");
