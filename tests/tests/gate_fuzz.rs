@@ -1,6 +1,7 @@
-//! The gate's connection state machine fed arbitrary bytes over real TCP: a bounded proptest
-//! run (`cargo fuzz` needs a nightly toolchain this project does not assume). Whatever arrives,
-//! no task panics, every connection ends, and normal clients are served after.
+//! The gate's connection state machine fed arbitrary bytes over real TCP, and its WebSocket
+//! door arbitrary handshakes and frames: bounded proptest runs (`cargo fuzz` needs a nightly
+//! toolchain this project does not assume). Whatever arrives, no task panics, every
+//! connection ends, and normal clients are served after.
 
 mod common;
 
@@ -42,6 +43,117 @@ fn input() -> impl Strategy<Value = Vec<u8>> {
         ]
         .concat()),
     ]
+}
+
+/// A WebSocket handshake the gate accepts.
+const UPGRADE: &[u8] = b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n";
+
+/// A frame as a client might send it: any first byte (FIN, reserved bits, opcode), masked or
+/// not, with a length field of each of the three sizes that may lie about the payload.
+fn frame() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<u8>(),
+        any::<bool>(),
+        0u8..3,
+        any::<u64>(),
+        proptest::collection::vec(any::<u8>(), 0..200),
+    )
+        .prop_map(|(first, masked, size, lie, payload)| {
+            let mask = if masked { 0x80 } else { 0 };
+            let mut f = vec![first];
+            match size {
+                0 => f.push(mask | (payload.len().min(125) as u8)),
+                1 => {
+                    f.push(mask | 126);
+                    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                }
+                _ => {
+                    f.push(mask | 127);
+                    f.extend_from_slice(&lie.to_be_bytes());
+                }
+            }
+            if masked {
+                f.extend_from_slice(&[1, 2, 3, 4]);
+            }
+            f.extend(payload);
+            f
+        })
+}
+
+/// A well-formed masked binary frame carrying `data`.
+fn binary(data: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x82, 0x80 | 126];
+    f.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(data);
+    f
+}
+
+fn ws_input() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        // A handshake cut short or broken anywhere.
+        (
+            0usize..UPGRADE.len(),
+            proptest::collection::vec(any::<u8>(), 0..256)
+        )
+            .prop_map(|(cut, junk)| [&UPGRADE[..cut], &junk].concat()),
+        // A good handshake, then arbitrary frames.
+        proptest::collection::vec(frame(), 0..8)
+            .prop_map(|fs| [UPGRADE.to_vec(), fs.concat()].concat()),
+        // A good handshake, CONNECT in a frame, then packet-shaped chunks in frames.
+        proptest::collection::vec(packet(), 0..8).prop_map(|ps| {
+            let frames: Vec<u8> = ps.iter().flat_map(|p| binary(p)).collect();
+            [UPGRADE.to_vec(), binary(CONNECT_V4), frames].concat()
+        }),
+    ]
+}
+
+#[test]
+fn the_websocket_door_survives_arbitrary_handshakes_and_frames() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let d = rt.block_on(start_demo(|c| {
+        c.gate.connect_timeout_ms = 300;
+        c.gate.max_idle_ms = 500;
+        c.gate.packet_timeout_ms = 200;
+    }));
+    let ws = d.ws;
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&ws_input(), |bytes| {
+            rt.block_on(async {
+                let mut s = tokio::net::TcpStream::connect(ws).await.expect("connect");
+                let _ = s.write_all(&bytes).await;
+                let mut sink = [0u8; 4096];
+                let _ = tokio::time::timeout(Duration::from_millis(5), s.read(&mut sink)).await;
+            });
+            Ok(())
+        })
+        .expect("no input may break the WebSocket door");
+    rt.block_on(async {
+        common::wait_for(
+            "every fuzzed connection to end",
+            Duration::from_secs(10),
+            || d.app.gate_stats().is_some_and(|s| s.open == 0),
+        )
+        .await;
+        let stats = d.app.gate_stats().expect("gate");
+        assert_eq!(stats.panics, 0, "{stats:?}");
+        assert!(stats.accepted >= 300, "{stats:?}");
+        // A Paho client over WebSocket is served after all that.
+        let lines = common::tools::paho_chat(ws.port(), "after-ws-fuzz", &["ws"]).await;
+        assert_eq!(lines[1]["reply"]["Error"], "", "{lines:?}");
+        d.app.shutdown().await;
+    });
 }
 
 #[test]
