@@ -122,6 +122,22 @@ async fn paho_verifies_the_certificate_over_tls_and_wss_and_runs_the_chat() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqttjs_under_node_verifies_the_certificate_over_wss_and_tls() {
+    let cert = Cert::new("mqttjs");
+    let d = start_tls(&cert, |_| {}).await;
+    let ca = cert.cert().display().to_string();
+    let tls = d.tls.expect("TLS listener");
+    for (url, user) in [
+        (format!("wss://127.0.0.1:{}/mqtt", d.ws.port()), "node-wss"),
+        (format!("mqtts://127.0.0.1:{}", tls.port()), "node-tls"),
+    ] {
+        let lines = tools::mqttjs_chat(&url, user, Some(&ca)).await;
+        tools::assert_mqttjs_chat(&lines, user);
+    }
+    d.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rumqttc_runs_requests_over_tls_websocket_and_wss() {
     let cert = Cert::new("rumqttc");
     let d = start_tls(&cert, |_| {}).await;

@@ -262,3 +262,12 @@ async fn both_listeners_share_the_connection_limit_and_one_can_be_turned_off() {
     assert!(addrs.gate.is_some() && addrs.gate_ws.is_none(), "{addrs:?}");
     off.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqttjs_under_node_chats_over_websocket() {
+    let d = start_demo(|_| {}).await;
+    let url = format!("ws://127.0.0.1:{}/mqtt", d.ws.port());
+    let lines = tools::mqttjs_chat(&url, "node-ws", None).await;
+    tools::assert_mqttjs_chat(&lines, "node-ws");
+    d.app.shutdown().await;
+}

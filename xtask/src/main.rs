@@ -2,9 +2,10 @@
 //!
 //! `cargo xtask test` is README's test command. The integration tests drive real programs that
 //! nobody on the team wrote (headless Chromium, mosquitto and `mosquitto_pub`, Eclipse Paho and
-//! the OpenTelemetry SDK for Python), so this task first makes sure they are present, installs
-//! what is missing when it can (Debian packages through `apt-get` as root; Python packages into
-//! a virtual environment under `target/`, never into the system Python), then runs
+//! the OpenTelemetry SDK for Python, MQTT.js for Node), so this task first makes sure they are
+//! present, installs what is missing when it can (Debian packages through `apt-get` as root;
+//! Python packages into a virtual environment under `target/`, never into the system Python;
+//! npm packages into `target/test-env/node`), then runs
 //! `cargo test --workspace` with their locations in the environment. When everything is already there it only looks, which takes milliseconds.
 
 use std::env;
@@ -35,7 +36,22 @@ const PACKAGES: &[Package] = &[
         deb: "mosquitto",
         command: "mosquitto",
     },
+    Package {
+        deb: "nodejs",
+        command: "node",
+    },
+    Package {
+        deb: "npm",
+        command: "npm",
+    },
 ];
+
+/// npm packages the tests drive: MQTT.js, the JavaScript MQTT client browsers and Node use.
+const NODE_PACKAGES: &[&str] = &["mqtt@5"];
+
+/// The environment variable that tells the tests where the npm packages are (a
+/// `node_modules` folder).
+const NODE_VAR: &str = "MQRS_NODE_MODULES";
 
 /// Python packages the tests drive: Eclipse Paho (its callback API v2) as a foreign MQTT
 /// client, the OpenTelemetry SDK with its OTLP/HTTP exporter as a foreign trace source, and the
@@ -72,7 +88,7 @@ struct Failure(String);
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("test") => setup().and_then(|python| run_tests(&python, &args[1..])),
+        Some("test") => setup().and_then(|tools| run_tests(&tools, &args[1..])),
         Some("setup") => setup().map(|_| ExitCode::SUCCESS),
         Some("layers") => layers::run(
             &args
@@ -103,8 +119,16 @@ fn main() -> ExitCode {
     })
 }
 
-/// Makes sure every tool is present; returns the Python that has Paho.
-fn setup() -> Result<PathBuf, Failure> {
+/// Where the tests find what they drive besides the Debian packages.
+struct Tools {
+    /// The Python that has Paho and the OpenTelemetry SDK.
+    python: PathBuf,
+    /// The `node_modules` folder that has MQTT.js.
+    node_modules: PathBuf,
+}
+
+/// Makes sure every tool is present.
+fn setup() -> Result<Tools, Failure> {
     let missing: Vec<&Package> = PACKAGES
         .iter()
         .filter(|p| find_command(p.command).is_none())
@@ -120,11 +144,47 @@ fn setup() -> Result<PathBuf, Failure> {
         }
     }
     let python = test_python()?;
+    let node_modules = test_node_modules()?;
     println!(
-        "cargo xtask: tools ready (chromium, mosquitto, mosquitto_pub; Paho, the OpenTelemetry SDK and the Prometheus parser in {})",
-        python.display()
+        "cargo xtask: tools ready (chromium, mosquitto, mosquitto_pub, node; Paho, the OpenTelemetry SDK and the Prometheus parser in {}; MQTT.js in {})",
+        python.display(),
+        node_modules.display()
     );
-    Ok(python)
+    Ok(Tools {
+        python,
+        node_modules,
+    })
+}
+
+/// The `node_modules` folder with the npm test packages, installing them when missing.
+fn test_node_modules() -> Result<PathBuf, Failure> {
+    let prefix = target_dir().join("test-env").join("node");
+    let modules = prefix.join("node_modules");
+    let present = || modules.join("mqtt").join("package.json").is_file();
+    if present() {
+        return Ok(modules);
+    }
+    let packages = NODE_PACKAGES.join(" ");
+    println!(
+        "cargo xtask: installing {packages} into {}",
+        prefix.display()
+    );
+    std::fs::create_dir_all(&prefix)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", prefix.display())))?;
+    let npm = find_command("npm").ok_or_else(|| Failure("npm is not on PATH".into()))?;
+    let status = Command::new(npm)
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&prefix)
+        .args(NODE_PACKAGES)
+        .status()
+        .map_err(|e| Failure(format!("cannot run npm: {e}")))?;
+    if !status.success() || !present() {
+        return Err(Failure(format!(
+            "npm could not install {packages} into {} ({status}); check that the npm registry is reachable and rerun `cargo xtask test`",
+            prefix.display()
+        )));
+    }
+    Ok(modules)
 }
 
 fn missing_list(missing: &[&Package]) -> String {
@@ -248,12 +308,13 @@ fn make_venv(venv: &Path) -> Result<(), Failure> {
 }
 
 /// Runs `cargo test --workspace` with the tools' locations in the environment.
-fn run_tests(python: &Path, extra: &[String]) -> Result<ExitCode, Failure> {
+fn run_tests(tools: &Tools, extra: &[String]) -> Result<ExitCode, Failure> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args(["test", "--workspace"])
         .args(extra)
-        .env(PYTHON_VAR, python)
+        .env(PYTHON_VAR, &tools.python)
+        .env(NODE_VAR, &tools.node_modules)
         .current_dir(workspace_root())
         .status()
         .map_err(|e| Failure(format!("cannot run cargo: {e}")))?;

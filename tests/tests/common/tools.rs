@@ -44,6 +44,52 @@ pub fn test_python() -> PathBuf {
     venv
 }
 
+/// The `node_modules` folder that has MQTT.js: `$MQRS_NODE_MODULES` (set by `cargo xtask
+/// test`), else the one that command fills under `target/`.
+pub fn test_node_modules() -> PathBuf {
+    if let Some(p) = std::env::var_os("MQRS_NODE_MODULES") {
+        return PathBuf::from(p);
+    }
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/test-env/node/node_modules"
+    ));
+    assert!(
+        dir.join("mqtt").is_dir(),
+        "the tests' npm packages (MQTT.js) are not installed (no {} and no MQRS_NODE_MODULES); \
+         run README's test command, `{TEST_COMMAND}`, which installs them under target/",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs `clients/mqttjs_chat.js` (MQTT.js under Node) as `user` against `url` (`ws://...`,
+/// `wss://...`, `mqtt://...`), trusting the certificate in `ca` when given; the JSON lines it
+/// printed, one per request.
+pub async fn mqttjs_chat(url: &str, user: &str, ca: Option<&str>) -> Vec<serde_json::Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/mqttjs_chat.js");
+    let node = require("node", "nodejs");
+    let out = run(
+        tokio::process::Command::new(node)
+            .arg(script)
+            .args([url, user])
+            .args(ca)
+            .env("NODE_PATH", test_node_modules()),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "MQTT.js client ({url}) failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
 /// Runs `cmd` to completion, killing it and failing the test if it takes longer than `limit`.
 pub async fn run(cmd: &mut tokio::process::Command, limit: Duration) -> Output {
     let what = format!("{:?}", cmd.as_std());
@@ -87,4 +133,17 @@ pub async fn paho_chat(port: u16, user: &str, args: &[&str]) -> Vec<serde_json::
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect()
+}
+
+/// What [`mqttjs_chat`] printed shows the chat working: login, join and say answered without
+/// error, and the message heard back.
+pub fn assert_mqttjs_chat(lines: &[serde_json::Value], user: &str) {
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0]["reply"]["Result"]["userId"], user, "{lines:?}");
+    for l in &lines[..3] {
+        assert_eq!(l["reply"]["Error"], "", "{l}");
+    }
+    assert_eq!(lines[3]["heard"], "Chat/OnSay");
+    assert_eq!(lines[3]["body"]["from"], user);
+    assert_eq!(lines[3]["body"]["text"], "hello from MQTT.js");
 }
