@@ -78,9 +78,15 @@ pub async fn mqttjs_chat(url: &str, user: &str, ca: Option<&str>) -> Vec<serde_j
         Duration::from_secs(30),
     )
     .await;
+    json_lines(&out, &format!("MQTT.js client ({url})"))
+}
+
+/// The JSON lines a client script printed, once it succeeded (else the test fails with what
+/// it said).
+fn json_lines(out: &Output, what: &str) -> Vec<serde_json::Value> {
     assert!(
         out.status.success(),
-        "MQTT.js client ({url}) failed: {}{}",
+        "{what} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -123,16 +129,7 @@ pub async fn paho_run(port: u16, user: &str, args: &[&str]) -> Output {
 /// [`paho_run`] that must succeed: the JSON lines it printed, one per request.
 pub async fn paho_chat(port: u16, user: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let out = paho_run(port, user, args).await;
-    assert!(
-        out.status.success(),
-        "paho client ({args:?}) failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
+    json_lines(&out, &format!("paho client ({args:?})"))
 }
 
 /// What [`mqttjs_chat`] printed shows the chat working: login, join and say answered without
