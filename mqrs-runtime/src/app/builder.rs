@@ -142,6 +142,7 @@ impl AppBuilder {
                 tracing,
                 hook: Arc::new(RwLock::new(hook)),
                 on_connect: Arc::default(),
+                pages: Arc::default(),
                 modules: Mutex::new(Vec::new()),
                 shutdown: watch::channel(false).0,
                 addrs: Mutex::new(Addrs::default()),

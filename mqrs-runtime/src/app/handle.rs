@@ -53,6 +53,7 @@ pub(super) struct Inner {
     pub(super) tracing: Arc<Tracing>,
     pub(super) hook: HookCell,
     pub(super) on_connect: gate::ConnectCell,
+    pub(super) pages: gate::PagesCell,
     pub(super) modules: Mutex<Vec<ModuleEntry>>,
     pub(super) shutdown: watch::Sender<bool>,
     pub(super) addrs: Mutex<Addrs>,
@@ -136,6 +137,27 @@ impl App {
     {
         let hook: gate::ConnectHook = Arc::new(move |c| Box::pin(hook(c)));
         *self.inner.on_connect.write_locked() = Some(hook);
+    }
+
+    /// Serves `body` as `content_type` at `path` (say `/` or `/app.js`) to plain `GET`
+    /// requests on the gate's WebSocket port: a browser client served from the origin of the
+    /// MQTT endpoint it uses (`ws(s)://<host>/mqtt`). A later call for the same path replaces
+    /// the page.
+    ///
+    /// ```no_run
+    /// # fn f(app: &mqrs_runtime::App) {
+    /// app.add_page("/", "text/html; charset=utf-8", "<h1>Hello</h1>");
+    /// # }
+    /// ```
+    pub fn add_page(&self, path: &str, content_type: &'static str, body: impl Into<bytes::Bytes>) {
+        let page = gate::Page {
+            content_type,
+            body: body.into(),
+        };
+        self.inner
+            .pages
+            .write_locked()
+            .insert(path.to_string(), page);
     }
 
     /// Binds `userid` to the session, here and in the gate's copy for later requests.

@@ -68,6 +68,7 @@ impl App {
                 tracer: self.inner.tracing.tracer(gate::GATE_MODULE),
                 hook: self.inner.hook.clone(),
                 on_connect: self.inner.on_connect.clone(),
+                pages: self.inner.pages.clone(),
                 server_id: cfg.app.server_id.clone(),
             };
             let bound = gate::bind(deps, cfg.gate.clone())

@@ -130,6 +130,7 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> Result<Bound, StartErr
         caller: deps.caller,
         hook: deps.hook,
         on_connect: deps.on_connect,
+        pages: deps.pages,
         strikes: Default::default(),
         conns: Mutex::new(HashMap::new()),
         registry: deps.registry.clone(),
@@ -241,6 +242,7 @@ async fn open_and_serve(
         by: tokio::time::Instant::now() + within,
         counters: g.counters.clone(),
         tls,
+        pages: g.pages.clone(),
     };
     let (net, who) = (door.network(), peer);
     Some(match door {
@@ -262,6 +264,7 @@ struct Opening {
     counters: Arc<GateCounters>,
     /// A TLS door exists only with a certificate.
     tls: Option<Tls>,
+    pages: super::PagesCell,
 }
 
 impl Opening {
@@ -280,13 +283,20 @@ impl Opening {
             .await
     }
 
-    /// The WebSocket handshake; `None` (counted in `ws_refused`) when it is refused.
+    /// The WebSocket handshake; `None` when it is refused (counted in `ws_refused`) or the
+    /// request was for a page (served).
     async fn ws<S>(&self, io: S) -> Option<ws::WsStream<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.bounded(&self.counters.ws_refused, "WebSocket", ws::open(io))
-            .await
+        let opened = ws::open(io, &self.pages);
+        match self
+            .bounded(&self.counters.ws_refused, "WebSocket", opened)
+            .await?
+        {
+            ws::Opened::Ws(s) => Some(s),
+            ws::Opened::Page => None,
+        }
     }
 
     /// What `handshake` opens by the deadline; `None` (counted in `refused`, logged) when it

@@ -13,6 +13,7 @@ use mqrs_base::sync::Locked;
 
 use super::admit::{ConnectCell, Strikes};
 use super::hook::HookCell;
+use super::pages::PagesCell;
 use super::peer::Peer;
 use super::stats::GateCounters;
 use crate::client::Caller;
@@ -38,6 +39,7 @@ pub(crate) struct Deps {
     pub(crate) tracer: ServiceTracer,
     pub(crate) hook: HookCell,
     pub(crate) on_connect: ConnectCell,
+    pub(crate) pages: PagesCell,
     pub(crate) server_id: String,
 }
 
@@ -47,6 +49,8 @@ pub(crate) struct Gate {
     pub(super) caller: Caller,
     pub(super) hook: HookCell,
     pub(super) on_connect: ConnectCell,
+    /// Pages the WebSocket port serves to plain GET requests.
+    pub(super) pages: PagesCell,
     /// Recent CONNECT refusals per address.
     pub(super) strikes: Strikes,
     pub(super) server_id: String,

@@ -1,12 +1,15 @@
 //! The WebSocket opening handshake (RFC 6455 §4.2) on the gate's WebSocket port: any request
 //! path is accepted (clients default to `/mqtt`; mqant's used `/mqant`); a client that offers
 //! subprotocols must offer `mqtt` (MQTT 3.1.1 §6), which is echoed back; no extension is
-//! agreed. A request that is no WebSocket upgrade is answered in plain HTTP and closed.
+//! agreed. A plain `GET` of a page the app added is answered with it; any other request that
+//! is no WebSocket upgrade is answered in plain HTTP and closed.
 
 use bytes::BytesMut;
+use mqrs_base::sync::RwLocked;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frames::WsStream;
+use crate::gate::pages::{Page, PagesCell};
 
 /// Longest request head read, in bytes.
 const MAX_HEAD: usize = 8 * 1024;
@@ -29,8 +32,17 @@ pub(crate) enum Refused {
     Bad(u16, &'static str),
 }
 
-/// Reads the handshake request, answers it, and returns the open stream.
-pub(crate) async fn open<S>(mut io: S) -> Result<WsStream<S>, Refused>
+/// What a request on the WebSocket port opened.
+pub(crate) enum Opened<S> {
+    /// A WebSocket, handshake done.
+    Ws(WsStream<S>),
+    /// A page was served; the connection is closed.
+    Page,
+}
+
+/// Reads the handshake request, answers it, and returns the open stream (or serves the page
+/// asked for).
+pub(crate) async fn open<S>(mut io: S, pages: &PagesCell) -> Result<Opened<S>, Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -42,7 +54,13 @@ where
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => break (answer(&req), n),
+            Ok(httparse::Status::Complete(n)) => {
+                if let Some(page) = page_for(&req, pages) {
+                    serve(&mut io, &page).await?;
+                    return Ok(Opened::Page);
+                }
+                break (answer(&req), n);
+            }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
                 buf.reserve(1024.min(MAX_HEAD - buf.len()));
             }
@@ -59,7 +77,7 @@ where
         Ok(response) => {
             io.write_all(response.as_bytes()).await?;
             let early = buf.split_off(head_len);
-            Ok(WsStream::new(io, early))
+            Ok(Opened::Ws(WsStream::new(io, early)))
         }
         Err(Refused::Bad(status, why)) => {
             let body = match status {
@@ -84,6 +102,27 @@ where
         }
         Err(e) => Err(e),
     }
+}
+
+/// The page a plain `GET` (no upgrade) asks for, if the app added one at its path.
+fn page_for(req: &httparse::Request<'_, '_>, pages: &PagesCell) -> Option<Page> {
+    if req.method != Some("GET") || values(req, "upgrade").next().is_some() {
+        return None;
+    }
+    let path = req.path?.split(['?', '#']).next()?;
+    pages.read_locked().get(path).cloned()
+}
+
+/// Answers with `page` and closes.
+async fn serve<S: AsyncWrite + Unpin>(io: &mut S, page: &Page) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        page.content_type,
+        page.body.len()
+    );
+    io.write_all(head.as_bytes()).await?;
+    io.write_all(&page.body).await?;
+    io.shutdown().await
 }
 
 /// The `101 Switching Protocols` answer to `req`, or why it is refused.
@@ -160,7 +199,21 @@ mod tests {
     async fn handshake(request: &str) -> (Result<(), String>, String) {
         let (a, mut b) = tokio::io::duplex(64 * 1024);
         b.write_all(request.as_bytes()).await.expect("write");
-        let r = open(a).await.map(|_| ()).map_err(|e| e.to_string());
+        let pages = PagesCell::default();
+        pages.write_locked().insert(
+            "/".into(),
+            Page {
+                content_type: "text/html; charset=utf-8",
+                body: bytes::Bytes::from_static(b"<p>hi</p>"),
+            },
+        );
+        let r = open(a, &pages)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|o| match o {
+                Opened::Ws(_) => Ok(()),
+                Opened::Page => Err("a page".into()),
+            });
         let mut back = vec![0u8; 4096];
         let n = b.read(&mut back).await.unwrap_or(0);
         (r, String::from_utf8_lossy(&back[..n]).into_owned())
@@ -202,7 +255,7 @@ mod tests {
                 "400",
             ),
             (ws(""), "400"),
-            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), "426"),
+            ("GET /other HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), "426"),
             (
                 ws(&format!("Sec-WebSocket-Key: {KEY}\r\n")).replace("GET", "POST"),
                 "405",
@@ -224,5 +277,17 @@ mod tests {
                 "{req:?}: {back}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_plain_get_of_an_added_page_is_answered_with_it() {
+        let (r, back) = handshake("GET /?room=x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(r, Err("a page".to_string()));
+        assert!(back.starts_with("HTTP/1.1 200 OK\r\n"), "{back}");
+        assert!(
+            back.contains("Content-Type: text/html; charset=utf-8\r\n"),
+            "{back}"
+        );
+        assert!(back.ends_with("\r\n\r\n<p>hi</p>"), "{back}");
     }
 }

@@ -11,4 +11,4 @@ mod frames;
 mod handshake;
 
 pub(crate) use frames::{violation, WsStream};
-pub(crate) use handshake::open;
+pub(crate) use handshake::{open, Opened};
