@@ -44,6 +44,9 @@ pub struct OnSay {
     pub text: String,
     /// When, in milliseconds since the Unix epoch.
     pub at: u64,
+    /// The trace of the `HD_Say` that sent it, when traced (the chat page links to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// What members of a room receive on `Chat/OnJoin` and `Chat/OnLeave`.
@@ -335,6 +338,11 @@ impl Chat {
             from: session.userid().to_string(),
             text: msg.text,
             at: now_ms(),
+            trace: session
+                .span()
+                .is_recording()
+                .then(|| session.trace_id())
+                .flatten(),
         };
         let delivered = self
             .tell(&session, &room, &members, "Chat/OnSay", &note)

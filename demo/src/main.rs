@@ -236,10 +236,26 @@ async fn main() -> ExitCode {
         let settings = demo::Settings {
             say_per_second: cli.say_per_second,
         };
+        let viewer = config
+            .trace
+            .viewer
+            .then(|| format!("http://{}", config.trace.viewer_addr));
+        let page = config.gate.ws_addr.filter(|_| parts.gate).map(|a| {
+            let scheme = if config.gate.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{a}/")
+        });
         let app = demo::build_with(config, parts, settings)?;
         tracing::info!(handlers = ?app.handlers(), "modules ready");
         if parts.gate {
             tracing::info!("try it: cargo run -p demo --bin client -- --users 3 --requests 5");
+        }
+        if let Some(page) = page {
+            demo::web::add_pages(&app, viewer.as_deref());
+            tracing::info!("chat page on {page} (open it in two browser tabs)");
         }
         app.run().await
     }
