@@ -5,6 +5,9 @@
 //!
 //! Without `--gate` it starts the demo binary next to itself on free ports and measures that
 //! process; with `--gate HOST:PORT` it drives a demo already running (RSS only with `--gate-pid`).
+//!
+//! With `--transports` the two phases are MQTT over TCP and MQTT over WebSocket instead (both
+//! untraced, same handler, same client library), and it prints WebSocket against TCP.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use demo::client::GateClient;
 use demo::harness::{cpu_seconds, median, rss_mib, DemoProcess};
-use rumqttc::QoS;
+use rumqttc::{MqttOptions, QoS, Transport};
 
 /// Load on the demo's gate, traced against untraced.
 #[derive(Debug, Parser)]
@@ -46,8 +49,46 @@ struct Cli {
     #[arg(long, default_value_t = 1.0)]
     sample_ratio: f64,
     /// Run one phase only (to profile it); the ratio needs both.
-    #[arg(long, value_parser = ["untraced", "traced"])]
+    #[arg(long, value_parser = ["untraced", "traced", "tcp", "ws"])]
     only: Option<String>,
+    /// Compare MQTT over WebSocket with MQTT over TCP (both untraced) instead of traced with
+    /// untraced.
+    #[arg(long)]
+    transports: bool,
+    /// A running demo's WebSocket listener, with `--gate` and `--transports`.
+    #[arg(long, value_name = "HOST:PORT")]
+    ws: Option<String>,
+}
+
+/// Where the clients connect.
+#[derive(Debug, Clone)]
+struct Door {
+    host: String,
+    port: u16,
+    /// MQTT over WebSocket (`ws://host:port/mqtt`) rather than TCP.
+    ws: bool,
+}
+
+impl Door {
+    fn parse(addr: &str, ws: bool) -> Result<Door, String> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("`{addr}`: expected HOST:PORT"))?;
+        Ok(Door { host, port, ws })
+    }
+
+    async fn connect(&self, id: &str) -> Result<GateClient, String> {
+        let r = if self.ws {
+            let url = format!("ws://{}:{}/mqtt", self.host, self.port);
+            let mut opts = MqttOptions::new(id, url, self.port);
+            opts.set_transport(Transport::Ws);
+            GateClient::connect_with(opts).await
+        } else {
+            GateClient::connect(id, &self.host, self.port).await
+        };
+        r.map_err(|e| e.to_string())
+    }
 }
 
 struct Phase {
@@ -61,17 +102,12 @@ struct Phase {
 }
 
 /// Connects the clients (logged in when `login`), then measures one phase.
-async fn phase(
-    cli: &Cli,
-    host: &str,
-    port: u16,
-    login: bool,
-    pid: Option<u32>,
-) -> Result<Phase, String> {
+async fn phase(cli: &Cli, door: &Door, login: bool, pid: Option<u32>) -> Result<Phase, String> {
     let mut clients = Vec::with_capacity(cli.clients);
     for i in 0..cli.clients {
         let id = format!("load-{}-{i}", if login { "t" } else { "u" });
-        let c = GateClient::connect(&id, host, port)
+        let c = door
+            .connect(&id)
             .await
             .map_err(|e| format!("client {i}: {e}"))?;
         if login {
@@ -161,12 +197,12 @@ async fn phase(
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (demo, gate, pid) = match &cli.gate {
-        Some(g) => (None, g.clone(), cli.gate_pid),
+    let (demo, gate, ws, pid) = match &cli.gate {
+        Some(g) => (None, g.clone(), cli.ws.clone(), cli.gate_pid),
         None => match DemoProcess::start(&["--sample-ratio", &cli.sample_ratio.to_string()]) {
             Ok(d) => {
-                let (g, pid) = (d.gate.clone(), d.pid());
-                (Some(d), g, Some(pid))
+                let (g, ws, pid) = (d.gate.clone(), d.ws.clone(), d.pid());
+                (Some(d), g, ws, Some(pid))
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -174,12 +210,31 @@ async fn main() -> ExitCode {
             }
         },
     };
-    let Some((host, port)) = gate
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-    else {
-        eprintln!("error: --gate `{gate}`: expected HOST:PORT");
-        return ExitCode::from(2);
+    let tcp = match Door::parse(&gate, false) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --gate {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let over_ws = match (cli.transports, &ws) {
+        (false, _) => None,
+        (true, Some(w)) => match Door::parse(w, true) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("error: --ws {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (true, None) => {
+            eprintln!("error: --transports needs the demo's WebSocket listener (--ws HOST:PORT with --gate)");
+            return ExitCode::from(2);
+        }
+    };
+    // Each phase: its name, where its clients connect, and whether they log in (are traced).
+    let phases: [(&str, &Door, bool); 2] = match &over_ws {
+        None => [("untraced", &tcp, false), ("traced", &tcp, true)],
+        Some(w) => [("tcp", &tcp, false), ("ws", w, false)],
     };
     println!(
         "load: {} clients x {} in flight, {} s per phase, {}, QoS 0, gate {gate}, {} round(s)",
@@ -191,15 +246,13 @@ async fn main() -> ExitCode {
     );
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut cpus: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut p50s: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..cli.rounds.max(1) {
-        for (i, (name, login)) in [("untraced", false), ("traced", true)]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, &(name, door, login)) in phases.iter().enumerate() {
             if cli.only.as_deref().is_some_and(|o| o != name) {
                 continue;
             }
-            match phase(&cli, &host, port, login, pid).await {
+            match phase(&cli, door, login, pid).await {
                 Ok(p) => {
                     let rss = p.rss.map_or("-".to_string(), |r| format!("{r:.0} MiB"));
                     let cpu = p.cpu_us.map_or("-".to_string(), |c| format!("{c:.2} µs"));
@@ -209,6 +262,7 @@ async fn main() -> ExitCode {
                     );
                     rates[i].push(p.per_s);
                     cpus[i].extend(p.cpu_us);
+                    p50s[i].push(p.p50_ms);
                 }
                 Err(e) => {
                     eprintln!("error in the {name} phase: {e}");
@@ -216,6 +270,26 @@ async fn main() -> ExitCode {
                 }
             }
         }
+    }
+    if over_ws.is_some() {
+        if let ([Some(tcp), Some(ws)], [Some(tcp50), Some(ws50)]) = (
+            rates.map(|mut r| median(&mut r)),
+            p50s.map(|mut r| median(&mut r)),
+        ) {
+            println!(
+                "median req/s: tcp {tcp:.0}, ws {ws:.0}; WebSocket/TCP throughput {:.2}x (target >= 0.8x), p50 {:.2}x (target <= 1.2x)",
+                ws / tcp,
+                ws50 / tcp50
+            );
+        }
+        if let [Some(tcp), Some(ws)] = cpus.map(|mut c| median(&mut c)) {
+            println!(
+                "median gate CPU per request: tcp {tcp:.2} µs, ws {ws:.2} µs ({:.2}x)",
+                ws / tcp
+            );
+        }
+        drop(demo);
+        return ExitCode::SUCCESS;
     }
     if let [Some(untraced), Some(traced)] = rates.map(|mut r| median(&mut r)) {
         let target = if cli.sample_ratio >= 1.0 {
