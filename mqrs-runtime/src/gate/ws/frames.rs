@@ -297,14 +297,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut rb = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-            if rb.filled().is_empty() {
+            // Straight into `raw`'s spare room: no zeroed buffer, no second copy.
+            this.raw.reserve(READ_CHUNK);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.io),
+                cx,
+                &mut this.raw
+            ))?;
+            if n == 0 {
                 this.peer_closed = true;
                 return Poll::Ready(Ok(()));
             }
-            this.raw.extend_from_slice(rb.filled());
         }
     }
 }
