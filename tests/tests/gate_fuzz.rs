@@ -110,8 +110,15 @@ fn ws_input() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-#[test]
-fn the_websocket_door_survives_arbitrary_handshakes_and_frames() {
+/// Starts the demo with short time limits, sends each of `cases` inputs drawn from `inputs`
+/// to the listener `door` picks (reading back for a moment, then going away), waits for every
+/// connection to end and checks no task panicked; hands back the runtime and the demo for the
+/// check that a good client is served after.
+fn fuzz(
+    door: impl Fn(&common::Running) -> std::net::SocketAddr,
+    inputs: impl Strategy<Value = Vec<u8>>,
+    cases: u32,
+) -> (tokio::runtime::Runtime, common::Running) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -122,64 +129,16 @@ fn the_websocket_door_survives_arbitrary_handshakes_and_frames() {
         c.gate.max_idle_ms = 500;
         c.gate.packet_timeout_ms = 200;
     }));
-    let ws = d.ws;
+    let addr = door(&d);
     let mut runner = TestRunner::new(Config {
-        cases: 300,
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
     runner
-        .run(&ws_input(), |bytes| {
+        .run(&inputs, |bytes| {
             rt.block_on(async {
-                let mut s = tokio::net::TcpStream::connect(ws).await.expect("connect");
-                let _ = s.write_all(&bytes).await;
-                let mut sink = [0u8; 4096];
-                let _ = tokio::time::timeout(Duration::from_millis(5), s.read(&mut sink)).await;
-            });
-            Ok(())
-        })
-        .expect("no input may break the WebSocket door");
-    rt.block_on(async {
-        common::wait_for(
-            "every fuzzed connection to end",
-            Duration::from_secs(10),
-            || d.app.gate_stats().is_some_and(|s| s.open == 0),
-        )
-        .await;
-        let stats = d.app.gate_stats().expect("gate");
-        assert_eq!(stats.panics, 0, "{stats:?}");
-        assert!(stats.accepted >= 300, "{stats:?}");
-        // A Paho client over WebSocket is served after all that.
-        let lines = common::tools::paho_chat(ws.port(), "after-ws-fuzz", &["ws"]).await;
-        assert_eq!(lines[1]["reply"]["Error"], "", "{lines:?}");
-        d.app.shutdown().await;
-    });
-}
-
-#[test]
-fn the_gate_survives_arbitrary_bytes() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let d = rt.block_on(start_demo(|c| {
-        c.gate.connect_timeout_ms = 300;
-        c.gate.max_idle_ms = 500;
-        c.gate.packet_timeout_ms = 200;
-    }));
-    let port = d.gate.port();
-    let mut runner = TestRunner::new(Config {
-        cases: 400,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    runner
-        .run(&input(), |bytes| {
-            rt.block_on(async {
-                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .expect("connect");
+                let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
                 let _ = s.write_all(&bytes).await;
                 // Read whatever comes back for a moment; then go away.
                 let mut sink = [0u8; 4096];
@@ -188,16 +147,32 @@ fn the_gate_survives_arbitrary_bytes() {
             Ok(())
         })
         .expect("no input may break the gate");
+    rt.block_on(common::wait_for(
+        "every fuzzed connection to end",
+        Duration::from_secs(10),
+        || d.app.gate_stats().is_some_and(|s| s.open == 0),
+    ));
+    let stats = d.app.gate_stats().expect("gate");
+    assert_eq!(stats.panics, 0, "{stats:?}");
+    assert!(stats.accepted >= u64::from(cases), "{stats:?}");
+    (rt, d)
+}
+
+#[test]
+fn the_websocket_door_survives_arbitrary_handshakes_and_frames() {
+    let (rt, d) = fuzz(|d| d.ws, ws_input(), 300);
     rt.block_on(async {
-        common::wait_for(
-            "every fuzzed connection to end",
-            Duration::from_secs(10),
-            || d.app.gate_stats().is_some_and(|s| s.open == 0),
-        )
-        .await;
-        let stats = d.app.gate_stats().expect("gate");
-        assert_eq!(stats.panics, 0, "{stats:?}");
-        assert!(stats.accepted >= 400, "{stats:?}");
+        // A Paho client over WebSocket is served after all that.
+        let lines = common::tools::paho_chat(d.ws.port(), "after-ws-fuzz", &["ws"]).await;
+        assert_eq!(lines[1]["reply"]["Error"], "", "{lines:?}");
+        d.app.shutdown().await;
+    });
+}
+
+#[test]
+fn the_gate_survives_arbitrary_bytes() {
+    let (rt, d) = fuzz(|d| d.gate, input(), 400);
+    rt.block_on(async {
         let c = d.logged_in("after-fuzz").await;
         let r = common::join_chat(&c, "fuzz", QoS::AtLeastOnce).await;
         assert_eq!(r["Error"], "", "{r}");
