@@ -127,7 +127,8 @@ async fn writer<W: AsyncWrite + Unpin>(
     max: usize,
     queued: Arc<AtomicUsize>,
 ) -> Option<W> {
-    let mut out = BytesMut::with_capacity(4096);
+    // Small to start, and given back after a burst: idle clients are most of a gate's.
+    let mut out = BytesMut::with_capacity(IDLE_BUFFER);
     while let Some(p) = rx.recv().await {
         let mut next = Some(p);
         let mut written = 0;
@@ -157,9 +158,18 @@ async fn writer<W: AsyncWrite + Unpin>(
         }
         queued.fetch_sub(written, Ordering::Relaxed);
         out.clear();
+        if out.capacity() > KEPT_BUFFER {
+            out = BytesMut::with_capacity(IDLE_BUFFER);
+        }
     }
     Some(wr)
 }
+
+/// What a connection's read and write buffers start with, in bytes.
+const IDLE_BUFFER: usize = 512;
+
+/// Buffers grown past this for a large packet or a burst are given back once empty.
+const KEPT_BUFFER: usize = 16 * 1024;
 
 /// How long a stopping gate (or a kick) waits after a connection's last reply before closing it: some
 /// clients (rumqttc among them) lose a packet that arrives together with the close.
@@ -228,14 +238,16 @@ where
     let rest_within = Duration::from_millis(cfg.packet_timeout_ms.max(1));
     let arriving = &gate.arriving_bytes;
     let (mut rd, wr) = tokio::io::split(stream);
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::with_capacity(IDLE_BUFFER);
     let first = tokio::select! {
         // A stopping gate does not wait for connections that have not even sent CONNECT.
         _ = shutdown.changed() => return Ok(()),
-        r = tokio::time::timeout(
+        // Boxed, as the admission below: a connection's future stays the size of its
+        // steady state, not of the handshake it made once (it is held per idle client).
+        r = Box::pin(tokio::time::timeout(
             Duration::from_millis(cfg.connect_timeout_ms),
             read_packet(&mut rd, &mut buf, cfg.max_packet_size, true, rest_within, arriving),
-        ) => r,
+        )) => r,
     };
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(c)))) if c.protocol == Protocol::V4 => {
@@ -281,7 +293,7 @@ where
     });
     let session = tokio::select! {
         _ = shutdown.changed() => return Ok(()),
-        r = super::connect::admit(&gate, &connect, remote, network, session) => match r {
+        r = Box::pin(super::connect::admit(&gate, &connect, remote, network, session)) => match r {
             Ok(s) => s,
             Err(code) => {
                 refuse(wr, &connack_v4(code)).await;
@@ -325,7 +337,8 @@ where
         let (g, c) = (gate.clone(), conn.clone());
         gate.spawn_contained("requests", async move {
             while let Some((p, held)) = req_rx.recv().await {
-                super::request::handle(&g, &c, p).await;
+                // Boxed: the worker waits idle most of its life, small.
+                Box::pin(super::request::handle(&g, &c, p)).await;
                 drop(held);
             }
             // The connection is gone and its last request handled: modules hear of it now,
@@ -341,6 +354,9 @@ where
     let mut qos2_pending: HashSet<u16> = HashSet::new();
     let mut stopping = false;
     let result = loop {
+        if buf.is_empty() && buf.capacity() > KEPT_BUFFER {
+            buf = BytesMut::with_capacity(IDLE_BUFFER);
+        }
         let read = read_packet(
             &mut rd,
             &mut buf,
@@ -476,7 +492,19 @@ where
         // Nothing queued for it will be read: close now.
         writer_task.abort();
     }
-    // In-flight requests hold the connection; the writer ends when the last one finishes.
+    Box::pin(close(rd, writer_task, stopping)).await;
+    tracing::debug!(%peer, %sessionid, "gate: client disconnected");
+    result
+}
+
+/// Closes a connection once its writer is done: in-flight requests hold the connection, and
+/// the writer ends when the last one finishes. Boxed by the caller, so the connection's
+/// future does not carry this state while it serves.
+async fn close<R, W>(mut rd: R, writer_task: tokio::task::JoinHandle<Option<W>>, stopping: bool)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     if let Ok(Some(mut wr)) = writer_task.await {
         if stopping {
             // The client closes first if it is quick about it; else the linger ends.
@@ -488,8 +516,6 @@ where
         }
         let _ = wr.shutdown().await;
     }
-    tracing::debug!(%peer, %sessionid, "gate: client disconnected");
-    result
 }
 
 /// Answers a CONNECT with a refusing CONNACK and closes.

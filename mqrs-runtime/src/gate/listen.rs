@@ -245,13 +245,23 @@ async fn open_and_serve(
         pages: g.pages.clone(),
     };
     let (net, who) = (door.network(), peer);
+    // Every step boxed: a connection's task is held as long as the client stays (most of a
+    // gate's clients are idle), so it keeps only the state of the transport it has, not room
+    // for the largest handshake or stream type of any door.
     Some(match door {
-        Door::Tcp => conn::serve(g, stream, net, who, rx).await,
-        Door::Tls => conn::serve(g, open.tls(stream).await?, net, who, rx).await,
-        Door::Ws => conn::serve(g, open.ws(stream).await?, net, who, rx).await,
+        Door::Tcp => Box::pin(conn::serve(g, stream, net, who, rx)).await,
+        Door::Tls => {
+            let tls = Box::pin(open.tls(stream)).await?;
+            Box::pin(conn::serve(g, tls, net, who, rx)).await
+        }
+        Door::Ws => {
+            let ws = Box::pin(open.ws(stream)).await?;
+            Box::pin(conn::serve(g, ws, net, who, rx)).await
+        }
         Door::Wss => {
-            let ws = open.ws(open.tls(stream).await?).await?;
-            conn::serve(g, ws, net, who, rx).await
+            let tls = Box::pin(open.tls(stream)).await?;
+            let ws = Box::pin(open.ws(tls)).await?;
+            Box::pin(conn::serve(g, ws, net, who, rx)).await
         }
     })
 }

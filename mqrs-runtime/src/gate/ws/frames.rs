@@ -26,8 +26,11 @@ const OUT_HIGH: usize = 64 * 1024;
 /// read them; past it the client is flooding pings.
 const OUT_CONTROL_MAX: usize = 1 << 20;
 
-/// Bytes read from the socket at a time.
+/// Bytes read from the socket at a time while the client keeps the socket full.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// Bytes read at a time otherwise: an idle connection keeps only this much room.
+const READ_SMALL: usize = 1024;
 
 /// A client broke the WebSocket protocol; carried inside the `io::Error` a read fails with.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,8 @@ pub(crate) struct WsStream<S> {
     /// Frames encoded and not yet written.
     out: BytesMut,
     close_sent: bool,
+    /// The last read filled all the room it had: read in larger chunks.
+    busy: bool,
 }
 
 /// What one decoding step found.
@@ -96,6 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             peer_closed: false,
             out: BytesMut::new(),
             close_sent: false,
+            busy: false,
         }
     }
 
@@ -297,13 +303,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            // Straight into `raw`'s spare room: no zeroed buffer, no second copy.
-            this.raw.reserve(READ_CHUNK);
+            // Straight into `raw`'s spare room: no zeroed buffer, no second copy. Small room
+            // unless the client fills it, and a large one given back once empty.
+            if this.raw.is_empty() && this.raw.capacity() > OUT_HIGH {
+                this.raw = BytesMut::new();
+            }
+            this.raw
+                .reserve(if this.busy { READ_CHUNK } else { READ_SMALL });
+            let room = this.raw.capacity() - this.raw.len();
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut this.io),
                 cx,
                 &mut this.raw
             ))?;
+            this.busy = n == room;
             if n == 0 {
                 this.peer_closed = true;
                 return Poll::Ready(Ok(()));
