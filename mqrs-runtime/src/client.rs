@@ -5,6 +5,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use opentelemetry::KeyValue;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -66,12 +67,8 @@ impl Caller {
         A: Serialize,
         R: DeserializeOwned,
     {
-        let bytes = encode_args(method, &args)?;
-        let reply = self.call_raw(module, method, session, bytes).await?;
-        serde_json::from_slice(&reply).map_err(|e| RpcError::BadReply {
-            method: format!("{module}/{method}"),
-            reason: e.to_string(),
-        })
+        self.call_tagged(module, method, session, args, Vec::new())
+            .await
     }
 
     /// False when no process can serve `module/method` (see [`Transport::reaches`]).
@@ -109,10 +106,51 @@ impl Caller {
         session: &Session,
         args: Vec<u8>,
     ) -> Result<Vec<u8>, RpcError> {
+        self.call_raw_tagged(module, method, session, args, Vec::new())
+            .await
+    }
+
+    /// [`Caller::call`] with `tags` added to its CLIENT span (what only the caller knows,
+    /// such as how many recipients a batch has).
+    pub(crate) async fn call_tagged<A, R>(
+        &self,
+        module: &str,
+        method: &str,
+        session: &Session,
+        args: A,
+        tags: Vec<KeyValue>,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        let bytes = encode_args(method, &args)?;
+        let reply = self
+            .call_raw_tagged(module, method, session, bytes, tags)
+            .await?;
+        serde_json::from_slice(&reply).map_err(|e| RpcError::BadReply {
+            method: format!("{module}/{method}"),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn call_raw_tagged(
+        &self,
+        module: &str,
+        method: &str,
+        session: &Session,
+        args: Vec<u8>,
+        tags: Vec<KeyValue>,
+    ) -> Result<Vec<u8>, RpcError> {
         let target = Target::parse(module);
         let start = Instant::now();
         let deadline = self.deadline(start, session);
-        let (span, callee) = self.client_span(target, method, session);
+        let (mut span, callee) = self.client_span(target, method, session);
+        if let Some(span) = &mut span {
+            for tag in tags {
+                spans::tag_mut(span, tag);
+            }
+        }
         let result = self
             .send(target, method, callee, args, start, deadline)
             .await;

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use opentelemetry::KeyValue;
+
 use super::handle::{gate_at, gate_of, App};
 use crate::error::RpcError;
 use crate::gate::handlers::{Body, Delivered};
@@ -94,8 +96,18 @@ impl App {
         let calls = by_gate.into_iter().map(|(sid, ids)| {
             let (topic, body) = (&topic, &body);
             async move {
+                // The recipient count on the CLIENT span too: the caller's view of the batch.
+                let count = KeyValue::new("messaging.batch.message_count", ids.len() as i64);
                 let r = self
-                    .call::<_, Delivered>(&gate_at(&sid), "SendBatch", session, (&ids, topic, body))
+                    .inner
+                    .caller
+                    .call_tagged::<_, Delivered>(
+                        &gate_at(&sid),
+                        "SendBatch",
+                        session,
+                        (&ids, topic, body),
+                        vec![count],
+                    )
                     .await;
                 (sid, ids, r)
             }

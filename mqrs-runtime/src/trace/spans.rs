@@ -309,6 +309,16 @@ pub(crate) fn record_error_mut(span: &mut EndOnDrop, e: &RpcError) {
     record_error(span, e);
 }
 
+/// Adds a tag to a recorded span, a call's CLIENT span included; spans of skipped traces
+/// keep only the tags they were made with.
+pub(crate) fn tag_mut(span: &mut EndOnDrop, tag: KeyValue) {
+    match &mut span.state {
+        State::Own(r) => opentelemetry::trace::Span::set_attribute(r, tag),
+        State::Recorded => span.cx.span().set_attribute(tag),
+        State::Skipped(_) | State::Quiet => {}
+    }
+}
+
 /// Marks a span (not a CLIENT one) as failed with `error.type` `kind` and the status text.
 pub(crate) fn record_failure(span: &EndOnDrop, kind: &'static str, text: impl FnOnce() -> String) {
     fail(span, kind, text);

@@ -129,7 +129,17 @@ pub fn assert_chat_tree(all: &[Span], user: &str) -> bool {
             Some(&chat.id),
             "SendBatch under HD_JoinChat"
         );
-        child(all, c, "Gate/SendBatch", "server");
+        let served = child(all, c, "Gate/SendBatch", "server");
+        // The recipient count, on the caller's span and on the gate's.
+        let count = c.tag("messaging.batch.message_count");
+        assert!(
+            count
+                .as_ref()
+                .and_then(|n| n.as_i64())
+                .is_some_and(|n| n >= 1),
+            "the CLIENT span counts the batch's recipients: {count:?}"
+        );
+        assert_eq!(served.tag("messaging.batch.message_count"), count);
     }
     let rpc_spans = all.len() - internal.len() - 2 * told;
     let has3 = all.iter().any(|s| s.name == "Login/track3");
