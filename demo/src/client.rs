@@ -64,13 +64,8 @@ impl GateClient {
 
     /// Connects with `opts` (its transport: TCP, TLS, WebSocket) and waits for the CONNACK;
     /// keepalive and packet size are set here.
-    pub async fn connect_with(mut opts: MqttOptions) -> Result<GateClient, ClientError> {
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(opts, 64);
-        let mut net = NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        eventloop.set_network_options(net);
+    pub async fn connect_with(opts: MqttOptions) -> Result<GateClient, ClientError> {
+        let (client, mut eventloop) = rumqttc_client(opts);
         // Wait for the CONNACK before handing the client out.
         loop {
             match eventloop.poll().await {
@@ -157,6 +152,18 @@ impl GateClient {
         let _ = self.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
     }
+}
+
+/// A rumqttc client as this module's clients (and the benchmarks' floors) use it: keepalive
+/// 30 s, packets up to 1 MiB, `TCP_NODELAY`, 64 requests queued.
+pub fn rumqttc_client(mut opts: MqttOptions) -> (AsyncClient, EventLoop) {
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+    (client, eventloop)
 }
 
 async fn pump(mut eventloop: EventLoop, pending: Pending, messages: Messages) {

@@ -1,8 +1,10 @@
 //! What the benchmark binaries (`load`, `hostile`) share: the demo started as a process of its
-//! own beside them, its resident memory, and medians.
+//! own beside them, its resident memory, medians, and a self-signed certificate for TLS.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 /// A demo process started by a benchmark; stopped (SIGINT) when dropped.
 pub struct DemoProcess {
@@ -17,6 +19,8 @@ pub struct DemoProcess {
     pub broker: Option<String>,
     /// The gate's MQTT over WebSocket address, `host:port`, when it runs a gate.
     pub ws: Option<String>,
+    /// The gate's MQTT over TLS address, `host:port`, when TLS is on.
+    pub tls: Option<String>,
 }
 
 impl DemoProcess {
@@ -56,7 +60,7 @@ impl DemoProcess {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let (mut gate, mut viewer, mut collector, mut broker) = (None, None, None, None);
-        let mut ws = None;
+        let (mut ws, mut tls) = (None, None);
         while gate.is_none() || viewer.is_none() || collector.is_none() {
             let Some(Ok(l)) = lines.next() else {
                 let _ = child.kill();
@@ -65,8 +69,13 @@ impl DemoProcess {
             if let Some(a) = l.split("gate listening on mqtt://").nth(1) {
                 gate = Some(a.trim().to_string());
             }
-            if let Some(a) = l.split("gate listening on ws://").nth(1) {
-                ws = Some(a.trim().trim_end_matches("/mqtt").to_string());
+            for scheme in ["ws", "wss"] {
+                if let Some(a) = l.split(&format!("gate listening on {scheme}://")).nth(1) {
+                    ws = Some(a.trim().trim_end_matches("/mqtt").to_string());
+                }
+            }
+            if let Some(a) = l.split("gate listening on mqtts://").nth(1) {
+                tls = Some(a.trim().to_string());
             }
             if let Some(a) = l.split("trace viewer on http://").nth(1) {
                 viewer = Some(a.trim().trim_end_matches('/').to_string());
@@ -87,6 +96,7 @@ impl DemoProcess {
             collector: collector.unwrap_or_default(),
             broker,
             ws,
+            tls,
         })
     }
 
@@ -139,5 +149,141 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
         0 => None,
         _ if n % 2 == 1 => Some(v[n / 2]),
         _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 in PEM files of a fresh temporary
+/// directory (removed when dropped), for benchmarks that turn the gate's TLS on.
+pub struct SelfSigned {
+    dir: std::path::PathBuf,
+    der: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+}
+
+impl SelfSigned {
+    /// Makes the certificate and its key, and writes them as `cert.pem` and `key.pem`.
+    pub fn new(name: &str) -> Result<SelfSigned, String> {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .map_err(|e| format!("certificate: {e}"))?;
+        let dir = std::env::temp_dir().join(format!("mqrs-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let write = |file: &str, pem: String| {
+            std::fs::write(dir.join(file), pem).map_err(|e| format!("{file}: {e}"))
+        };
+        write("cert.pem", made.cert.pem())?;
+        write("key.pem", made.signing_key.serialize_pem())?;
+        Ok(SelfSigned {
+            der: made.cert.der().clone(),
+            dir,
+        })
+    }
+
+    /// The certificate's PEM file.
+    pub fn cert(&self) -> std::path::PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    /// The key's PEM file.
+    pub fn key(&self) -> std::path::PathBuf {
+        self.dir.join("key.pem")
+    }
+
+    /// The demo's flags that turn TLS on with this certificate, MQTT over TLS on a free port.
+    pub fn demo_flags(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.cert().display().to_string(),
+            "--tls-key".into(),
+            self.key().display().to_string(),
+            "--tls".into(),
+            "127.0.0.1:0".into(),
+        ]
+    }
+
+    /// A rustls client configuration that trusts this certificate only.
+    pub fn client_config(&self) -> Result<std::sync::Arc<ClientConfig>, String> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(self.der.clone())
+            .map_err(|e| format!("root: {e}"))?;
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS versions: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(std::sync::Arc::new(config))
+    }
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A mosquitto broker on a free loopback port, for floors measured through a standard broker;
+/// killed when dropped.
+pub struct Mosquitto {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto` (from `PATH` or /usr/sbin, where Debian puts it) and waits until it
+    /// listens; an error says why when it is not installed or does not start.
+    pub fn start() -> Result<Mosquitto, String> {
+        let exe = std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .chain(["/usr/sbin".into()])
+            .map(|d| d.join("mosquitto"))
+            .find(|p| p.is_file())
+            .ok_or("mosquitto is not installed (apt-get install mosquitto)")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("free port: {e}"))?
+            .port();
+        let dir = std::env::temp_dir().join(format!("mqrs-bench-mosquitto-{port}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n\
+                 persistence false\nmax_connections -1\n"
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", conf.display()))?;
+        let child = Command::new(&exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let mut m = Mosquitto { child, port, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline || m.child.try_wait().ok().flatten().is_some() {
+                return Err(format!("mosquitto did not listen on {port}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(m)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,28 +1,36 @@
 //! `cargo run --release -p demo --bin load`: drives the gate over real MQTT with N clients and
 //! K requests in flight each, for the same handler untraced (anonymous clients, whom the demo's
 //! `on_request_tracing` skips) and traced (logged-in clients), and prints requests/s, p50/p99,
-//! the gate process's resident memory, and the traced/untraced ratio, in one run.
+//! the gate process's resident memory and CPU time per request, and the traced/untraced ratio,
+//! in one run, phases alternated over `--rounds`.
 //!
 //! Without `--gate` it starts the demo binary next to itself on free ports and measures that
 //! process; with `--gate HOST:PORT` it drives a demo already running (RSS only with `--gate-pid`).
 //!
-//! With `--transports` the two phases are MQTT over TCP and MQTT over WebSocket instead (both
-//! untraced, same handler, same client library), and it prints WebSocket against TCP.
+//! Other comparisons, each side by side in one run:
+//! - `--transports`: MQTT over TCP, WebSocket, TLS and WSS (all untraced, same handler, same
+//!   client library), against TCP; TLS with a self-signed certificate made for the run.
+//! - `--fanout N`: `Chat/HD_Say` in a room of N members, messages delivered per second, against
+//!   one publish to N subscribers through mosquitto (module [`fanout`]).
+//! - `--connections N`: N idle connections, half TCP and half WebSocket, and the gate's memory
+//!   per connection (module [`idle`]).
+
+mod door;
+mod fanout;
+mod idle;
+mod phase;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use clap::Parser;
-use demo::client::GateClient;
-use demo::harness::{cpu_seconds, median, rss_mib, DemoProcess};
-use rumqttc::{MqttOptions, QoS, Transport};
+use demo::harness::{median, DemoProcess, SelfSigned};
 
-/// Load on the demo's gate, traced against untraced.
+use door::{Door, Kind};
+
+/// Load on the demo's gate, measured side by side.
 #[derive(Debug, Parser)]
 #[command(name = "load")]
-struct Cli {
+pub struct Cli {
     /// A running demo's gate; default: start one.
     #[arg(long, value_name = "HOST:PORT")]
     gate: Option<String>,
@@ -41,279 +49,276 @@ struct Cli {
     /// The handler every request calls.
     #[arg(long, default_value = "Chat/HD_CurrentRoom")]
     handler: String,
-    /// Rounds of both phases, alternated so drift on the machine hits both alike; the ratio is
+    /// Rounds of every phase, alternated so drift on the machine hits all alike; ratios are
     /// taken over the medians.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// The started demo's `--sample-ratio` (traces recorded; failed and slow ones kept).
     #[arg(long, default_value_t = 1.0)]
     sample_ratio: f64,
-    /// Run one phase only (to profile it); the ratio needs both.
-    #[arg(long, value_parser = ["untraced", "traced", "tcp", "ws"])]
+    /// Run one phase only (to profile it); ratios need the others.
+    #[arg(long, value_parser = ["untraced", "traced", "tcp", "ws", "tls", "wss", "mqrs", "mosquitto"])]
     only: Option<String>,
-    /// Compare MQTT over WebSocket with MQTT over TCP (both untraced) instead of traced with
-    /// untraced.
+    /// Compare MQTT over WebSocket, TLS and WSS with MQTT over TCP (all untraced) instead of
+    /// traced with untraced.
     #[arg(long)]
     transports: bool,
     /// A running demo's WebSocket listener, with `--gate` and `--transports`.
     #[arg(long, value_name = "HOST:PORT")]
     ws: Option<String>,
+    /// Measure `Chat/HD_Say` in a room of this many members against one publish to as many
+    /// subscribers through mosquitto.
+    #[arg(long, value_name = "MEMBERS", conflicts_with_all = ["transports", "connections"])]
+    fanout: Option<usize>,
+    /// Members of the fan-out room who talk, one message in flight each.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Hold this many idle connections (half TCP, half WebSocket) and print the gate's memory
+    /// per connection.
+    #[arg(long, value_name = "N", conflicts_with = "transports")]
+    connections: Option<usize>,
+    /// Internal: hold a share of `--connections` in a worker process.
+    #[arg(long, hide = true, value_name = "SPEC")]
+    hold_worker: Option<String>,
 }
 
-/// Where the clients connect.
-#[derive(Debug, Clone)]
-struct Door {
-    host: String,
-    port: u16,
-    /// MQTT over WebSocket (`ws://host:port/mqtt`) rather than TCP.
-    ws: bool,
+/// A phase to run in every round: its name, its door, and whether its clients log in.
+struct Spec {
+    name: &'static str,
+    door: Door,
+    login: bool,
 }
 
-impl Door {
-    fn parse(addr: &str, ws: bool) -> Result<Door, String> {
-        let (host, port) = addr
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| format!("`{addr}`: expected HOST:PORT"))?;
-        Ok(Door { host, port, ws })
-    }
-
-    async fn connect(&self, id: &str) -> Result<GateClient, String> {
-        let r = if self.ws {
-            let url = format!("ws://{}:{}/mqtt", self.host, self.port);
-            let mut opts = MqttOptions::new(id, url, self.port);
-            opts.set_transport(Transport::Ws);
-            GateClient::connect_with(opts).await
-        } else {
-            GateClient::connect(id, &self.host, self.port).await
-        };
-        r.map_err(|e| e.to_string())
-    }
+/// The demos this run started (stopped when dropped) and the phases through them.
+struct Plan {
+    _demos: Vec<DemoProcess>,
+    _cert: Option<SelfSigned>,
+    specs: Vec<Spec>,
 }
 
-struct Phase {
-    per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: usize,
-    rss: Option<f64>,
-    /// The gate process's CPU time per answered request, µs.
-    cpu_us: Option<f64>,
-}
-
-/// Connects the clients (logged in when `login`), then measures one phase.
-async fn phase(cli: &Cli, door: &Door, login: bool, pid: Option<u32>) -> Result<Phase, String> {
-    let mut clients = Vec::with_capacity(cli.clients);
-    for i in 0..cli.clients {
-        let id = format!("load-{}-{i}", if login { "t" } else { "u" });
-        let c = door
-            .connect(&id)
-            .await
-            .map_err(|e| format!("client {i}: {e}"))?;
-        if login {
-            let body = serde_json::json!({"userName": format!("load{i}"), "passWord": "pw"});
-            let r = c
-                .request(
-                    "Login/HD_Login",
-                    body.to_string().as_bytes(),
-                    QoS::AtMostOnce,
-                )
-                .await
-                .map_err(|e| format!("login {i}: {e}"))?;
-            if r["Error"] != "" {
-                return Err(format!("login {i}: {r}"));
-            }
+/// The traced and untraced phases through one gate.
+fn plan_tracing(cli: &Cli) -> Result<Plan, String> {
+    let (demos, gate, pid) = match &cli.gate {
+        Some(g) => (vec![], g.clone(), cli.gate_pid),
+        None => {
+            let d = DemoProcess::start(&["--sample-ratio", &cli.sample_ratio.to_string()])?;
+            let (g, pid) = (d.gate.clone(), d.pid());
+            (vec![d], g, Some(pid))
         }
-        clients.push(Arc::new(c));
-    }
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for c in &clients {
-        for _ in 0..cli.inflight {
-            let (c, handler) = (c.clone(), cli.handler.clone());
-            let (measuring, stop) = (measuring.clone(), stop.clone());
-            let (latencies, errors) = (latencies.clone(), errors.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut mine = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let r = c.request(&handler, b"{}", QoS::AtMostOnce).await;
-                    let ok = matches!(&r, Ok(v) if v["Error"] == "");
-                    if measuring.load(Ordering::Relaxed) {
-                        if ok {
-                            mine.push(t.elapsed());
-                        } else {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                latencies
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(mine);
-            }));
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    let cpu_before = pid.and_then(cpu_seconds);
-    tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    let cpu = cpu_before
-        .zip(pid.and_then(cpu_seconds))
-        .map(|(a, b)| b - a);
-    let rss = pid.and_then(rss_mib);
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    for c in clients {
-        if let Ok(c) = Arc::try_unwrap(c) {
-            c.disconnect().await;
-        }
-    }
-    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
-    if lat.is_empty() {
-        return Err("no request succeeded".into());
-    }
-    lat.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let answered = lat.len() as f64;
-    Ok(Phase {
-        cpu_us: cpu.map(|c| c * 1e6 / answered),
-        per_s: lat.len() as f64 / elapsed.as_secs_f64(),
-        p50_ms: ms(lat[lat.len() / 2]),
-        p99_ms: ms(lat[lat.len() * 99 / 100]),
-        errors: errors.load(Ordering::Relaxed),
-        rss,
+    };
+    let door = Door::parse(&gate, Kind::Tcp, pid).map_err(|e| format!("--gate {e}"))?;
+    Ok(Plan {
+        _demos: demos,
+        _cert: None,
+        specs: vec![
+            Spec {
+                name: "untraced",
+                door: door.clone(),
+                login: false,
+            },
+            Spec {
+                name: "traced",
+                door,
+                login: true,
+            },
+        ],
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (demo, gate, ws, pid) = match &cli.gate {
-        Some(g) => (None, g.clone(), cli.ws.clone(), cli.gate_pid),
-        None => match DemoProcess::start(&["--sample-ratio", &cli.sample_ratio.to_string()]) {
-            Ok(d) => {
-                let (g, ws, pid) = (d.gate.clone(), d.ws.clone(), d.pid());
-                (Some(d), g, ws, Some(pid))
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
+/// TCP and WebSocket through one demo, TLS and WSS through a second one with a certificate
+/// made for the run (its WebSocket port speaks WSS); with `--gate`, TCP and `--ws` only.
+fn plan_transports(cli: &Cli) -> Result<Plan, String> {
+    let untraced = |name, door| Spec {
+        name,
+        door,
+        login: false,
     };
-    let tcp = match Door::parse(&gate, false) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: --gate {e}");
-            return ExitCode::from(2);
-        }
+    if let Some(g) = &cli.gate {
+        let ws = cli.ws.as_deref().ok_or(
+            "--transports with --gate needs the demo's WebSocket listener (--ws HOST:PORT)",
+        )?;
+        println!("(TLS and WSS are measured only on demos this binary starts)");
+        return Ok(Plan {
+            _demos: vec![],
+            _cert: None,
+            specs: vec![
+                untraced("tcp", Door::parse(g, Kind::Tcp, cli.gate_pid)?),
+                untraced("ws", Door::parse(ws, Kind::Ws, cli.gate_pid)?),
+            ],
+        });
+    }
+    let ratio = cli.sample_ratio.to_string();
+    let plain = DemoProcess::start(&["--sample-ratio", &ratio])?;
+    let cert = SelfSigned::new("load-tls")?;
+    let mut flags = cert.demo_flags();
+    flags.extend(["--sample-ratio".to_string(), ratio]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let tls = DemoProcess::start(&flags)?;
+    let trust = cert.client_config()?;
+    let missing = |what: &str| format!("the demo did not log its {what} address");
+    let door = |addr: &Option<String>, kind, pid, what| {
+        let addr = addr.as_deref().ok_or_else(|| missing(what))?;
+        Door::parse(addr, kind, Some(pid))
     };
-    let over_ws = match (cli.transports, &ws) {
-        (false, _) => None,
-        (true, Some(w)) => match Door::parse(w, true) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                eprintln!("error: --ws {e}");
-                return ExitCode::from(2);
-            }
-        },
-        (true, None) => {
-            eprintln!("error: --transports needs the demo's WebSocket listener (--ws HOST:PORT with --gate)");
-            return ExitCode::from(2);
-        }
-    };
-    // Each phase: its name, where its clients connect, and whether they log in (are traced).
-    let phases: [(&str, &Door, bool); 2] = match &over_ws {
-        None => [("untraced", &tcp, false), ("traced", &tcp, true)],
-        Some(w) => [("tcp", &tcp, false), ("ws", w, false)],
-    };
-    println!(
-        "load: {} clients x {} in flight, {} s per phase, {}, QoS 0, gate {gate}, {} round(s)",
-        cli.clients, cli.inflight, cli.seconds, cli.handler, cli.rounds
-    );
+    let specs = vec![
+        untraced(
+            "tcp",
+            Door::parse(&plain.gate, Kind::Tcp, Some(plain.pid()))?,
+        ),
+        untraced("ws", door(&plain.ws, Kind::Ws, plain.pid(), "ws")?),
+        untraced(
+            "tls",
+            door(&tls.tls, Kind::Tls, tls.pid(), "mqtts")?.trusting(trust.clone()),
+        ),
+        untraced(
+            "wss",
+            door(&tls.ws, Kind::Wss, tls.pid(), "wss")?.trusting(trust),
+        ),
+    ];
+    Ok(Plan {
+        _demos: vec![plain, tls],
+        _cert: Some(cert),
+        specs,
+    })
+}
+
+/// Medians of every phase's rounds.
+#[derive(Default, Clone)]
+struct Medians {
+    per_s: Vec<f64>,
+    p50_ms: Vec<f64>,
+    cpu_us: Vec<f64>,
+}
+
+/// Runs every phase of `plan` in every round and prints each phase's row.
+async fn run_rounds(cli: &Cli, plan: &Plan) -> Result<Vec<Medians>, String> {
     println!(
         "{:<10} {:>10} {:>9} {:>9} {:>8} {:>11} {:>13}",
         "phase", "req/s", "p50", "p99", "errors", "gate RSS", "gate CPU/req"
     );
-    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut cpus: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut p50s: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut all = vec![Medians::default(); plan.specs.len()];
     for _ in 0..cli.rounds.max(1) {
-        for (i, &(name, door, login)) in phases.iter().enumerate() {
-            if cli.only.as_deref().is_some_and(|o| o != name) {
+        for (spec, m) in plan.specs.iter().zip(&mut all) {
+            if cli.only.as_deref().is_some_and(|o| o != spec.name) {
                 continue;
             }
-            match phase(&cli, door, login, pid).await {
-                Ok(p) => {
-                    let rss = p.rss.map_or("-".to_string(), |r| format!("{r:.0} MiB"));
-                    let cpu = p.cpu_us.map_or("-".to_string(), |c| format!("{c:.2} µs"));
-                    println!(
-                        "{name:<10} {:>10.0} {:>7.2}ms {:>7.2}ms {:>8} {:>11} {:>13}",
-                        p.per_s, p.p50_ms, p.p99_ms, p.errors, rss, cpu
-                    );
-                    rates[i].push(p.per_s);
-                    cpus[i].extend(p.cpu_us);
-                    p50s[i].push(p.p50_ms);
-                }
-                Err(e) => {
-                    eprintln!("error in the {name} phase: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            let p = phase::phase(cli, &spec.door, spec.login)
+                .await
+                .map_err(|e| format!("in the {} phase: {e}", spec.name))?;
+            let rss = p.rss.map_or("-".to_string(), |r| format!("{r:.0} MiB"));
+            let cpu = p.cpu_us.map_or("-".to_string(), |c| format!("{c:.2} µs"));
+            println!(
+                "{:<10} {:>10.0} {:>7.2}ms {:>7.2}ms {:>8} {:>11} {:>13}",
+                spec.name, p.per_s, p.p50_ms, p.p99_ms, p.errors, rss, cpu
+            );
+            m.per_s.push(p.per_s);
+            m.p50_ms.push(p.p50_ms);
+            m.cpu_us.extend(p.cpu_us);
         }
     }
-    if over_ws.is_some() {
-        if let ([Some(tcp), Some(ws)], [Some(tcp50), Some(ws50)]) = (
-            rates.map(|mut r| median(&mut r)),
-            p50s.map(|mut r| median(&mut r)),
-        ) {
-            println!(
-                "median req/s: tcp {tcp:.0}, ws {ws:.0}; WebSocket/TCP throughput {:.2}x (target >= 0.8x), p50 {:.2}x (target <= 1.2x)",
-                ws / tcp,
-                ws50 / tcp50
-            );
-        }
-        if let [Some(tcp), Some(ws)] = cpus.map(|mut c| median(&mut c)) {
-            println!(
-                "median gate CPU per request: tcp {tcp:.2} µs, ws {ws:.2} µs ({:.2}x)",
-                ws / tcp
-            );
-        }
-        drop(demo);
-        return ExitCode::SUCCESS;
+    Ok(all)
+}
+
+/// Prints each transport against TCP (the first phase).
+fn print_transports(plan: &Plan, mut all: Vec<Medians>) {
+    let mut med = |i: usize| {
+        let m = &mut all[i];
+        (
+            median(&mut m.per_s),
+            median(&mut m.p50_ms),
+            median(&mut m.cpu_us),
+        )
+    };
+    let (Some(tcp), Some(tcp50), tcp_cpu) = med(0) else {
+        return;
+    };
+    for (i, spec) in plan.specs.iter().enumerate().skip(1) {
+        let (Some(r), Some(p50), cpu) = med(i) else {
+            continue;
+        };
+        let target = match spec.name {
+            "ws" => " (targets: >= 0.8x, p50 <= 1.2x)",
+            "tls" => " (target: >= 0.7x)",
+            _ => "",
+        };
+        let cpu = cpu.zip(tcp_cpu).map_or(String::new(), |(c, t)| {
+            format!(", gate CPU/req {:.2}x", c / t)
+        });
+        println!(
+            "{}/tcp: throughput {:.2}x ({r:.0} against {tcp:.0} req/s), p50 {:.2}x{cpu}{target}",
+            spec.name,
+            r / tcp,
+            p50 / tcp50,
+        );
     }
-    if let [Some(untraced), Some(traced)] = rates.map(|mut r| median(&mut r)) {
+}
+
+/// Prints traced against untraced.
+fn print_tracing(cli: &Cli, all: Vec<Medians>) {
+    let [mut untraced, mut traced] = [all[0].clone(), all[1].clone()];
+    if let (Some(u), Some(t)) = (median(&mut untraced.per_s), median(&mut traced.per_s)) {
         let target = if cli.sample_ratio >= 1.0 {
             "target >= 0.85x at 100 % sampling"
         } else {
             "target >= 0.95x at 10 % sampling, failed and slow kept"
         };
         println!(
-            "median req/s: untraced {untraced:.0}, traced {traced:.0} (sample ratio {}); \
+            "median req/s: untraced {u:.0}, traced {t:.0} (sample ratio {}); \
              traced/untraced throughput: {:.2}x ({target})",
             cli.sample_ratio,
-            traced / untraced
+            t / u
         );
     }
     // CPU per request moves less with the machine's load than throughput does: the load
     // client shares the machine, and a busy neighbour slows both phases' clients alike.
-    if let [Some(untraced), Some(traced)] = cpus.map(|mut c| median(&mut c)) {
+    if let (Some(u), Some(t)) = (median(&mut untraced.cpu_us), median(&mut traced.cpu_us)) {
         println!(
-            "median gate CPU per request: untraced {untraced:.2} µs, traced {traced:.2} µs; \
+            "median gate CPU per request: untraced {u:.2} µs, traced {t:.2} µs; \
              tracing adds {:.2} µs ({:.0} %)",
-            traced - untraced,
-            (traced / untraced - 1.0) * 100.0
+            t - u,
+            (t / u - 1.0) * 100.0
         );
     }
-    drop(demo);
-    ExitCode::SUCCESS
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let done = if let Some(spec) = &cli.hold_worker {
+        idle::hold(spec).await
+    } else if let Some(n) = cli.connections {
+        idle::run(&cli, n).await
+    } else if let Some(n) = cli.fanout {
+        fanout::run(&cli, n).await
+    } else {
+        requests(&cli).await
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The request phases: traced against untraced, or the transports against TCP.
+async fn requests(cli: &Cli) -> Result<(), String> {
+    let plan = if cli.transports {
+        plan_transports(cli)?
+    } else {
+        plan_tracing(cli)?
+    };
+    let gate = &plan.specs[0].door;
+    println!(
+        "load: {} clients x {} in flight, {} s per phase, {}, QoS 0, gate {}:{}, {} round(s)",
+        cli.clients, cli.inflight, cli.seconds, cli.handler, gate.host, gate.port, cli.rounds
+    );
+    let all = run_rounds(cli, &plan).await?;
+    if cli.transports {
+        print_transports(&plan, all);
+    } else {
+        print_tracing(cli, all);
+    }
+    Ok(())
 }

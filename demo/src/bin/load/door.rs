@@ -1,0 +1,91 @@
+//! Where a phase's clients connect: the gate's address, its transport (MQTT over TCP, TLS,
+//! WebSocket or WSS), the certificate to trust, and the process to measure.
+
+use std::sync::Arc;
+
+use demo::client::GateClient;
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use tokio_rustls::rustls::ClientConfig;
+
+/// The transport a door speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// MQTT over TCP.
+    Tcp,
+    /// MQTT over WebSocket, `ws://host:port/mqtt`.
+    Ws,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket over TLS, `wss://host:port/mqtt`.
+    Wss,
+}
+
+/// One way into a gate.
+#[derive(Clone)]
+pub struct Door {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport.
+    pub kind: Kind,
+    /// The certificate chain to trust, for TLS and WSS.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// The gate's process, to read its CPU time and memory.
+    pub pid: Option<u32>,
+}
+
+impl Door {
+    /// A door at `addr` (`HOST:PORT`).
+    pub fn parse(addr: &str, kind: Kind, pid: Option<u32>) -> Result<Door, String> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("`{addr}`: expected HOST:PORT"))?;
+        Ok(Door {
+            host,
+            port,
+            kind,
+            tls: None,
+            pid,
+        })
+    }
+
+    /// The same door, trusting `config`'s roots.
+    pub fn trusting(mut self, config: Arc<ClientConfig>) -> Door {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Connects a client as `id` and waits for its CONNACK.
+    pub async fn connect(&self, id: &str) -> Result<GateClient, String> {
+        let tls = || {
+            self.tls
+                .clone()
+                .map(TlsConfiguration::Rustls)
+                .ok_or("TLS needs a certificate to trust")
+        };
+        let opts = match self.kind {
+            Kind::Tcp => MqttOptions::new(id, &self.host, self.port),
+            Kind::Tls => {
+                let mut o = MqttOptions::new(id, &self.host, self.port);
+                o.set_transport(Transport::Tls(tls()?));
+                o
+            }
+            Kind::Ws | Kind::Wss => {
+                let scheme = if self.kind == Kind::Ws { "ws" } else { "wss" };
+                let url = format!("{scheme}://{}:{}/mqtt", self.host, self.port);
+                let mut o = MqttOptions::new(id, url, self.port);
+                o.set_transport(if self.kind == Kind::Ws {
+                    Transport::Ws
+                } else {
+                    Transport::Wss(tls()?)
+                });
+                o
+            }
+        };
+        GateClient::connect_with(opts)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
