@@ -101,6 +101,37 @@ async fn post_in_loops(t: super::Target, bodies: Vec<Vec<u8>>) {
 /// The attacks on the viewer, the collector and the broker, by name.
 pub(crate) fn attacks() -> Vec<(&'static str, super::Start)> {
     vec![
+        ("8 concurrent trace searches with limit=1500", |t| {
+            Box::pin(async move {
+                let mut tasks = Vec::new();
+                for _ in 0..8 {
+                    let t = t.clone();
+                    tasks.push(tokio::spawn(async move {
+                        while t.running() {
+                            let Ok(mut s) = TcpStream::connect(&t.viewer).await else { return };
+                            let req = format!("GET /api/traces?limit=1500 HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", t.viewer);
+                            let _ = s.write_all(req.as_bytes()).await;
+                            let mut sink = Vec::new();
+                            let _ = s.read_to_end(&mut sink).await;
+                        }
+                    }));
+                }
+                join(tasks).await;
+            })
+        }),
+        ("2,000 idle connections to the viewer", |t| {
+            Box::pin(async move {
+                let mut held = Vec::new();
+                for _ in 0..2000 {
+                    if let Ok(s) = TcpStream::connect(&t.viewer).await {
+                        held.push(s);
+                    }
+                }
+                while t.running() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        }),
         (
             "one OTLP span of 200,000 attributes, then 10 reads at once",
             |t| {
