@@ -95,6 +95,11 @@ pub struct Page {
 impl Page {
     /// Starts Chromium on `url` and waits until the page has loaded.
     pub async fn open(url: &str) -> Page {
+        Page::open_with(url, &[]).await
+    }
+
+    /// [`Page::open`] with `extra` Chromium flags (say, a certificate's key to trust).
+    pub async fn open_with(url: &str, extra: &[String]) -> Page {
         let chromium = tools::require("chromium", "chromium");
         let profile =
             std::env::temp_dir().join(format!("mqrs-cdp-{}-{}", std::process::id(), rand_suffix()));
@@ -112,6 +117,7 @@ impl Page {
                 "--window-size=1300,900",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
             .arg("about:blank")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

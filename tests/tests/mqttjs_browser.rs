@@ -1,0 +1,249 @@
+//! MQTT.js (the npm package `mqtt`, its browser bundle) inside headless Chromium: a page the
+//! gate's WebSocket port serves loads the bundle and runs the chat of
+//! `clients/mqttjs_chat.js` (log in, join a room, say something, hear it back) against the
+//! gate's `/mqtt` of its own origin, over `ws://` and over `wss://`. The replies are those
+//! MQTT.js gives under Node, and the gate traces the browser's join with the scheme it came
+//! by. Over `wss://`, a browser that does not trust the gate's self-signed certificate has its
+//! WebSocket refused and the gate counts the broken-off handshake; one told to trust that
+//! certificate's key (and no other) loads the page over `https://` and runs the chat.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use common::browser::Page;
+use common::{spans, start_demo, tools, Running};
+use rcgen::PublicKeyData;
+use serde_json::{json, Value};
+use tokio_rustls::rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+
+/// The page: MQTT.js's browser bundle (which defines the global `mqtt`), then the chat of
+/// `clients/mqttjs_chat.js` as the user named by `?user=`. It leaves one object per request
+/// (`{topic, reply}`) and one for the message heard (`{heard, body}`) in `window.results`;
+/// `window.done` says it finished, `window.failure` why it did not get through.
+const PAGE: &str = r##"<!doctype html>
+<html><head><meta charset="utf-8"><title>MQTT.js in a browser</title>
+<link rel="icon" href="data:,">
+<script src="/mqtt.min.js"></script></head>
+<body><script>
+"use strict";
+window.results = [];
+window.errors = [];
+window.done = false;
+window.failure = null;
+const within = (ms, what) =>
+  new Promise((_, reject) => setTimeout(() => reject(new Error(what)), ms));
+async function chat() {
+  const user = new URLSearchParams(location.search).get("user");
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/mqtt";
+  const client = mqtt.connect(url, {
+    clientId: "mqttjs-browser-" + user,
+    protocolVersion: 4,
+    keepalive: 30,
+    reconnectPeriod: 0,
+    connectTimeout: 5000,
+  });
+  const waiting = new Map();
+  const pushed = [];
+  client.on("error", (e) => window.errors.push(String(e && e.message)));
+  client.on("message", (topic, payload) => {
+    const body = JSON.parse(new TextDecoder().decode(payload));
+    const w = waiting.get(topic);
+    if (w) {
+      waiting.delete(topic);
+      w(body);
+    } else {
+      pushed.push({ topic, body });
+    }
+  });
+  await Promise.race([
+    new Promise((resolve, reject) => {
+      client.once("connect", resolve);
+      client.once("close", () => reject(new Error("closed before CONNACK")));
+    }),
+    within(6000, "no CONNACK in 6 s"),
+  ]);
+  // The gate sends replies on the request topic and pushes on any topic: take them all.
+  await client.subscribeAsync("#", { qos: 1 }).catch(() => {});
+  const steps = [
+    ["Login/HD_Login/1", { userName: user, passWord: "secret" }, 1],
+    ["Chat/HD_JoinChat/2", { roomName: "mqttjs" }, 0],
+    ["Chat/HD_Say/3", { text: "hello from MQTT.js" }, 1],
+  ];
+  for (const [topic, body, qos] of steps) {
+    const reply = await Promise.race([
+      new Promise((resolve) => {
+        waiting.set(topic, resolve);
+        client.publish(topic, JSON.stringify(body), { qos });
+      }),
+      within(5000, "no reply on " + topic),
+    ]);
+    window.results.push({ topic, reply });
+  }
+  const deadline = Date.now() + 5000;
+  while (!pushed.some((p) => p.topic === "Chat/OnSay") && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const said = pushed.find((p) => p.topic === "Chat/OnSay");
+  if (!said) throw new Error("no Chat/OnSay heard");
+  window.results.push({ heard: said.topic, body: said.body });
+  await client.endAsync();
+}
+chat()
+  .catch((e) => { window.failure = String((e && e.message) || e); })
+  .finally(() => { window.done = true; });
+</script></body></html>
+"##;
+
+/// Adds the page and MQTT.js's browser bundle, read from the tests' `node_modules`, to the
+/// gate's WebSocket port.
+fn add_pages(app: &mqrs_runtime::App) {
+    let bundle = tools::test_node_modules().join("mqtt/dist/mqtt.min.js");
+    let js = std::fs::read(&bundle)
+        .unwrap_or_else(|e| panic!("MQTT.js's browser bundle {}: {e}", bundle.display()));
+    app.add_page("/mqtt.min.js", "text/javascript; charset=utf-8", js);
+    app.add_page("/mqttjs.html", "text/html; charset=utf-8", PAGE);
+}
+
+/// Opens the page at `origin` as `user` in headless Chromium started with `flags`, waits for
+/// MQTT.js in it to finish, and returns what it reported: the lines `clients/mqttjs_chat.js`
+/// prints under Node.
+async fn chat_in_chromium(origin: &str, user: &str, flags: &[String]) -> Vec<Value> {
+    let mut page = Page::open_with(&format!("{origin}/mqttjs.html?user={user}"), flags).await;
+    let out = page
+        .wait_for(
+            "window.done && { failure: window.failure, errors: window.errors, \
+             results: window.results, agent: navigator.userAgent }",
+            "MQTT.js in the page to finish the chat",
+        )
+        .await;
+    assert_eq!(
+        out["failure"],
+        Value::Null,
+        "MQTT.js in Chromium failed: {out}"
+    );
+    let agent = out["agent"].as_str().unwrap_or_default();
+    assert!(agent.contains("Chrome"), "not run by Chromium: {agent}");
+    out["results"]
+        .as_array()
+        .expect("window.results is an array")
+        .clone()
+}
+
+/// What the page reported shows the chat working as MQTT.js under Node does, and the gate
+/// traced the browser's join as arriving over `scheme`.
+async fn assert_chat(d: &Running, lines: &[Value], user: &str, scheme: &str) {
+    tools::assert_mqttjs_chat(lines, user);
+    assert_eq!(
+        lines[1]["reply"]["Result"]["roomName"], "mqttjs",
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1]["reply"]["Result"]["users"],
+        json!([user]),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2]["reply"]["Result"]["delivered"], 1, "{lines:?}");
+    assert_eq!(lines[3]["body"]["room"], "mqttjs", "{lines:?}");
+    assert_eq!(
+        lines[3]["body"]["trace"], lines[2]["reply"]["TraceId"],
+        "Chat/OnSay names the trace of the HD_Say that sent it: {lines:?}"
+    );
+    let id = lines[1]["reply"]["TraceId"]
+        .as_str()
+        .expect("HD_JoinChat traced");
+    let t = d.wait_chat_trace(id).await;
+    let root = spans(&t)
+        .into_iter()
+        .find(|s| s.name == "gate Chat/HD_JoinChat")
+        .expect("the gate's span");
+    assert_eq!(
+        root.tag("url.scheme"),
+        Some(scheme.into()),
+        "the browser's join came in over {scheme}"
+    );
+    assert_eq!(root.tag("user.id"), Some(user.into()));
+}
+
+/// A self-signed certificate for 127.0.0.1 and `localhost`, its key, in PEM files of a fresh
+/// directory; and the base64 SHA-256 of its SubjectPublicKeyInfo, for Chromium's
+/// `--ignore-certificate-errors-spki-list` (which trusts that key only, unlike
+/// `--ignore-certificate-errors`).
+struct Cert {
+    dir: PathBuf,
+    spki_sha256: String,
+}
+
+impl Cert {
+    fn new() -> Cert {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("certificate");
+        let dir = std::env::temp_dir().join(format!("mqrs-tls-browser-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write cert");
+        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write key");
+        // SHA-256 from rustls's ring provider: the tests depend on no hash crate of their own.
+        let sha256 = TLS13_AES_128_GCM_SHA256
+            .tls13()
+            .expect("a TLS 1.3 suite")
+            .common
+            .hash_provider;
+        let digest = sha256.hash(&made.signing_key.subject_public_key_info());
+        Cert {
+            dir,
+            spki_sha256: base64::engine::general_purpose::STANDARD.encode(digest.as_ref()),
+        }
+    }
+}
+
+impl Drop for Cert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqttjs_in_chromium_runs_the_chat_over_ws() {
+    let d = start_demo(|_| {}).await;
+    add_pages(&d.app);
+    let lines = chat_in_chromium(&format!("http://{}", d.ws), "brw-ws", &[]).await;
+    assert_chat(&d, &lines, "brw-ws", "ws").await;
+    d.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqttjs_in_chromium_trusting_the_gate_certificate_runs_the_chat_over_wss() {
+    let cert = Cert::new();
+    let (c, k) = (cert.dir.join("cert.pem"), cert.dir.join("key.pem"));
+    let d = start_demo(|cfg| {
+        cfg.gate.tls_cert = Some(c);
+        cfg.gate.tls_key = Some(k);
+    })
+    .await;
+    add_pages(&d.app);
+    let origin = format!("https://{}", d.ws);
+    // A browser not told to trust the certificate: its WebSocket to the gate is refused, and
+    // the gate counts the handshake Chromium broke off.
+    let mut untrusting = Page::open("data:text/html,untrusting").await;
+    let outcome = untrusting
+        .eval(&format!(
+            "new Promise((r) => {{ const ws = new WebSocket('wss://{}/mqtt', ['mqtt']); \
+             ws.onopen = () => r('open'); ws.onerror = () => r('refused'); }})",
+            d.ws
+        ))
+        .await;
+    assert_eq!(outcome, "refused", "a self-signed certificate was trusted");
+    drop(untrusting);
+    common::wait_for(
+        "the refused TLS handshake counted",
+        Duration::from_secs(5),
+        || d.app.gate_stats().is_some_and(|s| s.tls_refused >= 1),
+    )
+    .await;
+    let trust = format!("--ignore-certificate-errors-spki-list={}", cert.spki_sha256);
+    let lines = chat_in_chromium(&origin, "brw-wss", &[trust]).await;
+    assert_chat(&d, &lines, "brw-wss", "wss").await;
+    d.app.shutdown().await;
+}
