@@ -83,7 +83,10 @@ async fn read_packet<R: AsyncRead + Unpin>(
                         .await
                         .map_err(|_| ConnError::Stalled)?;
                 }
-                buf.reserve(n.min(max));
+                // Room for what the packet still needs, and never less than a small read's
+                // worth: splitting packets off the buffer's front eats its room, and reads of a
+                // few bytes cost a system call each (and one more to find the socket empty).
+                buf.reserve(n.min(max).max(IDLE_BUFFER));
             }
             Err(e) => return Err(e.into()),
         }

@@ -119,9 +119,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                         .len()
                         .min(usize::try_from(*left).unwrap_or(usize::MAX))
                         .min(buf.remaining());
-                    let mut chunk = self.raw.split_to(n);
-                    unmask(&mut chunk, *mask, *phase);
-                    buf.put_slice(&chunk);
+                    // Unmasked in place and stepped over: splitting it off would make the
+                    // buffer shared, an allocation per frame.
+                    unmask(&mut self.raw[..n], *mask, *phase);
+                    buf.put_slice(&self.raw[..n]);
+                    self.raw.advance(n);
                     *phase = (*phase + n) % 4;
                     *left -= n as u64;
                     if *left == 0 {
