@@ -14,6 +14,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::door::{Door, Kind};
+use crate::lean::{connect_packet, ws_frame, ws_switched, ws_upgrade};
 use crate::Cli;
 
 /// Connections opened from one source address, under the gate's default
@@ -25,27 +26,6 @@ const OPENING_AT_ONCE: usize = 200;
 
 /// The bar the gate's memory must stay under with every connection held, MiB.
 const MEMORY_BAR_MIB: f64 = 1024.0;
-
-/// An MQTT 3.1.1 CONNECT for `client_id`, clean session, keepalive 10 minutes (the gate's
-/// `max_idle_ms` bounds it anyway).
-fn connect_packet(client_id: &str) -> Vec<u8> {
-    let id = client_id.as_bytes();
-    let mut v = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
-    v.extend((id.len() as u16).to_be_bytes());
-    v.extend(id);
-    let mut p = vec![0x10, v.len() as u8];
-    p.extend(v);
-    p
-}
-
-/// `payload` in one masked binary WebSocket frame, as a client must send it.
-fn ws_frame(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5a, 0x17, 0xc3, 0x08];
-    let mut f = vec![0x82, 0x80 | payload.len() as u8];
-    f.extend(mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
 
 /// Raises this process's open-file limit (inherited by the demo it starts) to at least
 /// `wanted`, as far as the hard limit (or, as root, the kernel) allows; answers the limit.
@@ -98,28 +78,10 @@ async fn open(to: SocketAddr, ws: bool, i: usize) -> Result<TcpStream, String> {
         .map_err(|e| format!("connect from {source}: {e}"))?;
     let id = format!("idle-{}-{i}", if ws { "ws" } else { "tcp" });
     let connack_len = if ws {
-        let upgrade = format!(
-            "GET /mqtt HTTP/1.1\r\nHost: {to}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Protocol: mqtt\r\n\r\n"
-        );
-        s.write_all(upgrade.as_bytes())
+        s.write_all(ws_upgrade(&to.to_string()).as_bytes())
             .await
             .map_err(|e| e.to_string())?;
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let b = s.read_u8().await.map_err(|e| format!("upgrade: {e}"))?;
-            head.push(b);
-            if head.len() > 4096 {
-                return Err("upgrade answer too long".into());
-            }
-        }
-        if !head.starts_with(b"HTTP/1.1 101") {
-            return Err(format!(
-                "upgrade refused: {}",
-                String::from_utf8_lossy(&head)
-            ));
-        }
+        ws_switched(&mut s).await?;
         s.write_all(&ws_frame(&connect_packet(&id)))
             .await
             .map_err(|e| e.to_string())?;

@@ -18,6 +18,7 @@
 mod door;
 mod fanout;
 mod idle;
+mod lean;
 mod phase;
 
 use std::process::ExitCode;
@@ -77,6 +78,11 @@ pub struct Cli {
     /// per connection.
     #[arg(long, value_name = "N", conflicts_with = "transports")]
     connections: Option<usize>,
+    /// The client library of the request phases: rumqttc (what users run), or `lean`, this
+    /// benchmark's own few lines of MQTT, so a transport's cost to the client (which shares
+    /// the machine) does not decide the gate's throughput.
+    #[arg(long, default_value = "rumqttc", value_parser = ["rumqttc", "lean"])]
+    client: String,
     /// Internal: hold a share of `--connections` in a worker process.
     #[arg(long, hide = true, value_name = "SPEC")]
     hold_worker: Option<String>,
@@ -188,13 +194,14 @@ struct Medians {
     per_s: Vec<f64>,
     p50_ms: Vec<f64>,
     cpu_us: Vec<f64>,
+    client_cpu_us: Vec<f64>,
 }
 
 /// Runs every phase of `plan` in every round and prints each phase's row.
 async fn run_rounds(cli: &Cli, plan: &Plan) -> Result<Vec<Medians>, String> {
     println!(
-        "{:<10} {:>10} {:>9} {:>9} {:>8} {:>11} {:>13}",
-        "phase", "req/s", "p50", "p99", "errors", "gate RSS", "gate CPU/req"
+        "{:<10} {:>10} {:>9} {:>9} {:>8} {:>11} {:>13} {:>15}",
+        "phase", "req/s", "p50", "p99", "errors", "gate RSS", "gate CPU/req", "client CPU/req"
     );
     let mut all = vec![Medians::default(); plan.specs.len()];
     for _ in 0..cli.rounds.max(1) {
@@ -206,14 +213,22 @@ async fn run_rounds(cli: &Cli, plan: &Plan) -> Result<Vec<Medians>, String> {
                 .await
                 .map_err(|e| format!("in the {} phase: {e}", spec.name))?;
             let rss = p.rss.map_or("-".to_string(), |r| format!("{r:.0} MiB"));
-            let cpu = p.cpu_us.map_or("-".to_string(), |c| format!("{c:.2} µs"));
+            let us = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.2} µs"));
             println!(
-                "{:<10} {:>10.0} {:>7.2}ms {:>7.2}ms {:>8} {:>11} {:>13}",
-                spec.name, p.per_s, p.p50_ms, p.p99_ms, p.errors, rss, cpu
+                "{:<10} {:>10.0} {:>7.2}ms {:>7.2}ms {:>8} {:>11} {:>13} {:>15}",
+                spec.name,
+                p.per_s,
+                p.p50_ms,
+                p.p99_ms,
+                p.errors,
+                rss,
+                us(p.cpu_us),
+                us(p.client_cpu_us)
             );
             m.per_s.push(p.per_s);
             m.p50_ms.push(p.p50_ms);
             m.cpu_us.extend(p.cpu_us);
+            m.client_cpu_us.extend(p.client_cpu_us);
         }
     }
     Ok(all)
@@ -227,13 +242,14 @@ fn print_transports(plan: &Plan, mut all: Vec<Medians>) {
             median(&mut m.per_s),
             median(&mut m.p50_ms),
             median(&mut m.cpu_us),
+            median(&mut m.client_cpu_us),
         )
     };
-    let (Some(tcp), Some(tcp50), tcp_cpu) = med(0) else {
+    let (Some(tcp), Some(tcp50), tcp_cpu, tcp_client) = med(0) else {
         return;
     };
     for (i, spec) in plan.specs.iter().enumerate().skip(1) {
-        let (Some(r), Some(p50), cpu) = med(i) else {
+        let (Some(r), Some(p50), cpu, client) = med(i) else {
             continue;
         };
         let target = match spec.name {
@@ -241,9 +257,12 @@ fn print_transports(plan: &Plan, mut all: Vec<Medians>) {
             "tls" => " (target: >= 0.7x)",
             _ => "",
         };
-        let cpu = cpu.zip(tcp_cpu).map_or(String::new(), |(c, t)| {
-            format!(", gate CPU/req {:.2}x", c / t)
-        });
+        let against = |c: Option<f64>, t: Option<f64>, what: &str| {
+            c.zip(t).map_or(String::new(), |(c, t)| {
+                format!(", {what} CPU/req {:.2}x", c / t)
+            })
+        };
+        let cpu = against(cpu, tcp_cpu, "gate") + &against(client, tcp_client, "client");
         println!(
             "{}/tcp: throughput {:.2}x ({r:.0} against {tcp:.0} req/s), p50 {:.2}x{cpu}{target}",
             spec.name,
@@ -311,8 +330,15 @@ async fn requests(cli: &Cli) -> Result<(), String> {
     };
     let gate = &plan.specs[0].door;
     println!(
-        "load: {} clients x {} in flight, {} s per phase, {}, QoS 0, gate {}:{}, {} round(s)",
-        cli.clients, cli.inflight, cli.seconds, cli.handler, gate.host, gate.port, cli.rounds
+        "load: {} {} clients x {} in flight, {} s per phase, {}, QoS 0, gate {}:{}, {} round(s)",
+        cli.clients,
+        cli.client,
+        cli.inflight,
+        cli.seconds,
+        cli.handler,
+        gate.host,
+        gate.port,
+        cli.rounds
     );
     let all = run_rounds(cli, &plan).await?;
     if cli.transports {

@@ -6,10 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use demo::client::GateClient;
 use demo::harness::{cpu_seconds, rss_mib};
 use rumqttc::QoS;
+use serde_json::Value;
 
 use crate::door::Door;
+use crate::lean::LeanClient;
 use crate::Cli;
 
 /// What one phase measured.
@@ -26,25 +29,58 @@ pub struct Phase {
     pub rss: Option<f64>,
     /// The gate process's CPU time per answered request, µs.
     pub cpu_us: Option<f64>,
+    /// This load client's CPU time per answered request, µs: it shares the machine, so a
+    /// transport that costs the client more leaves the gate less.
+    pub client_cpu_us: Option<f64>,
+}
+
+/// A connection of either client library.
+enum Client {
+    /// rumqttc, what users run.
+    Rumqttc(GateClient),
+    /// This benchmark's own lean client.
+    Lean(LeanClient),
+}
+
+impl Client {
+    async fn connect(door: &Door, id: &str, lean: bool) -> Result<Client, String> {
+        Ok(if lean {
+            Client::Lean(LeanClient::connect(door, id).await?)
+        } else {
+            Client::Rumqttc(door.connect(id).await?)
+        })
+    }
+
+    async fn request(&self, handler: &str, body: &[u8]) -> Result<Value, String> {
+        match self {
+            Client::Rumqttc(c) => c
+                .request(handler, body, QoS::AtMostOnce)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::Lean(c) => c.request(handler, body).await,
+        }
+    }
+
+    async fn close(self) {
+        if let Client::Rumqttc(c) = self {
+            c.disconnect().await;
+        }
+    }
 }
 
 /// Connects the clients (logged in when `login`), then measures one phase.
 pub async fn phase(cli: &Cli, door: &Door, login: bool) -> Result<Phase, String> {
     let mut clients = Vec::with_capacity(cli.clients);
+    let lean = cli.client == "lean";
     for i in 0..cli.clients {
         let id = format!("load-{}-{i}", if login { "t" } else { "u" });
-        let c = door
-            .connect(&id)
+        let c = Client::connect(door, &id, lean)
             .await
             .map_err(|e| format!("client {i}: {e}"))?;
         if login {
             let body = serde_json::json!({"userName": format!("load{i}"), "passWord": "pw"});
             let r = c
-                .request(
-                    "Login/HD_Login",
-                    body.to_string().as_bytes(),
-                    QoS::AtMostOnce,
-                )
+                .request("Login/HD_Login", body.to_string().as_bytes())
                 .await
                 .map_err(|e| format!("login {i}: {e}"))?;
             if r["Error"] != "" {
@@ -67,7 +103,7 @@ pub async fn phase(cli: &Cli, door: &Door, login: bool) -> Result<Phase, String>
                 let mut mine = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let r = c.request(&handler, b"{}", QoS::AtMostOnce).await;
+                    let r = c.request(&handler, b"{}").await;
                     let ok = matches!(&r, Ok(v) if v["Error"] == "");
                     if measuring.load(Ordering::Relaxed) {
                         if ok {
@@ -89,9 +125,13 @@ pub async fn phase(cli: &Cli, door: &Door, login: bool) -> Result<Phase, String>
     let started = Instant::now();
     let pid = door.pid;
     let cpu_before = pid.and_then(cpu_seconds);
+    let own_before = cpu_seconds(std::process::id());
     tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let own = own_before
+        .zip(cpu_seconds(std::process::id()))
+        .map(|(a, b)| b - a);
     let cpu = cpu_before
         .zip(pid.and_then(cpu_seconds))
         .map(|(a, b)| b - a);
@@ -102,7 +142,7 @@ pub async fn phase(cli: &Cli, door: &Door, login: bool) -> Result<Phase, String>
     }
     for c in clients {
         if let Ok(c) = Arc::try_unwrap(c) {
-            c.disconnect().await;
+            c.close().await;
         }
     }
     let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
@@ -114,6 +154,7 @@ pub async fn phase(cli: &Cli, door: &Door, login: bool) -> Result<Phase, String>
     let answered = lat.len() as f64;
     Ok(Phase {
         cpu_us: cpu.map(|c| c * 1e6 / answered),
+        client_cpu_us: own.map(|c| c * 1e6 / answered),
         per_s: lat.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: ms(lat[lat.len() / 2]),
         p99_ms: ms(lat[lat.len() * 99 / 100]),

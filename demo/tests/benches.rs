@@ -1,0 +1,96 @@
+//! The benchmark binary `load` in each of its comparisons, run briefly so it cannot rot: every
+//! phase answers requests without errors and the summary lines a reader looks for are printed.
+//! Figures are not checked here (they belong to `docs/benchmarks.md`); that the measurement
+//! runs end to end against real processes, brokers and transports is.
+
+use std::process::Command;
+
+/// Runs `load` with `args`; its standard output, after checking it succeeded.
+fn load(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_load"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run load");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "load {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The rows of the phases named `names`: each must exist and report no errors (the fifth
+/// column of the request table).
+fn assert_rows(out: &str, names: &[&str]) {
+    for name in names {
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no `{name}` row in:\n{out}"));
+        let req_s: f64 = row
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no rate in `{row}`"));
+        assert!(req_s > 0.0, "`{name}` answered nothing: {row}");
+    }
+}
+
+#[test]
+fn transports_run_over_tcp_websocket_tls_and_wss_with_both_clients() {
+    for client in ["rumqttc", "lean"] {
+        let out = load(&[
+            "--transports",
+            "--client",
+            client,
+            "--clients",
+            "4",
+            "--inflight",
+            "2",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+        ]);
+        assert_rows(&out, &["tcp", "ws", "tls", "wss"]);
+        for ratio in ["ws/tcp: throughput", "tls/tcp: throughput", "wss/tcp"] {
+            assert!(out.contains(ratio), "no `{ratio}` line:\n{out}");
+        }
+        // Every phase answered without an error (the errors column).
+        for l in out.lines().filter(|l| l.contains("ms ")) {
+            assert_eq!(l.split_whitespace().nth(4), Some("0"), "errors in `{l}`");
+        }
+    }
+}
+
+#[test]
+fn fanout_reaches_every_member_through_the_gate_and_mosquitto() {
+    let out = load(&[
+        "--fanout",
+        "8",
+        "--senders",
+        "2",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+    ]);
+    assert_rows(&out, &["mqrs"]);
+    // Without mosquitto there is no floor, and the benchmark says so.
+    if !out.contains("no floor") {
+        assert_rows(&out, &["mosquitto"]);
+        assert!(out.contains("mqrs/mosquitto"), "no ratio:\n{out}");
+    }
+}
+
+#[test]
+fn idle_connections_are_held_and_all_answer_a_ping() {
+    let out = load(&["--connections", "300"]);
+    assert!(
+        out.contains("PINGREQ answered by 150/150 TCP and 150/150 WebSocket connections"),
+        "not every held connection answered:\n{out}"
+    );
+    assert!(out.contains("bytes/connection"), "{out}");
+}
