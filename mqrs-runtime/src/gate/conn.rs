@@ -369,17 +369,7 @@ where
             arriving,
         );
         let packet = tokio::select! {
-            _ = shutdown.changed() => {
-                stopping = true;
-                break Ok(());
-            }
-            () = conn.slow.notified() => break Err(ConnError::SlowReader),
-            // What was queued before the kick (a farewell message) is still written, and the
-            // close lingers as a stopping gate's does, so the client reads it.
-            () = conn.kicked.notified() => {
-                stopping = true;
-                break Ok(());
-            }
+            i = interrupted(&mut shutdown, &conn) => break i.end(&mut stopping),
             r = tokio::time::timeout(keepalive, read) => r.unwrap_or(Ok(None)),
         };
         let packet = match packet {
@@ -412,10 +402,7 @@ where
                 // until it is handled; while either is spent, this client is not read.
                 let cost = p.payload.len() + p.topic.len();
                 let held = tokio::select! {
-                    _ = shutdown.changed() => {
-                        stopping = true;
-                        break Ok(());
-                    }
+                    i = interrupted(&mut shutdown, &conn) => break i.end(&mut stopping),
                     h = Held::take(
                         &own_bytes,
                         &gate.request_bytes,
@@ -429,19 +416,17 @@ where
                 if let Some(queue) = &ordered {
                     // Waits while the queue is full: the client is throttled, not buffered.
                     tokio::select! {
-                                _ = shutdown.changed() => {
-                                    stopping = true;
-                                    break Ok(());
-                                }
-                                () = conn.slow.notified() => break Err(ConnError::SlowReader),
-                    // What was queued before the kick (a farewell message) is still written.
-                    () = conn.kicked.notified() => break Ok(()),
-                                sent = queue.send((p, held)) => if sent.is_err() { break Ok(()) },
-                            }
+                        i = interrupted(&mut shutdown, &conn) => break i.end(&mut stopping),
+                        sent = queue.send((p, held)) => if sent.is_err() { break Ok(()) },
+                    }
                     continue;
                 }
-                let Some(permit) = inflight.take(1).await else {
-                    break Ok(());
+                let permit = tokio::select! {
+                    i = interrupted(&mut shutdown, &conn) => break i.end(&mut stopping),
+                    p = inflight.take(1) => match p {
+                        Some(p) => p,
+                        None => break Ok(()),
+                    },
                 };
                 let (g, conn) = (gate.clone(), conn.clone());
                 gate.spawn_contained("request", async move {
@@ -518,6 +503,38 @@ where
             .await;
         }
         let _ = wr.shutdown().await;
+    }
+}
+
+/// What ends a connection while it waits, other than its client's bytes.
+enum Interrupted {
+    /// The gate is stopping, or the app kicked the client: what was queued for it (a
+    /// farewell message) is still written, and the close lingers so the client reads it.
+    Stopping,
+    /// The client reads its replies too slowly.
+    SlowReader,
+}
+
+impl Interrupted {
+    /// The connection's result; a stopping one is marked to linger on close.
+    fn end(self, stopping: &mut bool) -> Result<(), ConnError> {
+        match self {
+            Interrupted::Stopping => {
+                *stopping = true;
+                Ok(())
+            }
+            Interrupted::SlowReader => Err(ConnError::SlowReader),
+        }
+    }
+}
+
+/// Waits until the gate stops, the client is found reading too slowly, or the app kicks it:
+/// every wait of the connection's loop watches the same three.
+async fn interrupted(shutdown: &mut watch::Receiver<bool>, conn: &Peer) -> Interrupted {
+    tokio::select! {
+        _ = shutdown.changed() => Interrupted::Stopping,
+        () = conn.slow.notified() => Interrupted::SlowReader,
+        () = conn.kicked.notified() => Interrupted::Stopping,
     }
 }
 
