@@ -157,6 +157,7 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
 pub struct SelfSigned {
     dir: std::path::PathBuf,
     der: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    spki: Vec<u8>,
 }
 
 impl SelfSigned {
@@ -173,8 +174,19 @@ impl SelfSigned {
         write("key.pem", made.signing_key.serialize_pem())?;
         Ok(SelfSigned {
             der: made.cert.der().clone(),
+            spki: rcgen::PublicKeyData::subject_public_key_info(&made.signing_key),
             dir,
         })
+    }
+
+    /// The directory holding both files (and nothing else a test did not put there).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The key's SubjectPublicKeyInfo, DER: what a browser pins a certificate by.
+    pub fn spki(&self) -> &[u8] {
+        &self.spki
     }
 
     /// The certificate's PEM file.

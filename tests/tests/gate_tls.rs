@@ -6,66 +6,26 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use common::{spans, start_demo, tools, Running};
 use demo::client::GateClient;
+use demo::harness::SelfSigned;
 use rumqttc::{MqttOptions, QoS, TlsConfiguration, Transport};
-use tokio_rustls::rustls::{self, pki_types::CertificateDer, ClientConfig, RootCertStore};
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, its key, in PEM files of a fresh
-/// directory.
-struct Cert {
-    dir: PathBuf,
-    der: CertificateDer<'static>,
+/// A self-signed certificate for `localhost` and 127.0.0.1 in PEM files, made for one test.
+fn cert(name: &str) -> SelfSigned {
+    SelfSigned::new(&format!("tls-{name}")).expect("certificate")
 }
 
-impl Cert {
-    fn new(name: &str) -> Cert {
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("certificate");
-        let dir = std::env::temp_dir().join(format!("mqrs-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write cert");
-        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write key");
-        Cert {
-            dir,
-            der: made.cert.der().clone(),
-        }
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.dir.join("cert.pem")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.dir.join("key.pem")
-    }
-
-    /// A rustls client that trusts this certificate only.
-    fn client_tls(&self) -> TlsConfiguration {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).expect("root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConfiguration::Rustls(Arc::new(config))
-    }
-}
-
-impl Drop for Cert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A rustls client that trusts `cert` only.
+fn trusting(cert: &SelfSigned) -> TlsConfiguration {
+    TlsConfiguration::Rustls(cert.client_config().expect("client config"))
 }
 
 /// The demo with TLS on: MQTT over TLS and WSS, plain MQTT on its own port.
-async fn start_tls(cert: &Cert, tweak: impl FnOnce(&mut mqrs_runtime::Config)) -> Running {
+async fn start_tls(cert: &SelfSigned, tweak: impl FnOnce(&mut mqrs_runtime::Config)) -> Running {
     let (c, k) = (cert.cert(), cert.key());
     start_demo(|cfg| {
         cfg.gate.tls_cert = Some(c);
@@ -88,7 +48,7 @@ async fn scheme_of_join(d: &Running, lines: &[serde_json::Value]) -> Option<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_verifies_the_certificate_over_tls_and_wss_and_runs_the_chat() {
-    let cert = Cert::new("paho");
+    let cert = cert("paho");
     let d = start_tls(&cert, |_| {}).await;
     let tls = d.tls.expect("TLS listener");
     let ca = cert.cert().display().to_string();
@@ -123,7 +83,7 @@ async fn paho_verifies_the_certificate_over_tls_and_wss_and_runs_the_chat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqttjs_under_node_verifies_the_certificate_over_wss_and_tls() {
-    let cert = Cert::new("mqttjs");
+    let cert = cert("mqttjs");
     let d = start_tls(&cert, |_| {}).await;
     let ca = cert.cert().display().to_string();
     let tls = d.tls.expect("TLS listener");
@@ -139,14 +99,14 @@ async fn mqttjs_under_node_verifies_the_certificate_over_wss_and_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rumqttc_runs_requests_over_tls_websocket_and_wss() {
-    let cert = Cert::new("rumqttc");
+    let cert = cert("rumqttc");
     let d = start_tls(&cert, |_| {}).await;
     let tls = d.tls.expect("TLS listener");
     let ws_url = format!("127.0.0.1:{}/mqtt", d.ws.port());
     let mut over_tls = MqttOptions::new("rq-tls", "127.0.0.1", tls.port());
-    over_tls.set_transport(Transport::tls_with_config(cert.client_tls()));
+    over_tls.set_transport(Transport::tls_with_config(trusting(&cert)));
     let mut over_wss = MqttOptions::new("rq-wss", format!("wss://{ws_url}"), d.ws.port());
-    over_wss.set_transport(Transport::wss_with_config(cert.client_tls()));
+    over_wss.set_transport(Transport::wss_with_config(trusting(&cert)));
     for (name, opts) in [("tls", over_tls), ("wss", over_wss)] {
         let c = GateClient::connect_with(opts)
             .await
@@ -186,7 +146,7 @@ async fn rumqttc_runs_requests_over_tls_websocket_and_wss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_tls_handshake_and_plain_mqtt_on_the_tls_port_are_closed_and_counted() {
     use tokio::io::AsyncWriteExt;
-    let cert = Cert::new("hostile");
+    let cert = cert("hostile");
     let d = start_tls(&cert, |c| c.gate.connect_timeout_ms = 500).await;
     let tls = d.tls.expect("TLS listener");
     // Connects and says nothing: closed at the connect timeout.
@@ -222,7 +182,7 @@ async fn a_stalled_tls_handshake_and_plain_mqtt_on_the_tls_port_are_closed_and_c
     .await;
     // Meanwhile a client that trusts the certificate is served.
     let mut opts = MqttOptions::new("rq-after", "127.0.0.1", tls.port());
-    opts.set_transport(Transport::tls_with_config(cert.client_tls()));
+    opts.set_transport(Transport::tls_with_config(trusting(&cert)));
     let c = GateClient::connect_with(opts).await.expect("served");
     let r = c
         .request("Chat/HD_CurrentRoom", b"{}", QoS::AtMostOnce)
@@ -249,10 +209,10 @@ async fn start_error(cert: Option<&Path>, key: Option<&Path>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_broken_or_mismatched_certificate_stops_the_app_with_the_path_and_reason() {
-    let good = Cert::new("good");
-    let other = Cert::new("other");
-    let missing = good.dir.join("nowhere.pem");
-    let garbage = good.dir.join("garbage.pem");
+    let good = cert("good");
+    let other = cert("other");
+    let missing = good.dir().join("nowhere.pem");
+    let garbage = good.dir().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate\n").expect("write");
     let cases: [(Option<&Path>, Option<&Path>, &Path, &str); 5] = [
         (Some(&missing), Some(&good.key()), &missing, "No such file"),

@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
 use common::browser::Page;
 use common::{spans, start_demo, tools, Running};
-use rcgen::PublicKeyData;
+use demo::harness::SelfSigned;
 use serde_json::{json, Value};
 use tokio_rustls::rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
 
@@ -167,41 +166,17 @@ async fn assert_chat(d: &Running, lines: &[Value], user: &str, scheme: &str) {
     assert_eq!(root.tag("user.id"), Some(user.into()));
 }
 
-/// A self-signed certificate for 127.0.0.1 and `localhost`, its key, in PEM files of a fresh
-/// directory; and the base64 SHA-256 of its SubjectPublicKeyInfo, for Chromium's
+/// The base64 SHA-256 of `cert`'s SubjectPublicKeyInfo, for Chromium's
 /// `--ignore-certificate-errors-spki-list` (which trusts that key only, unlike
 /// `--ignore-certificate-errors`).
-struct Cert {
-    dir: PathBuf,
-    spki_sha256: String,
-}
-
-impl Cert {
-    fn new() -> Cert {
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("certificate");
-        let dir = std::env::temp_dir().join(format!("mqrs-tls-browser-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write cert");
-        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write key");
-        // SHA-256 from rustls's ring provider: the tests depend on no hash crate of their own.
-        let sha256 = TLS13_AES_128_GCM_SHA256
-            .tls13()
-            .expect("a TLS 1.3 suite")
-            .common
-            .hash_provider;
-        let digest = sha256.hash(&made.signing_key.subject_public_key_info());
-        Cert {
-            dir,
-            spki_sha256: base64::engine::general_purpose::STANDARD.encode(digest.as_ref()),
-        }
-    }
-}
-
-impl Drop for Cert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn spki_sha256(cert: &SelfSigned) -> String {
+    // SHA-256 from rustls's ring provider: the tests depend on no hash crate of their own.
+    let sha256 = TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .expect("a TLS 1.3 suite")
+        .common
+        .hash_provider;
+    base64::engine::general_purpose::STANDARD.encode(sha256.hash(cert.spki()).as_ref())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,8 +190,8 @@ async fn mqttjs_in_chromium_runs_the_chat_over_ws() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqttjs_in_chromium_trusting_the_gate_certificate_runs_the_chat_over_wss() {
-    let cert = Cert::new();
-    let (c, k) = (cert.dir.join("cert.pem"), cert.dir.join("key.pem"));
+    let cert = SelfSigned::new("tls-browser").expect("certificate");
+    let (c, k) = (cert.cert(), cert.key());
     let d = start_demo(|cfg| {
         cfg.gate.tls_cert = Some(c);
         cfg.gate.tls_key = Some(k);
@@ -242,7 +217,10 @@ async fn mqttjs_in_chromium_trusting_the_gate_certificate_runs_the_chat_over_wss
         || d.app.gate_stats().is_some_and(|s| s.tls_refused >= 1),
     )
     .await;
-    let trust = format!("--ignore-certificate-errors-spki-list={}", cert.spki_sha256);
+    let trust = format!(
+        "--ignore-certificate-errors-spki-list={}",
+        spki_sha256(&cert)
+    );
     let lines = chat_in_chromium(&origin, "brw-wss", &[trust]).await;
     assert_chat(&d, &lines, "brw-wss", "wss").await;
     d.app.shutdown().await;
