@@ -6,6 +6,7 @@ pub mod chat;
 pub mod client;
 pub mod harness;
 pub mod login;
+pub mod raw;
 pub mod web;
 
 use mqrs_runtime::{App, AppError, Config};

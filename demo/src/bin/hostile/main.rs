@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use demo::client::GateClient;
 use demo::harness::{median, rss_mib, DemoProcess, SelfSigned};
+use demo::raw::{connect_from, connect_packet, publish_header};
 use rumqttc::QoS;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -68,44 +69,10 @@ impl Target {
 
 /// A raw TCP connection to `addr` from the loopback address `from`.
 async fn raw_from(from: IpAddr, addr: &str) -> Option<TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4().ok()?;
-    socket.bind((from, 0).into()).ok()?;
-    socket.connect(addr.parse().ok()?).await.ok()
+    connect_from(from, addr.parse().ok()?).await.ok()
 }
 
-/// An MQTT 3.1.1 CONNECT with client id `id` and keepalive `ka` seconds.
-fn connect_packet(id: &str, ka: u16) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02];
-    body.extend(ka.to_be_bytes());
-    body.extend((id.len() as u16).to_be_bytes());
-    body.extend(id.as_bytes());
-    let mut p = vec![0x10];
-    p.extend(remaining_length(body.len()));
-    p.extend(body);
-    p
-}
-
-/// A PUBLISH (QoS 0) header for `topic` announcing `payload_len` bytes of payload.
-fn publish_header(topic: &str, payload_len: usize) -> Vec<u8> {
-    let mut p = vec![0x30];
-    p.extend(remaining_length(2 + topic.len() + payload_len));
-    p.extend((topic.len() as u16).to_be_bytes());
-    p.extend(topic.as_bytes());
-    p
-}
-
-fn remaining_length(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let b = (n % 128) as u8;
-        n /= 128;
-        out.push(if n > 0 { b | 0x80 } else { b });
-        if n == 0 {
-            return out;
-        }
-    }
-}
-
+/// A client of the gate, logged in as `id`.
 async fn logged_in(t: &Target, id: &str) -> Option<GateClient> {
     let c = GateClient::connect(id, &t.gate.0, t.gate.1).await.ok()?;
     let body = serde_json::json!({"userName": id, "passWord": "pw"}).to_string();

@@ -11,10 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{connect_packet, join, publish_header, raw_from, Start, Target};
+use demo::raw::{
+    connect_packet, publish_header, response_status, ws_frame, ws_header, ws_masked, ws_upgrade,
+};
 
-/// The masking key of every frame sent here.
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+use super::{join, raw_from, Start, Target};
 
 /// The first bytes of a TLS record holding a ClientHello that announces 512 bytes: its record
 /// header, handshake header, version and the start of its random.
@@ -83,67 +84,15 @@ enum End {
     Failed,
 }
 
-/// A client frame header: `fin`, `opcode` (RFC 6455 numbers), masked, announcing `len` bytes.
-fn header(fin: bool, opcode: u8, len: u64) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | opcode];
-    match len {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65_536 => {
-            out.push(0x80 | 126);
-            out.extend((n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend(n.to_be_bytes());
-        }
-    }
-    out.extend(MASK);
-    out
-}
-
-/// `data` masked with [`MASK`], starting `phase` bytes into its frame's payload.
-fn masked(data: &[u8], phase: usize) -> Vec<u8> {
-    let key = |i: usize| MASK[(phase + i) % 4];
-    data.iter().enumerate().map(|(i, b)| b ^ key(i)).collect()
-}
-
-/// One whole client frame.
-fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = header(fin, opcode, payload.len() as u64);
-    out.extend(masked(payload, 0));
-    out
-}
-
-/// An HTTP upgrade request to a WebSocket offering the subprotocol `protocol`.
-fn upgrade_request(protocol: &str) -> String {
-    format!(
-        "GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
-    )
-}
-
 /// A fresh MQTT client id starting with `prefix`.
 fn client_id(prefix: &str) -> String {
     format!("{prefix}{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The status of the HTTP response head read from `s`; 0 when the connection ends first.
-async fn response_status(s: &mut TcpStream) -> u16 {
-    let (mut head, mut buf) = (Vec::<u8>::new(), [0u8; 512]);
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(head.get(9..12).unwrap_or_default())
-        .parse()
-        .unwrap_or(0)
-}
-
 /// A WebSocket to `addr` from `from`, its handshake (subprotocol `mqtt`) done.
 async fn upgraded(from: IpAddr, addr: &str) -> Option<TcpStream> {
     let mut s = raw_from(from, addr).await?;
-    s.write_all(upgrade_request("mqtt").as_bytes()).await.ok()?;
+    s.write_all(ws_upgrade("mqtt").as_bytes()).await.ok()?;
     let status = tokio::time::timeout(Duration::from_secs(5), response_status(&mut s)).await;
     (status.ok()? == 101).then_some(s)
 }
@@ -192,16 +141,16 @@ async fn tiny_frames(t: &Target, from: IpAddr, addr: &str, fragments: bool) -> E
         return End::Failed;
     };
     let (mut rd, mut wr) = s.into_split();
-    let mut opening = frame(true, 2, &connect_packet(&client_id("tiny"), 0));
+    let mut opening = ws_frame(true, 2, &connect_packet(&client_id("tiny"), 0));
     if fragments {
         // An empty binary frame that is not final: continuation frames come next.
-        opening.extend(frame(false, 2, &[]));
+        opening.extend(ws_frame(false, 2, &[]));
     }
     let (opcode, fin) = if fragments { (0, false) } else { (2, true) };
     let batch: Vec<u8> = [0xc0u8, 0x00]
         .repeat(512)
         .iter()
-        .flat_map(|b| frame(fin, opcode, &[*b]))
+        .flat_map(|b| ws_frame(fin, opcode, &[*b]))
         .collect();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
@@ -235,17 +184,20 @@ async fn session(t: &Target, kind: Kind, from: IpAddr, addr: &str) -> End {
         Kind::Oversized => {
             let mut mqtt = connect_packet(&client_id("huge"), 0);
             mqtt.extend(publish_header("Chat/HD_JoinChat/1", 1_000_000));
-            let mut first = header(true, 2, 1 << 30);
-            first.extend(masked(&mqtt, 0));
-            let trickle = masked(&[b'x'; 1024], mqtt.len());
+            let mut first = ws_header(true, 2, 1 << 30);
+            first.extend(ws_masked(&mqtt, 0));
+            let trickle = ws_masked(&[b'x'; 1024], mqtt.len());
             (first, Some((trickle, Duration::from_millis(100))))
         }
         Kind::HalfHandshake => (
             b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n".to_vec(),
             None,
         ),
-        Kind::OtherProtocol => (upgrade_request("chat").into_bytes(), None),
-        Kind::Text => (frame(true, 1, &connect_packet(&client_id("text"), 0)), None),
+        Kind::OtherProtocol => (ws_upgrade("chat").into_bytes(), None),
+        Kind::Text => (
+            ws_frame(true, 1, &connect_packet(&client_id("text"), 0)),
+            None,
+        ),
         Kind::PartialHello => (HELLO_START.to_vec(), None),
         Kind::Silent => (Vec::new(), None),
     };

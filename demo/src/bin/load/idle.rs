@@ -8,18 +8,21 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use demo::harness::{rss_mib, DemoProcess};
+use demo::raw::{connect_from, start_mqtt, ws_binary};
 use rumqttc::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::door::{Door, Kind};
-use crate::lean::{connect_packet, ws_frame, ws_switched, ws_upgrade};
 use crate::Cli;
 
 /// Connections opened from one source address, under the gate's default
 /// `max_connections_per_ip` (256).
 const PER_ADDRESS: usize = 250;
+
+/// The keepalive the connections ask for, seconds (the gate's `max_idle_ms` bounds it).
+const KEEPALIVE: u16 = 600;
 
 /// Connections being opened at once.
 const OPENING_AT_ONCE: usize = 200;
@@ -68,30 +71,13 @@ async fn open(to: SocketAddr, ws: bool, i: usize) -> Result<TcpStream, String> {
         (1 + i / PER_ADDRESS / 250) as u8,
         (2 + i / PER_ADDRESS % 250) as u8,
     );
-    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    socket
-        .bind(SocketAddr::from((source, 0)))
-        .map_err(|e| format!("bind {source}: {e}"))?;
-    let mut s = socket
-        .connect(to)
+    let mut s = connect_from(source.into(), to)
         .await
         .map_err(|e| format!("connect from {source}: {e}"))?;
     let id = format!("idle-{}-{i}", if ws { "ws" } else { "tcp" });
-    let connack_len = if ws {
-        s.write_all(ws_upgrade(&to.to_string()).as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        ws_switched(&mut s).await?;
-        s.write_all(&ws_frame(&connect_packet(&id)))
-            .await
-            .map_err(|e| e.to_string())?;
-        6
-    } else {
-        s.write_all(&connect_packet(&id))
-            .await
-            .map_err(|e| e.to_string())?;
-        4
-    };
+    start_mqtt(&mut s, ws, &id, KEEPALIVE).await?;
+    // CONNACK: 4 bytes, in a 2-byte frame header over WebSocket.
+    let connack_len = if ws { 6 } else { 4 };
     let mut ack = [0u8; 6];
     tokio::time::timeout(
         Duration::from_secs(30),
@@ -147,7 +133,7 @@ async fn answering(held: Vec<TcpStream>, ws: bool) -> (usize, Vec<TcpStream>) {
     for mut s in held {
         set.spawn(async move {
             let (ping, len) = if ws {
-                (ws_frame(&[0xc0, 0]), 4)
+                (ws_binary(&[0xc0, 0]), 4)
             } else {
                 (vec![0xc0, 0], 2)
             };

@@ -17,80 +17,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+use demo::raw::{publish, start_mqtt, ws_binary};
+
 use crate::door::{Door, Kind};
 
-/// An MQTT 3.1.1 CONNECT for `client_id`, clean session, keepalive 10 minutes.
-pub fn connect_packet(client_id: &str) -> Vec<u8> {
-    let id = client_id.as_bytes();
-    let mut v = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
-    v.extend((id.len() as u16).to_be_bytes());
-    v.extend(id);
-    let mut p = vec![0x10];
-    put_length(&mut p, v.len());
-    p.extend(v);
-    p
-}
-
-/// MQTT's remaining length: 7 bits a byte, high bit for "more".
-fn put_length(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let byte = (n % 128) as u8;
-        n /= 128;
-        out.push(if n > 0 { byte | 0x80 } else { byte });
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-/// `payload` in one masked binary WebSocket frame, as a client must send it.
-pub fn ws_frame(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5a, 0x17, 0xc3, 0x08];
-    let mut f = Vec::with_capacity(payload.len() + 14);
-    f.push(0x82);
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            f.push(0x80 | 126);
-            f.extend((n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend((n as u64).to_be_bytes());
-        }
-    }
-    f.extend(mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
-/// The HTTP upgrade a WebSocket client sends for MQTT.
-pub fn ws_upgrade(host: &str) -> String {
-    format!(
-        "GET /mqtt HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: mqtt\r\n\r\n"
-    )
-}
-
-/// Reads an HTTP response head and checks it switched protocols.
-pub async fn ws_switched<S: AsyncRead + Unpin>(s: &mut S) -> Result<(), String> {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(s.read_u8().await.map_err(|e| format!("upgrade: {e}"))?);
-        if head.len() > 4096 {
-            return Err("upgrade answer too long".into());
-        }
-    }
-    if head.starts_with(b"HTTP/1.1 101") {
-        Ok(())
-    } else {
-        Err(format!(
-            "upgrade refused: {}",
-            String::from_utf8_lossy(&head)
-        ))
-    }
-}
+/// The keepalive the clients ask for, seconds (a phase is far shorter).
+const KEEPALIVE: u16 = 600;
 
 /// A byte stream of any of the transports.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -126,17 +58,7 @@ impl LeanClient {
             }
         };
         let ws = matches!(door.kind, Kind::Ws | Kind::Wss);
-        let connect = connect_packet(id);
-        if ws {
-            io.write_all(ws_upgrade(&addr.to_string()).as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            ws_switched(&mut io).await?;
-            io.write_all(&ws_frame(&connect)).await
-        } else {
-            io.write_all(&connect).await
-        }
-        .map_err(|e| e.to_string())?;
+        start_mqtt(&mut io, ws, id, KEEPALIVE).await?;
         let (mut rd, wr) = tokio::io::split(io);
         let mut incoming = Incoming::new(ws);
         match incoming.packet(&mut rd).await? {
@@ -162,13 +84,7 @@ impl LeanClient {
             *n
         };
         let topic = format!("{handler}/{msgid}");
-        let mut v = Vec::with_capacity(topic.len() + body.len() + 2);
-        v.extend((topic.len() as u16).to_be_bytes());
-        v.extend(topic.as_bytes());
-        v.extend(body);
-        let mut p = vec![0x30];
-        put_length(&mut p, v.len());
-        p.extend(v);
+        let p = publish(&topic, body);
         let (done, reply) = oneshot::channel();
         self.pending
             .lock()
@@ -200,7 +116,7 @@ async fn write_all<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Vec<
             batch.extend(p);
         }
         let out = if ws {
-            ws_frame(&batch)
+            ws_binary(&batch)
         } else {
             std::mem::take(&mut batch)
         };
@@ -210,7 +126,7 @@ async fn write_all<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Vec<
     }
     let disconnect = [0xe0, 0];
     let out = if ws {
-        ws_frame(&disconnect)
+        ws_binary(&disconnect)
     } else {
         disconnect.to_vec()
     };
