@@ -1,6 +1,7 @@
 //! MQTT.js (the npm package `mqtt`, its browser bundle) inside headless Chromium: a page the
 //! gate's WebSocket port serves loads the bundle and runs the chat of
-//! `clients/mqttjs_chat.js` (log in, join a room, say something, hear it back) against the
+//! `clients/mqttjs_scenario.js`, the one the Node client runs (log in, join a room, say
+//! something, hear it back) against the
 //! gate's `/mqtt` of its own origin, over `ws://` and over `wss://`. The replies are those
 //! MQTT.js gives under Node, and the gate traces the browser's join with the scheme it came
 //! by. Over `wss://`, a browser that does not trust the gate's self-signed certificate has its
@@ -18,83 +19,31 @@ use demo::harness::SelfSigned;
 use serde_json::{json, Value};
 use tokio_rustls::rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
 
-/// The page: MQTT.js's browser bundle (which defines the global `mqtt`), then the chat of
-/// `clients/mqttjs_chat.js` as the user named by `?user=`. It leaves one object per request
-/// (`{topic, reply}`) and one for the message heard (`{heard, body}`) in `window.results`;
-/// `window.done` says it finished, `window.failure` why it did not get through.
+/// The page: MQTT.js's browser bundle (which defines the global `mqtt`) and the chat of
+/// `clients/mqttjs_scenario.js` (the one the Node client runs), as the user named by `?user=`.
+/// It leaves one object per request (`{topic, reply}`) and one for the message heard
+/// (`{heard, body}`) in `window.results`; `window.done` says it finished, `window.failure` why
+/// it did not get through.
 const PAGE: &str = r##"<!doctype html>
 <html><head><meta charset="utf-8"><title>MQTT.js in a browser</title>
 <link rel="icon" href="data:,">
-<script src="/mqtt.min.js"></script></head>
+<script src="/mqtt.min.js"></script>
+<script src="/mqttjs_scenario.js"></script></head>
 <body><script>
 "use strict";
 window.results = [];
-window.errors = [];
 window.done = false;
 window.failure = null;
-const within = (ms, what) =>
-  new Promise((_, reject) => setTimeout(() => reject(new Error(what)), ms));
-async function chat() {
-  const user = new URLSearchParams(location.search).get("user");
-  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/mqtt";
-  const client = mqtt.connect(url, {
-    clientId: "mqttjs-browser-" + user,
-    protocolVersion: 4,
-    keepalive: 30,
-    reconnectPeriod: 0,
-    connectTimeout: 5000,
-  });
-  const waiting = new Map();
-  const pushed = [];
-  client.on("error", (e) => window.errors.push(String(e && e.message)));
-  client.on("message", (topic, payload) => {
-    const body = JSON.parse(new TextDecoder().decode(payload));
-    const w = waiting.get(topic);
-    if (w) {
-      waiting.delete(topic);
-      w(body);
-    } else {
-      pushed.push({ topic, body });
-    }
-  });
-  await Promise.race([
-    new Promise((resolve, reject) => {
-      client.once("connect", resolve);
-      client.once("close", () => reject(new Error("closed before CONNACK")));
-    }),
-    within(6000, "no CONNACK in 6 s"),
-  ]);
-  // The gate sends replies on the request topic and pushes on any topic: take them all.
-  await client.subscribeAsync("#", { qos: 1 }).catch(() => {});
-  const steps = [
-    ["Login/HD_Login/1", { userName: user, passWord: "secret" }, 1],
-    ["Chat/HD_JoinChat/2", { roomName: "mqttjs" }, 0],
-    ["Chat/HD_Say/3", { text: "hello from MQTT.js" }, 1],
-  ];
-  for (const [topic, body, qos] of steps) {
-    const reply = await Promise.race([
-      new Promise((resolve) => {
-        waiting.set(topic, resolve);
-        client.publish(topic, JSON.stringify(body), { qos });
-      }),
-      within(5000, "no reply on " + topic),
-    ]);
-    window.results.push({ topic, reply });
-  }
-  const deadline = Date.now() + 5000;
-  while (!pushed.some((p) => p.topic === "Chat/OnSay") && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const said = pushed.find((p) => p.topic === "Chat/OnSay");
-  if (!said) throw new Error("no Chat/OnSay heard");
-  window.results.push({ heard: said.topic, body: said.body });
-  await client.endAsync();
-}
-chat()
+const user = new URLSearchParams(location.search).get("user");
+const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/mqtt";
+mqttjsChat(mqtt, url, user, {}, (line) => window.results.push(line))
   .catch((e) => { window.failure = String((e && e.message) || e); })
   .finally(() => { window.done = true; });
 </script></body></html>
 "##;
+
+/// The chat scenario MQTT.js runs, shared with the Node client.
+const SCENARIO: &str = include_str!("../clients/mqttjs_scenario.js");
 
 /// Adds the page and MQTT.js's browser bundle, read from the tests' `node_modules`, to the
 /// gate's WebSocket port.
@@ -103,18 +52,23 @@ fn add_pages(app: &mqrs_runtime::App) {
     let js = std::fs::read(&bundle)
         .unwrap_or_else(|e| panic!("MQTT.js's browser bundle {}: {e}", bundle.display()));
     app.add_page("/mqtt.min.js", "text/javascript; charset=utf-8", js);
+    app.add_page(
+        "/mqttjs_scenario.js",
+        "text/javascript; charset=utf-8",
+        SCENARIO,
+    );
     app.add_page("/mqttjs.html", "text/html; charset=utf-8", PAGE);
 }
 
 /// Opens the page at `origin` as `user` in headless Chromium started with `flags`, waits for
 /// MQTT.js in it to finish, and returns what it reported: the lines `clients/mqttjs_chat.js`
-/// prints under Node.
+/// prints under Node for the same scenario.
 async fn chat_in_chromium(origin: &str, user: &str, flags: &[String]) -> Vec<Value> {
     let mut page = Page::open_with(&format!("{origin}/mqttjs.html?user={user}"), flags).await;
     let out = page
         .wait_for(
-            "window.done && { failure: window.failure, errors: window.errors, \
-             results: window.results, agent: navigator.userAgent }",
+            "window.done && { failure: window.failure, results: window.results, \
+             agent: navigator.userAgent }",
             "MQTT.js in the page to finish the chat",
         )
         .await;
