@@ -132,11 +132,10 @@ fn stop_with(mut demo: Demo, lines: impl Iterator<Item = String>, signal: &str) 
     rest
 }
 
-/// Runs the client against `gate`; returns its output after checking every join was traced.
-fn run_client(gate: &str, viewer: &str, users: usize) -> String {
+/// Runs the demo client with `args`; its output, after checking it succeeded.
+fn client(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_client"))
-        .args(["--gate", gate, "--viewer", &format!("http://{viewer}")])
-        .args(["--users", &users.to_string(), "--requests", "2"])
+        .args(args)
         .output()
         .expect("run client");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -145,6 +144,23 @@ fn run_client(gate: &str, viewer: &str, users: usize) -> String {
         "client failed: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+/// Runs the client against `gate`; returns its output after checking every join was traced.
+fn run_client(gate: &str, viewer: &str, users: usize) -> String {
+    let viewer_url = format!("http://{viewer}");
+    let users_arg = users.to_string();
+    let text = client(&[
+        "--gate",
+        gate,
+        "--viewer",
+        &viewer_url,
+        "--users",
+        &users_arg,
+        "--requests",
+        "2",
+    ]);
     assert_eq!(text.matches("HD_Login -> ").count(), users, "{text}");
     let traced = text
         .lines()
@@ -167,26 +183,18 @@ fn the_client_talks_over_websocket_and_hears_what_it_says() {
     let (demo, mut lines) = start_demo(&FREE_PORTS);
     let ws = wait_for_lines(&mut lines, &["gate listening on ws://"]);
     let ws = ws[0].trim_end_matches("/mqtt");
-    let out = Command::new(env!("CARGO_BIN_EXE_client"))
-        .args([
-            "--ws",
-            ws,
-            "--users",
-            "2",
-            "--requests",
-            "1",
-            "--room",
-            "cli",
-        ])
-        .args(["--say", "hi from the client"])
-        .output()
-        .expect("run client");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "client failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = client(&[
+        "--ws",
+        ws,
+        "--users",
+        "2",
+        "--requests",
+        "1",
+        "--room",
+        "cli",
+        "--say",
+        "hi from the client",
+    ]);
     for user in ["user0", "user1"] {
         assert!(
             text.lines()

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{spans, start_demo, tools};
+use common::{start_demo, tools};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_python_client_logs_in_joins_and_gets_traced_replies() {
@@ -20,13 +20,7 @@ async fn paho_python_client_logs_in_joins_and_gets_traced_replies() {
     for l in &lines[1..3] {
         assert_eq!(l["reply"]["Error"], "", "{l}");
         assert_eq!(l["reply"]["Result"]["users"], serde_json::json!(["pat"]));
-        let id = l["reply"]["TraceId"].as_str().expect("traced");
-        let t = d.wait_chat_trace(id).await;
-        let all = spans(&t);
-        let root = all
-            .iter()
-            .find(|s| s.name == "gate Chat/HD_JoinChat")
-            .expect("the gate's span");
+        let root = d.gate_span_of_join(&l["reply"]).await;
         assert_eq!(root.tag("user.id"), Some("pat".into()));
         assert_eq!(root.tag("network.transport"), Some("tcp".into()));
         assert_eq!(root.tag("url.scheme"), Some("mqtt".into()));

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{spans, start_demo, tools, Running};
+use common::{start_demo, tools, Running};
 use demo::client::GateClient;
 use demo::harness::SelfSigned;
 use rumqttc::{MqttOptions, QoS, TlsConfiguration, Transport};
@@ -37,12 +37,7 @@ async fn start_tls(cert: &SelfSigned, tweak: impl FnOnce(&mut mqrs_runtime::Conf
 
 /// The scheme on the gate's span of the `HD_JoinChat` traced in `lines`.
 async fn scheme_of_join(d: &Running, lines: &[serde_json::Value]) -> Option<String> {
-    let id = lines[1]["reply"]["TraceId"].as_str().expect("traced");
-    let t = d.wait_chat_trace(id).await;
-    let root = spans(&t)
-        .into_iter()
-        .find(|s| s.name == "gate Chat/HD_JoinChat")
-        .expect("the gate's span");
+    let root = d.gate_span_of_join(&lines[1]["reply"]).await;
     root.tag("url.scheme")?.as_str().map(str::to_string)
 }
 

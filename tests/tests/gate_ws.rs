@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{spans, start_demo, tools};
+use common::{start_demo, tools};
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
@@ -95,12 +95,7 @@ async fn paho_over_websocket_runs_the_chat_and_is_traced_with_scheme_ws() {
         lines[0]["reply"],
         serde_json::json!({"Result": {"userId": "wes"}, "Error": ""})
     );
-    let id = lines[1]["reply"]["TraceId"].as_str().expect("traced");
-    let t = d.wait_chat_trace(id).await;
-    let root = spans(&t)
-        .into_iter()
-        .find(|s| s.name == "gate Chat/HD_JoinChat")
-        .expect("the gate's span");
+    let root = d.gate_span_of_join(&lines[1]["reply"]).await;
     assert_eq!(root.tag("network.transport"), Some("tcp".into()));
     assert_eq!(root.tag("url.scheme"), Some("ws".into()));
     assert_eq!(root.tag("user.id"), Some("wes".into()));

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::browser::Page;
-use common::{spans, start_demo, tools, Running};
+use common::{start_demo, tools, Running};
 use demo::harness::SelfSigned;
 use serde_json::{json, Value};
 use tokio_rustls::rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
@@ -104,14 +104,7 @@ async fn assert_chat(d: &Running, lines: &[Value], user: &str, scheme: &str) {
         lines[3]["body"]["trace"], lines[2]["reply"]["TraceId"],
         "Chat/OnSay names the trace of the HD_Say that sent it: {lines:?}"
     );
-    let id = lines[1]["reply"]["TraceId"]
-        .as_str()
-        .expect("HD_JoinChat traced");
-    let t = d.wait_chat_trace(id).await;
-    let root = spans(&t)
-        .into_iter()
-        .find(|s| s.name == "gate Chat/HD_JoinChat")
-        .expect("the gate's span");
+    let root = d.gate_span_of_join(&lines[1]["reply"]).await;
     assert_eq!(
         root.tag("url.scheme"),
         Some(scheme.into()),

@@ -109,6 +109,17 @@ impl Running {
 }
 
 impl Running {
+    /// The gate's span of the `HD_JoinChat` whose reply is `reply` (which names its trace),
+    /// once that trace has its root.
+    pub async fn gate_span_of_join(&self, reply: &Value) -> Span {
+        let id = reply["TraceId"].as_str().expect("HD_JoinChat traced");
+        let t = self.wait_chat_trace(id).await;
+        spans(&t)
+            .into_iter()
+            .find(|s| s.name == "gate Chat/HD_JoinChat")
+            .expect("the gate's span")
+    }
+
     /// Waits for a complete `HD_JoinChat` trace. The gate's root span ends last (after the
     /// reply), so in one process the trace is complete once the root is stored (a module
     /// served through the broker delivers its SERVER span just after its reply: across
