@@ -84,11 +84,9 @@ impl Login {
             // fail if it is already gone.
             let reason = "logged in from another connection";
             let body = serde_json::json!({ "reason": reason }).to_string();
-            let _ = self
-                .app
-                .send(&old.with_trace_of(&session), ON_KICK, body)
-                .await;
-            let _ = self.app.kick(&old.with_trace_of(&session), reason).await;
+            let old = old.with_trace_of(&session);
+            let _ = self.app.send(&old, ON_KICK, body).await;
+            let _ = self.app.kick(&old, reason).await;
         }
         Ok(LoginReply {
             user_id: msg.user_name,
