@@ -67,14 +67,7 @@ async fn the_hook_accepts_binds_a_user_or_refuses_with_codes_4_and_5() {
     let alice = GateClient::connect_with(opts)
         .await
         .expect("alice connects");
-    let r = alice
-        .request(
-            "Chat/HD_JoinChat",
-            br#"{"roomName": "auth"}"#,
-            QoS::AtLeastOnce,
-        )
-        .await
-        .expect("reply");
+    let r = common::join_chat(&alice, "auth", QoS::AtLeastOnce).await;
     assert_eq!(r["Error"], "", "{r}");
     assert_eq!(r["Result"]["users"], serde_json::json!(["alice"]), "{r}");
     // mosquitto_pub (C) reads the refusal as MQTT says it.
