@@ -14,5 +14,6 @@
 pub mod budget;
 pub mod counters;
 pub mod hash;
+pub mod red;
 pub mod sync;
 pub mod text;

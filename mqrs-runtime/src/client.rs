@@ -5,6 +5,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use mqrs_base::red::{Kind, Series};
 use opentelemetry::KeyValue;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,7 +14,7 @@ use crate::deadline::Deadline;
 use crate::error::RpcError;
 use crate::server::encode_args;
 use crate::session::Session;
-use crate::trace::{names, spans, Tracing};
+use crate::trace::{metrics, names, spans, Tracing};
 use crate::transport::{Request, Target, Transport};
 
 /// Makes RPC calls by name; cheap to clone. [`App::call`](crate::App::call) and the generated
@@ -143,6 +144,7 @@ impl Caller {
         tags: Vec<KeyValue>,
     ) -> Result<Vec<u8>, RpcError> {
         let target = Target::parse(module);
+        let started = metrics::start();
         let start = Instant::now();
         let deadline = self.deadline(start, session);
         let (mut span, callee) = self.client_span(target, method, session);
@@ -154,8 +156,22 @@ impl Caller {
         let result = self
             .send(target, method, callee, args, start, deadline)
             .await;
+        started.record(&self.series(session, target, method), result.as_ref().err());
         record(span, &result);
         result
+    }
+
+    /// The CLIENT series of a call to `target`/`method` made with `session`: counted as the
+    /// service serving it here (traced or not), or as this app outside any handler.
+    fn series(&self, session: &Session, target: Target<'_>, method: &str) -> Arc<Series> {
+        let traced = session.trace_cx().and_then(|t| t.tracer.as_ref());
+        let caller: &str = match (session.serving(), traced) {
+            (Some(s), _) => s,
+            (None, Some(t)) => &t.policy.service,
+            (None, None) => &self.inner.service,
+        };
+        let table = self.inner.tracing.red().table(Kind::Client, caller);
+        metrics::series(&table, target.module, method, "")
     }
 
     /// The call's CLIENT span when `session` is traced, and the session the callee gets (it

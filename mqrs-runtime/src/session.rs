@@ -57,6 +57,9 @@ pub struct Session {
     /// When the call this session arrived with must be answered; calls made with it get at
     /// most the time left.
     deadline: Option<Deadline>,
+    /// The service of this process serving the call (its module, or the gate): calls made
+    /// with this session are counted as that service's; `None` outside any handler.
+    serving: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Session {
@@ -76,6 +79,7 @@ impl Session {
             data: Arc::new(Facts::new(data)),
             trace: None,
             deadline: None,
+            serving: None,
         }
     }
 
@@ -198,6 +202,7 @@ impl Session {
             data: self.data.clone(),
             trace: None,
             deadline: self.deadline,
+            serving: self.serving,
         }
     }
 
@@ -209,6 +214,7 @@ impl Session {
             data: self.data.clone(),
             trace: other.trace.clone(),
             deadline: other.deadline,
+            serving: other.serving,
         }
     }
 
@@ -230,6 +236,7 @@ impl Session {
             data: self.data.clone(),
             trace: Some(TraceCx::remote(sc)),
             deadline: self.deadline,
+            serving: self.serving,
         })
     }
 
@@ -249,7 +256,19 @@ impl Session {
             data: self.data.clone(),
             trace: self.trace.clone(),
             deadline: Some(deadline.into()),
+            serving: self.serving,
         }
+    }
+
+    /// The service serving the call this session came with, in this process.
+    pub(crate) fn serving(&self) -> Option<&'static str> {
+        self.serving
+    }
+
+    /// The same session, served by `service` in this process.
+    pub(crate) fn served_by(mut self, service: Option<&'static str>) -> Session {
+        self.serving = service;
+        self
     }
 
     pub(crate) fn trace_cx(&self) -> Option<&TraceCx> {
@@ -291,6 +310,7 @@ impl Session {
                 keep: span.keep().cloned(),
             }),
             deadline,
+            serving: self.serving,
         }
     }
 }

@@ -104,6 +104,10 @@ impl AppBuilder {
         // Settings that do not parse are logged here and refuse `App::start`.
         let checked = super::checked::check(&config);
         let mut tracing = Tracing::new(sink).with_sampling(checked.sampling);
+        #[cfg(feature = "viewer")]
+        if let Some(store) = &store {
+            tracing = tracing.with_red(store.red().clone());
+        }
         if let Some(url) = &checked.otlp {
             if let Err(e) = tracing.export_to(url, config.trace.otlp_queue) {
                 tracing::error!(error = %e, "OTLP export is off");

@@ -10,16 +10,19 @@ use mqrs_base::sync::RwLocked;
 
 use super::hook::GateRequest;
 use super::peer::Peer;
-use super::state::Gate;
+use super::state::{Gate, GATE_MODULE};
 use super::topic::{body_to_args, encode_reply, parse_topic, wants_reply, ClientTopic};
 use crate::error::RpcError;
 use crate::session::Session;
+use crate::trace::metrics;
 use crate::trace::spans::{self, EndOnDrop};
 use mqrs_base::text::clip;
 
 /// Handles one PUBLISH from a client.
 pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
-    let session = conn.session();
+    // Counted whatever `on_request_tracing` and the sampler decide.
+    let started = metrics::start();
+    let session = conn.session().served_by(Some(GATE_MODULE));
     let topic = parse_topic(&publish.topic);
     // Only a route the app serves names a span; anything else a client sends is one fixed
     // name, so client input never grows the operation list.
@@ -66,6 +69,7 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
         let trace_id = trace_id.as_deref().unwrap_or("-");
         tracing::debug!(topic = %publish.topic, error = %e, trace_id, "gate: request failed");
     }
+    let mut failed = result.as_ref().err().map(RpcError::kind);
     if wants_reply(&publish.topic) {
         // The reply names the trace when it will be found: sampled, or kept so far (failed, or
         // slow already).
@@ -90,6 +94,7 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
             if let Some(root) = &root {
                 spans::record_error(root, &e);
             }
+            failed = Some(e.kind());
             payload = encode_reply(Err(e), trace_id.as_deref());
         }
         let size = payload.len() as i64;
@@ -112,9 +117,19 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
             );
         }
     }
+    let series = match known {
+        Some(t) => metrics::series(&gate.red, t.module, t.handler, "gate "),
+        None => gate
+            .red
+            .series(UNKNOWN_ROUTE, || format!("gate {UNKNOWN_ROUTE}")),
+    };
+    started.record_kind(&series, failed);
     // The root span ends here, after the reply has been handed to the connection.
     drop(root);
 }
+
+/// The method every request for a route the app does not serve is counted as.
+const UNKNOWN_ROUTE: &str = "unknown-route";
 
 async fn call(
     gate: &Gate,

@@ -13,8 +13,8 @@ use super::registry::Route;
 use crate::deadline::Deadline;
 use crate::error::RpcError;
 use crate::session::Session;
-use crate::trace::layer;
 use crate::trace::spans::{self, CancelMark};
+use crate::trace::{layer, metrics};
 
 /// Runs `route` for one call, inside a SERVER span when the session is traced. A call whose
 /// deadline has already passed is answered with [`RpcError::DeadlineExceeded`]; its handler
@@ -36,6 +36,19 @@ pub(crate) async fn dispatch_held(
     args: Vec<u8>,
     deadline: Deadline,
 ) -> (Result<Vec<u8>, RpcError>, Option<spans::EndOnDrop>) {
+    // Counted whatever the sampler decides, refusals included.
+    let started = metrics::start();
+    let (result, span) = serve(&route, session.served_by(route.service), args, deadline).await;
+    started.record(&route.series, result.as_ref().err());
+    (result, span)
+}
+
+async fn serve(
+    route: &Route,
+    session: Session,
+    args: Vec<u8>,
+    deadline: Deadline,
+) -> (Result<Vec<u8>, RpcError>, Option<spans::EndOnDrop>) {
     let late = deadline.has_passed();
     let Some(parent) = session.trace_cx() else {
         if late {
@@ -45,7 +58,7 @@ pub(crate) async fn dispatch_held(
             );
         }
         return (
-            run(&route, session.with_deadline(deadline), args).await,
+            run(route, session.with_deadline(deadline), args).await,
             None,
         );
     };
@@ -64,7 +77,7 @@ pub(crate) async fn dispatch_held(
         // With `trace::layer` installed, polled with the span attached, so `tracing` spans and
         // events inside the handler land in it; without it, or in a trace the sampler skipped,
         // attaching would cost for nothing.
-        let handler = run(&route, inner, args);
+        let handler = run(route, inner, args);
         let r = if guard.is_recording() && layer::installed() {
             handler.with_context(guard.cx().clone()).await
         } else {
@@ -109,15 +122,15 @@ mod tests {
         let tracer = tracing.tracer("M");
         let ran = Arc::new(AtomicBool::new(false));
         let flag = ran.clone();
-        let route = Arc::new(Route {
-            name: Arc::from("M/f"),
-            handler: Box::new(move |_, _| {
+        let route = Arc::new(Route::new(
+            "M",
+            "f",
+            Box::new(move |_, _| {
                 flag.store(true, Ordering::SeqCst);
                 Box::pin(async { Ok(b"null".to_vec()) })
             }),
-            values: layer::handler_values(&tracer),
-            tracer: tracer.clone(),
-        });
+            tracer.clone(),
+        ));
         let past = Deadline::after_from(
             std::time::Instant::now() - Duration::from_millis(1),
             Duration::ZERO,
@@ -172,15 +185,16 @@ mod tests {
         use crate::server::registry::Route;
         use crate::session::Session;
         use crate::trace::layer::tests::{named, subscriber, tag, trace_id};
-        use crate::trace::layer::{handler_values, InHandler};
+        use crate::trace::layer::InHandler;
         use crate::trace::spans;
         use crate::trace::{StoreLimits, TraceStore, Tracing};
 
         /// A route whose handler logs, then runs a `tracing` span across an await point.
         fn logging_route(tracer: crate::trace::ServiceTracer) -> Arc<Route> {
-            Arc::new(Route {
-                name: Arc::from("M/f"),
-                handler: Box::new(|session: Session, _| {
+            Arc::new(Route::new(
+                "M",
+                "f",
+                Box::new(|session: Session, _| {
                     Box::pin(async move {
                         let user = session.userid().to_string();
                         tracing::info!(user = %user, "start");
@@ -195,9 +209,8 @@ mod tests {
                         Ok(b"null".to_vec())
                     })
                 }),
-                values: handler_values(&tracer),
                 tracer,
-            })
+            ))
         }
 
         /// Two traced handlers interleaved on one thread: each one's logs land in its own spans.

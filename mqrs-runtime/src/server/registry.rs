@@ -2,17 +2,19 @@
 //! builds from it for the modules it runs.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
+use mqrs_base::red::{Kind, Series};
 use mqrs_base::sync::RwLocked;
 use opentelemetry::Context;
 
 use crate::error::RpcError;
 use crate::session::Session;
-use crate::trace::{layer, ServiceTracer};
+use crate::trace::{layer, names, ServiceTracer};
 
 /// The future a dispatch shim returns: the handler's reply encoded as JSON, or an error.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send>>;
@@ -49,6 +51,39 @@ pub struct Route {
     pub(crate) tracer: ServiceTracer,
     /// The context values a traced call of this handler runs with (its module's tracer).
     pub(crate) values: Context,
+    /// Where every call of it is counted (SERVER side).
+    pub(crate) series: Arc<Series>,
+    /// The module serving it, as the sessions its handler gets name it.
+    pub(crate) service: Option<&'static str>,
+}
+
+impl Route {
+    /// The route `module/method` running `handler`, traced by `tracer` (its module's).
+    pub(crate) fn new(
+        module: &str,
+        method: &str,
+        handler: HandlerFn,
+        tracer: ServiceTracer,
+    ) -> Route {
+        let name: Arc<str> = Arc::from(format!("{module}/{method}"));
+        let series = tracer
+            .policy
+            .red
+            .table(Kind::Server, module)
+            .series(&name, || name.to_string());
+        let service = match names::intern(module) {
+            Cow::Borrowed(s) => Some(s),
+            Cow::Owned(_) => None,
+        };
+        Route {
+            name,
+            handler,
+            values: layer::handler_values(&tracer),
+            tracer,
+            series,
+            service,
+        }
+    }
 }
 
 impl std::fmt::Debug for Route {
@@ -94,12 +129,7 @@ impl Registry {
         handler: HandlerFn,
         tracer: ServiceTracer,
     ) {
-        let route = Arc::new(Route {
-            name: Arc::from(format!("{module}/{method}")),
-            handler,
-            values: layer::handler_values(&tracer),
-            tracer,
-        });
+        let route = Arc::new(Route::new(module, method, handler, tracer));
         self.modules
             .write_locked()
             .entry(module.into())

@@ -114,12 +114,17 @@ fn next(old: &Anchor, clock: &quanta::Clock) -> Anchor {
 
 /// The current wall-clock time, for span and event timestamps.
 pub(crate) fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(now_ns())
+}
+
+/// The current wall-clock time in ns since the Unix epoch.
+pub(crate) fn now_ns() -> u64 {
     thread_local! {
         static LOCAL: Cell<Option<Anchor>> = const { Cell::new(None) };
     }
     let s = shared();
     let raw = s.clock.raw();
-    let ns = LOCAL.with(|local| {
+    LOCAL.with(|local| {
         let generation = s.generation.load(Ordering::Acquire);
         let mut a = match local.get() {
             Some(a) if a.generation == generation => a,
@@ -141,8 +146,7 @@ pub(crate) fn now() -> SystemTime {
             }
         }
         a.at(&s.clock, raw)
-    });
-    UNIX_EPOCH + Duration::from_nanos(ns)
+    })
 }
 
 #[cfg(test)]

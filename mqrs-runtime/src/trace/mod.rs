@@ -9,6 +9,7 @@ pub(crate) mod context;
 pub(crate) mod export;
 pub(crate) mod ids;
 pub(crate) mod layer;
+pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod provider;
 pub(crate) mod recorded;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mqrs_base::red::Red;
 use mqrs_base::sync::Locked;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::Context;
@@ -24,6 +25,8 @@ pub struct Tracing {
     sampler: Sampler,
     exporter: Option<Exporter>,
     services: Mutex<HashMap<Arc<str>, (SdkTracerProvider, ServiceTracer)>>,
+    /// Every call counted, whatever is sampled.
+    red: Arc<Red>,
 }
 
 impl Tracing {
@@ -40,7 +43,20 @@ impl Tracing {
             sampling,
             exporter: None,
             services: Mutex::new(HashMap::new()),
+            red: Arc::default(),
         }
+    }
+
+    /// Counts calls into `red` (the registry a viewer reads) instead of a registry of its own;
+    /// call before the first [`Tracing::tracer`].
+    pub fn with_red(mut self, red: Arc<Red>) -> Self {
+        self.red = red;
+        self
+    }
+
+    /// The RED metrics of every call this process makes and serves.
+    pub fn red(&self) -> &Arc<Red> {
+        &self.red
     }
 
     /// Samples new traces by `sampling` instead of recording all of them; call before the
@@ -92,6 +108,7 @@ impl Tracing {
                 sampler: self.sampler.clone(),
                 sampling: self.sampling.clone(),
                 service: name.clone(),
+                red: self.red.clone(),
                 sink: self.sink.clone(),
                 exporter: self.exporter.as_ref().map(|e| e.processor(name.clone())),
             }),

@@ -46,6 +46,8 @@ pub(crate) struct Policy {
     /// The sampling settings: what is kept of skipped traces.
     pub(crate) sampling: Sampling,
     pub(crate) service: Arc<str>,
+    /// Where every call of this service is counted.
+    pub(crate) red: Arc<mqrs_base::red::Red>,
     pub(crate) sink: Option<Arc<dyn SpanSink>>,
     pub(crate) exporter: Option<ExportProcessor>,
 }

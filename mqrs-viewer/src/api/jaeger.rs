@@ -120,13 +120,11 @@ async fn latency(
             format!("cannot parse lookback '{lookback}': use e.g. 1h or 2d"),
         );
     };
-    let kind = q.get("spanKind").filter(|k| !k.is_empty());
-    let ops: Vec<Value> = store
-        .latency(search_params::now_us().saturating_sub(d))
-        .into_iter()
-        .filter(|o| kind.is_none_or(|k| k == o.kind))
-        .map(|o| json!(o))
-        .collect();
+    let kind = q
+        .get("spanKind")
+        .map(String::as_str)
+        .filter(|k| !k.is_empty());
+    let ops = super::red::latency(&store, search_params::now_us().saturating_sub(d), kind);
     envelope(Value::Array(ops)).into_response()
 }
 
@@ -136,6 +134,7 @@ async fn stats(State(store): State<Arc<TraceStore>>) -> Json<Value> {
         "viewer": store.viewer_http.snapshot(),
         "collector": store.collector_http.snapshot(),
     });
+    out["metrics"] = super::red::stats(&store);
     Json(out)
 }
 
@@ -198,7 +197,10 @@ async fn metrics(State(store): State<Arc<TraceStore>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        out,
+        {
+            super::red::prometheus(&store, &mut out);
+            out
+        },
     )
         .into_response()
 }
@@ -350,16 +352,9 @@ async fn dependencies(
     };
     let to_us = end_ms.saturating_mul(1000);
     let from_us = end_ms.saturating_sub(lookback_ms).saturating_mul(1000);
-    let deps: Vec<Value> = store
-        .dependencies(from_us, to_us)
-        .into_iter()
-        // Jaeger's fields, and the call's error count and p95 for the service graph (readers
-        // that know only Jaeger's fields skip the others).
-        .map(|d| {
-            json!({"parent": d.parent, "child": d.child, "callCount": d.calls,
-                   "errorCount": d.errors, "p95Us": d.p95_us})
-        })
-        .collect();
+    // Jaeger's fields, and the calls' error count and p95 for the service graph (readers
+    // that know only Jaeger's fields skip the others).
+    let deps = super::red::dependencies(&store, from_us, to_us);
     envelope(Value::Array(deps)).into_response()
 }
 

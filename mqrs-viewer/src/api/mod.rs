@@ -1,8 +1,9 @@
 //! The viewer's HTTP side: the Jaeger v1 JSON API (`jaeger.rs`, which assembles the router),
-//! the v3 API (`v3.rs`), the search parameters both read (`search_params.rs`), and the web
-//! page (`ui.rs`).
+//! the v3 API (`v3.rs`), the search parameters both read (`search_params.rs`), the answers
+//! read from the RED metrics (`red.rs`), and the web page (`ui.rs`).
 
 pub(crate) mod jaeger;
+mod red;
 pub mod search_params;
 mod ui;
 mod v3;

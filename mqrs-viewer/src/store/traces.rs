@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use mqrs_base::red::Red;
 use mqrs_base::sync::Locked;
 
 use super::codec::{self, SPAN_OVERHEAD};
@@ -70,6 +71,9 @@ pub struct TraceStore {
     pub(super) journal: Option<Mutex<disk::Journal>>,
     /// Where encoded spans' attribute lists go, when their source reuses them.
     pub(super) recycle_tags: OnceLock<fn(Vec<Tag>)>,
+    /// Every call counted where it happened, sampled or not: this process's own and what the
+    /// collector takes in from others (`POST /v1/metrics`).
+    pub(crate) red: Arc<Red>,
 }
 
 /// Buffers of evicted traces each thread keeps for the spans it encodes next (about one batch's
@@ -139,7 +143,13 @@ impl TraceStore {
             collector_http: Arc::default(),
             journal: None,
             recycle_tags: OnceLock::new(),
+            red: Arc::default(),
         }
+    }
+
+    /// The RED metrics the viewer shows: the embedding process counts its calls here.
+    pub fn red(&self) -> &Arc<Red> {
+        &self.red
     }
 
     /// Hands each span's attribute list, once the span is encoded, to `recycle` instead of

@@ -1,0 +1,49 @@
+//! Counting every call into the RED registry (`mqrs_base::red`), traced or not: the call's
+//! time read off the span clock at its start and end, and its error as `error.type`.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use mqrs_base::red::{Series, Table};
+
+use super::clock;
+use crate::error::RpcError;
+
+/// When a call started, ns since the Unix epoch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Started(u64);
+
+/// Marks a call's start.
+pub(crate) fn start() -> Started {
+    Started(clock::now_ns())
+}
+
+impl Started {
+    /// Counts the call in `series` as ended now, failed with `error` if any.
+    pub(crate) fn record(self, series: &Series, error: Option<&RpcError>) {
+        self.record_kind(series, error.map(RpcError::kind));
+    }
+
+    /// [`Started::record`] with the error given by its `error.type`.
+    pub(crate) fn record_kind(self, series: &Series, error_type: Option<&str>) {
+        let end = clock::now_ns();
+        series.record_at(end / 1_000_000_000, end.saturating_sub(self.0), error_type);
+    }
+}
+
+/// The series of `module/method` in `table`, its operation named `{prefix}module/method` as
+/// its spans are; the name is put together in a buffer kept per thread, so finding a series
+/// that exists allocates nothing.
+pub(crate) fn series(table: &Table, module: &str, method: &str, prefix: &str) -> Arc<Series> {
+    thread_local! {
+        static NAME: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    NAME.with(|name| {
+        let mut name = name.borrow_mut();
+        name.clear();
+        name.push_str(module);
+        name.push('/');
+        name.push_str(method);
+        table.series(&name, || format!("{prefix}{name}"))
+    })
+}
