@@ -36,11 +36,25 @@ pub(crate) async fn dispatch_held(
     args: Vec<u8>,
     deadline: Deadline,
 ) -> (Result<Vec<u8>, RpcError>, Option<spans::EndOnDrop>) {
-    // Counted whatever the sampler decides, refusals included.
-    let started = metrics::start();
+    // Counted whatever the sampler decides, refusals included; a call dropped before it ends
+    // (cancelled at its deadline) is counted as past its deadline.
+    let mut counting = Counting(Some(metrics::start()), &route.series);
     let (result, span) = serve(&route, session.served_by(route.service), args, deadline).await;
-    started.record(&route.series, result.as_ref().err());
+    if let Some(started) = counting.0.take() {
+        started.record(&route.series, result.as_ref().err());
+    }
     (result, span)
+}
+
+/// Counts a call that is dropped before it ends.
+struct Counting<'a>(Option<metrics::Started>, &'a mqrs_base::red::Series);
+
+impl Drop for Counting<'_> {
+    fn drop(&mut self) {
+        if let Some(started) = self.0.take() {
+            started.record_kind(self.1, Some("deadline_exceeded"));
+        }
+    }
 }
 
 async fn serve(

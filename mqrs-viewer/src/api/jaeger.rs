@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -33,6 +33,10 @@ pub fn router(store: Arc<TraceStore>) -> Router {
         .route("/api/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/api/latency", get(latency))
+        .route("/api/metrics/latencies", get(super::monitor::latencies))
+        .route("/api/metrics/calls", get(super::monitor::calls))
+        .route("/api/metrics/errors", get(super::monitor::errors))
+        .route("/api/transform", post(super::transform::transform))
         .with_state(store.clone())
         .merge(super::v3::router(store))
         .fallback(not_found)
@@ -49,7 +53,7 @@ pub async fn serve(
     crate::http::limits::serve("trace viewer", router(store), addr, shutdown, counters).await
 }
 
-fn envelope(data: Value) -> Json<Value> {
+pub(super) fn envelope(data: Value) -> Json<Value> {
     let total = data.as_array().map_or(0, Vec::len);
     Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
 }

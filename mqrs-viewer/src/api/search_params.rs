@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use crate::store::TraceQuery;
 
-/// `limit` when none is given.
-pub const DEFAULT_LIMIT: usize = 20;
+/// `limit` when none is given, or 0: Jaeger's own default (its query service's, and what its
+/// Elasticsearch, Cassandra and Badger backends make of 0).
+pub const DEFAULT_LIMIT: usize = 100;
 /// Largest `limit` accepted; larger ones are lowered to it.
 pub const MAX_LIMIT: usize = 1500;
 
@@ -173,6 +174,28 @@ pub fn rfc3339_us(s: &str) -> Option<u64> {
     u64::try_from(secs * 1_000_000 + frac_us).ok()
 }
 
+/// `s` seconds since the Unix epoch as RFC 3339 UTC text, e.g. `2021-09-10T11:03:43Z`.
+pub fn rfc3339_of_s(s: u64) -> String {
+    let days = (s / 86_400) as i64;
+    let rem = s % 86_400;
+    // The civil date of a day number (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// Builds a store query from Jaeger's search parameters; the error names the bad parameter.
 /// `max_bytes` bounds the answer.
 pub fn parse_query(q: &Params, max_bytes: usize) -> Result<TraceQuery, String> {
@@ -204,7 +227,9 @@ pub fn parse_query(q: &Params, max_bytes: usize) -> Result<TraceQuery, String> {
         max_duration_us: dur("maxDuration")?,
         start_us: int("start")?,
         end_us: int("end")?,
-        limit: int("limit")?.map_or(DEFAULT_LIMIT, |l| (l as usize).clamp(1, MAX_LIMIT)),
+        limit: int("limit")?
+            .filter(|&l| l > 0)
+            .map_or(DEFAULT_LIMIT, |l| (l as usize).min(MAX_LIMIT)),
         max_bytes,
         tags: Vec::new(),
     };
@@ -274,6 +299,15 @@ mod tests {
         assert_eq!(lookback_us("1h"), Some(3_600_000_000));
         assert_eq!(lookback_us("w"), None);
         assert_eq!(lookback_us("1é"), None);
+    }
+
+    #[test]
+    fn rfc3339_written_reads_back() {
+        for s in [0u64, 951_782_400, 1_631_271_823, 4_102_444_799] {
+            let text = rfc3339_of_s(s);
+            assert_eq!(rfc3339_us(&text), Some(s * 1_000_000), "{text}");
+        }
+        assert_eq!(rfc3339_of_s(1_631_271_823), "2021-09-10T11:03:43Z");
     }
 
     #[test]

@@ -142,6 +142,22 @@ pub struct StoreStats {
 }
 
 impl StoredTrace {
+    /// A trace of `spans` (one trace's, in that order) held outside any store.
+    pub fn of_spans(spans: Vec<StoredSpan>) -> StoredTrace {
+        let start_us = spans.iter().map(|s| s.start_us).min().unwrap_or(0);
+        let end_us = spans
+            .iter()
+            .map(|s| s.start_us + s.duration_us)
+            .max()
+            .unwrap_or(0);
+        StoredTrace {
+            spans,
+            bytes: 0,
+            start_us,
+            end_us,
+        }
+    }
+
     /// What the spans read cost in the store's measure (their encoded form and bookkeeping).
     pub fn stored_bytes(&self) -> usize {
         self.bytes
