@@ -52,6 +52,8 @@ pub use deadline::Deadline;
 pub use error::RpcError;
 pub use gate::{Admission, ConnectInfo, GateRequest, GateStats, Password, Refusal, TracingHook};
 pub use identity::SessionData;
+/// RED metrics (rate, errors, duration) of every call, read with [`App::red`].
+pub use mqrs_base::red;
 pub use mqrs_macros::{rpc, rpc_module};
 pub use session::{Session, SessionSpan};
 pub use transport::{BrokerStats, EmbeddedBrokerStats, Request, Target, Transport};

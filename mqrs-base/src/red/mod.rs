@@ -170,6 +170,9 @@ type Tables = HashMap<(Kind, Box<str>), Arc<Table>, KeyedHash>;
 pub struct Red {
     tables: RwLock<Tables>,
     shared: Arc<Shared>,
+    /// Names this registry among every process's (OpenTelemetry's `service.instance.id`), so
+    /// a collector never merges its own process's export back in.
+    instance: Box<str>,
 }
 
 impl Default for Red {
@@ -204,7 +207,13 @@ impl Red {
                 }),
                 count: AtomicUsize::new(0),
             }),
+            instance: format!("{:016x}", rand::random::<u64>()).into(),
         }
+    }
+
+    /// This registry's instance id: random, one per registry.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The table of `service`'s series on side `kind`, made on first use.

@@ -286,6 +286,17 @@ impl App {
         self.inner.tracing.export_stats()
     }
 
+    /// The OTLP metrics exporter's counters (points sent, failed requests, points given up),
+    /// when spans are exported (the RED metrics go to the same collector).
+    pub fn metrics_export_stats(&self) -> Option<crate::trace::MetricsExportStats> {
+        self.inner.tracing.metrics_export_stats()
+    }
+
+    /// The RED metrics of every call this process serves and makes, sampled or not.
+    pub fn red(&self) -> &std::sync::Arc<crate::red::Red> {
+        self.inner.tracing.red()
+    }
+
     /// The broker connection's counters, when calls to other processes go through a broker.
     pub fn broker_stats(&self) -> Option<BrokerStats> {
         let mut stats = self.inner.mqtt.as_ref().map(MqttTransport::stats)?;

@@ -7,6 +7,7 @@ pub(crate) mod attrs;
 pub(crate) mod clock;
 pub(crate) mod context;
 pub(crate) mod export;
+pub(crate) mod export_metrics;
 pub(crate) mod ids;
 pub(crate) mod layer;
 pub(crate) mod metrics;
@@ -20,6 +21,7 @@ pub(crate) mod spans;
 pub(crate) mod tracer;
 
 pub use export::ExportStats;
+pub use export_metrics::MetricsExportStats;
 pub use layer::layer;
 pub(crate) use provider::Tracing;
 pub(crate) use sampling::Sampling;

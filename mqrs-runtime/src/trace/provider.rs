@@ -14,6 +14,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanProcessor}
 use opentelemetry_sdk::Resource;
 
 use super::export::{ExportStats, Exporter};
+use super::export_metrics::{metrics_url, MetricsExportStats, MetricsExporter};
 use super::sampling::{self, Sampler, Sampling};
 use super::sink::SpanSink;
 use super::tracer::{Policy, ServiceTracer, TracerParts};
@@ -27,6 +28,8 @@ pub struct Tracing {
     services: Mutex<HashMap<Arc<str>, (SdkTracerProvider, ServiceTracer)>>,
     /// Every call counted, whatever is sampled.
     red: Arc<Red>,
+    /// Sends `red` by OTLP beside the spans, when they are exported.
+    metrics_exporter: Option<MetricsExporter>,
 }
 
 impl Tracing {
@@ -44,6 +47,7 @@ impl Tracing {
             exporter: None,
             services: Mutex::new(HashMap::new()),
             red: Arc::default(),
+            metrics_exporter: None,
         }
     }
 
@@ -72,7 +76,14 @@ impl Tracing {
     /// could not start (spans are then not exported).
     pub(crate) fn export_to(&mut self, url: &str, queue: usize) -> Result<(), String> {
         self.exporter = Some(Exporter::start(url, queue)?);
+        // The RED metrics go to the same collector: call `with_red` before this.
+        self.metrics_exporter = Some(MetricsExporter::start(metrics_url(url), self.red.clone())?);
         Ok(())
+    }
+
+    /// The metrics exporter's counters, when metrics are exported.
+    pub fn metrics_export_stats(&self) -> Option<MetricsExportStats> {
+        self.metrics_exporter.as_ref().map(|e| e.stats())
     }
 
     /// The exporter's counters, when spans are exported.
@@ -125,6 +136,9 @@ impl Tracing {
             let _ = provider.shutdown();
         }
         if let Some(e) = &self.exporter {
+            e.shutdown();
+        }
+        if let Some(e) = &self.metrics_exporter {
             e.shutdown();
         }
         if let Some(s) = &self.sink {

@@ -1,6 +1,6 @@
 //! The OTLP/HTTP collector: `POST /v1/traces` with an `ExportTraceServiceRequest` as protobuf
 //! or JSON, optionally gzip-compressed, is decoded with `opentelemetry-proto`'s generated types
-//! and fed to the embedded store. Any OpenTelemetry SDK, in any language, can send here; so do
+//! and fed to the embedded store; `POST /v1/metrics` the same way into its RED metrics. Any OpenTelemetry SDK, in any language, can send here; so do
 //! mqrs processes started with an OTLP endpoint. A malformed body gets 400 and an oversized one
 //! 413, each with a reason.
 
@@ -15,6 +15,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -25,7 +28,7 @@ use crate::http::limits::{read_body, BodyError};
 use crate::store::TraceStore;
 
 use super::convert::{to_stored, traces_per_request};
-use super::prescan::{decode_budget, json_over, protobuf_over};
+use super::prescan::{decode_budget, json_over, metrics_protobuf_over, protobuf_over};
 
 /// What the collector needs: where spans go, how large a body may be, and how far in the
 /// future a span may be stamped.
@@ -47,6 +50,7 @@ pub async fn serve(
     let counters = store.collector_http.clone();
     let app = Router::new()
         .route("/v1/traces", post(receive))
+        .route("/v1/metrics", post(receive_metrics))
         .layer(axum::middleware::map_response(status_bodies))
         .layer(axum::middleware::map_response_with_state(
             store.clone(),
@@ -134,8 +138,14 @@ async fn status_bodies(r: Response) -> Response {
     }
 }
 
-async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> Response {
-    let json = is_json(&headers);
+/// The body of an OTLP/HTTP request, unpacked, and whether it is JSON; or the refusal.
+async fn read_otlp(
+    c: &Collector,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, bool), Box<Response>> {
+    let json = is_json(headers);
+    let no = |status: StatusCode, msg: String| Err(Box::new(refuse(status, json, msg)));
     // OTLP/HTTP names its two content types; a POST without one (as a web page on another
     // origin can send without asking) is refused.
     let content_type = headers
@@ -146,18 +156,17 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
             Some(t) => format!("Content-Type `{}`", crate::store::cut(t, 64)),
             None => "no Content-Type".to_string(),
         };
-        return refuse(
+        return Err(Box::new(refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             false,
             format!("{given}: send application/x-protobuf or application/json"),
-        );
+        )));
     }
     let body = match read_body(body, c.max_body, &c.store.collector_http).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            return refuse(
+            return no(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                json,
                 format!(
                     "the body is larger than {} bytes ([trace] collector_max_body)",
                     c.max_body
@@ -165,9 +174,8 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
             )
         }
         Err(BodyError::TooSlow) => {
-            return refuse(
+            return no(
                 StatusCode::REQUEST_TIMEOUT,
-                json,
                 format!(
                     "the body came slower than {} KiB/s",
                     crate::http::limits::BODY_MIN_RATE >> 10
@@ -175,34 +183,38 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
             )
         }
         Err(BodyError::Broken(e)) => {
-            return refuse(StatusCode::BAD_REQUEST, json, format!("body not read: {e}"))
+            return no(StatusCode::BAD_REQUEST, format!("body not read: {e}"))
         }
     };
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let body = if gzip {
-        let mut out = Vec::new();
-        let read = flate2::read::GzDecoder::new(&body[..])
-            .take(c.max_body as u64 + 1)
-            .read_to_end(&mut out);
-        match read {
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, json, format!("bad gzip body: {e}")),
-            Ok(n) if n > c.max_body => {
-                return refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    json,
-                    format!(
-                        "the body unpacks to more than {} bytes ([trace] collector_max_body)",
-                        c.max_body
-                    ),
-                )
-            }
-            Ok(_) => Bytes::from(out),
-        }
-    } else {
-        body
+    if !gzip {
+        return Ok((body, json));
+    }
+    let mut out = Vec::new();
+    let read = flate2::read::GzDecoder::new(&body[..])
+        .take(c.max_body as u64 + 1)
+        .read_to_end(&mut out);
+    match read {
+        Err(e) => no(StatusCode::BAD_REQUEST, format!("bad gzip body: {e}")),
+        Ok(n) if n > c.max_body => no(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body unpacks to more than {} bytes ([trace] collector_max_body)",
+                c.max_body
+            ),
+        ),
+        Ok(_) => Ok((Bytes::from(out), json)),
+    }
+}
+
+/// `POST /v1/traces`.
+async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> Response {
+    let (body, json) = match read_otlp(&c, &headers, body).await {
+        Ok(b) => b,
+        Err(refusal) => return *refusal,
     };
     let budget = decode_budget(c.max_body);
     let over = if json {
@@ -245,6 +257,63 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
             error_message: rejected.describe(c.max_skew_us, max_traces),
         }),
     };
+    if json {
+        let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            response.encode_to_vec(),
+        )
+            .into_response()
+    }
+}
+
+/// `POST /v1/metrics`: the RPC duration histograms go into the registry the viewer reads
+/// (see `metrics`); an answer in the request's encoding says how many points were skipped.
+async fn receive_metrics(State(c): State<Collector>, headers: HeaderMap, body: Body) -> Response {
+    let (body, json) = match read_otlp(&c, &headers, body).await {
+        Ok(b) => b,
+        Err(refusal) => return *refusal,
+    };
+    let budget = decode_budget(c.max_body);
+    let over = if json {
+        json_over(&body, budget)
+    } else {
+        metrics_protobuf_over(&body, budget)
+    };
+    if over {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json,
+            format!(
+                "the body holds more points and attributes than one request may: they would \
+                 take over {} MiB decoded; send smaller batches",
+                budget >> 20
+            ),
+        );
+    }
+    let request = if json {
+        serde_json::from_slice::<ExportMetricsServiceRequest>(&body)
+            .map_err(|e| format!("not an OTLP/JSON ExportMetricsServiceRequest: {e}"))
+    } else {
+        ExportMetricsServiceRequest::decode(&body[..])
+            .map_err(|e| format!("not an OTLP protobuf ExportMetricsServiceRequest: {e}"))
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(msg) => return refuse(StatusCode::BAD_REQUEST, json, msg),
+    };
+    let merged = super::metrics::merge(c.store.red(), &c.store.metric_streams, &request);
+    // Points of other metrics are not errors: OTLP's partial success is for refused data.
+    let response = ExportMetricsServiceResponse {
+        partial_success: None,
+    };
+    tracing::trace!(
+        points = merged.points,
+        skipped = merged.skipped,
+        "OTLP metrics merged"
+    );
     if json {
         let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()

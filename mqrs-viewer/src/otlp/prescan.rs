@@ -10,6 +10,7 @@
 use std::mem::size_of;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1 as metrics;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 
 /// Most bytes one request may take decoded: 16 times the body limit, and at least 64 MiB.
@@ -33,6 +34,25 @@ enum Msg {
     AnyValue,
     ArrayValue,
     KvList,
+    // `ExportMetricsServiceRequest`.
+    MetricsRequest,
+    ResourceMetrics,
+    ScopeMetrics,
+    Metric,
+    /// Gauge and Sum, Histogram, ExponentialHistogram, Summary: each a list of its points.
+    NumberPoints,
+    HistogramPoints,
+    ExpHistogramPoints,
+    SummaryPoints,
+    NumberPoint,
+    HistogramPoint,
+    ExpHistogramPoint,
+    ExpBuckets,
+    SummaryPoint,
+    Quantile,
+    Exemplar,
+    /// Packed varints: one byte each in the body, eight decoded.
+    PackedVarints,
 }
 
 impl Msg {
@@ -49,6 +69,22 @@ impl Msg {
             Msg::Status => size_of::<Status>(),
             Msg::KeyValue => size_of::<KeyValue>(),
             Msg::AnyValue => size_of::<AnyValue>(),
+            Msg::MetricsRequest
+            | Msg::NumberPoints
+            | Msg::HistogramPoints
+            | Msg::ExpHistogramPoints
+            | Msg::SummaryPoints
+            | Msg::ExpBuckets
+            | Msg::Quantile => 48,
+            Msg::ResourceMetrics => size_of::<metrics::ResourceMetrics>(),
+            Msg::ScopeMetrics => size_of::<metrics::ScopeMetrics>(),
+            Msg::Metric => size_of::<metrics::Metric>(),
+            Msg::NumberPoint => size_of::<metrics::NumberDataPoint>(),
+            Msg::HistogramPoint => size_of::<metrics::HistogramDataPoint>(),
+            Msg::ExpHistogramPoint => size_of::<metrics::ExponentialHistogramDataPoint>(),
+            Msg::SummaryPoint => size_of::<metrics::SummaryDataPoint>(),
+            Msg::Exemplar => size_of::<metrics::Exemplar>(),
+            Msg::PackedVarints => 0,
         }
     }
 
@@ -73,6 +109,31 @@ impl Msg {
             (Msg::AnyValue, 6) => Msg::KvList,
             (Msg::ArrayValue, 1) => Msg::AnyValue,
             (Msg::KvList, 1) => Msg::KeyValue,
+            (Msg::MetricsRequest, 1) => Msg::ResourceMetrics,
+            (Msg::ResourceMetrics, 1) => Msg::Resource,
+            (Msg::ResourceMetrics, 2) => Msg::ScopeMetrics,
+            (Msg::ScopeMetrics, 1) => Msg::Scope,
+            (Msg::ScopeMetrics, 2) => Msg::Metric,
+            (Msg::Metric, 5 | 7) => Msg::NumberPoints,
+            (Msg::Metric, 9) => Msg::HistogramPoints,
+            (Msg::Metric, 10) => Msg::ExpHistogramPoints,
+            (Msg::Metric, 11) => Msg::SummaryPoints,
+            (Msg::Metric, 12) => Msg::KeyValue,
+            (Msg::NumberPoints, 1) => Msg::NumberPoint,
+            (Msg::HistogramPoints, 1) => Msg::HistogramPoint,
+            (Msg::ExpHistogramPoints, 1) => Msg::ExpHistogramPoint,
+            (Msg::SummaryPoints, 1) => Msg::SummaryPoint,
+            (Msg::NumberPoint, 7) => Msg::KeyValue,
+            (Msg::NumberPoint, 5) => Msg::Exemplar,
+            (Msg::HistogramPoint, 9) => Msg::KeyValue,
+            (Msg::HistogramPoint, 8) => Msg::Exemplar,
+            (Msg::ExpHistogramPoint, 1) => Msg::KeyValue,
+            (Msg::ExpHistogramPoint, 8 | 9) => Msg::ExpBuckets,
+            (Msg::ExpHistogramPoint, 11) => Msg::Exemplar,
+            (Msg::ExpBuckets, 2) => Msg::PackedVarints,
+            (Msg::SummaryPoint, 7) => Msg::KeyValue,
+            (Msg::SummaryPoint, 6) => Msg::Quantile,
+            (Msg::Exemplar, 7) => Msg::KeyValue,
             _ => return None,
         })
     }
@@ -86,6 +147,12 @@ const MAX_DEPTH: u32 = 100;
 pub(super) fn protobuf_over(body: &[u8], budget: usize) -> bool {
     let mut cost = body.len();
     walk(body, Msg::Request, 0, &mut cost, budget).is_err() && cost > budget
+}
+
+/// [`protobuf_over`] for an `ExportMetricsServiceRequest`.
+pub(super) fn metrics_protobuf_over(body: &[u8], budget: usize) -> bool {
+    let mut cost = body.len();
+    walk(body, Msg::MetricsRequest, 0, &mut cost, budget).is_err() && cost > budget
 }
 
 /// Adds `msg` and what it holds to `cost`; `Err` once past `budget` or where the bytes break.
@@ -107,8 +174,15 @@ fn walk(mut buf: &[u8], msg: Msg, depth: u32, cost: &mut usize, budget: usize) -
                 let len = usize::try_from(varint(&mut buf)?).map_err(|_| ())?;
                 let inner = buf.get(..len).ok_or(())?;
                 buf = &buf[len..];
-                if let Some(child) = msg.child(field) {
-                    walk(inner, child, depth + 1, cost, budget)?;
+                match msg.child(field) {
+                    Some(Msg::PackedVarints) => {
+                        *cost = cost.saturating_add(inner.len().saturating_mul(8));
+                        if *cost > budget {
+                            return Err(());
+                        }
+                    }
+                    Some(child) => walk(inner, child, depth + 1, cost, budget)?,
+                    None => {}
                 }
             }
             _ => return Err(()),

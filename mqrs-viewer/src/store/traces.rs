@@ -74,6 +74,8 @@ pub struct TraceStore {
     /// Every call counted where it happened, sampled or not: this process's own and what the
     /// collector takes in from others (`POST /v1/metrics`).
     pub(crate) red: Arc<Red>,
+    /// The previous point of each cumulative metrics stream the collector took in.
+    pub(crate) metric_streams: crate::otlp::metrics::Streams,
 }
 
 /// Buffers of evicted traces each thread keeps for the spans it encodes next (about one batch's
@@ -144,6 +146,7 @@ impl TraceStore {
             journal: None,
             recycle_tags: OnceLock::new(),
             red: Arc::default(),
+            metric_streams: Default::default(),
         }
     }
 
