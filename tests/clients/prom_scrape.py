@@ -1,7 +1,8 @@
 """Scrapes a Prometheus text endpoint as a Prometheus client library reads it.
 
 Usage: prom_scrape.py URL. Prints one JSON object: the Content-Type the server sent and, per
-metric family, its type and its samples' values. Exits non-zero when the body does not parse.
+metric family, its type, its samples' values by name (the last of each name) and every sample
+as [name, labels, value]. Exits non-zero when the body does not parse.
 """
 
 import json
@@ -20,6 +21,7 @@ def main() -> None:
         families[family.name] = {
             "type": family.type,
             "samples": {s.name: s.value for s in family.samples},
+            "labelled": [[s.name, s.labels, s.value] for s in family.samples],
         }
     print(json.dumps({"content_type": content_type, "families": families}))
 
