@@ -346,3 +346,104 @@ async fn otlp_metrics_from_other_processes_are_merged() {
     );
     first.shutdown().await;
 }
+
+/// The Grafana dashboard in the repository asks only for what `/metrics` serves: every metric
+/// its queries select exists, with every label they match or group by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_name_what_metrics_serves() {
+    let (app, viewer, gate) = start(|_| {}).await;
+    let (viewer, gate) = (viewer.expect("viewer"), gate.expect("gate"));
+    let c = GateClient::connect("grafana", "127.0.0.1", gate)
+        .await
+        .expect("connects");
+    for route in ["Timed/HD_Fail", "Timed/HD_Sleep"] {
+        c.request(route, b"{\"ms\":1}", QoS::AtMostOnce)
+            .await
+            .expect("reply");
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/prom_scrape.py");
+    let url = format!("http://{viewer}/metrics");
+    let out = tools::run(
+        tokio::process::Command::new(tools::test_python()).args([script, &url]),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scraped: Value = serde_json::from_slice(&out.stdout).expect("the scraper's JSON");
+    // Served sample names and the labels each carries.
+    let mut served: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
+    for family in scraped["families"].as_object().expect("families").values() {
+        for s in family["labelled"].as_array().expect("samples") {
+            let labels = served
+                .entry(s[0].as_str().unwrap_or_default().into())
+                .or_default();
+            for k in s[1].as_object().expect("labels").keys() {
+                labels.insert(k.clone());
+            }
+        }
+    }
+
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/mqrs-red.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(file).expect("dashboard"))
+        .expect("the dashboard is JSON");
+    let mut exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(String::from))
+        .collect();
+    for v in dash["templating"]["list"].as_array().expect("variables") {
+        if let Some(q) = v["query"]["query"].as_str() {
+            exprs.push(q.to_string());
+        }
+    }
+    assert!(
+        exprs.len() >= 8,
+        "rate, errors, three percentiles, the graph: {exprs:?}"
+    );
+    let selector = regex::Regex::new(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}").expect("regex");
+    let matcher = regex::Regex::new(r#"(\w+)\s*(?:=~|!~|!=|=)\s*""#).expect("regex");
+    let grouping = regex::Regex::new(r"by \(([^)]*)\)").expect("regex");
+    let made = regex::Regex::new(r#""(\w+)",\s*"\$1",\s*"(\w+)""#).expect("regex");
+    for expr in &exprs {
+        let synthetic: Vec<String> = made.captures_iter(expr).map(|c| c[1].to_string()).collect();
+        let mut metrics = Vec::new();
+        for c in selector.captures_iter(expr) {
+            let name = &c[1];
+            let labels = served
+                .get(name)
+                .unwrap_or_else(|| panic!("`{name}` in `{expr}` is not served by /metrics"));
+            for m in matcher.captures_iter(&c[2]) {
+                assert!(
+                    labels.contains(&m[1]),
+                    "label `{}` of `{name}` in `{expr}`",
+                    &m[1]
+                );
+            }
+            metrics.push(labels);
+        }
+        assert!(!metrics.is_empty(), "`{expr}` selects no metric");
+        for g in grouping.captures_iter(expr) {
+            for label in g[1].split(',').map(str::trim) {
+                assert!(
+                    synthetic.iter().any(|s| s == label)
+                        || metrics.iter().any(|l| l.contains(label)),
+                    "`by ({label})` in `{expr}`: no such label"
+                );
+            }
+        }
+        for c in made.captures_iter(expr) {
+            assert!(
+                metrics.iter().any(|l| l.contains(&c[2])),
+                "label_replace source `{}`",
+                &c[2]
+            );
+        }
+    }
+    app.shutdown().await;
+}
