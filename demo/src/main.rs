@@ -110,6 +110,10 @@ struct Cli {
     /// requests are kept anyway.
     #[arg(long, env = "MQRS_SAMPLE_RATIO", value_name = "RATIO")]
     sample_ratio: Option<f64>,
+    /// Count no calls (`[trace] metrics = false`): the dashboard and /metrics then show only
+    /// what the spans held tell; for measuring what counting costs.
+    #[arg(long)]
+    no_metrics: bool,
 
     /// Keep the viewer's traces across restarts in this directory (`[trace] data_dir`).
     #[arg(long, env = "MQRS_DATA_DIR", value_name = "DIR")]
@@ -189,6 +193,9 @@ fn apply_flags(cli: &Cli, parts: demo::Parts, config: &mut Config) -> Result<(),
     }
     if let Some(dir) = &cli.data_dir {
         config.trace.data_dir = dir.display().to_string();
+    }
+    if cli.no_metrics {
+        config.trace.metrics = false;
     }
     if let Some(r) = cli.sample_ratio {
         config.trace.sample_ratio = r;

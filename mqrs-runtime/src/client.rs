@@ -144,7 +144,7 @@ impl Caller {
         tags: Vec<KeyValue>,
     ) -> Result<Vec<u8>, RpcError> {
         let target = Target::parse(module);
-        let started = metrics::start();
+        let started = metrics::start(self.inner.tracing.red().enabled());
         let start = Instant::now();
         let deadline = self.deadline(start, session);
         let (mut span, callee) = self.client_span(target, method, session);
@@ -156,7 +156,9 @@ impl Caller {
         let result = self
             .send(target, method, callee, args, start, deadline)
             .await;
-        started.record(&self.series(session, target, method), result.as_ref().err());
+        if started.counted() {
+            started.record(&self.series(session, target, method), result.as_ref().err());
+        }
         record(span, &result);
         result
     }

@@ -115,6 +115,12 @@ pub struct GateSection {
 pub struct TraceSection {
     /// Keep finished spans in the embedded store.
     pub store: bool,
+    /// Count every gate request and RPC (rate, errors by type, duration histogram), whatever
+    /// is sampled: what the dashboard, `/metrics` and the OTLP metrics export read. About
+    /// 0.1 µs per call; off, those show only what the spans held tell.
+    pub metrics: bool,
+    /// Most bytes the metrics' time slots and histograms take.
+    pub metrics_max_bytes: usize,
     /// Serve the viewer and Jaeger-compatible API.
     pub viewer: bool,
     /// Viewer listen address.
@@ -313,6 +319,8 @@ impl Default for TraceSection {
     fn default() -> Self {
         TraceSection {
             store: true,
+            metrics: true,
+            metrics_max_bytes: mqrs_base::red::DEFAULT_LIMIT,
             viewer: true,
             viewer_addr: SocketAddr::from(([127, 0, 0, 1], 7700)),
             max_traces: 10_000,

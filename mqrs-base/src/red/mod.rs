@@ -87,6 +87,8 @@ pub struct Memory {
     used: AtomicUsize,
     limit: usize,
     squeezed: AtomicU64,
+    /// False: nothing is counted.
+    enabled: bool,
 }
 
 impl Memory {
@@ -150,6 +152,11 @@ impl Table {
         series
     }
 
+    /// False when its registry counts nothing.
+    pub fn enabled(&self) -> bool {
+        self.red.mem.enabled
+    }
+
     /// The service this table counts for.
     pub fn service(&self) -> &Arc<str> {
         &self.service
@@ -195,7 +202,18 @@ pub struct RedStats {
 }
 
 impl Red {
-    /// A registry whose slots and buckets take at most about `limit` bytes.
+    /// A registry that counts nothing: what a process with metrics turned off records into.
+    pub fn disabled() -> Red {
+        Red::with_limit(0)
+    }
+
+    /// False for a [`Red::disabled`] registry.
+    pub fn enabled(&self) -> bool {
+        self.shared.mem.enabled
+    }
+
+    /// A registry whose slots and buckets take at most about `limit` bytes (0: counts
+    /// nothing, as [`Red::disabled`]).
     pub fn with_limit(limit: usize) -> Red {
         Red {
             tables: RwLock::default(),
@@ -204,6 +222,7 @@ impl Red {
                     used: AtomicUsize::new(0),
                     limit,
                     squeezed: AtomicU64::new(0),
+                    enabled: limit > 0,
                 }),
                 count: AtomicUsize::new(0),
             }),

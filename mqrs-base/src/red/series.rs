@@ -174,9 +174,17 @@ impl Series {
         &self.key
     }
 
+    /// False when its registry counts nothing.
+    pub fn enabled(&self) -> bool {
+        self.mem.enabled
+    }
+
     /// Counts one call that took `ns` and ended at `now_s` (Unix seconds), with `error` its
     /// `error.type` when it failed.
     pub fn record_at(&self, now_s: u64, ns: u64, error: Option<&str>) {
+        if !self.mem.enabled {
+            return;
+        }
         let mut g = self.outcomes.locked();
         let o = outcome(&mut g, error);
         let grow = self.mem.has_room();
@@ -192,7 +200,7 @@ impl Series {
 
     /// Adds calls counted elsewhere (another process's export) into the slot of `at_s`.
     pub fn merge_at(&self, at_s: u64, error: Option<&str>, tally: &Tally, totals: &Totals) {
-        if tally.count == 0 {
+        if tally.count == 0 || !self.mem.enabled {
             return;
         }
         let mut g = self.outcomes.locked();

@@ -11,6 +11,7 @@ use super::module::RpcModule;
 use crate::client::Caller;
 use crate::config::{BrokerUrl, Config};
 use crate::gate::{GateRequest, TracingHook};
+use crate::red::Red;
 use crate::server::Registry;
 use crate::session::Session;
 use crate::trace::{SpanSink, Tracing};
@@ -95,19 +96,22 @@ impl AppBuilder {
     pub(super) fn build_empty(self) -> App {
         let config = self.config;
         let registry = Arc::new(Registry::default());
+        let red = Arc::new(if config.trace.metrics {
+            Red::with_limit(config.trace.metrics_max_bytes.max(1))
+        } else {
+            Red::disabled()
+        });
         #[cfg(feature = "viewer")]
-        let store = super::viewer::make_store(&config.trace);
+        let store = super::viewer::make_store(&config.trace, &red);
         #[cfg(feature = "viewer")]
         let sink = store.clone().map(|s| s as Arc<dyn SpanSink>);
         #[cfg(not(feature = "viewer"))]
         let sink: Option<Arc<dyn SpanSink>> = None;
         // Settings that do not parse are logged here and refuse `App::start`.
         let checked = super::checked::check(&config);
-        let mut tracing = Tracing::new(sink).with_sampling(checked.sampling);
-        #[cfg(feature = "viewer")]
-        if let Some(store) = &store {
-            tracing = tracing.with_red(store.red().clone());
-        }
+        let mut tracing = Tracing::new(sink)
+            .with_sampling(checked.sampling)
+            .with_red(red);
         if let Some(url) = &checked.otlp {
             if let Err(e) = tracing.export_to(url, config.trace.otlp_queue) {
                 tracing::error!(error = %e, "OTLP export is off");

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mqrs_base::red::Red;
 use mqrs_viewer::{StoreLimits, TraceStore};
 
 use super::error::AppError;
@@ -13,7 +14,7 @@ use crate::config::TraceSection;
 
 /// The store `[trace]` asks for, if any. A data directory that cannot be used is logged here
 /// and refused by [`check`] when the app starts.
-pub(super) fn make_store(cfg: &TraceSection) -> Option<Arc<TraceStore>> {
+pub(super) fn make_store(cfg: &TraceSection, red: &Arc<Red>) -> Option<Arc<TraceStore>> {
     if !cfg.store {
         return None;
     }
@@ -25,13 +26,14 @@ pub(super) fn make_store(cfg: &TraceSection) -> Option<Arc<TraceStore>> {
     };
     let dir = &cfg.data_dir;
     if dir.is_empty() {
-        return Some(Arc::new(TraceStore::new(limits)));
+        return Some(Arc::new(TraceStore::new(limits).with_red(red.clone())));
     }
     Some(
-        TraceStore::persistent(limits, std::path::Path::new(dir)).unwrap_or_else(|e| {
-            tracing::error!(error = %e, dir, "the trace data directory cannot be used");
-            Arc::new(TraceStore::new(limits))
-        }),
+        TraceStore::persistent_with_red(limits, std::path::Path::new(dir), red.clone())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, dir, "the trace data directory cannot be used");
+                Arc::new(TraceStore::new(limits).with_red(red.clone()))
+            }),
     )
 }
 

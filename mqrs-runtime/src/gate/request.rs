@@ -21,7 +21,7 @@ use mqrs_base::text::clip;
 /// Handles one PUBLISH from a client.
 pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
     // Counted whatever `on_request_tracing` and the sampler decide.
-    let started = metrics::start();
+    let started = metrics::start(gate.red.enabled());
     let session = conn.session().served_by(Some(GATE_MODULE));
     let topic = parse_topic(&publish.topic);
     // Only a route the app serves names a span; anything else a client sends is one fixed

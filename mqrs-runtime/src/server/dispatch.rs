@@ -38,7 +38,7 @@ pub(crate) async fn dispatch_held(
 ) -> (Result<Vec<u8>, RpcError>, Option<spans::EndOnDrop>) {
     // Counted whatever the sampler decides, refusals included; a call dropped before it ends
     // (cancelled at its deadline) is counted as past its deadline.
-    let mut counting = Counting(Some(metrics::start()), &route.series);
+    let mut counting = Counting(Some(metrics::start(route.series.enabled())), &route.series);
     let (result, span) = serve(&route, session.served_by(route.service), args, deadline).await;
     if let Some(started) = counting.0.take() {
         started.record(&route.series, result.as_ref().err());

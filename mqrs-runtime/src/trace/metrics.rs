@@ -9,13 +9,13 @@ use mqrs_base::red::{Series, Table};
 use super::clock;
 use crate::error::RpcError;
 
-/// When a call started, ns since the Unix epoch.
+/// When a call started, ns since the Unix epoch; `None` when nothing is counted.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Started(u64);
+pub(crate) struct Started(Option<u64>);
 
-/// Marks a call's start.
-pub(crate) fn start() -> Started {
-    Started(clock::now_ns())
+/// Marks a call's start, when calls are counted (`enabled`).
+pub(crate) fn start(enabled: bool) -> Started {
+    Started(enabled.then(clock::now_ns))
 }
 
 impl Started {
@@ -26,8 +26,15 @@ impl Started {
 
     /// [`Started::record`] with the error given by its `error.type`.
     pub(crate) fn record_kind(self, series: &Series, error_type: Option<&str>) {
-        let end = clock::now_ns();
-        series.record_at(end / 1_000_000_000, end.saturating_sub(self.0), error_type);
+        if let Some(start) = self.0 {
+            let end = clock::now_ns();
+            series.record_at(end / 1_000_000_000, end.saturating_sub(start), error_type);
+        }
+    }
+
+    /// True when the call is counted.
+    pub(crate) fn counted(&self) -> bool {
+        self.0.is_some()
     }
 }
 

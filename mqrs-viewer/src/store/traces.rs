@@ -150,6 +150,12 @@ impl TraceStore {
         }
     }
 
+    /// The store showing the RED metrics of `red` (the embedding process's registry).
+    pub fn with_red(mut self, red: Arc<Red>) -> Self {
+        self.red = red;
+        self
+    }
+
     /// The RED metrics the viewer shows: the embedding process counts its calls here.
     pub fn red(&self) -> &Arc<Red> {
         &self.red
@@ -165,7 +171,16 @@ impl TraceStore {
     /// A store kept across restarts in `dir`: what the logs there hold is read back first
     /// (the caps apply as it enters), then every span placed is logged. See `disk`.
     pub fn persistent(limits: StoreLimits, dir: &std::path::Path) -> std::io::Result<Arc<Self>> {
-        let mut store = TraceStore::new(limits);
+        Self::persistent_with_red(limits, dir, Arc::default())
+    }
+
+    /// [`TraceStore::persistent`] showing the RED metrics of `red`.
+    pub fn persistent_with_red(
+        limits: StoreLimits,
+        dir: &std::path::Path,
+        red: Arc<Red>,
+    ) -> std::io::Result<Arc<Self>> {
+        let mut store = TraceStore::new(limits).with_red(red);
         let mut bad = 0u64;
         let read = if dir.exists() {
             disk::replay(dir, |trace_id, bytes| {

@@ -14,6 +14,8 @@
 //!   one publish to N subscribers through mosquitto (module [`fanout`]).
 //! - `--connections N`: N idle connections, half TCP and half WebSocket, and the gate's memory
 //!   per connection (module [`idle`]).
+//! - `--metrics-cost`: untraced requests through a demo that counts every call (RED metrics)
+//!   and through one started with `--no-metrics`: what counting costs the gate.
 
 mod door;
 mod fanout;
@@ -83,6 +85,10 @@ pub struct Cli {
     /// the machine) does not decide the gate's throughput.
     #[arg(long, default_value = "rumqttc", value_parser = ["rumqttc", "lean"])]
     client: String,
+    /// Compare untraced requests through a demo that counts every call with one that counts
+    /// none (`--no-metrics`).
+    #[arg(long, conflicts_with_all = ["transports", "fanout", "connections", "gate"])]
+    metrics_cost: bool,
     /// Internal: hold a share of `--connections` in a worker process.
     #[arg(long, hide = true, value_name = "SPEC")]
     hold_worker: Option<String>,
@@ -129,6 +135,45 @@ fn plan_tracing(cli: &Cli) -> Result<Plan, String> {
             },
         ],
     })
+}
+
+/// Untraced requests through a demo that counts every call and one that counts none.
+fn plan_metrics(cli: &Cli) -> Result<Plan, String> {
+    let ratio = cli.sample_ratio.to_string();
+    let counted = DemoProcess::start(&["--sample-ratio", &ratio])?;
+    let uncounted = DemoProcess::start(&["--sample-ratio", &ratio, "--no-metrics"])?;
+    let spec = |name, d: &DemoProcess| -> Result<Spec, String> {
+        Ok(Spec {
+            name,
+            door: Door::parse(&d.gate, Kind::Tcp, Some(d.pid()))?,
+            login: false,
+        })
+    };
+    let specs = vec![spec("counted", &counted)?, spec("uncounted", &uncounted)?];
+    Ok(Plan {
+        _demos: vec![counted, uncounted],
+        _cert: None,
+        specs,
+    })
+}
+
+/// Prints counted against uncounted.
+fn print_metrics_cost(all: Vec<Medians>) {
+    let [mut counted, mut uncounted] = [all[0].clone(), all[1].clone()];
+    if let (Some(c), Some(u)) = (median(&mut counted.per_s), median(&mut uncounted.per_s)) {
+        println!(
+            "median req/s: counted {c:.0}, uncounted {u:.0}; counted/uncounted throughput: \
+             {:.3}x (target >= 0.97x)",
+            c / u
+        );
+    }
+    if let (Some(c), Some(u)) = (median(&mut counted.cpu_us), median(&mut uncounted.cpu_us)) {
+        println!(
+            "median gate CPU per request: counted {c:.2} µs, uncounted {u:.2} µs; counting \
+             adds {:.2} µs (target < 0.3 µs)",
+            c - u
+        );
+    }
 }
 
 /// TCP and WebSocket through one demo, TLS and WSS through a second one with a certificate
@@ -321,10 +366,13 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The request phases: traced against untraced, or the transports against TCP.
+/// The request phases: traced against untraced, the transports against TCP, or counted
+/// against uncounted.
 async fn requests(cli: &Cli) -> Result<(), String> {
     let plan = if cli.transports {
         plan_transports(cli)?
+    } else if cli.metrics_cost {
+        plan_metrics(cli)?
     } else {
         plan_tracing(cli)?
     };
@@ -343,6 +391,8 @@ async fn requests(cli: &Cli) -> Result<(), String> {
     let all = run_rounds(cli, &plan).await?;
     if cli.transports {
         print_transports(&plan, all);
+    } else if cli.metrics_cost {
+        print_metrics_cost(all);
     } else {
         print_tracing(cli, all);
     }

@@ -15,7 +15,8 @@ async function latency() {
         el("td", {}, (rate >= 1 ? rate.toFixed(1) : rate.toFixed(3)) + "/s"),
         el("td", o.errors ? { class: "err" } : {}, o.errors),
         el("td", o.errors ? { class: "err", "data-error-rate": "" } : { "data-error-rate": "" }, (100 * o.errors / Math.max(1, o.count)).toFixed(1) + " %"),
-        ...[o.avg_us, o.p50_us, o.p95_us, o.p99_us, o.max_us].map(v => el("td", {}, fmtDur(v))));
+        ...[o.avg_us, o.p50_us, o.p95_us, o.p99_us, o.max_us].map(v => el("td", {}, fmtDur(v))),
+        el("td", { class: "muted", "data-source": o.source || "spans" }, o.source || "spans"));
       // Its slowest traces: this operation at or above its p95.
       row.addEventListener("click", async () => {
         document.getElementById("service").value = o.service;
@@ -27,7 +28,7 @@ async function latency() {
       });
       return row;
     }));
-  } catch (e) { body.replaceChildren(el("tr", {}, el("td", { colspan: 11, class: "err" }, e.message))); }
+  } catch (e) { body.replaceChildren(el("tr", {}, el("td", { colspan: 12, class: "err" }, e.message))); }
 }
 async function stats() {
   try {
