@@ -48,7 +48,35 @@ fn main() {
                 s.record_at(now + i / 1_000_000, ns(i), None);
             },
         );
+        per_call(
+            &format!("series found in the thread's cache, {threads} thread(s)"),
+            threads,
+            |i| {
+                red.with_series(
+                    Kind::Client,
+                    "Chat",
+                    (black_box("Login"), "track"),
+                    "",
+                    |s| s.record_at(now + i / 1_000_000, ns(i), None),
+                );
+            },
+        );
     }
+    per_call(
+        "finding a series in the thread's cache, nothing counted",
+        1,
+        |_| {
+            red.with_series(
+                Kind::Client,
+                "Chat",
+                (black_box("Login"), "track"),
+                "",
+                |s| {
+                    black_box(s);
+                },
+            );
+        },
+    );
     let start = Instant::now();
     let rows = red.rows(0, u64::MAX);
     println!(

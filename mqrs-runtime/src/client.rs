@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use mqrs_base::red::{Kind, Series};
+use mqrs_base::red::Kind;
 use opentelemetry::KeyValue;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -157,23 +157,36 @@ impl Caller {
             .send(target, method, callee, args, start, deadline)
             .await;
         if started.counted() {
-            started.record(&self.series(session, target, method), result.as_ref().err());
+            self.count(started, session, target, method, &result);
         }
         record(span, &result);
         result
     }
 
-    /// The CLIENT series of a call to `target`/`method` made with `session`: counted as the
+    /// Counts a call to `target`/`method` made with `session` in its CLIENT series: as the
     /// service serving it here (traced or not), or as this app outside any handler.
-    fn series(&self, session: &Session, target: Target<'_>, method: &str) -> Arc<Series> {
+    fn count<T>(
+        &self,
+        started: metrics::Started,
+        session: &Session,
+        target: Target<'_>,
+        method: &str,
+        result: &Result<T, RpcError>,
+    ) {
         let traced = session.trace_cx().and_then(|t| t.tracer.as_ref());
         let caller: &str = match (session.serving(), traced) {
             (Some(s), _) => s,
             (None, Some(t)) => &t.policy.service,
             (None, None) => &self.inner.service,
         };
-        let table = self.inner.tracing.red().table(Kind::Client, caller);
-        metrics::series(&table, target.module, method, "")
+        let error = result.as_ref().err();
+        self.inner.tracing.red().with_series(
+            Kind::Client,
+            caller,
+            (target.module, method),
+            "",
+            |s| started.record(s, error),
+        );
     }
 
     /// The call's CLIENT span when `session` is traced, and the session the callee gets (it

@@ -17,6 +17,7 @@
 //! assert_eq!(read[1].error.as_deref(), Some("timeout"));
 //! ```
 
+mod cache;
 pub mod histogram;
 mod read;
 mod series;
@@ -177,6 +178,8 @@ type Tables = HashMap<(Kind, Box<str>), Arc<Table>, KeyedHash>;
 pub struct Red {
     tables: RwLock<Tables>,
     shared: Arc<Shared>,
+    /// Tells this registry from every other in the process (for the threads' caches).
+    id: u64,
     /// Names this registry among every process's (OpenTelemetry's `service.instance.id`), so
     /// a collector never merges its own process's export back in.
     instance: Box<str>,
@@ -226,6 +229,10 @@ impl Red {
                 }),
                 count: AtomicUsize::new(0),
             }),
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(1);
+                NEXT.fetch_add(1, Relaxed)
+            },
             instance: format!("{:016x}", rand::random::<u64>()).into(),
         }
     }

@@ -143,12 +143,42 @@ impl Outcome {
     }
 }
 
-/// The calls of one operation from one side; see the module docs.
+/// The calls of one operation from one side; see the module docs. Each thread counts into a
+/// shard of its own (one per core, up to 8), so two cores counting the same hot route do not
+/// pass one lock and its cache line back and forth; readers add the shards up.
 #[derive(Debug)]
 pub struct Series {
     key: Key,
-    outcomes: Mutex<Vec<Outcome>>,
+    shards: Box<[Shard]>,
     mem: Arc<Memory>,
+}
+
+/// One shard of a series, on a cache line of its own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard(Mutex<Vec<Outcome>>);
+
+/// Most shards a series has.
+const MAX_SHARDS: usize = 8;
+
+/// How many shards a series has on this machine: one per core, at most [`MAX_SHARDS`].
+fn shard_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_SHARDS)
+    })
+}
+
+/// This thread's shard number (taken round robin when the thread first counts).
+fn my_shard() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Relaxed);
+    }
+    MINE.with(|m| *m)
 }
 
 /// One outcome's calls over a window.
@@ -164,9 +194,16 @@ impl Series {
     pub(super) fn new(key: Key, mem: Arc<Memory>) -> Series {
         Series {
             key,
-            outcomes: Mutex::new(vec![Outcome::new(None)]),
+            shards: (0..shard_count())
+                .map(|_| Shard(Mutex::new(vec![Outcome::new(None)])))
+                .collect(),
             mem,
         }
+    }
+
+    /// This thread's shard.
+    fn shard(&self) -> &Mutex<Vec<Outcome>> {
+        &self.shards[my_shard() % self.shards.len()].0
     }
 
     /// What this series counts.
@@ -185,7 +222,7 @@ impl Series {
         if !self.mem.enabled {
             return;
         }
-        let mut g = self.outcomes.locked();
+        let mut g = self.shard().locked();
         let o = outcome(&mut g, error);
         let grow = self.mem.has_room();
         let (slot, new_bytes) = slot_at(o, now_s, grow, &self.mem);
@@ -203,7 +240,7 @@ impl Series {
         if tally.count == 0 || !self.mem.enabled {
             return;
         }
-        let mut g = self.outcomes.locked();
+        let mut g = self.shard().locked();
         let o = outcome(&mut g, error);
         let grow = self.mem.has_room();
         let (slot, new_bytes) = slot_at(o, at_s, grow, &self.mem);
@@ -222,58 +259,93 @@ impl Series {
     /// takes whole slots, so its edges round out to 10 s within the last hour and to 5 min
     /// before that. Outcomes with no calls in it are left out.
     pub fn read(&self, from_s: u64, to_s: u64) -> Vec<OutcomeRead> {
-        let g = self.outcomes.locked();
-        let mut out = Vec::new();
-        for o in g.iter() {
-            let mut tally = Tally::default();
-            for (slots, width) in [(&o.older, OLDER_SLOT_S), (&o.recent, RECENT_SLOT_S)] {
-                let first = slots.partition_point(|s| s.start_s + width <= from_s);
-                for s in slots.range(first..).take_while(|s| s.start_s < to_s) {
-                    tally.merge(&s.tally, true);
+        let mut out: Vec<OutcomeRead> = Vec::new();
+        for shard in self.shards.iter() {
+            let g = shard.0.locked();
+            for o in g.iter() {
+                let mut tally = Tally::default();
+                for (slots, width) in [(&o.older, OLDER_SLOT_S), (&o.recent, RECENT_SLOT_S)] {
+                    let first = slots.partition_point(|s| s.start_s + width <= from_s);
+                    for s in slots.range(first..).take_while(|s| s.start_s < to_s) {
+                        tally.merge(&s.tally, true);
+                    }
+                }
+                if tally.count == 0 {
+                    continue;
+                }
+                match out.iter_mut().find(|r| r.error == o.error) {
+                    Some(r) => {
+                        r.tally.merge(&tally, true);
+                    }
+                    None => out.push(OutcomeRead {
+                        error: o.error.clone(),
+                        tally,
+                    }),
                 }
             }
-            if tally.count > 0 {
-                out.push(OutcomeRead {
-                    error: o.error.clone(),
-                    tally,
-                });
-            }
         }
+        // Success first, then the error types in the order first seen.
+        out.sort_by_key(|r| r.error.is_some());
         out
     }
 
     /// The recent slots that start in `from_s..to_s`, each outcome's on its own: what an
     /// exporter sends once a slot is complete. Each item is (slot start, error type, calls).
     pub fn recent_slots(&self, from_s: u64, to_s: u64) -> Vec<(u64, Option<Arc<str>>, Tally)> {
-        let g = self.outcomes.locked();
-        let mut out = Vec::new();
-        for o in g.iter() {
-            let first = o.recent.partition_point(|s| s.start_s < from_s);
-            for s in o.recent.range(first..).take_while(|s| s.start_s < to_s) {
-                out.push((s.start_s, o.error.clone(), s.tally.clone()));
+        let mut out: Vec<(u64, Option<Arc<str>>, Tally)> = Vec::new();
+        for shard in self.shards.iter() {
+            let g = shard.0.locked();
+            for o in g.iter() {
+                let first = o.recent.partition_point(|s| s.start_s < from_s);
+                for s in o.recent.range(first..).take_while(|s| s.start_s < to_s) {
+                    match out
+                        .iter_mut()
+                        .find(|(t, e, _)| *t == s.start_s && *e == o.error)
+                    {
+                        Some((_, _, t)) => {
+                            t.merge(&s.tally, true);
+                        }
+                        None => out.push((s.start_s, o.error.clone(), s.tally.clone())),
+                    }
+                }
             }
         }
+        out.sort_by(|a, b| (a.0, a.1.is_some()).cmp(&(b.0, b.1.is_some())));
         out
     }
 
     /// Each outcome's calls since the process started.
     pub fn totals(&self) -> Vec<(Option<Arc<str>>, Totals)> {
-        let g = self.outcomes.locked();
-        g.iter()
-            .filter(|o| o.totals.count > 0)
-            .map(|o| (o.error.clone(), o.totals.clone()))
-            .collect()
+        let mut out: Vec<(Option<Arc<str>>, Totals)> = Vec::new();
+        for shard in self.shards.iter() {
+            let g = shard.0.locked();
+            for o in g.iter().filter(|o| o.totals.count > 0) {
+                match out.iter_mut().find(|(e, _)| *e == o.error) {
+                    Some((_, t)) => {
+                        t.count += o.totals.count;
+                        t.sum_ns = t.sum_ns.saturating_add(o.totals.sum_ns);
+                        for (a, b) in t.classic.iter_mut().zip(o.totals.classic) {
+                            *a += b;
+                        }
+                    }
+                    None => out.push((o.error.clone(), o.totals.clone())),
+                }
+            }
+        }
+        out.sort_by_key(|(e, _)| e.is_some());
+        out
     }
 
     /// Drops slots older than a day and rolls recent slots older than an hour up, as of
     /// `now_s`; recording does this too, this is for series no one records into any more.
     pub fn age(&self, now_s: u64) {
-        let mut g = self.outcomes.locked();
         let mut freed = 0;
-        for o in g.iter_mut() {
-            freed += roll(o, now_s);
+        for shard in self.shards.iter() {
+            let mut g = shard.0.locked();
+            for o in g.iter_mut() {
+                freed += roll(o, now_s);
+            }
         }
-        drop(g);
         self.mem.release(freed);
     }
 }

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
-use super::state::{Deps, Gate, IpSlot, GATE_MODULE};
+use super::state::{Deps, Gate, IpSlot};
 use super::stats::{GateCounters, OpenGuard};
 use super::tls::{Tls, TlsError};
 use super::{conn, handlers, ws};
@@ -126,11 +126,7 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> Result<Bound, StartErr
     let counters = Arc::new(GateCounters::default());
     let gate = Arc::new(Gate {
         server_id: deps.server_id,
-        red: deps
-            .tracer
-            .policy
-            .red
-            .table(mqrs_base::red::Kind::Server, GATE_MODULE),
+        red: deps.tracer.policy.red.clone(),
         tracer: deps.tracer,
         caller: deps.caller,
         hook: deps.hook,

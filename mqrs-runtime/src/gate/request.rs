@@ -13,6 +13,7 @@ use super::peer::Peer;
 use super::state::{Gate, GATE_MODULE};
 use super::topic::{body_to_args, encode_reply, parse_topic, wants_reply, ClientTopic};
 use crate::error::RpcError;
+use crate::red::{Kind, Series};
 use crate::session::Session;
 use crate::trace::metrics;
 use crate::trace::spans::{self, EndOnDrop};
@@ -117,13 +118,24 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
             );
         }
     }
-    let series = match known {
-        Some(t) => metrics::series(&gate.red, t.module, t.handler, "gate "),
-        None => gate
-            .red
-            .series(UNKNOWN_ROUTE, || format!("gate {UNKNOWN_ROUTE}")),
-    };
-    started.record_kind(&series, failed);
+    if started.counted() {
+        let record = |s: &Series| started.record_kind(s, failed);
+        match known {
+            Some(t) => gate.red.with_series(
+                Kind::Server,
+                GATE_MODULE,
+                (t.module, t.handler),
+                "gate ",
+                record,
+            ),
+            None => record(
+                &gate
+                    .red
+                    .table(Kind::Server, GATE_MODULE)
+                    .series(UNKNOWN_ROUTE, || format!("gate {UNKNOWN_ROUTE}")),
+            ),
+        }
+    }
     // The root span ends here, after the reply has been handed to the connection.
     drop(root);
 }

@@ -56,7 +56,7 @@ pub(crate) struct Gate {
     pub(super) server_id: String,
     pub(super) tracer: ServiceTracer,
     /// Where every client request is counted, traced or not (SERVER side, service `Gate`).
-    pub(super) red: Arc<mqrs_base::red::Table>,
+    pub(super) red: Arc<mqrs_base::red::Red>,
     pub(super) conns: Mutex<HashMap<String, Arc<Peer>>>,
     /// The process's routes, to find the modules that want to hear of a disconnect.
     pub(super) registry: Arc<Registry>,

@@ -1,10 +1,7 @@
 //! Counting every call into the RED registry (`mqrs_base::red`), traced or not: the call's
 //! time read off the span clock at its start and end, and its error as `error.type`.
 
-use std::cell::RefCell;
-use std::sync::Arc;
-
-use mqrs_base::red::{Series, Table};
+use mqrs_base::red::Series;
 
 use super::clock;
 use crate::error::RpcError;
@@ -36,21 +33,4 @@ impl Started {
     pub(crate) fn counted(&self) -> bool {
         self.0.is_some()
     }
-}
-
-/// The series of `module/method` in `table`, its operation named `{prefix}module/method` as
-/// its spans are; the name is put together in a buffer kept per thread, so finding a series
-/// that exists allocates nothing.
-pub(crate) fn series(table: &Table, module: &str, method: &str, prefix: &str) -> Arc<Series> {
-    thread_local! {
-        static NAME: RefCell<String> = const { RefCell::new(String::new()) };
-    }
-    NAME.with(|name| {
-        let mut name = name.borrow_mut();
-        name.clear();
-        name.push_str(module);
-        name.push('/');
-        name.push_str(method);
-        table.series(&name, || format!("{prefix}{name}"))
-    })
 }
