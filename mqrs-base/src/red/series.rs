@@ -310,7 +310,7 @@ impl Series {
                 }
             }
         }
-        out.sort_by(|a, b| (a.0, a.1.is_some()).cmp(&(b.0, b.1.is_some())));
+        out.sort_by_key(|a| (a.0, a.1.is_some()));
         out
     }
 
