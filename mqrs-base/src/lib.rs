@@ -14,6 +14,7 @@
 pub mod budget;
 pub mod counters;
 pub mod hash;
+pub mod history;
 pub mod red;
 pub mod sync;
 pub mod text;

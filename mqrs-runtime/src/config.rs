@@ -121,6 +121,13 @@ pub struct TraceSection {
     pub metrics: bool,
     /// Most bytes the metrics' time slots and histograms take.
     pub metrics_max_bytes: usize,
+    /// Requests each gate connection keeps in its history (time, route, duration, reply size,
+    /// error, trace id when kept), whatever is sampled; `[trace] metrics = false` keeps none.
+    pub history_per_connection: usize,
+    /// Requests kept in all connections' histories together.
+    pub history_max_entries: usize,
+    /// How long a closed connection's history is kept, seconds.
+    pub history_keep_s: u64,
     /// Serve the viewer and Jaeger-compatible API.
     pub viewer: bool,
     /// Viewer listen address.
@@ -321,6 +328,9 @@ impl Default for TraceSection {
             store: true,
             metrics: true,
             metrics_max_bytes: mqrs_base::red::DEFAULT_LIMIT,
+            history_per_connection: 256,
+            history_max_entries: 200_000,
+            history_keep_s: 3600,
             viewer: true,
             viewer_addr: SocketAddr::from(([127, 0, 0, 1], 7700)),
             max_traces: 10_000,

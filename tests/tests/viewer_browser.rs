@@ -224,27 +224,102 @@ async fn a_players_requests_show_on_one_timeline() {
         };
         let dom = render_and_shoot(&format!("{base}{page}"), shot).await;
         let rows: Vec<&str> = dom.split("class=\"session-row").skip(1).collect();
-        // The three joins, in the order they were made (the demo does not trace guests, so
-        // the login before them has no trace).
-        assert_eq!(rows.len(), 3, "{page}: one row per request:\n{dom}");
+        // The login, then the three joins, in the order they were made: the demo does not
+        // trace guests, so the login is a plain mark from the gate's request history.
+        assert_eq!(rows.len(), 4, "{page}: one row per request:\n{dom}");
+        assert!(
+            rows[0].starts_with(" untraced") && rows[0].contains("gate Login/HD_Login"),
+            "{page}: the guest's login, untraced: {}",
+            rows[0]
+        );
         let position = |id: &str| {
             rows.iter()
                 .position(|r| r.contains(&format!("data-trace-id=\"{id}\"")))
         };
         let at: Vec<Option<usize>> = ids.iter().map(|id| position(id)).collect();
-        assert_eq!(at, [Some(0), Some(1), Some(2)], "{page}: in order:\n{dom}");
+        assert_eq!(at, [Some(1), Some(2), Some(3)], "{page}: in order:\n{dom}");
         assert!(
-            rows[1].starts_with(" failed"),
+            rows[2].starts_with(" failed"),
             "{page}: the failed join is marked: {}",
-            rows[1]
+            rows[2]
         );
-        assert!(!rows[0].starts_with(" failed") && !rows[2].starts_with(" failed"));
+        assert!(!rows[1].starts_with(" failed") && !rows[3].starts_with(" failed"));
         assert!(
             !dom.contains(&theirs),
             "{page}: another player's request shows"
         );
-        assert!(dom.contains("3 requests over"), "{page}: {dom}");
+        assert!(dom.contains("4 requests over"), "{page}: {dom}");
+        assert!(dom.contains("3 traced"), "{page}: {dom}");
         assert!(dom.contains("1 failed"), "{page}: {dom}");
     }
+    d.app.shutdown().await;
+}
+
+/// At 10 % sampling a player's timeline still shows every request: 50 of them (and the
+/// guest's login before) as marks from the gate's request history, the sampled ones as the
+/// traces they open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_players_timeline_shows_every_request_whatever_was_sampled() {
+    let d = start_demo(|c| {
+        c.trace.sample_ratio = 0.1;
+        c.trace.keep_failed = false;
+    })
+    .await;
+    let c = d.logged_in("sam").await;
+    let mut traced = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        let r = c
+            .request("Chat/HD_CurrentRoom", b"{}", QoS::AtLeastOnce)
+            .await
+            .expect("reply");
+        assert_eq!(r["Error"], "", "{r}");
+        if let Some(id) = r["TraceId"].as_str().filter(|s| !s.is_empty()) {
+            traced.insert(id.to_string());
+        }
+    }
+    assert!(traced.len() < 50, "sampling at 10 % skipped some");
+    for id in &traced {
+        d.wait_trace(id, 1).await;
+    }
+    // The API: 51 requests of the user, the sampled ones naming their traces.
+    let (status, h) = d.get("/api/history?user=sam").await;
+    assert_eq!(status, 200, "{h}");
+    let entries = h["data"][0]["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 51, "{h}");
+    assert_eq!(entries[0]["operation"], "gate Login/HD_Login");
+    assert!(
+        entries[0]["trace_id"].is_null(),
+        "the guest's login is not traced"
+    );
+    let named: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter_map(|e| e["trace_id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(named, traced);
+    assert!(entries
+        .iter()
+        .all(|e| e["duration_us"].as_u64().is_some_and(|d| d > 0)));
+
+    // The page: one mark per request, the traced ones open their trace.
+    let dom = render(&format!("http://{}/user/sam", d.viewer)).await;
+    let rows: Vec<&str> = dom.split("class=\"session-row").skip(1).collect();
+    assert_eq!(rows.len(), 51, "{dom}");
+    let linked = rows.iter().filter(|r| r.contains("data-trace-id=")).count();
+    assert_eq!(linked, traced.len(), "{dom}");
+    assert_eq!(
+        rows.iter().filter(|r| r.starts_with(" untraced")).count(),
+        51 - traced.len()
+    );
+    assert!(dom.contains("51 requests over"), "{dom}");
+    assert!(dom.contains(&format!("{} traced", traced.len())), "{dom}");
+    // `/api/stats` says what the history holds.
+    let (_, stats) = d.get("/api/stats").await;
+    assert!(
+        stats["history"]["entries"]
+            .as_u64()
+            .is_some_and(|n| n >= 51),
+        "{stats}"
+    );
+    assert_eq!(stats["history"]["per_connection"], 256);
     d.app.shutdown().await;
 }

@@ -140,6 +140,7 @@ impl Table {
             return s.clone();
         }
         self.red.count.fetch_add(1, Relaxed);
+        let mut by_id = self.red.by_id.write_locked();
         let series = Arc::new(Series::new(
             Key {
                 kind: self.kind,
@@ -147,8 +148,10 @@ impl Table {
                 method: Arc::from(method),
                 operation: Arc::from(operation),
             },
+            by_id.len() as u32,
             self.red.mem.clone(),
         ));
+        by_id.push(series.clone());
         g.insert(method.into(), series.clone());
         series
     }
@@ -168,6 +171,8 @@ impl Table {
 struct Shared {
     mem: Arc<Memory>,
     count: AtomicUsize,
+    /// Every series, by [`Series::id`].
+    by_id: RwLock<Vec<Arc<Series>>>,
 }
 
 /// The tables of a registry, by side and service.
@@ -228,6 +233,7 @@ impl Red {
                     enabled: limit > 0,
                 }),
                 count: AtomicUsize::new(0),
+                by_id: RwLock::default(),
             }),
             id: {
                 static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -279,6 +285,11 @@ impl Red {
             (a.kind, &a.service, &a.method).cmp(&(b.kind, &b.service, &b.method))
         });
         out
+    }
+
+    /// The series numbered `id` ([`Series::id`]).
+    pub fn series_by_id(&self, id: u32) -> Option<Arc<Series>> {
+        self.shared.by_id.read_locked().get(id as usize).cloned()
     }
 
     /// Ages every series as of `now_s` (see [`Series::age`]).

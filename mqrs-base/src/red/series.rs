@@ -149,6 +149,7 @@ impl Outcome {
 #[derive(Debug)]
 pub struct Series {
     key: Key,
+    id: u32,
     shards: Box<[Shard]>,
     mem: Arc<Memory>,
 }
@@ -191,9 +192,10 @@ pub struct OutcomeRead {
 }
 
 impl Series {
-    pub(super) fn new(key: Key, mem: Arc<Memory>) -> Series {
+    pub(super) fn new(key: Key, id: u32, mem: Arc<Memory>) -> Series {
         Series {
             key,
+            id,
             shards: (0..shard_count())
                 .map(|_| Shard(Mutex::new(vec![Outcome::new(None)])))
                 .collect(),
@@ -214,6 +216,11 @@ impl Series {
     /// False when its registry counts nothing.
     pub fn enabled(&self) -> bool {
         self.mem.enabled
+    }
+
+    /// Its number in its registry: small, and never reused there.
+    pub fn id(&self) -> u32 {
+        self.id
     }
 
     /// Counts one call that took `ns` and ended at `now_s` (Unix seconds), with `error` its

@@ -16,6 +16,7 @@ use crate::server::Registry;
 use crate::session::Session;
 use crate::trace::{SpanSink, Tracing};
 use crate::transport::{InProcess, MqttTransport, Router, Transport};
+use mqrs_base::history::{History, Limits as HistoryLimits};
 
 type AddModule = Box<dyn FnOnce(&App) -> Result<(), AppError>>;
 
@@ -101,8 +102,18 @@ impl AppBuilder {
         } else {
             Red::disabled()
         });
+        let history = config.trace.metrics.then(|| {
+            Arc::new(History::new(
+                HistoryLimits {
+                    per_connection: config.trace.history_per_connection,
+                    max_entries: config.trace.history_max_entries,
+                    keep_closed_ms: config.trace.history_keep_s.saturating_mul(1000),
+                },
+                red.clone(),
+            ))
+        });
         #[cfg(feature = "viewer")]
-        let store = super::viewer::make_store(&config.trace, &red);
+        let store = super::viewer::make_store(&config.trace, &red, history.as_ref());
         #[cfg(feature = "viewer")]
         let sink = store.clone().map(|s| s as Arc<dyn SpanSink>);
         #[cfg(not(feature = "viewer"))]
@@ -111,7 +122,8 @@ impl AppBuilder {
         let checked = super::checked::check(&config);
         let mut tracing = Tracing::new(sink)
             .with_sampling(checked.sampling)
-            .with_red(red);
+            .with_red(red)
+            .with_history(history);
         if let Some(url) = &checked.otlp {
             if let Err(e) = tracing.export_to(url, config.trace.otlp_queue) {
                 tracing::error!(error = %e, "OTLP export is off");

@@ -8,6 +8,7 @@ mod checked;
 mod clients;
 mod error;
 mod handle;
+mod history;
 mod module;
 mod run;
 #[cfg(feature = "viewer")]

@@ -66,6 +66,7 @@ impl App {
                 caller: self.inner.caller.clone(),
                 registry: self.inner.registry.clone(),
                 tracer: self.inner.tracing.tracer(gate::GATE_MODULE),
+                history: self.inner.tracing.history().cloned(),
                 hook: self.inner.hook.clone(),
                 on_connect: self.inner.on_connect.clone(),
                 pages: self.inner.pages.clone(),
@@ -126,6 +127,7 @@ impl App {
         }
         #[cfg(feature = "viewer")]
         super::viewer::serve(self, &mut addrs).await?;
+        super::history::keep(self);
         *self.inner.addrs.locked() = addrs;
         Ok(addrs)
     }

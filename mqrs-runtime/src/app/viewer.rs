@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mqrs_base::history::History;
 use mqrs_base::red::Red;
 use mqrs_viewer::{StoreLimits, TraceStore};
 
@@ -14,7 +15,11 @@ use crate::config::TraceSection;
 
 /// The store `[trace]` asks for, if any. A data directory that cannot be used is logged here
 /// and refused by [`check`] when the app starts.
-pub(super) fn make_store(cfg: &TraceSection, red: &Arc<Red>) -> Option<Arc<TraceStore>> {
+pub(super) fn make_store(
+    cfg: &TraceSection,
+    red: &Arc<Red>,
+    history: Option<&Arc<History>>,
+) -> Option<Arc<TraceStore>> {
     if !cfg.store {
         return None;
     }
@@ -26,14 +31,37 @@ pub(super) fn make_store(cfg: &TraceSection, red: &Arc<Red>) -> Option<Arc<Trace
     };
     let dir = &cfg.data_dir;
     if dir.is_empty() {
-        return Some(Arc::new(TraceStore::new(limits).with_red(red.clone())));
+        return Some(Arc::new(
+            TraceStore::new(limits)
+                .with_red(red.clone())
+                .with_history(history.cloned()),
+        ));
+    }
+    let history_file = std::path::Path::new(dir).join(super::history::HISTORY_FILE);
+    if let Some(h) = history {
+        match h.load(&history_file, super::history::now_ms()) {
+            Ok(n) if n > 0 => tracing::info!(requests = n, "request history read back"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, file = %history_file.display(), "the request history file is not read; starting without it")
+            }
+        }
     }
     Some(
-        TraceStore::persistent_with_red(limits, std::path::Path::new(dir), red.clone())
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, dir, "the trace data directory cannot be used");
-                Arc::new(TraceStore::new(limits).with_red(red.clone()))
-            }),
+        TraceStore::persistent_with(
+            limits,
+            std::path::Path::new(dir),
+            red.clone(),
+            history.cloned(),
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, dir, "the trace data directory cannot be used");
+            Arc::new(
+                TraceStore::new(limits)
+                    .with_red(red.clone())
+                    .with_history(history.cloned()),
+            )
+        }),
     )
 }
 

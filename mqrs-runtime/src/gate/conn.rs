@@ -307,7 +307,15 @@ where
     let (tx, rx) = mpsc::channel(cfg.outgoing_queue.max(1));
     let queued = Arc::new(AtomicUsize::new(0));
     let writer_task = tokio::spawn(writer(wr, rx, gate.max_outgoing(), queued.clone()));
+    let history = gate.history.as_ref().map(|h| {
+        let log = h.open(&sessionid);
+        if !session.userid().is_empty() {
+            h.set_user(&sessionid, session.userid());
+        }
+        log
+    });
     let conn = Arc::new(Peer {
+        history,
         data: Mutex::new(session),
         tx: tx.clone(),
         next_pkid: Mutex::new(0),
@@ -469,6 +477,9 @@ where
         }
     };
     gate.unregister(&sessionid);
+    if let Some(h) = &conn.history {
+        h.close(crate::trace::clock::now_ns() / 1_000_000);
+    }
     if ordered.is_none() {
         gate.disconnected(&conn.session());
     }

@@ -127,6 +127,7 @@ pub(crate) async fn bind(deps: Deps, cfg: GateSection) -> Result<Bound, StartErr
     let gate = Arc::new(Gate {
         server_id: deps.server_id,
         red: deps.tracer.policy.red.clone(),
+        history: deps.history,
         tracer: deps.tracer,
         caller: deps.caller,
         hook: deps.hook,

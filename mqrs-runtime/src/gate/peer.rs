@@ -30,6 +30,8 @@ pub(crate) struct Peer {
     pub(super) slow: Notify,
     /// Wakes the reader loop to close a client the app kicked.
     pub(super) kicked: Notify,
+    /// Its requests, whatever is sampled, when the gate keeps them.
+    pub(super) history: Option<Arc<mqrs_base::history::ConnLog>>,
 }
 
 impl Peer {

@@ -17,6 +17,7 @@ use crate::red::{Kind, Series};
 use crate::session::Session;
 use crate::trace::metrics;
 use crate::trace::spans::{self, EndOnDrop};
+use mqrs_base::history::Entry;
 use mqrs_base::text::clip;
 
 /// Handles one PUBLISH from a client.
@@ -71,6 +72,13 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
         tracing::debug!(topic = %publish.topic, error = %e, trace_id, "gate: request failed");
     }
     let mut failed = result.as_ref().err().map(RpcError::kind);
+    // The error's words for the connection's history (only when it keeps one).
+    let mut failed_text = conn
+        .history
+        .as_ref()
+        .and(result.as_ref().err())
+        .map(|e| clip(&e.to_string(), MAX_ERROR_TEXT).to_string());
+    let mut reply_bytes = 0;
     if wants_reply(&publish.topic) {
         // The reply names the trace when it will be found: sampled, or kept so far (failed, or
         // slow already).
@@ -96,9 +104,11 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
                 spans::record_error(root, &e);
             }
             failed = Some(e.kind());
+            failed_text = Some(clip(&e.to_string(), MAX_ERROR_TEXT).to_string());
             payload = encode_reply(Err(e), trace_id.as_deref());
         }
         let size = payload.len() as i64;
+        reply_bytes = payload.len();
         let qos = match publish.qos {
             QoS::AtMostOnce => QoS::AtMostOnce,
             _ => QoS::AtLeastOnce,
@@ -119,8 +129,8 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
         }
     }
     if started.counted() {
-        let record = |s: &Series| started.record_kind(s, failed);
-        match known {
+        let record = |s: &Series| (s.id(), started.record_kind(s, failed));
+        let (series, took_ns) = match known {
             Some(t) => gate.red.with_series(
                 Kind::Server,
                 GATE_MODULE,
@@ -134,11 +144,41 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
                     .table(Kind::Server, GATE_MODULE)
                     .series(UNKNOWN_ROUTE, || format!("gate {UNKNOWN_ROUTE}")),
             ),
+        };
+        if let Some(log) = &conn.history {
+            log.push(Entry {
+                at_ms: started.at_ns() / 1_000_000,
+                dur_us: u32::try_from(took_ns / 1000).unwrap_or(u32::MAX),
+                reply_bytes: u32::try_from(reply_bytes).unwrap_or(u32::MAX),
+                series,
+                route: None,
+                trace_id: kept_trace_id(root.as_ref()),
+                error: failed
+                    .zip(failed_text)
+                    .map(|(k, t)| Box::new((k.into(), t.into_boxed_str()))),
+            });
         }
     }
     // The root span ends here, after the reply has been handed to the connection.
     drop(root);
 }
+
+/// The trace id (big-endian) when the root's trace is kept so far: sampled, or kept for being
+/// failed or slow; 0 when not.
+fn kept_trace_id(root: Option<&EndOnDrop>) -> u128 {
+    let Some(r) = root else { return 0 };
+    r.check_slow();
+    let sc = r.cx().span().span_context().clone();
+    let kept = r.keep().is_some_and(|k| k.reason().is_some());
+    if sc.is_sampled() || kept {
+        u128::from_be_bytes(sc.trace_id().to_bytes())
+    } else {
+        0
+    }
+}
+
+/// Longest error message kept in a connection's history.
+const MAX_ERROR_TEXT: usize = 200;
 
 /// The method every request for a route the app does not serve is counted as.
 const UNKNOWN_ROUTE: &str = "unknown-route";

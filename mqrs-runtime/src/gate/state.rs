@@ -41,6 +41,8 @@ pub(crate) struct Deps {
     pub(crate) on_connect: ConnectCell,
     pub(crate) pages: PagesCell,
     pub(crate) server_id: String,
+    /// Where every connection's requests are kept, when they are.
+    pub(crate) history: Option<Arc<mqrs_base::history::History>>,
 }
 
 /// The running gate: its settings, its connections by session id.
@@ -57,6 +59,8 @@ pub(crate) struct Gate {
     pub(super) tracer: ServiceTracer,
     /// Where every client request is counted, traced or not (SERVER side, service `Gate`).
     pub(super) red: Arc<mqrs_base::red::Red>,
+    /// Every connection's requests, whatever is sampled, when kept.
+    pub(super) history: Option<Arc<mqrs_base::history::History>>,
     pub(super) conns: Mutex<HashMap<String, Arc<Peer>>>,
     /// The process's routes, to find the modules that want to hear of a disconnect.
     pub(super) registry: Arc<Registry>,
@@ -142,7 +146,13 @@ impl Gate {
         sessionid: &str,
         f: impl FnOnce(&mut crate::session::SessionData),
     ) -> Result<(), RpcError> {
-        f(self.connection(sessionid)?.data.locked().data_mut());
+        let conn = self.connection(sessionid)?;
+        let mut data = conn.data.locked();
+        f(data.data_mut());
+        if let Some(h) = &self.history {
+            // Its requests, those before a login included, are the user's it is bound to.
+            h.set_user(sessionid, data.userid());
+        }
         Ok(())
     }
 }

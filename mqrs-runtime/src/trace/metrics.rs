@@ -18,15 +18,22 @@ pub(crate) fn start(enabled: bool) -> Started {
 impl Started {
     /// Counts the call in `series` as ended now, failed with `error` if any.
     pub(crate) fn record(self, series: &Series, error: Option<&RpcError>) {
-        self.record_kind(series, error.map(RpcError::kind));
+        let _ = self.record_kind(series, error.map(RpcError::kind));
     }
 
-    /// [`Started::record`] with the error given by its `error.type`.
-    pub(crate) fn record_kind(self, series: &Series, error_type: Option<&str>) {
-        if let Some(start) = self.0 {
-            let end = clock::now_ns();
-            series.record_at(end / 1_000_000_000, end.saturating_sub(start), error_type);
-        }
+    /// [`Started::record`] with the error given by its `error.type`; returns how long the
+    /// call took, ns (0 when not counted).
+    pub(crate) fn record_kind(self, series: &Series, error_type: Option<&str>) -> u64 {
+        let Some(start) = self.0 else { return 0 };
+        let end = clock::now_ns();
+        let took = end.saturating_sub(start);
+        series.record_at(end / 1_000_000_000, took, error_type);
+        took
+    }
+
+    /// When the call started, ns since the Unix epoch (0 when not counted).
+    pub(crate) fn at_ns(&self) -> u64 {
+        self.0.unwrap_or(0)
     }
 
     /// True when the call is counted.

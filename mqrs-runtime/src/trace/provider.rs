@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mqrs_base::history::History;
 use mqrs_base::red::Red;
 use mqrs_base::sync::Locked;
 use opentelemetry::trace::TracerProvider as _;
@@ -28,6 +29,8 @@ pub struct Tracing {
     services: Mutex<HashMap<Arc<str>, (SdkTracerProvider, ServiceTracer)>>,
     /// Every call counted, whatever is sampled.
     red: Arc<Red>,
+    /// Every gate request of every connection, when kept.
+    history: Option<Arc<History>>,
     /// Sends `red` by OTLP beside the spans, when they are exported.
     metrics_exporter: Option<MetricsExporter>,
 }
@@ -47,6 +50,7 @@ impl Tracing {
             exporter: None,
             services: Mutex::new(HashMap::new()),
             red: Arc::default(),
+            history: None,
             metrics_exporter: None,
         }
     }
@@ -61,6 +65,17 @@ impl Tracing {
     /// The RED metrics of every call this process makes and serves.
     pub fn red(&self) -> &Arc<Red> {
         &self.red
+    }
+
+    /// Keeps every gate request in `history`.
+    pub fn with_history(mut self, history: Option<Arc<History>>) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Every gate request of every connection, when kept.
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.as_ref()
     }
 
     /// Samples new traces by `sampling` instead of recording all of them; call before the

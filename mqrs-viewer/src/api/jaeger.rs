@@ -37,6 +37,7 @@ pub fn router(store: Arc<TraceStore>) -> Router {
         .route("/api/metrics/calls", get(super::monitor::calls))
         .route("/api/metrics/errors", get(super::monitor::errors))
         .route("/api/transform", post(super::transform::transform))
+        .route("/api/history", get(super::history::history))
         .with_state(store.clone())
         .merge(super::v3::router(store))
         .fallback(not_found)
@@ -139,6 +140,7 @@ async fn stats(State(store): State<Arc<TraceStore>>) -> Json<Value> {
         "collector": store.collector_http.snapshot(),
     });
     out["metrics"] = super::red::stats(&store);
+    out["history"] = super::history::stats(&store);
     Json(out)
 }
 

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use mqrs_base::history::History;
 use mqrs_base::red::Red;
 use mqrs_base::sync::Locked;
 
@@ -74,6 +75,8 @@ pub struct TraceStore {
     /// Every call counted where it happened, sampled or not: this process's own and what the
     /// collector takes in from others (`POST /v1/metrics`).
     pub(crate) red: Arc<Red>,
+    /// Every gate request of every connection, when the embedding process keeps them.
+    pub(crate) history: Option<Arc<History>>,
     /// The previous point of each cumulative metrics stream the collector took in.
     pub(crate) metric_streams: crate::otlp::metrics::Streams,
 }
@@ -147,6 +150,7 @@ impl TraceStore {
             recycle_tags: OnceLock::new(),
             red: Arc::default(),
             metric_streams: Default::default(),
+            history: None,
         }
     }
 
@@ -154,6 +158,17 @@ impl TraceStore {
     pub fn with_red(mut self, red: Arc<Red>) -> Self {
         self.red = red;
         self
+    }
+
+    /// The store showing the request history `history` (the embedding process's gate's).
+    pub fn with_history(mut self, history: Option<Arc<History>>) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// The request history the viewer shows, when the embedding process keeps one.
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.as_ref()
     }
 
     /// The RED metrics the viewer shows: the embedding process counts its calls here.
@@ -171,16 +186,17 @@ impl TraceStore {
     /// A store kept across restarts in `dir`: what the logs there hold is read back first
     /// (the caps apply as it enters), then every span placed is logged. See `disk`.
     pub fn persistent(limits: StoreLimits, dir: &std::path::Path) -> std::io::Result<Arc<Self>> {
-        Self::persistent_with_red(limits, dir, Arc::default())
+        Self::persistent_with(limits, dir, Arc::default(), None)
     }
 
-    /// [`TraceStore::persistent`] showing the RED metrics of `red`.
-    pub fn persistent_with_red(
+    /// [`TraceStore::persistent`] showing the RED metrics of `red` and the request `history`.
+    pub fn persistent_with(
         limits: StoreLimits,
         dir: &std::path::Path,
         red: Arc<Red>,
+        history: Option<Arc<History>>,
     ) -> std::io::Result<Arc<Self>> {
-        let mut store = TraceStore::new(limits).with_red(red);
+        let mut store = TraceStore::new(limits).with_red(red).with_history(history);
         let mut bad = 0u64;
         let read = if dir.exists() {
             disk::replay(dir, |trace_id, bytes| {

@@ -1,0 +1,52 @@
+//! The gate's request history over time: closed connections' histories swept out as they
+//! age and, with `[trace] data_dir`, the history saved there (read back by `viewer.rs` when
+//! the store is made).
+
+use std::time::Duration;
+
+use super::handle::App;
+
+/// The request history's file in `[trace] data_dir`.
+pub(super) const HISTORY_FILE: &str = "history.bin";
+
+/// How often closed connections' histories are swept out, and the history saved.
+const HISTORY_EVERY: Duration = Duration::from_secs(10);
+
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sweeps closed connections' histories out as they age and, with a data directory, saves
+/// the history every [`HISTORY_EVERY`] and once more when the app stops.
+pub(super) fn keep(app: &App) {
+    let Some(history) = app.inner.tracing.history().cloned() else {
+        return;
+    };
+    let dir = app.inner.config.trace.data_dir.clone();
+    let file = (!dir.is_empty()).then(|| std::path::Path::new(&dir).join(HISTORY_FILE));
+    let mut stop = app.inner.shutdown.subscribe();
+    let task = tokio::spawn(async move {
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(HISTORY_EVERY) => false,
+                _ = stop.changed() => true,
+            };
+            let (h, f) = (history.clone(), file.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                h.sweep(now_ms());
+                if let Some(f) = f {
+                    if let Err(e) = h.save(&f) {
+                        tracing::warn!(error = %e, file = %f.display(), "the request history is not saved");
+                    }
+                }
+            })
+            .await;
+            if stopping {
+                return;
+            }
+        }
+    });
+    app.push_task(task);
+}
