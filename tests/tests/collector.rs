@@ -149,19 +149,7 @@ async fn otlp_json_bad_bodies_and_limits() {
         (Some(7), Some(5)),
         "{stats}"
     );
-    let url = format!("http://{}/metrics", d.viewer);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/prom_scrape.py");
-    let out = tools::run(
-        tokio::process::Command::new(tools::test_python()).args([script, &url]),
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let scraped: Value = serde_json::from_slice(&out.stdout).expect("the scraper's JSON");
+    let scraped = tools::prom_scrape(&format!("http://{}/metrics", d.viewer)).await;
     assert!(
         scraped["content_type"]
             .as_str()

@@ -188,19 +188,7 @@ async fn every_request_is_counted_exactly_whatever_is_sampled_or_stored() {
     }
 
     // The same numbers as the Prometheus client library reads them.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/prom_scrape.py");
-    let url = format!("http://{viewer}/metrics");
-    let out = tools::run(
-        tokio::process::Command::new(tools::test_python()).args([script, &url]),
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let scraped: Value = serde_json::from_slice(&out.stdout).expect("the scraper's JSON");
+    let scraped = tools::prom_scrape(&format!("http://{viewer}/metrics")).await;
     let family = &scraped["families"]["rpc_server_call_duration_seconds"];
     assert_eq!(family["type"], "histogram", "{scraped}");
     let samples = family["labelled"].as_array().expect("samples");
@@ -318,20 +306,8 @@ async fn otlp_metrics_from_other_processes_are_merged() {
     );
 
     // The OpenTelemetry Python SDK: cumulative points, exported twice, counted once each.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/otel_metrics.py");
     let url = format!("http://{collector}/v1/metrics");
-    let out = tools::run(
-        tokio::process::Command::new(tools::test_python()).args([script, &url]),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: HashMap<String, f64> =
-        serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    let expected = tools::python_json("otel_metrics.py", &[&url]).await;
     let py = row(viewer, "py-shop", "Shop/checkout").await;
     assert_eq!(
         py["count"], 15,
@@ -339,7 +315,7 @@ async fn otlp_metrics_from_other_processes_are_merged() {
     );
     assert_eq!(py["errors"], 3, "{py}");
     let p50 = py["p50_us"].as_f64().expect("p50") / 1e6;
-    let want = expected["p50"];
+    let want = expected["p50"].as_f64().expect("p50");
     assert!(
         (p50 - want).abs() <= want * RELATIVE_ERROR * 1.01,
         "p50 {p50} s, the script recorded {want} s"
@@ -361,19 +337,7 @@ async fn the_grafana_dashboard_queries_name_what_metrics_serves() {
             .await
             .expect("reply");
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/prom_scrape.py");
-    let url = format!("http://{viewer}/metrics");
-    let out = tools::run(
-        tokio::process::Command::new(tools::test_python()).args([script, &url]),
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let scraped: Value = serde_json::from_slice(&out.stdout).expect("the scraper's JSON");
+    let scraped = tools::prom_scrape(&format!("http://{viewer}/metrics")).await;
     // Served sample names and the labels each carries.
     let mut served: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
     for family in scraped["families"].as_object().expect("families").values() {

@@ -36,7 +36,7 @@ pub fn router(store: Arc<TraceStore>) -> Router {
         .route("/api/metrics/latencies", get(super::monitor::latencies))
         .route("/api/metrics/calls", get(super::monitor::calls))
         .route("/api/metrics/errors", get(super::monitor::errors))
-        .route("/api/transform", post(super::transform::transform))
+        .route("/api/transform", post(transform))
         .route("/api/history", get(super::history::history))
         .with_state(store.clone())
         .merge(super::v3::router(store))
@@ -54,7 +54,17 @@ pub async fn serve(
     crate::http::limits::serve("trace viewer", router(store), addr, shutdown, counters).await
 }
 
-pub(super) fn envelope(data: Value) -> Json<Value> {
+/// `POST /api/transform`: the uploaded OTLP traces in Jaeger's JSON.
+async fn transform(store: State<Arc<TraceStore>>, body: axum::body::Body) -> Response {
+    match super::transform::traces(store, body).await {
+        Ok(traces) => {
+            envelope(Value::Array(traces.iter().map(jaeger_trace).collect())).into_response()
+        }
+        Err(refusal) => refusal,
+    }
+}
+
+fn envelope(data: Value) -> Json<Value> {
     let total = data.as_array().map_or(0, Vec::len);
     Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
 }

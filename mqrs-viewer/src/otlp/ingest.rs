@@ -37,6 +37,8 @@ struct Collector {
     store: Arc<TraceStore>,
     max_body: usize,
     max_skew_us: u64,
+    /// The previous point of each cumulative metrics stream taken in.
+    streams: Arc<super::metrics::Streams>,
 }
 
 /// Binds `addr` and serves `POST /v1/traces` into `store` until `shutdown` turns true.
@@ -60,6 +62,7 @@ pub async fn serve(
             store,
             max_body,
             max_skew_us: max_skew.as_micros() as u64,
+            streams: Arc::default(),
         });
     crate::http::limits::serve("OTLP collector", app, addr, shutdown, counters).await
 }
@@ -216,33 +219,16 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
         Ok(b) => b,
         Err(refusal) => return *refusal,
     };
-    let budget = decode_budget(c.max_body);
-    let over = if json {
-        json_over(&body, budget)
-    } else {
-        protobuf_over(&body, budget)
-    };
-    if over {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json,
-            format!(
-                "the body holds more spans, events and attributes than one request may: they \
-                 would take over {} MiB decoded; send smaller batches",
-                budget >> 20
-            ),
-        );
-    }
-    let request = if json {
-        serde_json::from_slice::<ExportTraceServiceRequest>(&body)
-            .map_err(|e| format!("not an OTLP/JSON ExportTraceServiceRequest: {e}"))
-    } else {
-        ExportTraceServiceRequest::decode(&body[..])
-            .map_err(|e| format!("not an OTLP protobuf ExportTraceServiceRequest: {e}"))
-    };
-    let request = match request {
+    let request: ExportTraceServiceRequest = match decode(
+        &c,
+        &body,
+        json,
+        protobuf_over,
+        "ExportTraceServiceRequest",
+        "spans, events and attributes",
+    ) {
         Ok(r) => r,
-        Err(msg) => return refuse(StatusCode::BAD_REQUEST, json, msg),
+        Err(refusal) => return *refusal,
     };
     let now_us = crate::store::micros(std::time::SystemTime::now());
     let max_traces = traces_per_request(c.store.limits().max_traces);
@@ -257,16 +243,7 @@ async fn receive(State(c): State<Collector>, headers: HeaderMap, body: Body) -> 
             error_message: rejected.describe(c.max_skew_us, max_traces),
         }),
     };
-    if json {
-        let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
-        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-    } else {
-        (
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            response.encode_to_vec(),
-        )
-            .into_response()
-    }
+    encoded(json, &response)
 }
 
 /// `POST /v1/metrics`: the RPC duration histograms go into the registry the viewer reads
@@ -276,35 +253,18 @@ async fn receive_metrics(State(c): State<Collector>, headers: HeaderMap, body: B
         Ok(b) => b,
         Err(refusal) => return *refusal,
     };
-    let budget = decode_budget(c.max_body);
-    let over = if json {
-        json_over(&body, budget)
-    } else {
-        metrics_protobuf_over(&body, budget)
-    };
-    if over {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json,
-            format!(
-                "the body holds more points and attributes than one request may: they would \
-                 take over {} MiB decoded; send smaller batches",
-                budget >> 20
-            ),
-        );
-    }
-    let request = if json {
-        serde_json::from_slice::<ExportMetricsServiceRequest>(&body)
-            .map_err(|e| format!("not an OTLP/JSON ExportMetricsServiceRequest: {e}"))
-    } else {
-        ExportMetricsServiceRequest::decode(&body[..])
-            .map_err(|e| format!("not an OTLP protobuf ExportMetricsServiceRequest: {e}"))
-    };
-    let request = match request {
+    let request: ExportMetricsServiceRequest = match decode(
+        &c,
+        &body,
+        json,
+        metrics_protobuf_over,
+        "ExportMetricsServiceRequest",
+        "points and attributes",
+    ) {
         Ok(r) => r,
-        Err(msg) => return refuse(StatusCode::BAD_REQUEST, json, msg),
+        Err(refusal) => return *refusal,
     };
-    let merged = super::metrics::merge(c.store.red(), &c.store.metric_streams, &request);
+    let merged = super::metrics::merge(c.store.red(), &c.streams, &request);
     // Points of other metrics are not errors: OTLP's partial success is for refused data.
     let response = ExportMetricsServiceResponse {
         partial_success: None,
@@ -314,8 +274,48 @@ async fn receive_metrics(State(c): State<Collector>, headers: HeaderMap, body: B
         skipped = merged.skipped,
         "OTLP metrics merged"
     );
+    encoded(json, &response)
+}
+
+/// Decodes the OTLP request `T` (`name`) from `body`, refused when what it `holds` would take
+/// more than the decode budget (`protobuf_over` walks the protobuf form) or it does not parse.
+fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+    c: &Collector,
+    body: &[u8],
+    json: bool,
+    protobuf_over: fn(&[u8], usize) -> bool,
+    name: &str,
+    holds: &str,
+) -> Result<T, Box<Response>> {
+    let budget = decode_budget(c.max_body);
+    let over = if json {
+        json_over(body, budget)
+    } else {
+        protobuf_over(body, budget)
+    };
+    if over {
+        return Err(Box::new(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json,
+            format!(
+                "the body holds more {holds} than one request may: they would take over {} MiB \
+                 decoded; send smaller batches",
+                budget >> 20
+            ),
+        )));
+    }
+    let decoded = if json {
+        serde_json::from_slice::<T>(body).map_err(|e| format!("not an OTLP/JSON {name}: {e}"))
+    } else {
+        T::decode(body).map_err(|e| format!("not an OTLP protobuf {name}: {e}"))
+    };
+    decoded.map_err(|msg| Box::new(refuse(StatusCode::BAD_REQUEST, json, msg)))
+}
+
+/// An OTLP answer in the request's encoding.
+fn encoded<T: Message + serde::Serialize>(json: bool, response: &T) -> Response {
     if json {
-        let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
+        let body = serde_json::to_string(response).unwrap_or_else(|_| "{}".into());
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     } else {
         (

@@ -77,8 +77,6 @@ pub struct TraceStore {
     pub(crate) red: Arc<Red>,
     /// Every gate request of every connection, when the embedding process keeps them.
     pub(crate) history: Option<Arc<History>>,
-    /// The previous point of each cumulative metrics stream the collector took in.
-    pub(crate) metric_streams: crate::otlp::metrics::Streams,
 }
 
 /// Buffers of evicted traces each thread keeps for the spans it encodes next (about one batch's
@@ -149,7 +147,6 @@ impl TraceStore {
             journal: None,
             recycle_tags: OnceLock::new(),
             red: Arc::default(),
-            metric_streams: Default::default(),
             history: None,
         }
     }

@@ -144,3 +144,32 @@ pub fn assert_mqttjs_chat(lines: &[serde_json::Value], user: &str) {
     assert_eq!(lines[3]["body"]["from"], user);
     assert_eq!(lines[3]["body"]["text"], "hello from MQTT.js");
 }
+
+/// Runs the test Python on `tests/clients/{script}` with `args`; fails the test with the
+/// script's stderr when it fails, and returns its stdout read as JSON.
+pub async fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let path = format!("{}/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = run(
+        tokio::process::Command::new(test_python())
+            .arg(&path)
+            .args(args),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// `/metrics` at `url` as the Prometheus client library's parser reads it (`prom_scrape.py`).
+pub async fn prom_scrape(url: &str) -> serde_json::Value {
+    python_json("prom_scrape.py", &[url]).await
+}
