@@ -66,6 +66,24 @@ fn transports_run_over_tcp_websocket_tls_and_wss_with_both_clients() {
 }
 
 #[test]
+fn counting_is_compared_with_a_demo_that_counts_nothing() {
+    let out = load(&[
+        "--metrics-cost",
+        "--clients",
+        "4",
+        "--inflight",
+        "2",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+    ]);
+    assert_rows(&out, &["counted", "uncounted"]);
+    assert!(out.contains("counted/uncounted throughput"), "{out}");
+    assert!(out.contains("counting adds"), "{out}");
+}
+
+#[test]
 fn fanout_reaches_every_member_through_the_gate_and_mosquitto() {
     let out = load(&[
         "--fanout",
