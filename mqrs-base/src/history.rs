@@ -54,19 +54,31 @@ pub struct Entry {
     pub dur_us: u32,
     /// Bytes of the reply (0 when none was asked for).
     pub reply_bytes: u32,
-    /// The route's series in the registry ([`crate::red::Series::id`]); `u32::MAX` when
-    /// `route` names it instead.
+    /// The route's series in the registry ([`crate::red::Series::id`]), or, with the top bit
+    /// set, a route read back from disk (see [`RESTORED`]).
     pub series: u32,
-    /// The route by name, for entries read back from disk.
-    pub route: Option<Arc<str>>,
-    /// The trace id (big-endian) when the trace was kept; 0 when not.
-    pub trace_id: u128,
+    /// The trace id (big-endian bytes) when the trace was kept; zeros when not.
+    pub trace_id: [u8; 16],
     /// `error.type` and message, when it failed.
     pub error: Option<Box<(Box<str>, Box<str>)>>,
 }
 
+impl Entry {
+    /// The trace id as a number; 0 when the trace was not kept.
+    pub fn trace(&self) -> u128 {
+        u128::from_be_bytes(self.trace_id)
+    }
+}
+
 /// What an entry costs, beside an error's text.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+
+/// The bit of [`Entry::series`] that marks a route read back from disk: the rest is its place
+/// among the routes so read.
+pub const RESTORED: u32 = 1 << 31;
+
+/// Most routes read back from disk that are told apart; later ones are named `?`.
+const MAX_RESTORED: usize = 4096;
 
 /// The requests of one connection.
 #[derive(Debug)]
@@ -138,6 +150,8 @@ pub struct History {
     shared: Arc<Shared>,
     conns: Mutex<Index>,
     red: Arc<Red>,
+    /// Routes of entries read back from disk, by their number ([`RESTORED`]).
+    restored: Mutex<Vec<Arc<str>>>,
 }
 
 #[derive(Debug, Default)]
@@ -167,6 +181,7 @@ impl History {
             }),
             conns: Mutex::default(),
             red,
+            restored: Mutex::default(),
         }
     }
 
@@ -249,17 +264,10 @@ impl History {
             .entries
             .iter()
             .map(|e| {
-                let name = match &e.route {
-                    Some(r) => r.clone(),
-                    None => names
-                        .entry(e.series)
-                        .or_insert_with(|| {
-                            self.red
-                                .series_by_id(e.series)
-                                .map_or_else(|| Arc::from("?"), |s| s.key().operation.clone())
-                        })
-                        .clone(),
-                };
+                let name = names
+                    .entry(e.series)
+                    .or_insert_with(|| self.route_name(e.series))
+                    .clone();
                 (e.clone(), name)
             })
             .collect();
@@ -269,6 +277,32 @@ impl History {
             closed_at_ms: g.closed_at_ms,
             entries,
         }
+    }
+
+    fn route_name(&self, series: u32) -> Arc<str> {
+        let name = if series & RESTORED != 0 {
+            let i = (series & !RESTORED) as usize;
+            self.restored.locked().get(i).cloned()
+        } else {
+            self.red
+                .series_by_id(series)
+                .map(|s| s.key().operation.clone())
+        };
+        name.unwrap_or_else(|| Arc::from("?"))
+    }
+
+    /// The number of a route read back from disk.
+    fn restored_id(&self, name: &Arc<str>) -> u32 {
+        let mut r = self.restored.locked();
+        let i = match r.iter().position(|n| n == name) {
+            Some(i) => i,
+            None if r.len() < MAX_RESTORED => {
+                r.push(name.clone());
+                r.len() - 1
+            }
+            None => MAX_RESTORED,
+        };
+        RESTORED | i as u32
     }
 
     /// Drops connections closed longer than the keep time before `now_ms`, and, while over
@@ -322,8 +356,7 @@ impl History {
     pub fn restore(&self, s: SessionRead, now_ms: u64) {
         let log = self.open(&s.session_id);
         for (mut e, name) in s.entries {
-            e.series = u32::MAX;
-            e.route = Some(name);
+            e.series = self.restored_id(&name);
             log.push(e);
         }
         log.close(s.closed_at_ms.unwrap_or(now_ms));
@@ -351,7 +384,7 @@ impl History {
                 out.extend_from_slice(&e.at_ms.to_le_bytes());
                 out.extend_from_slice(&e.dur_us.to_le_bytes());
                 out.extend_from_slice(&e.reply_bytes.to_le_bytes());
-                out.extend_from_slice(&e.trace_id.to_le_bytes());
+                out.extend_from_slice(&e.trace_id);
                 put_str(&mut out, route);
                 let (kind, text) = e.error.as_deref().map_or(("", ""), |(k, t)| (k, t));
                 put_str(&mut out, kind);
@@ -389,7 +422,7 @@ impl History {
                     let at_ms = get_u64(&mut r)?;
                     let dur_us = get_u32(&mut r)?;
                     let reply_bytes = get_u32(&mut r)?;
-                    let trace_id = u128::from_le_bytes(take(&mut r, 16)?.try_into().ok()?);
+                    let trace_id: [u8; 16] = take(&mut r, 16)?.try_into().ok()?;
                     let route: Arc<str> = Arc::from(get_str(&mut r)?);
                     let (kind, text) = (get_str(&mut r)?, get_str(&mut r)?);
                     let error = (!kind.is_empty()).then(|| Box::new((kind.into(), text.into())));
@@ -398,8 +431,7 @@ impl History {
                             at_ms,
                             dur_us,
                             reply_bytes,
-                            series: u32::MAX,
-                            route: Some(route.clone()),
+                            series: RESTORED,
                             trace_id,
                             error,
                         },
@@ -516,7 +548,7 @@ mod tests {
             dur_us: 120,
             reply_bytes: 33,
             series: series.id(),
-            trace_id: 0xabc,
+            trace_id: 0xabcu128.to_be_bytes(),
             error: Some(Box::new(("timeout".into(), "too slow".into()))),
             ..Entry::default()
         });
@@ -531,9 +563,10 @@ mod tests {
         assert_eq!(s.closed_at_ms, Some(99));
         assert_eq!(&*s.entries[0].1, "gate Chat/HD_Say");
         assert_eq!(
-            (s.entries[0].0.trace_id, s.entries[0].0.reply_bytes),
+            (s.entries[0].0.trace(), s.entries[0].0.reply_bytes),
             (0xabc, 33)
         );
+        assert_eq!(ENTRY_BYTES, 48);
         let bytes = std::fs::read(&path).expect("file");
         for cut in 0..bytes.len() {
             std::fs::write(&path, &bytes[..cut]).expect("write");

@@ -162,12 +162,14 @@ struct Shard(Mutex<Vec<Outcome>>);
 /// Most shards a series has.
 const MAX_SHARDS: usize = 8;
 
-/// How many shards a series has on this machine: one per core, at most [`MAX_SHARDS`].
+/// How many shards a series has on this machine: one per core rounded up to a power of two
+/// (a thread finds its shard with a mask), at most [`MAX_SHARDS`].
 fn shard_count() -> usize {
     static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *COUNT.get_or_init(|| {
         std::thread::available_parallelism()
             .map_or(1, |n| n.get())
+            .next_power_of_two()
             .clamp(1, MAX_SHARDS)
     })
 }
@@ -205,7 +207,7 @@ impl Series {
 
     /// This thread's shard.
     fn shard(&self) -> &Mutex<Vec<Outcome>> {
-        &self.shards[my_shard() % self.shards.len()].0
+        &self.shards[my_shard() & (self.shards.len() - 1)].0
     }
 
     /// What this series counts.

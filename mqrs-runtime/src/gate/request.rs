@@ -151,8 +151,7 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
                 dur_us: u32::try_from(took_ns / 1000).unwrap_or(u32::MAX),
                 reply_bytes: u32::try_from(reply_bytes).unwrap_or(u32::MAX),
                 series,
-                route: None,
-                trace_id: kept_trace_id(root.as_ref()),
+                trace_id: kept_trace_id(root.as_ref()).to_be_bytes(),
                 error: failed
                     .zip(failed_text)
                     .map(|(k, t)| Box::new((k.into(), t.into_boxed_str()))),

@@ -67,7 +67,7 @@ fn session_json(s: &SessionRead) -> Value {
                 "reply_bytes": e.reply_bytes,
                 "error_type": error_type,
                 "error": error,
-                "trace_id": (e.trace_id != 0).then(|| format!("{:032x}", e.trace_id)),
+                "trace_id": (e.trace() != 0).then(|| format!("{:032x}", e.trace())),
             })
         })
         .collect();
