@@ -550,7 +550,6 @@ mod tests {
             series: series.id(),
             trace_id: 0xabcu128.to_be_bytes(),
             error: Some(Box::new(("timeout".into(), "too slow".into()))),
-            ..Entry::default()
         });
         h.set_user("s1", "liv");
         let dir = std::env::temp_dir().join(format!("mqrs-history-{}", std::process::id()));
