@@ -257,6 +257,31 @@ fn demo_split_over_two_processes_serves_the_client() {
         services.contains("Login") && services.contains("Chat") && services.contains("Gate"),
         "one trace holds both processes' spans: {services}"
     );
+    // The second process's RED metrics came by OTLP too: what Login served there is counted
+    // here, as many as Chat (here) counted calling it.
+    let (status, rows) = http_get_json(viewer, "/api/latency?lookback=5m");
+    assert_eq!(status, 200, "{rows}");
+    let count = |kind: &str, service: &str, op: &str| {
+        rows["data"]
+            .as_array()
+            .and_then(|r| {
+                r.iter().find(|r| {
+                    r["kind"] == kind
+                        && r["service"] == service
+                        && r["operation"] == op
+                        && r["source"] == "metrics"
+                })
+            })
+            .and_then(|r| r["count"].as_u64())
+    };
+    let served = count("server", "Login", "Login/track");
+    assert!(served.is_some_and(|n| n > 0), "{rows}");
+    assert_eq!(served, count("client", "Chat", "Login/track"), "{rows}");
+    assert_eq!(
+        count("server", "Login", "Login/HD_Login"),
+        Some(2),
+        "{rows}"
+    );
     interrupt(front, front_log);
 }
 

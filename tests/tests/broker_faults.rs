@@ -333,6 +333,20 @@ async fn a_process_serving_its_most_calls_or_bytes_answers_unavailable_at_once()
         .expect_err("over max_pending");
     assert_eq!(e.kind(), "unavailable", "{e}");
     assert!(e.to_string().contains("max_pending"), "{e}");
+    // Both refusals are counted where they happened (the callee's SERVER series) and by the
+    // caller, each once.
+    let unavailable = |app: &App, kind| {
+        app.red()
+            .rows(0, u64::MAX)
+            .into_iter()
+            .filter(|r| r.key.kind == kind)
+            .flat_map(|r| r.by_error)
+            .filter(|(e, _)| &**e == "unavailable")
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    assert_eq!(unavailable(&callee, mqrs_runtime::red::Kind::Server), 2);
+    assert_eq!(unavailable(&caller, mqrs_runtime::red::Kind::Client), 2);
     RELEASE.add_permits(2);
     assert_eq!(small.await.expect("task"), Ok(0));
     assert_eq!(big.await.expect("task"), Ok(50_000));

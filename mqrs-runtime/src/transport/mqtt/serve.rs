@@ -110,6 +110,7 @@ pub(super) fn admit(
                 "`{}`: this process is serving too many {limit}",
                 call.name
             )));
+            count_refused(&registry, call.module(), call.method(), "unavailable");
             if let Some((topic, correlation)) = call.reply_to {
                 let props = wire::reply_properties(correlation, None);
                 let payload = wire::encode_reply(&busy);
@@ -159,6 +160,7 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
     let result = match decoded {
         Err(reason) => {
             shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            count_refused(registry, call.module(), call.method(), "bad_args");
             Err(RpcError::BadArgs {
                 method: call.name.clone(),
                 reason: format!("malformed request from another process: {reason}"),
@@ -183,6 +185,18 @@ async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call:
     let kept = keep.and_then(|k| k.reason());
     reply(shared, client, call, result, kept).await;
     drop(span);
+}
+
+/// Counts a call to a route this process serves that was refused before it reached the
+/// route (too busy, or arguments that do not decode) in the route's SERVER series, as
+/// `dispatch` counts those it runs; a call to a route not served here is counted only by its
+/// caller (the names come from another process: they must not grow the series).
+fn count_refused(registry: &Registry, module: &str, method: &str, error_type: &str) {
+    if let Ok(route) = registry.resolve(module, method) {
+        route
+            .series
+            .record_at(mqrs_base::red::now_s(), 0, Some(error_type));
+    }
 }
 
 /// Runs a served call until its deadline; past it the caller has given up, so the handler is
