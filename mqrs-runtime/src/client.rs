@@ -81,6 +81,8 @@ impl Caller {
     /// that cannot be handed over is logged.
     pub fn call_nr<A: Serialize>(&self, module: &str, method: &str, session: &Session, args: A) {
         let target = Target::parse(module);
+        // Counted like any call: its time is the hand-over, its error a failed one.
+        let started = metrics::start(self.inner.tracing.red().enabled());
         let result = encode_args(method, &args).and_then(|args| {
             let deadline = self.deadline(Instant::now(), session);
             let (span, callee) = self.client_span(target, method, session);
@@ -94,6 +96,9 @@ impl Caller {
             record(span, &r);
             r
         });
+        if started.counted() {
+            self.count(started, session, target, method, &result);
+        }
         if let Err(e) = result {
             tracing::warn!(%module, %method, error = %e, "call_nr failed");
         }
