@@ -65,8 +65,13 @@ async fn main() {
     cfg.trace.viewer = false;
     // A store big enough that the traced run measures inserting, not evicting.
     cfg.trace.max_traces = 1_000;
-    let app = App::new(cfg);
+    let app = App::new(cfg.clone());
     app.add_module(Bench).expect("module");
+    // The same app counting nothing (`[trace] metrics = false`): what counting every call
+    // costs an in-process call.
+    cfg.trace.metrics = false;
+    let uncounted = App::new(cfg);
+    uncounted.add_module(Bench).expect("module");
     let (tx, rx) = mpsc::channel::<Req>(64);
     tokio::spawn(floor_server(rx));
     let m = msg();
@@ -86,6 +91,7 @@ async fn main() {
 
     let (mut floor, mut untraced, mut with_spans) = (vec![], vec![], vec![]);
     let (mut floor_tp, mut untraced_tp, mut traced_tp) = (vec![], vec![], vec![]);
+    let (mut bare, mut bare_tp) = (vec![], vec![]);
     for _ in 0..3 {
         let s = measure(n, || async {
             std::hint::black_box(floor_call(&tx, &m).await);
@@ -96,6 +102,9 @@ async fn main() {
         let s = measure(n, || echo(&app, &plain, &m)).await;
         untraced.push(s.p50_ns);
         untraced_tp.push(s.calls_per_s);
+        let s = measure(n, || echo(&uncounted, &plain, &m)).await;
+        bare.push(s.p50_ns);
+        bare_tp.push(s.calls_per_s);
         let s = measure(n, || async {
             let traced = traced_session();
             echo(&app, &traced, &m).await;
@@ -105,6 +114,7 @@ async fn main() {
         traced_tp.push(s.calls_per_s);
     }
     let (f, u, t) = (median(floor), median(untraced), median(with_spans));
+    let b = median(bare);
     println!("mqrs in-process RPC, {n} sequential calls x 3 runs (medians), 49-byte JSON body");
     println!(
         "{:<58} {:>10} {:>12} {:>8}",
@@ -129,6 +139,11 @@ async fn main() {
         untraced_tp,
     );
     row(
+        "mqrs app.call, tracing off, counting off ([trace] metrics)",
+        b,
+        bare_tp,
+    );
+    row(
         "mqrs app.call, traced (CLIENT + SERVER span, stored)",
         t,
         traced_tp,
@@ -141,6 +156,10 @@ async fn main() {
         u / f,
         if ok_t { "met" } else { "MISSED" },
         t / f
+    );
+    println!(
+        "counting every call (RED metrics, CLIENT and SERVER side) adds {:.0} ns to an untraced call",
+        u - b
     );
     drop(root);
     let stats = app.trace_store().expect("store").stats();
