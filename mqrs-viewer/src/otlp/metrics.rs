@@ -56,37 +56,32 @@ pub fn merge(red: &Red, streams: &Streams, req: &ExportMetricsServiceRequest) ->
                     continue;
                 }
             };
-            let mut tallies: Vec<(&[KeyValue], u64, Tally, bool)> = Vec::new();
-            match &m.data {
-                Some(metric::Data::ExponentialHistogram(h)) => {
-                    let cumulative =
-                        h.aggregation_temporality == AggregationTemporality::Cumulative as i32;
-                    for p in &h.data_points {
-                        tallies.push((
-                            &p.attributes,
-                            p.time_unix_nano,
-                            exp_tally(p, unit_ns),
-                            cumulative,
-                        ));
-                    }
-                }
-                Some(metric::Data::Histogram(h)) => {
-                    let cumulative =
-                        h.aggregation_temporality == AggregationTemporality::Cumulative as i32;
-                    for p in &h.data_points {
-                        tallies.push((
-                            &p.attributes,
+            let cumulative = |t: i32| t == AggregationTemporality::Cumulative as i32;
+            // Each point's attributes, time and calls, and whether it counts from the start.
+            let tallies: Vec<(&[KeyValue], u64, Tally, bool)> = match &m.data {
+                Some(metric::Data::ExponentialHistogram(h)) => h
+                    .data_points
+                    .iter()
+                    .map(|p| (&p.attributes[..], p.time_unix_nano, exp_tally(p, unit_ns)))
+                    .map(|(a, t, tally)| (a, t, tally, cumulative(h.aggregation_temporality)))
+                    .collect(),
+                Some(metric::Data::Histogram(h)) => h
+                    .data_points
+                    .iter()
+                    .map(|p| {
+                        (
+                            &p.attributes[..],
                             p.time_unix_nano,
                             explicit_tally(p, unit_ns),
-                            cumulative,
-                        ));
-                    }
-                }
+                        )
+                    })
+                    .map(|(a, t, tally)| (a, t, tally, cumulative(h.aggregation_temporality)))
+                    .collect(),
                 _ => {
                     out.skipped += points(m) as u64;
                     continue;
                 }
-            }
+            };
             for (attributes, time_ns, tally, cumulative) in tallies {
                 let method = text(attributes, "rpc.method");
                 let Some(method) = method.filter(|_| instance != red.instance()) else {
