@@ -86,6 +86,29 @@ impl Red {
         prefix: &str,
         mut f: impl FnMut(&Series) -> R,
     ) -> R {
+        self.with_series_arc(kind, service, (module, method), prefix, |s| f(s))
+    }
+
+    /// The series [`Red::with_series`] finds, for a holder that keeps it (one reference count
+    /// more, on the series' own line).
+    pub fn series(
+        &self,
+        kind: Kind,
+        service: &str,
+        (module, method): (&str, &str),
+        prefix: &str,
+    ) -> Arc<Series> {
+        self.with_series_arc(kind, service, (module, method), prefix, Arc::clone)
+    }
+
+    fn with_series_arc<R>(
+        &self,
+        kind: Kind,
+        service: &str,
+        (module, method): (&str, &str),
+        prefix: &str,
+        mut f: impl FnMut(&Arc<Series>) -> R,
+    ) -> R {
         let h = hash(self.id, kind, [service, module, method]);
         // On a hit, `f` runs on the cached series in place: no reference count is touched, so
         // nothing another core reads is written.

@@ -41,9 +41,10 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Counts one call of `ns`; `grow` false keeps the buckets' memory as it is. Returns the
+    /// Counts one call of `ns` (in bucket `index`); `grow` false keeps the buckets' memory as
+    /// it is. Returns the
     /// bytes the buckets grew by.
-    fn add(&mut self, ns: u64, grow: bool) -> usize {
+    fn add(&mut self, index: i32, ns: u64, grow: bool) -> usize {
         self.min_ns = if self.count == 0 {
             ns
         } else {
@@ -52,7 +53,7 @@ impl Tally {
         self.max_ns = self.max_ns.max(ns);
         self.count += 1;
         self.sum_ns = self.sum_ns.saturating_add(ns);
-        self.buckets.add(histogram::index_of(ns), 1, grow)
+        self.buckets.add(index, 1, grow)
     }
 
     /// Adds `other` in; returns the bytes the buckets grew by.
@@ -235,11 +236,12 @@ impl Series {
         let o = outcome(&mut g, error);
         let grow = self.mem.has_room();
         let (slot, new_bytes) = slot_at(o, now_s, grow, &self.mem);
-        let grew = slot.tally.add(ns, grow) + new_bytes;
+        let index = histogram::index_of(ns);
+        let grew = slot.tally.add(index, ns, grow) + new_bytes;
         let t = &mut o.totals;
         t.count += 1;
         t.sum_ns = t.sum_ns.saturating_add(ns);
-        t.classic[histogram::classic_index(ns)] += 1;
+        t.classic[histogram::classic_index_in(index, ns)] += 1;
         drop(g);
         self.mem.charge(grew);
     }

@@ -316,6 +316,7 @@ where
     });
     let conn = Arc::new(Peer {
         history,
+        route: Mutex::new(None),
         data: Mutex::new(session),
         tx: tx.clone(),
         next_pkid: Mutex::new(0),

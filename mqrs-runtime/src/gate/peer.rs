@@ -10,6 +10,7 @@ use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::{mpsc, Notify};
 
+use crate::red::{Kind, Red, Series};
 use crate::session::Session;
 
 /// Longest a reply waits for room in a client's full outgoing queue before the client counts
@@ -32,9 +33,44 @@ pub(crate) struct Peer {
     pub(super) kicked: Notify,
     /// Its requests, whatever is sampled, when the gate keeps them.
     pub(super) history: Option<Arc<mqrs_base::history::ConnLog>>,
+    /// The series of the route it asked for last (most clients repeat theirs), so counting a
+    /// request seldom looks one up.
+    pub(super) route: Mutex<Option<Box<LastRoute>>>,
+}
+
+/// A connection's last route and its series.
+pub(super) struct LastRoute {
+    module: Box<str>,
+    handler: Box<str>,
+    series: Arc<Series>,
 }
 
 impl Peer {
+    /// Runs `f` on `service`'s (the gate's) SERVER series of `module/handler`, kept for this
+    /// connection's next request to the same route.
+    pub(super) fn route_series<R>(
+        &self,
+        red: &Red,
+        service: &str,
+        (module, handler): (&str, &str),
+        f: impl FnOnce(&Series) -> R,
+    ) -> R {
+        let mut last = self.route.locked();
+        if let Some(l) = last.as_deref() {
+            if *l.module == *module && *l.handler == *handler {
+                return f(&l.series);
+            }
+        }
+        let series = red.series(Kind::Server, service, (module, handler), "gate ");
+        let r = f(&series);
+        *last = Some(Box::new(LastRoute {
+            module: module.into(),
+            handler: handler.into(),
+            series,
+        }));
+        r
+    }
+
     /// A fresh copy of the connection's session, with no trace context.
     pub(crate) fn session(&self) -> Session {
         self.data.locked().clone()

@@ -131,13 +131,7 @@ pub(crate) async fn handle(gate: &Gate, conn: &Peer, publish: Publish) {
     if started.counted() {
         let record = |s: &Series| (s.id(), started.record_kind(s, failed));
         let (series, took_ns) = match known {
-            Some(t) => gate.red.with_series(
-                Kind::Server,
-                GATE_MODULE,
-                (t.module, t.handler),
-                "gate ",
-                record,
-            ),
+            Some(t) => conn.route_series(&gate.red, GATE_MODULE, (t.module, t.handler), record),
             None => record(
                 &gate
                     .red
