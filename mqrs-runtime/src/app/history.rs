@@ -9,8 +9,12 @@ use super::handle::App;
 /// The request history's file in `[trace] data_dir`.
 pub(super) const HISTORY_FILE: &str = "history.bin";
 
-/// How often closed connections' histories are swept out, and the history saved.
-const HISTORY_EVERY: Duration = Duration::from_secs(10);
+/// How often closed connections' histories are swept out.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// How often the history is saved to the data directory (and once more on a clean stop): a
+/// full history is some MiB, not to be written every few seconds.
+const SAVE_EVERY: u32 = 6;
 
 pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -19,7 +23,7 @@ pub(super) fn now_ms() -> u64 {
 }
 
 /// Sweeps closed connections' histories out as they age and, with a data directory, saves
-/// the history every [`HISTORY_EVERY`] and once more when the app stops.
+/// the history every [`SAVE_EVERY`] sweeps (a minute) and once more when the app stops.
 pub(super) fn keep(app: &App) {
     let Some(history) = app.inner.tracing.history().cloned() else {
         return;
@@ -28,12 +32,15 @@ pub(super) fn keep(app: &App) {
     let file = (!dir.is_empty()).then(|| std::path::Path::new(&dir).join(HISTORY_FILE));
     let mut stop = app.inner.shutdown.subscribe();
     let task = tokio::spawn(async move {
+        let mut sweeps = 0u32;
         loop {
             let stopping = tokio::select! {
-                _ = tokio::time::sleep(HISTORY_EVERY) => false,
+                _ = tokio::time::sleep(SWEEP_EVERY) => false,
                 _ = stop.changed() => true,
             };
-            let (h, f) = (history.clone(), file.clone());
+            sweeps += 1;
+            let save = stopping || sweeps.is_multiple_of(SAVE_EVERY);
+            let (h, f) = (history.clone(), file.clone().filter(|_| save));
             let _ = tokio::task::spawn_blocking(move || {
                 h.sweep(now_ms());
                 if let Some(f) = f {
