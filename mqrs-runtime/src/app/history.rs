@@ -1,6 +1,7 @@
-//! The gate's request history over time: closed connections' histories swept out as they
-//! age and, with `[trace] data_dir`, the history saved there (read back by `viewer.rs` when
-//! the store is made).
+//! The RED metrics and the gate's request history over time: slots past their hour or day
+//! rolled up or dropped (recording does it too, but not for a series no one records into any
+//! more), closed connections' histories swept out as they age and, with `[trace] data_dir`,
+//! the history saved there (read back by `viewer.rs` when the store is made).
 
 use std::time::Duration;
 
@@ -22,12 +23,14 @@ pub(super) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Sweeps closed connections' histories out as they age and, with a data directory, saves
-/// the history every [`SAVE_EVERY`] sweeps (a minute) and once more when the app stops.
+/// Ages the RED metrics, sweeps closed connections' histories out as they age and, with a
+/// data directory, saves the history every [`SAVE_EVERY`] sweeps (a minute) and once more
+/// when the app stops.
 pub(super) fn keep(app: &App) {
     let Some(history) = app.inner.tracing.history().cloned() else {
         return;
     };
+    let red = app.inner.tracing.red().clone();
     let dir = app.inner.config.trace.data_dir.clone();
     let file = (!dir.is_empty()).then(|| std::path::Path::new(&dir).join(HISTORY_FILE));
     let mut stop = app.inner.shutdown.subscribe();
@@ -41,7 +44,9 @@ pub(super) fn keep(app: &App) {
             sweeps += 1;
             let save = stopping || sweeps.is_multiple_of(SAVE_EVERY);
             let (h, f) = (history.clone(), file.clone().filter(|_| save));
+            let red = red.clone();
             let _ = tokio::task::spawn_blocking(move || {
+                red.age(now_ms() / 1000);
                 h.sweep(now_ms());
                 if let Some(f) = f {
                     if let Err(e) = h.save(&f) {

@@ -246,14 +246,7 @@ fn exp_tally(p: &ExponentialHistogramDataPoint, unit_ns: f64) -> Tally {
             }
         }
     }
-    t.count = p.count;
-    t.sum_ns = p.sum.map_or(0, |s| ns(s, unit_ns));
-    fill_extremes(
-        &mut t,
-        p.min.map(|v| ns(v, unit_ns)),
-        p.max.map(|v| ns(v, unit_ns)),
-    );
-    t
+    finish(t, (p.count, p.sum, p.min, p.max), unit_ns)
 }
 
 /// An explicit-bucket histogram point as a tally: each bucket's calls at its middle.
@@ -281,13 +274,19 @@ fn explicit_tally(p: &HistogramDataPoint, unit_ns: f64) -> Tally {
             true,
         );
     }
-    t.count = p.count;
-    t.sum_ns = p.sum.map_or(0, |s| ns(s, unit_ns));
-    fill_extremes(
-        &mut t,
-        p.min.map(|v| ns(v, unit_ns)),
-        p.max.map(|v| ns(v, unit_ns)),
-    );
+    finish(t, (p.count, p.sum, p.min, p.max), unit_ns)
+}
+
+/// `t`'s buckets with the point's count, sum, min and max (in units of `unit_ns`).
+fn finish(
+    mut t: Tally,
+    (count, sum, min, max): (u64, Option<f64>, Option<f64>, Option<f64>),
+    unit_ns: f64,
+) -> Tally {
+    t.count = count;
+    t.sum_ns = sum.map_or(0, |s| ns(s, unit_ns));
+    let (min, max) = (min.map(|v| ns(v, unit_ns)), max.map(|v| ns(v, unit_ns)));
+    fill_extremes(&mut t, min, max);
     t
 }
 
