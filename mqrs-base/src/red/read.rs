@@ -106,7 +106,7 @@ impl Red {
     }
 
     /// For each group of the series `pick` chooses (by the group name it returns), the calls
-    /// in the window of `window_s` seconds ending at each step of `step_s` seconds from
+    /// in the window of `window_s` seconds ending with (and including) each step of `step_s` seconds from
     /// `from_s` to `to_s` (both ends included when they fall on a step).
     pub fn steps(
         &self,
@@ -134,7 +134,9 @@ impl Red {
                     errors: 0,
                 };
                 for s in &series {
-                    if let Some(row) = Row::of(s, at.saturating_sub(window_s), at) {
+                    // The window ends with the step's second, included: a call in the second
+                    // `at` (in a slot starting then) is in it.
+                    if let Some(row) = Row::of(s, at.saturating_sub(window_s), at + 1) {
                         p.all.merge(&row.all, true);
                         p.errors += row.errors;
                     }

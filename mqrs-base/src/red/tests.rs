@@ -132,3 +132,18 @@ fn late_calls_merge_into_their_own_slot() {
         [(1_999_950, 2), (2_000_000, 1)]
     );
 }
+
+#[test]
+fn a_step_counts_the_calls_of_its_own_second() {
+    let red = Red::default();
+    let s = series(&red);
+    // A call in the first second of a slot, read at that very second.
+    s.record_at(1_000, 5_000, None);
+    let steps = red.steps(|k| Some(k.service.to_string()), 990, 1_000, 10, 600);
+    let points = &steps["M"];
+    assert_eq!(
+        points.last().map(|p| (p.at_s, p.all.count)),
+        Some((1_000, 1))
+    );
+    assert_eq!(points[0].all.count, 0, "the step before it holds nothing");
+}
