@@ -110,11 +110,33 @@ impl GateClient {
         body: &[u8],
         qos: QoS,
     ) -> Result<Value, ClientError> {
+        self.exchange(topic, topic, body, qos).await
+    }
+
+    /// Sends `body` on `topic` and waits for the reply on `reply_topic` (subscribed with
+    /// [`GateClient::subscribe`]): request/reply through a plain broker, with no gate.
+    pub async fn request_via(
+        &self,
+        topic: &str,
+        reply_topic: &str,
+        body: &[u8],
+    ) -> Result<Value, ClientError> {
+        self.exchange(topic, reply_topic, body, QoS::AtMostOnce)
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        topic: &str,
+        reply_topic: &str,
+        body: &[u8],
+        qos: QoS,
+    ) -> Result<Value, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(topic.to_string(), tx);
+            .insert(reply_topic.to_string(), tx);
         self.client
             .publish(topic, qos, false, body.to_vec())
             .await
@@ -126,10 +148,18 @@ impl GateClient {
                 self.pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(topic);
-                Err(ClientError::Timeout(topic.to_string()))
+                    .remove(reply_topic);
+                Err(ClientError::Timeout(reply_topic.to_string()))
             }
         }
+    }
+
+    /// Subscribes to `filter` at QoS 0 (a broker's SUBACK is not waited for).
+    pub async fn subscribe(&self, filter: &str) -> Result<(), ClientError> {
+        self.client
+            .subscribe(filter, QoS::AtMostOnce)
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))
     }
 
     /// Publishes without waiting for anything.

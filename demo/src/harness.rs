@@ -28,6 +28,17 @@ impl DemoProcess {
     /// with `args` added (without `--broker` among them, it runs no broker); waits until it
     /// listens.
     pub fn start(args: &[&str]) -> Result<DemoProcess, String> {
+        Self::spawn(args, false)
+    }
+
+    /// Starts a demo process that runs modules without a gate, viewer or collector (`args`
+    /// name them with `--modules` and give `--broker`); waits until it has connected to the
+    /// broker and its modules are ready. Its address fields are empty.
+    pub fn start_modules(args: &[&str]) -> Result<DemoProcess, String> {
+        Self::spawn(args, true)
+    }
+
+    fn spawn(args: &[&str], modules_only: bool) -> Result<DemoProcess, String> {
         let exe = std::env::current_exe()
             .map_err(|e| e.to_string())?
             .with_file_name("demo");
@@ -61,7 +72,15 @@ impl DemoProcess {
         let mut lines = BufReader::new(stdout).lines();
         let (mut gate, mut viewer, mut collector, mut broker) = (None, None, None, None);
         let (mut ws, mut tls) = (None, None);
-        while gate.is_none() || viewer.is_none() || collector.is_none() {
+        let (mut connected, mut ready) = (false, false);
+        let waiting = |g: &Option<String>, v: &Option<String>, c: &Option<String>, b, r| {
+            if modules_only {
+                !(b && r)
+            } else {
+                g.is_none() || v.is_none() || c.is_none()
+            }
+        };
+        while waiting(&gate, &viewer, &collector, connected, ready) {
             let Some(Ok(l)) = lines.next() else {
                 let _ = child.kill();
                 return Err("the demo exited before listening".into());
@@ -83,6 +102,8 @@ impl DemoProcess {
             if let Some(a) = l.split("OTLP collector on http://").nth(1) {
                 collector = Some(a.trim().trim_end_matches("/v1/traces").to_string());
             }
+            connected |= l.contains("connected to the MQTT broker");
+            ready |= l.contains("modules ready");
             if let Some(a) = l.split("embedded MQTT broker on mqtt://").nth(1) {
                 broker = Some(a.trim().to_string());
             }

@@ -33,6 +33,9 @@ pub struct Door {
     pub tls: Option<Arc<ClientConfig>>,
     /// The gate's process, to read its CPU time and memory.
     pub pid: Option<u32>,
+    /// Other processes on a request's path (modules, broker, responder), named, whose CPU
+    /// time per request a phase reports too.
+    pub also: Vec<(String, u32)>,
 }
 
 impl Door {
@@ -48,7 +51,14 @@ impl Door {
             kind,
             tls: None,
             pid,
+            also: Vec::new(),
         })
+    }
+
+    /// The same door, with process `pid` (named `name`) measured too.
+    pub fn measuring(mut self, name: &str, pid: u32) -> Door {
+        self.also.push((name.to_string(), pid));
+        self
     }
 
     /// The same door, trusting `config`'s roots.

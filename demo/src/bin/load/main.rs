@@ -16,12 +16,18 @@
 //!   per connection (module [`idle`]).
 //! - `--metrics-cost`: untraced requests through a demo that counts every call (RED metrics)
 //!   and through one started with `--no-metrics`: what counting costs the gate.
+//! - `--split`: the demo split over a gate process and a modules process, through the
+//!   embedded broker and mosquitto, untraced, traced and at 10 % sampling, against a bare MQTT
+//!   request/reply floor through the same broker and the demo in one process, with every
+//!   process's CPU time per request (module [`split`]).
 
+mod bare;
 mod door;
 mod fanout;
 mod idle;
 mod lean;
 mod phase;
+mod split;
 
 use std::process::ExitCode;
 
@@ -29,6 +35,7 @@ use clap::Parser;
 use demo::harness::{median, DemoProcess, SelfSigned};
 
 use door::{Door, Kind};
+use phase::Mode;
 
 /// Load on the demo's gate, measured side by side.
 #[derive(Debug, Parser)]
@@ -60,7 +67,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 1.0)]
     sample_ratio: f64,
     /// Run one phase only (to profile it); ratios need the others.
-    #[arg(long, value_parser = ["untraced", "traced", "tcp", "ws", "tls", "wss", "mqrs", "mosquitto"])]
+    #[arg(long, value_name = "PHASE")]
     only: Option<String>,
     /// Compare MQTT over WebSocket, TLS and WSS with MQTT over TCP (all untraced) instead of
     /// traced with untraced.
@@ -89,20 +96,31 @@ pub struct Cli {
     /// none (`--no-metrics`).
     #[arg(long, conflicts_with_all = ["transports", "fanout", "connections", "gate"])]
     metrics_cost: bool,
+    /// The demo split over two processes, through the embedded broker and mosquitto,
+    /// untraced, traced and at 10 % sampling, against a bare MQTT request/reply floor through
+    /// the same broker and against the demo in one process.
+    #[arg(long, conflicts_with_all = ["transports", "fanout", "connections", "gate", "metrics_cost"])]
+    split: bool,
+    /// Internal: answer bare requests through the broker at HOST:PORT.
+    #[arg(long, hide = true, value_name = "HOST:PORT")]
+    bare_responder: Option<String>,
     /// Internal: hold a share of `--connections` in a worker process.
     #[arg(long, hide = true, value_name = "SPEC")]
     hold_worker: Option<String>,
 }
 
-/// A phase to run in every round: its name, its door, and whether its clients log in.
+/// A phase to run in every round: its name, its door, and who its clients are.
 struct Spec {
     name: &'static str,
     door: Door,
-    login: bool,
+    mode: Mode,
 }
 
 /// The demos this run started (stopped when dropped) and the phases through them.
 struct Plan {
+    /// Other processes the run started (responders, then brokers), stopped when dropped,
+    /// before the demos.
+    _held: Vec<Box<dyn std::any::Any>>,
     _demos: Vec<DemoProcess>,
     _cert: Option<SelfSigned>,
     specs: Vec<Spec>,
@@ -122,16 +140,17 @@ fn plan_tracing(cli: &Cli) -> Result<Plan, String> {
     Ok(Plan {
         _demos: demos,
         _cert: None,
+        _held: Vec::new(),
         specs: vec![
             Spec {
                 name: "untraced",
                 door: door.clone(),
-                login: false,
+                mode: Mode::Anonymous,
             },
             Spec {
                 name: "traced",
                 door,
-                login: true,
+                mode: Mode::LoggedIn,
             },
         ],
     })
@@ -146,13 +165,14 @@ fn plan_metrics(cli: &Cli) -> Result<Plan, String> {
         Ok(Spec {
             name,
             door: Door::parse(&d.gate, Kind::Tcp, Some(d.pid()))?,
-            login: false,
+            mode: Mode::Anonymous,
         })
     };
     let specs = vec![spec("counted", &counted)?, spec("uncounted", &uncounted)?];
     Ok(Plan {
         _demos: vec![counted, uncounted],
         _cert: None,
+        _held: Vec::new(),
         specs,
     })
 }
@@ -182,7 +202,7 @@ fn plan_transports(cli: &Cli) -> Result<Plan, String> {
     let untraced = |name, door| Spec {
         name,
         door,
-        login: false,
+        mode: Mode::Anonymous,
     };
     if let Some(g) = &cli.gate {
         let ws = cli.ws.as_deref().ok_or(
@@ -192,6 +212,7 @@ fn plan_transports(cli: &Cli) -> Result<Plan, String> {
         return Ok(Plan {
             _demos: vec![],
             _cert: None,
+            _held: Vec::new(),
             specs: vec![
                 untraced("tcp", Door::parse(g, Kind::Tcp, cli.gate_pid)?),
                 untraced("ws", Door::parse(ws, Kind::Ws, cli.gate_pid)?),
@@ -229,6 +250,7 @@ fn plan_transports(cli: &Cli) -> Result<Plan, String> {
     Ok(Plan {
         _demos: vec![plain, tls],
         _cert: Some(cert),
+        _held: Vec::new(),
         specs,
     })
 }
@@ -240,6 +262,8 @@ struct Medians {
     p50_ms: Vec<f64>,
     cpu_us: Vec<f64>,
     client_cpu_us: Vec<f64>,
+    /// The door's other processes' CPU time per request, by name.
+    also: Vec<(String, Vec<f64>)>,
 }
 
 /// Runs every phase of `plan` in every round and prints each phase's row.
@@ -254,13 +278,18 @@ async fn run_rounds(cli: &Cli, plan: &Plan) -> Result<Vec<Medians>, String> {
             if cli.only.as_deref().is_some_and(|o| o != spec.name) {
                 continue;
             }
-            let p = phase::phase(cli, &spec.door, spec.login)
+            let p = phase::phase(cli, &spec.door, spec.mode)
                 .await
                 .map_err(|e| format!("in the {} phase: {e}", spec.name))?;
             let rss = p.rss.map_or("-".to_string(), |r| format!("{r:.0} MiB"));
             let us = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.2} µs"));
+            let also: String = p
+                .also_cpu_us
+                .iter()
+                .map(|(n, c)| format!("  {n} {c:.2} µs"))
+                .collect();
             println!(
-                "{:<10} {:>10.0} {:>7.2}ms {:>7.2}ms {:>8} {:>11} {:>13} {:>15}",
+                "{:<10} {:>10.0} {:>7.2}ms {:>7.2}ms {:>8} {:>11} {:>13} {:>15}{also}",
                 spec.name,
                 p.per_s,
                 p.p50_ms,
@@ -274,6 +303,12 @@ async fn run_rounds(cli: &Cli, plan: &Plan) -> Result<Vec<Medians>, String> {
             m.p50_ms.push(p.p50_ms);
             m.cpu_us.extend(p.cpu_us);
             m.client_cpu_us.extend(p.client_cpu_us);
+            for (name, c) in p.also_cpu_us {
+                match m.also.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, v)) => v.push(c),
+                    None => m.also.push((name, vec![c])),
+                }
+            }
         }
     }
     Ok(all)
@@ -348,7 +383,9 @@ fn print_tracing(cli: &Cli, all: Vec<Medians>) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let done = if let Some(spec) = &cli.hold_worker {
+    let done = if let Some(broker) = &cli.bare_responder {
+        bare::respond(broker).await
+    } else if let Some(spec) = &cli.hold_worker {
         idle::hold(spec).await
     } else if let Some(n) = cli.connections {
         idle::run(&cli, n).await
@@ -373,9 +410,20 @@ async fn requests(cli: &Cli) -> Result<(), String> {
         plan_transports(cli)?
     } else if cli.metrics_cost {
         plan_metrics(cli)?
+    } else if cli.split {
+        split::plan(cli)?
     } else {
         plan_tracing(cli)?
     };
+    if let Some(only) = &cli.only {
+        if !plan.specs.iter().any(|s| s.name == only) {
+            let names: Vec<&str> = plan.specs.iter().map(|s| s.name).collect();
+            return Err(format!(
+                "--only {only}: the phases are {}",
+                names.join(", ")
+            ));
+        }
+    }
     let gate = &plan.specs[0].door;
     println!(
         "load: {} {} clients x {} in flight, {} s per phase, {}, QoS 0, gate {}:{}, {} round(s)",
@@ -393,6 +441,8 @@ async fn requests(cli: &Cli) -> Result<(), String> {
         print_transports(&plan, all);
     } else if cli.metrics_cost {
         print_metrics_cost(all);
+    } else if cli.split {
+        split::print(&plan, all);
     } else {
         print_tracing(cli, all);
     }

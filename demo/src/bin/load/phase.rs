@@ -32,19 +32,37 @@ pub struct Phase {
     /// This load client's CPU time per answered request, µs: it shares the machine, so a
     /// transport that costs the client more leaves the gate less.
     pub client_cpu_us: Option<f64>,
+    /// CPU time per answered request of each of the door's other processes, µs.
+    pub also_cpu_us: Vec<(String, f64)>,
+}
+
+/// Who the phase's clients are and where their requests go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Anonymous clients of the gate (the demo traces none of their requests).
+    Anonymous,
+    /// Clients that log in first (the demo traces their requests).
+    LoggedIn,
+    /// Plain MQTT request/reply through the broker at the door, answered by a bare responder
+    /// (`bare` module): the floor under the gate's path.
+    Bare,
 }
 
 /// A connection of either client library.
 enum Client {
     /// rumqttc, what users run.
     Rumqttc(GateClient),
+    /// rumqttc to a plain broker, with a bare responder behind it.
+    Bare(crate::bare::Requester),
     /// This benchmark's own lean client.
     Lean(LeanClient),
 }
 
 impl Client {
-    async fn connect(door: &Door, id: &str, lean: bool) -> Result<Client, String> {
-        Ok(if lean {
+    async fn connect(door: &Door, id: &str, lean: bool, mode: Mode) -> Result<Client, String> {
+        Ok(if mode == Mode::Bare {
+            Client::Bare(crate::bare::Requester::connect(door, id).await?)
+        } else if lean {
             Client::Lean(LeanClient::connect(door, id).await?)
         } else {
             Client::Rumqttc(door.connect(id).await?)
@@ -58,23 +76,27 @@ impl Client {
                 .await
                 .map_err(|e| e.to_string()),
             Client::Lean(c) => c.request(handler, body).await,
+            Client::Bare(c) => c.request(body).await,
         }
     }
 
     async fn close(self) {
-        if let Client::Rumqttc(c) = self {
-            c.disconnect().await;
+        match self {
+            Client::Rumqttc(c) => c.disconnect().await,
+            Client::Bare(c) => c.close().await,
+            Client::Lean(_) => {}
         }
     }
 }
 
-/// Connects the clients (logged in when `login`), then measures one phase.
-pub async fn phase(cli: &Cli, door: &Door, login: bool) -> Result<Phase, String> {
+/// Connects the clients, then measures one phase.
+pub async fn phase(cli: &Cli, door: &Door, mode: Mode) -> Result<Phase, String> {
     let mut clients = Vec::with_capacity(cli.clients);
     let lean = cli.client == "lean";
+    let login = mode == Mode::LoggedIn;
     for i in 0..cli.clients {
         let id = format!("load-{}-{i}", if login { "t" } else { "u" });
-        let c = Client::connect(door, &id, lean)
+        let c = Client::connect(door, &id, lean, mode)
             .await
             .map_err(|e| format!("client {i}: {e}"))?;
         if login {
@@ -126,6 +148,7 @@ pub async fn phase(cli: &Cli, door: &Door, login: bool) -> Result<Phase, String>
     let pid = door.pid;
     let cpu_before = pid.and_then(cpu_seconds);
     let own_before = cpu_seconds(std::process::id());
+    let also_before: Vec<Option<f64>> = door.also.iter().map(|(_, p)| cpu_seconds(*p)).collect();
     tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
@@ -136,6 +159,17 @@ pub async fn phase(cli: &Cli, door: &Door, login: bool) -> Result<Phase, String>
         .zip(pid.and_then(cpu_seconds))
         .map(|(a, b)| b - a);
     let rss = pid.and_then(rss_mib);
+    let also: Vec<(String, Option<f64>)> = door
+        .also
+        .iter()
+        .zip(also_before)
+        .map(|((name, p), before)| {
+            (
+                name.clone(),
+                before.zip(cpu_seconds(*p)).map(|(a, b)| b - a),
+            )
+        })
+        .collect();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -155,6 +189,10 @@ pub async fn phase(cli: &Cli, door: &Door, login: bool) -> Result<Phase, String>
     Ok(Phase {
         cpu_us: cpu.map(|c| c * 1e6 / answered),
         client_cpu_us: own.map(|c| c * 1e6 / answered),
+        also_cpu_us: also
+            .into_iter()
+            .filter_map(|(name, c)| Some((name, c? * 1e6 / answered)))
+            .collect(),
         per_s: lat.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: ms(lat[lat.len() / 2]),
         p99_ms: ms(lat[lat.len() * 99 / 100]),
