@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use mqrs_base::sync::RwLocked;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, SubscribeReasonCode};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::mqttbytes::QoS;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::conn::{Connection, Options};
+use super::outbox::Sender;
 use super::remote::MqttTransport;
 use super::shared::Shared;
 use super::wire;
@@ -52,30 +54,28 @@ impl MqttTransport {
     }
 }
 
-fn options(link: &Link, shared: &Shared, (host, port): &(String, u16)) -> MqttOptions {
-    // Stable per server id: a reconnection takes the old session over, so the broker sends the
-    // old connection's last will (empty presence) before the new one announces itself.
-    let client_id = format!("mqrs-{}", link.server_id);
-    let mut opts = MqttOptions::new(client_id, host.clone(), *port);
-    opts.set_clean_start(true);
-    opts.set_keep_alive(Duration::from_secs(5));
-    opts.set_connection_timeout(3);
+fn options(link: &Link, shared: &Shared) -> Options {
     // rumqttc's default packet limit is 10 KiB; allow the payload limit plus properties.
     let max = u32::try_from(shared.settings.max_payload + 64 * 1024).unwrap_or(u32::MAX);
-    opts.set_max_packet_size(Some(max));
-    let mut net = rumqttc::NetworkOptions::new();
-    // Without it a request/reply pair stalls on delayed ACKs (about 40 ms each way).
-    net.set_tcp_nodelay(true);
-    opts.set_network_options(net);
-    // If this process dies, the broker clears its presence for it.
-    opts.set_last_will(LastWill::new(
-        wire::presence_topic(&link.server_id),
-        Vec::new(),
-        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        true,
-        None,
-    ));
-    opts
+    Options {
+        // Stable per server id: a reconnection takes the old session over, so the broker
+        // sends the old connection's last will (empty presence) before the new one announces
+        // itself.
+        client_id: format!("mqrs-{}", link.server_id),
+        keep_alive: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(3),
+        max_incoming: max,
+        // If this process dies, the broker clears its presence for it.
+        will: Some(LastWill::new(
+            wire::presence_topic(&link.server_id),
+            Vec::new(),
+            QoS::AtLeastOnce,
+            true,
+            None,
+        )),
+        // Room for a few of the largest payloads, and for thousands of small calls at once.
+        send_limit: (4 * max as usize).max(8 << 20),
+    }
 }
 
 /// The subscriptions of this process: its reply topic and its modules' request topics.
@@ -83,10 +83,7 @@ fn filters(shared: &Shared, link: &Link) -> Vec<Filter> {
     let qos = shared.qos();
     let mut f = vec![
         Filter::new(shared.reply_topic.clone(), qos),
-        Filter::new(
-            format!("{}+", wire::PRESENCE_PREFIX),
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        ),
+        Filter::new(format!("{}+", wire::PRESENCE_PREFIX), QoS::AtLeastOnce),
     ];
     if !shared.withdrawn.load(Ordering::Acquire) {
         for module in link.registry.module_names() {
@@ -109,20 +106,19 @@ fn presence(shared: &Shared, link: &Link) -> (String, Vec<u8>) {
 }
 
 /// Publishes this process's presence (retained, QoS 1) without waiting.
-fn announce(shared: &Shared, link: &Link, client: &AsyncClient) {
+fn announce(shared: &Shared, link: &Link, client: &Sender) {
     let (topic, payload) = presence(shared, link);
-    let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
-    if let Err(e) = client.try_publish(topic, qos, true, payload) {
+    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload, None) {
         tracing::warn!(error = %e, "cannot announce this process's modules");
     }
 }
 
 /// Stops taking calls from other processes: call subscriptions dropped, presence emptied.
-fn withdraw(shared: &Shared, link: &Link, client: &AsyncClient) {
+fn withdraw(shared: &Shared, link: &Link, client: &Sender) {
     shared.withdrawn.store(true, Ordering::Release);
     for module in link.registry.module_names() {
         for topic in wire::call_subscriptions(&module, &link.server_id) {
-            let _ = client.try_unsubscribe(topic);
+            let _ = client.unsubscribe(topic);
         }
     }
     announce(shared, link, client);
@@ -138,126 +134,134 @@ async fn run(
     let mut attempt = 0usize;
     let mut backoff = Duration::from_millis(100);
     let mut reported = false;
-    'connections: loop {
-        let url = &link.urls[attempt % link.urls.len()];
-        let (client, mut events) = AsyncClient::new(options(&link, &shared, url), 1024);
-        *shared.client.write_locked() = Some(client.clone());
-        loop {
-            let withdrawn = shared.withdrawn.load(Ordering::Acquire);
-            let event = tokio::select! {
-                _ = shutdown.changed() => {
-                    close(&shared, &link, &client, &mut events).await;
-                    break 'connections;
+    let opts = options(&link, &shared);
+    loop {
+        let url = link.urls[attempt % link.urls.len()].clone();
+        let opened = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = Connection::open(&url.0, url.1, &opts) => r,
+        };
+        let failed = match opened {
+            Ok((mut conn, ack)) => {
+                let broker_max = ack
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.max_packet_size)
+                    .unwrap_or(0);
+                shared
+                    .broker_max_packet
+                    .store(broker_max, Ordering::Relaxed);
+                shared.counters.connects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(broker = %format!("mqtt://{}:{}", url.0, url.1), "connected to the MQTT broker");
+                backoff = Duration::from_millis(100);
+                reported = false;
+                let client = conn.sender();
+                *shared.client.write_locked() = Some(client.clone());
+                if let Err(e) = client.subscribe_many(filters(&shared, &link)) {
+                    tracing::warn!(error = %e, "cannot subscribe at the broker");
                 }
-                r = link.withdraw.changed(), if !withdrawn => {
-                    if r.is_ok() && *link.withdraw.borrow() {
-                        withdraw(&shared, &link, &client);
+                announce(&shared, &link, &client);
+                match serve_connection(&shared, &mut link, &mut shutdown, &ready, &mut conn).await {
+                    None => {
+                        close(&shared, &link, conn).await;
+                        break;
                     }
-                    continue;
-                }
-                e = events.poll() => e,
-            };
-            match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    let broker_max = ack
-                        .properties
-                        .as_ref()
-                        .and_then(|p| p.max_packet_size)
-                        .unwrap_or(0);
-                    shared
-                        .broker_max_packet
-                        .store(broker_max, Ordering::Relaxed);
-                    shared.counters.connects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(broker = %format!("mqtt://{}:{}", url.0, url.1), "connected to the MQTT broker");
-                    backoff = Duration::from_millis(100);
-                    reported = false;
-                    let (c, f) = (client.clone(), filters(&shared, &link));
-                    let presence = presence(&shared, &link);
-                    tokio::spawn(async move {
-                        if let Err(e) = c.subscribe_many(f).await {
-                            tracing::warn!(error = %e, "cannot subscribe at the broker");
-                        }
-                        let (topic, payload) = presence;
-                        let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
-                        if let Err(e) = c.publish(topic, qos, true, payload).await {
-                            tracing::warn!(error = %e, "cannot announce this process's modules");
-                        }
-                    });
-                }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    let refused = ack
-                        .return_codes
-                        .iter()
-                        .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
-                        .count();
-                    if refused > 0 {
-                        tracing::error!(
-                            refused,
-                            codes = ?ack.return_codes,
-                            "the broker refused subscriptions: some calls to this process will time out"
-                        );
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    // The presence announcement (the only QoS 1 publish at connect) is through:
-                    // the broker delivered the retained presence of the others before it.
-                    shared.connected.store(true, Ordering::Release);
-                    let _ = ready.send(true);
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    on_publish(&shared, &link, &client, p);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    shared
-                        .counters
-                        .connection_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    let was = shared.connected.swap(false, Ordering::AcqRel);
-                    shared.fail_all("the connection to the MQTT broker was lost");
-                    // Processes may leave while we are away; retained presence refills the map
-                    // after the reconnection.
-                    shared.presence.write_locked().clear();
-                    if was || !reported {
-                        tracing::warn!(
-                            broker = %format!("mqtt://{}:{}", url.0, url.1),
-                            error = %e,
-                            retry_in_ms = backoff.as_millis() as u64,
-                            "MQTT broker unreachable; calls to other processes fail until it is back"
-                        );
-                        reported = true;
-                    } else {
-                        tracing::debug!(error = %e, "MQTT broker still unreachable");
-                    }
-                    tokio::select! {
-                        _ = shutdown.changed() => break 'connections,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    if link.urls.len() > 1 {
-                        // Fail over to the next node of the cluster.
-                        attempt += 1;
-                        continue 'connections;
-                    }
+                    Some(e) => e,
                 }
             }
+            Err(e) => e,
+        };
+        shared
+            .counters
+            .connection_errors
+            .fetch_add(1, Ordering::Relaxed);
+        let was = shared.connected.swap(false, Ordering::AcqRel);
+        *shared.client.write_locked() = None;
+        shared.fail_all("the connection to the MQTT broker was lost");
+        // Processes may leave while we are away; retained presence refills the map after the
+        // reconnection.
+        shared.presence.write_locked().clear();
+        if was || !reported {
+            tracing::warn!(
+                broker = %format!("mqtt://{}:{}", url.0, url.1),
+                error = %failed,
+                retry_in_ms = backoff.as_millis() as u64,
+                "MQTT broker unreachable; calls to other processes fail until it is back"
+            );
+            reported = true;
+        } else {
+            tracing::debug!(error = %failed, "MQTT broker still unreachable");
         }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        // Fail over to the next node of the cluster, if there are several.
+        attempt += 1;
     }
     shared.connected.store(false, Ordering::Release);
     shared.fail_all("the app is stopping");
     *shared.client.write_locked() = None;
 }
 
-/// Ends the broker session cleanly: presence withdrawn, DISCONNECT, then a short wait for both
-/// to go out.
-async fn close(
-    shared: &Shared,
-    link: &Link,
-    client: &AsyncClient,
-    events: &mut rumqttc::v5::EventLoop,
-) {
+/// Handles one connection's packets until it fails (the error) or the app stops (`None`).
+async fn serve_connection(
+    shared: &Arc<Shared>,
+    link: &mut Link,
+    shutdown: &mut watch::Receiver<bool>,
+    ready: &watch::Sender<bool>,
+    conn: &mut Connection,
+) -> Option<super::conn::ConnError> {
+    let client = conn.sender();
+    loop {
+        let withdrawn = shared.withdrawn.load(Ordering::Acquire);
+        let packet = tokio::select! {
+            _ = shutdown.changed() => return None,
+            r = link.withdraw.changed(), if !withdrawn => {
+                if r.is_ok() && *link.withdraw.borrow() {
+                    withdraw(shared, link, &client);
+                }
+                continue;
+            }
+            p = conn.poll() => p,
+        };
+        match packet {
+            Ok(Packet::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                    .count();
+                if refused > 0 {
+                    tracing::error!(
+                        refused,
+                        codes = ?ack.return_codes,
+                        "the broker refused subscriptions: some calls to this process will time out"
+                    );
+                }
+            }
+            Ok(Packet::PubAck(_)) => {
+                // The presence announcement (the only QoS 1 publish at connect, after the
+                // subscriptions) is through: the broker delivered the retained presence of the
+                // others before it.
+                if !shared.connected.swap(true, Ordering::AcqRel) {
+                    let _ = ready.send(true);
+                }
+            }
+            Ok(Packet::Publish(p)) => on_publish(shared, link, &client, p),
+            Ok(_) => {}
+            Err(e) => return Some(e),
+        }
+    }
+}
+
+/// Ends the broker session cleanly: presence withdrawn, calls being served finished (up to
+/// the grace period), then DISCONNECT after everything queued.
+async fn close(shared: &Shared, link: &Link, mut conn: Connection) {
+    let client = conn.sender();
     if !shared.withdrawn.load(Ordering::Acquire) {
-        withdraw(shared, link, client);
+        withdraw(shared, link, &client);
     }
     // Calls still being served finish and their replies go out (the connection keeps being
     // polled meanwhile); bounded by the grace period.
@@ -272,8 +276,8 @@ async fn close(
                 tracing::warn!("calls from other processes still running after the grace period");
                 break;
             }
-            ev = events.poll() => match ev {
-                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == shared.reply_topic.as_bytes() => {
+            p = conn.poll() => match p {
+                Ok(Packet::Publish(p)) if p.topic == shared.reply_topic.as_bytes() => {
                     on_reply(shared, &p);
                 }
                 Ok(_) => {}
@@ -282,16 +286,7 @@ async fn close(
         }
     }
     shared.connected.store(false, Ordering::Release);
-    if client.try_disconnect().is_ok() {
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Ok(ev) = events.poll().await {
-                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
+    conn.close(Duration::from_millis(500)).await;
 }
 
 /// A publish on this process's reply topic: completes the call waiting for it, or is counted
@@ -306,7 +301,7 @@ fn on_reply(shared: &Shared, p: &Publish) {
     }
 }
 
-fn on_publish(shared: &Arc<Shared>, link: &Link, client: &AsyncClient, mut p: Publish) {
+fn on_publish(shared: &Arc<Shared>, link: &Link, client: &Sender, mut p: Publish) {
     let Ok(topic) = std::str::from_utf8(&p.topic) else {
         shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
         return;
@@ -344,7 +339,7 @@ const MAX_PROCESSES: usize = 4096;
 fn on_presence(
     shared: &Shared,
     link: &Link,
-    client: &AsyncClient,
+    client: &Sender,
     server_id: &str,
     modules: Option<Vec<String>>,
 ) {

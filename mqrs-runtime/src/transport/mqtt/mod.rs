@@ -1,6 +1,7 @@
-//! Calls between processes through an MQTT 5 broker (rumqttc), and the broker a process can
-//! embed (`broker.rs`). The topics, payloads and properties are in `wire.rs`; the connection
-//! that sends, receives, reconnects and serves incoming calls is in `link.rs`.
+//! Calls between processes through an MQTT 5 broker, and the broker a process can embed
+//! (`broker.rs`). The topics, payloads and properties are in `wire.rs`; the connection that
+//! reconnects, subscribes and serves incoming calls is in `link.rs`, over one MQTT 5 session
+//! (`conn.rs`, with rumqttc's packet codec) whose writes are coalesced (`outbox.rs`).
 //!
 //! [`MqttTransport`] is the remote side of the app's router: a call to a module that does not
 //! run in this process is published on the module's request topic with a reply address and a
@@ -10,7 +11,9 @@
 
 pub(crate) mod broker;
 mod budget;
+mod conn;
 mod link;
+mod outbox;
 mod remote;
 mod serve;
 mod shared;

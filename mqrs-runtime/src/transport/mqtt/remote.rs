@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use mqrs_base::sync::RwLocked;
-use rumqttc::v5::AsyncClient;
 use tokio::sync::oneshot;
 
 use super::budget::Serving;
+use super::outbox::Sender;
 use super::shared::{BrokerStats, Counters, PendingGuard, ReplyRx, Shared, Throttle};
 use super::wire;
 use crate::config::BrokerSection;
@@ -69,7 +69,7 @@ impl MqttTransport {
             .collect()
     }
 
-    fn client(&self) -> Option<AsyncClient> {
+    fn client(&self) -> Option<Sender> {
         if !self.shared.connected.load(Ordering::Acquire) {
             return None;
         }
@@ -123,7 +123,7 @@ impl MqttTransport {
         Ok(async move {
             let _guard = guard;
             client
-                .publish_with_properties(topic, qos, false, payload, props)
+                .publish(topic, qos, false, payload, Some(props))
                 .await
                 .map_err(|e| RpcError::Unreachable {
                     target: target.clone(),

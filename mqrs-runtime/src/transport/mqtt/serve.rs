@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use rumqttc::v5::AsyncClient;
 
+use super::outbox::Sender;
 use super::shared::Shared;
 use super::wire;
 use crate::deadline::Deadline;
@@ -35,7 +35,7 @@ pub(super) fn admit(
     shared: &Arc<Shared>,
     registry: &Arc<Registry>,
     default_timeout: std::time::Duration,
-    client: &AsyncClient,
+    client: &Sender,
     call: Call<'_>,
 ) {
     let Call {
@@ -114,8 +114,7 @@ pub(super) fn admit(
             if let Some((topic, correlation)) = call.reply_to {
                 let props = wire::reply_properties(correlation, None);
                 let payload = wire::encode_reply(&busy);
-                if let Err(e) =
-                    client.try_publish_with_properties(topic, shared.qos(), false, payload, props)
+                if let Err(e) = client.try_publish(topic, shared.qos(), false, payload, Some(props))
                 {
                     tracing::debug!(error = %e, "busy answer dropped: the send queue is full");
                 }
@@ -148,7 +147,7 @@ impl Incoming {
     }
 }
 
-async fn serve(shared: &Shared, client: &AsyncClient, registry: &Registry, call: Incoming) {
+async fn serve(shared: &Shared, client: &Sender, registry: &Registry, call: Incoming) {
     let mut keep = None;
     // The SERVER span, ended with the handler and delivered after the reply is sent.
     let mut span = None;
@@ -214,7 +213,7 @@ async fn run_until<S>(
 
 async fn reply(
     shared: &Shared,
-    client: &AsyncClient,
+    client: &Sender,
     call: Incoming,
     result: Result<Vec<u8>, RpcError>,
     kept: Option<KeepReason>,
@@ -240,7 +239,7 @@ async fn reply(
     }
     let props = wire::reply_properties(correlation, kept);
     if let Err(e) = client
-        .publish_with_properties(topic, shared.qos(), false, payload, props)
+        .publish(topic, shared.qos(), false, payload, Some(props))
         .await
     {
         tracing::debug!(method = %call.name, error = %e, "cannot publish a reply");
@@ -253,11 +252,11 @@ mod tests {
     use std::time::Duration;
 
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::MqttOptions;
 
     use super::*;
     use crate::config::BrokerSection;
     use crate::trace::{StoreLimits, TraceStore, Tracing};
+    use crate::transport::mqtt::outbox::Outbox;
     use crate::transport::mqtt::MqttTransport;
     use crate::Session;
 
@@ -275,12 +274,13 @@ mod tests {
             tracing.tracer("M"),
         );
         let shared = MqttTransport::new(BrokerSection::default(), "s1").shared;
-        // A client whose one-message request queue is already full: publishing the reply
-        // waits there until the event loop (the queue's reader) is dropped.
-        let (client, events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 1);
+        // A connection whose send buffer is already full: publishing the reply waits there
+        // until the connection closes.
+        let outbox = Arc::new(Outbox::new(1, 0, 10));
+        let client = Sender(outbox.clone());
         client
-            .try_publish("filler", QoS::AtMostOnce, false, Vec::new())
-            .expect("the queue takes one message");
+            .try_publish("filler", QoS::AtMostOnce, false, vec![0u8; 8], None)
+            .expect("the buffer takes one message");
         let payload = wire::encode_request(&Session::default(), None, b"[]").expect("encodes");
         let call = Incoming {
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
@@ -305,7 +305,7 @@ mod tests {
             store.trace(trace_id).is_none(),
             "the SERVER span was stored before the reply was sent"
         );
-        drop(events);
+        outbox.close("the test closes it");
         serving.await.expect("serve ends");
         let t = store.trace(trace_id).expect("the SERVER span is stored");
         let span = t.spans.iter().find(|s| s.name == "M/f").expect("M/f");

@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use mqrs_base::sync::{Locked, RwLocked};
 use tokio::sync::oneshot;
 
-use rumqttc::v5::AsyncClient;
-
 use super::broker::EmbeddedBrokerStats;
 use super::budget::Serving;
+use super::outbox::Sender;
 use super::wire;
 use crate::config::BrokerSection;
 use crate::error::RpcError;
@@ -74,7 +73,8 @@ pub(super) struct Shared {
     /// Modules each connected process announced, by server id.
     pub(super) presence: RwLock<HashMap<String, Vec<String>>>,
     pub(super) reply_topic: String,
-    pub(super) client: RwLock<Option<AsyncClient>>,
+    /// The current connection's sender, while connected.
+    pub(super) client: RwLock<Option<Sender>>,
     pub(super) connected: AtomicBool,
     pub(super) pending: Mutex<Pending>,
     pub(super) next_id: AtomicU64,
