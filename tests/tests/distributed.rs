@@ -594,3 +594,42 @@ async fn sampling_decision_and_keeping_cross_processes() {
     );
     s.stop().await;
 }
+
+/// With `[broker] qos = 1`, 200 calls at once through a mosquitto that announces a Receive
+/// Maximum of 4 (`max_inflight_messages`): requests and replies take packet ids, wait for
+/// PUBACKs, reuse the ids, and every call is answered on one connection. (mosquitto does not
+/// enforce the maximum, so the bound itself is checked in the send buffer's unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_1_calls_through_a_broker_with_a_small_receive_maximum_all_complete() {
+    let mosquitto = Mosquitto::start_with(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port(),
+        "max_inflight_messages 4",
+    );
+    let s = split_with(
+        Broker::Mosquitto(mosquitto),
+        5000,
+        |c| c.broker.qos = 1,
+        |c| c.broker.qos = 1,
+    )
+    .await;
+    let calls = (0..200u64).map(|i| {
+        let front = s.front.clone();
+        tokio::spawn(async move {
+            front
+                .call::<_, u64>("Probe", "sleep", &Session::default(), (i % 3,))
+                .await
+        })
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    for (i, a) in answers.into_iter().enumerate() {
+        assert_eq!(a.expect("joins"), Ok(i as u64 % 3), "call {i}");
+    }
+    let stats = s.front.broker_stats().expect("mqtt");
+    assert!(stats.connected, "{stats:?}");
+    assert_eq!(stats.connects, 1, "the connection held: {stats:?}");
+    assert_eq!(s.back.broker_stats().expect("mqtt").connects, 1);
+    s.stop().await;
+}

@@ -395,3 +395,140 @@ fn publish(
         properties,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A socket that records each write it is given, and takes them only when let.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        writes: Arc<std::sync::Mutex<Vec<usize>>>,
+        open: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                // Not yet: asked again soon.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.writes.locked().push(buf.len());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn send(sender: &Sender, n: usize) -> Result<(), SendError> {
+        let topic = format!("mqrs/call/M/f{n}");
+        sender.try_publish(topic, QoS::AtMostOnce, false, vec![b'x'; 40], None)
+    }
+
+    #[tokio::test]
+    async fn publishes_queued_during_a_write_go_out_in_the_next_one() {
+        let outbox = Arc::new(Outbox::new(1 << 20, 0, 10));
+        let sender = Sender(outbox.clone());
+        let socket = Recorder::default();
+        let writer = {
+            let (outbox, socket) = (outbox.clone(), socket.clone());
+            tokio::spawn(async move { outbox.write_to(socket).await })
+        };
+        send(&sender, 0).expect("queued");
+        // The writer took the first publish and waits on the socket; 50 more queue up.
+        tokio::task::yield_now().await;
+        for n in 1..=50 {
+            send(&sender, n).expect("queued");
+        }
+        socket.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        sender.disconnect().expect("queued");
+        writer.await.expect("joins").expect("writes");
+        let writes = socket.writes.locked().clone();
+        assert_eq!(
+            writes.len(),
+            2,
+            "one write for the first, one for the rest: {writes:?}"
+        );
+        assert!(writes[1] > 50 * 40, "{writes:?}");
+        assert!(matches!(send(&sender, 99), Err(SendError::Closed(_))));
+    }
+
+    #[tokio::test]
+    async fn the_buffer_bound_refuses_or_holds_publishes_until_the_writer_takes_them() {
+        let outbox = Arc::new(Outbox::new(100, 0, 10));
+        let sender = Sender(outbox.clone());
+        send(&sender, 0).expect("under the bound");
+        send(&sender, 1).expect("under the bound");
+        assert_eq!(send(&sender, 2), Err(SendError::Full));
+        let waiting = {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                sender
+                    .publish("t", QoS::AtMostOnce, false, vec![0u8; 4], None)
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a publish over the bound waits");
+        let socket = Recorder::default();
+        socket.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let writer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.write_to(socket).await })
+        };
+        waiting
+            .await
+            .expect("joins")
+            .expect("queued once there is room");
+        outbox.close("done");
+        writer.await.expect("joins").expect("writes");
+    }
+
+    #[tokio::test]
+    async fn qos_1_publishes_stay_within_the_brokers_receive_maximum() {
+        let outbox = Arc::new(Outbox::new(1 << 20, 0, 2));
+        let sender = Sender(outbox.clone());
+        let qos1 =
+            |sender: &Sender| sender.try_publish("t", QoS::AtLeastOnce, false, vec![0u8; 4], None);
+        qos1(&sender).expect("first");
+        qos1(&sender).expect("second");
+        assert_eq!(
+            qos1(&sender),
+            Err(SendError::Full),
+            "a third waits for a PUBACK"
+        );
+        // Packet ids 1 and 2 are in use; acknowledging one frees its place.
+        outbox.acknowledged(1);
+        qos1(&sender).expect("after the PUBACK");
+        assert_eq!(outbox.state.locked().qos1.len(), 2);
+        // A SUBACK's id is not a publish's place.
+        sender
+            .subscribe_many(vec![Filter::new("a", QoS::AtMostOnce)])
+            .expect("sub");
+        outbox.acknowledged(4);
+        assert_eq!(qos1(&sender), Err(SendError::Full));
+    }
+
+    #[test]
+    fn a_publish_larger_than_the_broker_takes_is_refused_not_sent() {
+        let outbox = Arc::new(Outbox::new(1 << 20, 100, 10));
+        let sender = Sender(outbox.clone());
+        let big = sender.try_publish("t", QoS::AtMostOnce, false, vec![0u8; 200], None);
+        assert!(matches!(big, Err(SendError::Encode(_))), "{big:?}");
+        assert!(outbox.state.locked().buf.is_empty());
+        send(&sender, 1).expect("a small one still goes");
+    }
+}
