@@ -2,9 +2,12 @@
 //! thread, which batches them and sends them by OTLP/HTTP protobuf (`opentelemetry-otlp`) to a
 //! collector (mqrs's own, Jaeger, Tempo, an OpenTelemetry Collector). Spans that do not fit in
 //! the queue are dropped, counted and logged; a clean stop exports what is queued.
+//!
+//! The thread is woken once per batch, not once per span: by the first span of a batch, then
+//! by the span that fills it or by its deadline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,9 +41,38 @@ mqrs_base::counters! {
     struct Counters => ExportStats { exported, dropped, failed }
 }
 
+/// What the span processors share with the export thread besides the queue: how many spans
+/// are queued, to wake the thread when a whole batch is.
+#[derive(Debug, Default)]
+struct Filling {
+    queued: AtomicUsize,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Filling {
+    /// One more span is about to be queued (counted first, so the thread's count never goes
+    /// below zero); true when it makes a whole batch.
+    fn adding(&self) -> bool {
+        self.queued.fetch_add(1, Ordering::Relaxed) + 1 == MAX_BATCH
+    }
+
+    /// Wakes the thread: a whole batch is queued.
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// One span left the queue (or did not enter it).
+    fn taken(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One queue and one thread that export every module's spans.
 pub(crate) struct Exporter {
     tx: SyncSender<(Arc<str>, SpanData)>,
+    filling: Arc<Filling>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -54,13 +86,16 @@ impl Exporter {
         let (tx, rx) = sync_channel(queue.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let (s, c) = (stop.clone(), counters.clone());
+        let filling = Arc::new(Filling::default());
+        let (s, c, f) = (stop.clone(), counters.clone(), filling.clone());
         let thread = std::thread::Builder::new()
             .name("mqrs-otlp-export".into())
-            .spawn(move || run(url, rx, s, c))
+            .spawn(move || run(url, rx, s, c, &f))
             .map_err(|e| format!("cannot start the OTLP export thread: {e}"))?;
+        let _ = filling.thread.set(thread.thread().clone());
         Ok(Exporter {
             tx,
+            filling,
             stop,
             counters,
             thread: Mutex::new(Some(thread)),
@@ -71,6 +106,7 @@ impl Exporter {
     pub(crate) fn processor(&self, service: Arc<str>) -> ExportProcessor {
         ExportProcessor {
             tx: self.tx.clone(),
+            filling: self.filling.clone(),
             service,
             counters: self.counters.clone(),
         }
@@ -84,6 +120,9 @@ impl Exporter {
     /// Exports what is queued, then stops the thread.
     pub(crate) fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.filling.thread.get() {
+            t.unpark();
+        }
         let thread = self.thread.locked().take();
         if let Some(t) = thread {
             let _ = t.join();
@@ -110,6 +149,7 @@ pub(crate) fn traces_url(endpoint: &str) -> Result<String, String> {
 #[derive(Debug)]
 pub(crate) struct ExportProcessor {
     tx: SyncSender<(Arc<str>, SpanData)>,
+    filling: Arc<Filling>,
     service: Arc<str>,
     counters: Arc<Counters>,
 }
@@ -121,15 +161,19 @@ impl SpanProcessor for ExportProcessor {
         if !crate::trace::sampling::wanted(&span) {
             return;
         }
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send((self.service.clone(), span))
-        {
-            let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() || n == 0 {
-                tracing::warn!(
-                    dropped = n + 1,
-                    "OTLP export queue full: spans dropped ([trace] otlp_queue)"
-                );
+        let whole = self.filling.adding();
+        match self.tx.try_send((self.service.clone(), span)) {
+            Ok(()) if whole => self.filling.wake(),
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.filling.taken();
+                let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() || n == 0 {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        "OTLP export queue full: spans dropped ([trace] otlp_queue)"
+                    );
+                }
             }
         }
     }
@@ -149,6 +193,7 @@ fn run(
     rx: Receiver<(Arc<str>, SpanData)>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    filling: &Filling,
 ) {
     let mut exporters: HashMap<Arc<str>, opentelemetry_otlp::SpanExporter> = HashMap::new();
     let mut batch: Vec<(Arc<str>, SpanData)> = Vec::with_capacity(MAX_BATCH);
@@ -156,35 +201,44 @@ fn run(
     let mut warned = false;
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(item) => {
-                if batch.is_empty() {
-                    oldest = Instant::now();
-                }
-                batch.push(item);
+        while let Ok(item) = rx.try_recv() {
+            filling.taken();
+            if batch.is_empty() {
+                oldest = Instant::now();
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
+            batch.push(item);
+            if batch.len() >= MAX_BATCH {
                 send(&url, &mut exporters, &mut batch, &counters, &mut warned);
-                return;
             }
-        }
-        let due = batch.len() >= MAX_BATCH || (!batch.is_empty() && oldest.elapsed() >= MAX_DELAY);
-        if due || stopping {
-            while let Ok(item) = rx.try_recv() {
-                batch.push(item);
-                if batch.len() >= MAX_BATCH {
-                    send(&url, &mut exporters, &mut batch, &counters, &mut warned);
-                }
-            }
-            send(&url, &mut exporters, &mut batch, &counters, &mut warned);
         }
         if stopping {
+            send(&url, &mut exporters, &mut batch, &counters, &mut warned);
             for (_, e) in exporters.drain() {
                 let _ = e.shutdown();
             }
             return;
         }
+        if batch.is_empty() {
+            // Idle: the next span wakes this thread.
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(item) => {
+                    filling.taken();
+                    oldest = Instant::now();
+                    batch.push(item);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            continue;
+        }
+        let left = MAX_DELAY.saturating_sub(oldest.elapsed());
+        if left.is_zero() {
+            send(&url, &mut exporters, &mut batch, &counters, &mut warned);
+            continue;
+        }
+        // Filling: woken by the span that makes a whole batch, or at the batch's deadline
+        // (the stop flag is looked at every 100 ms too).
+        std::thread::park_timeout(left.min(Duration::from_millis(100)));
     }
 }
 
