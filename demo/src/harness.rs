@@ -152,7 +152,35 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
 
 /// CPU time (user and system) the process `pid` has used so far, in seconds; Linux only.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU time (user and system) the threads of process `pid` whose name starts with `prefix`
+/// have used so far, in seconds (Linux thread names are cut to 15 bytes); `None` when it has
+/// no such thread.
+pub fn thread_cpu_seconds(pid: u32, prefix: &str) -> Option<f64> {
+    let mut total = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        if let Some(s) = stat_cpu_seconds(&stat) {
+            *total.get_or_insert(0.0) += s;
+        }
+    }
+    total
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     // Fields after the command name, which is in parentheses and may hold spaces: utime and
     // stime are the 12th and 13th of them, in clock ticks (USER_HZ, 100 on Linux).
     let rest = &stat[stat.rfind(')')? + 1..];

@@ -112,3 +112,80 @@ fn idle_connections_are_held_and_all_answer_a_ping() {
     );
     assert!(out.contains("bytes/connection"), "{out}");
 }
+
+#[test]
+fn the_split_runs_beside_its_bare_floor_through_both_brokers() {
+    let out = load(&[
+        "--split",
+        "--clients",
+        "4",
+        "--inflight",
+        "2",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+    ]);
+    let mut phases = vec![
+        "emb-bare",
+        "emb-untraced",
+        "emb-traced",
+        "emb-10%",
+        "1-process",
+    ];
+    // Without mosquitto the run says so and measures the embedded broker only.
+    if !out.contains("no mosquitto phases") {
+        phases.extend(["mosq-bare", "mosq-untraced", "mosq-traced", "mosq-10%"]);
+        assert!(out.contains("mosq: split untraced/bare"), "{out}");
+    }
+    assert_rows(&out, &phases);
+    for l in out.lines().filter(|l| l.contains("ms ")) {
+        assert_eq!(l.split_whitespace().nth(4), Some("0"), "errors in `{l}`");
+    }
+    assert!(out.contains("emb: split untraced/bare"), "{out}");
+    assert!(out.contains("traced 100 %/untraced"), "{out}");
+    // Every process on the path is measured: the modules process in the split phases, the
+    // responder in the floor's, the collector and exporter threads when tracing.
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(name) && !l.contains("ms "))
+            .unwrap_or_else(|| panic!("no CPU line for {name}:\n{out}"))
+            .to_string()
+    };
+    assert!(row("emb-bare").contains("responder"), "{out}");
+    let traced = row("emb-traced");
+    assert!(
+        traced.contains("modules") && traced.contains("OTLP export"),
+        "{traced}"
+    );
+}
+
+#[test]
+fn collector_ingest_is_measured_with_the_gate_idle_and_busy() {
+    let out = load(&[
+        "--collector",
+        "--clients",
+        "4",
+        "--inflight",
+        "2",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+    ]);
+    for line in [
+        "ingest, gate idle",
+        "gate alone",
+        "ingest, gate busy",
+        "median ingest",
+    ] {
+        assert!(out.contains(line), "no `{line}` in:\n{out}");
+    }
+    let spans: f64 = out
+        .lines()
+        .find(|l| l.starts_with("ingest, gate idle"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rate:\n{out}"));
+    assert!(spans > 0.0, "{out}");
+}

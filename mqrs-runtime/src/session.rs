@@ -180,7 +180,8 @@ impl Session {
     pub fn trace_id(&self) -> Option<String> {
         let t = self.trace.as_ref()?;
         let sc = &t.sc;
-        sc.is_valid().then(|| sc.trace_id().to_string())
+        sc.is_valid()
+            .then(|| crate::trace::context::trace_id_hex(sc.trace_id()))
     }
 
     /// The W3C `traceparent` of the current span, when traced.

@@ -17,6 +17,14 @@ pub fn format_traceparent(sc: &SpanContext) -> Option<String> {
     Some(out)
 }
 
+/// A trace id as 32 lower-case hex digits (as `Display` writes it, without its formatting
+/// machinery: this runs for every reply that names its trace).
+pub fn trace_id_hex(id: opentelemetry::trace::TraceId) -> String {
+    let mut out = String::with_capacity(32);
+    push_hex(&mut out, &id.to_bytes());
+    out
+}
+
 /// Appends `bytes` as lower-case hex.
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

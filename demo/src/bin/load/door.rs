@@ -33,9 +33,9 @@ pub struct Door {
     pub tls: Option<Arc<ClientConfig>>,
     /// The gate's process, to read its CPU time and memory.
     pub pid: Option<u32>,
-    /// Other processes on a request's path (modules, broker, responder), named, whose CPU
-    /// time per request a phase reports too.
-    pub also: Vec<(String, u32)>,
+    /// Other processes on a request's path (modules, broker, responder), or threads of one
+    /// (named by the start of their name), whose CPU time per request a phase reports too.
+    pub also: Vec<Measured>,
 }
 
 impl Door {
@@ -57,10 +57,24 @@ impl Door {
 
     /// The same door, with process `pid` (named `name`) measured too.
     pub fn measuring(mut self, name: &str, pid: u32) -> Door {
-        self.also.push((name.to_string(), pid));
+        self.also.push(Measured {
+            name: name.to_string(),
+            pid,
+            thread: None,
+        });
         self
     }
 
+    /// The same door, with the threads of process `pid` whose name starts with `thread`
+    /// measured too (as `name`).
+    pub fn measuring_thread(mut self, name: &str, pid: u32, thread: &'static str) -> Door {
+        self.also.push(Measured {
+            name: name.to_string(),
+            pid,
+            thread: Some(thread),
+        });
+        self
+    }
     /// The same door, trusting `config`'s roots.
     pub fn trusting(mut self, config: Arc<ClientConfig>) -> Door {
         self.tls = Some(config);
@@ -97,5 +111,26 @@ impl Door {
         GateClient::connect_with(opts)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+/// A process, or some of its threads, whose CPU time a phase reports.
+#[derive(Clone)]
+pub struct Measured {
+    /// What the report calls it.
+    pub name: String,
+    /// The process.
+    pub pid: u32,
+    /// Only its threads whose name starts with this.
+    pub thread: Option<&'static str>,
+}
+
+impl Measured {
+    /// CPU seconds used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        match self.thread {
+            None => demo::harness::cpu_seconds(self.pid),
+            Some(t) => demo::harness::thread_cpu_seconds(self.pid, t),
+        }
     }
 }

@@ -285,7 +285,7 @@ pub async fn run(cli: &Cli, members: usize) -> Result<(), String> {
     let (mut gate_rates, mut floor_rates) = (Vec::new(), Vec::new());
     let mut payload = TEXT.len() + 100;
     for round in 0..cli.rounds.max(1) {
-        if cli.only.as_deref().is_none_or(|o| o == "mqrs") {
+        if cli.only.is_empty() || cli.only.iter().any(|o| o == "mqrs") {
             let f = through_gate(cli, &door, members, round).await?;
             row("mqrs", &f);
             if f.payload > 0 {
@@ -295,7 +295,7 @@ pub async fn run(cli: &Cli, members: usize) -> Result<(), String> {
         }
         if let Some(b) = broker
             .as_ref()
-            .filter(|_| cli.only.as_deref().is_none_or(|o| o == "mosquitto"))
+            .filter(|_| cli.only.is_empty() || cli.only.iter().any(|o| o == "mosquitto"))
         {
             let f = through_mosquitto(cli, b, members, payload, round).await?;
             row("mosquitto", &f);

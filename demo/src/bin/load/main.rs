@@ -16,12 +16,15 @@
 //!   per connection (module [`idle`]).
 //! - `--metrics-cost`: untraced requests through a demo that counts every call (RED metrics)
 //!   and through one started with `--no-metrics`: what counting costs the gate.
+//! - `--collector`: OTLP/HTTP protobuf ingest into the demo's collector, with the gate idle
+//!   and beside gate load (module [`collector`]).
 //! - `--split`: the demo split over a gate process and a modules process, through the
 //!   embedded broker and mosquitto, untraced, traced and at 10 % sampling, against a bare MQTT
 //!   request/reply floor through the same broker and the demo in one process, with every
 //!   process's CPU time per request (module [`split`]).
 
 mod bare;
+mod collector;
 mod door;
 mod fanout;
 mod idle;
@@ -66,9 +69,9 @@ pub struct Cli {
     /// The started demo's `--sample-ratio` (traces recorded; failed and slow ones kept).
     #[arg(long, default_value_t = 1.0)]
     sample_ratio: f64,
-    /// Run one phase only (to profile it); ratios need the others.
-    #[arg(long, value_name = "PHASE")]
-    only: Option<String>,
+    /// Run only these phases (comma-separated; to profile one, or to alternate two).
+    #[arg(long, value_name = "PHASE,...", value_delimiter = ',')]
+    only: Vec<String>,
     /// Compare MQTT over WebSocket, TLS and WSS with MQTT over TCP (all untraced) instead of
     /// traced with untraced.
     #[arg(long)]
@@ -101,6 +104,10 @@ pub struct Cli {
     /// the same broker and against the demo in one process.
     #[arg(long, conflicts_with_all = ["transports", "fanout", "connections", "gate", "metrics_cost"])]
     split: bool,
+    /// OTLP/HTTP protobuf ingest into the demo's collector (spans/s, CPU per span), with the
+    /// gate idle and beside gate load.
+    #[arg(long, conflicts_with_all = ["transports", "fanout", "connections", "gate", "metrics_cost", "split"])]
+    collector: bool,
     /// Internal: answer bare requests through the broker at HOST:PORT.
     #[arg(long, hide = true, value_name = "HOST:PORT")]
     bare_responder: Option<String>,
@@ -275,7 +282,7 @@ async fn run_rounds(cli: &Cli, plan: &Plan) -> Result<Vec<Medians>, String> {
     let mut all = vec![Medians::default(); plan.specs.len()];
     for _ in 0..cli.rounds.max(1) {
         for (spec, m) in plan.specs.iter().zip(&mut all) {
-            if cli.only.as_deref().is_some_and(|o| o != spec.name) {
+            if !cli.only.is_empty() && !cli.only.iter().any(|o| o == spec.name) {
                 continue;
             }
             let p = phase::phase(cli, &spec.door, spec.mode)
@@ -391,6 +398,8 @@ async fn main() -> ExitCode {
         idle::run(&cli, n).await
     } else if let Some(n) = cli.fanout {
         fanout::run(&cli, n).await
+    } else if cli.collector {
+        collector::run(&cli).await
     } else {
         requests(&cli).await
     };
@@ -415,7 +424,7 @@ async fn requests(cli: &Cli) -> Result<(), String> {
     } else {
         plan_tracing(cli)?
     };
-    if let Some(only) = &cli.only {
+    for only in &cli.only {
         if !plan.specs.iter().any(|s| s.name == only) {
             let names: Vec<&str> = plan.specs.iter().map(|s| s.name).collect();
             return Err(format!(

@@ -148,7 +148,7 @@ pub async fn phase(cli: &Cli, door: &Door, mode: Mode) -> Result<Phase, String> 
     let pid = door.pid;
     let cpu_before = pid.and_then(cpu_seconds);
     let own_before = cpu_seconds(std::process::id());
-    let also_before: Vec<Option<f64>> = door.also.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let also_before: Vec<Option<f64>> = door.also.iter().map(|m| m.cpu_seconds()).collect();
     tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
@@ -163,11 +163,9 @@ pub async fn phase(cli: &Cli, door: &Door, mode: Mode) -> Result<Phase, String> 
         .also
         .iter()
         .zip(also_before)
-        .map(|((name, p), before)| {
-            (
-                name.clone(),
-                before.zip(cpu_seconds(*p)).map(|(a, b)| b - a),
-            )
+        .map(|(m, before)| {
+            let used = before.zip(m.cpu_seconds()).map(|(a, b)| b - a);
+            (m.name.clone(), used)
         })
         .collect();
     stop.store(true, Ordering::Relaxed);

@@ -17,6 +17,11 @@ use crate::door::{Door, Kind};
 use crate::phase::Mode;
 use crate::{Cli, Medians, Plan, Spec};
 
+/// The gate process's collector (and viewer) thread, reported apart from its process.
+const THREAD_COLLECTOR: &str = "in gate: collector";
+/// The modules process's OTLP export thread, reported apart from its process.
+const THREAD_EXPORT: &str = "in modules: OTLP export";
+
 /// The brokers of a split run.
 #[derive(Clone, Copy)]
 enum Broker {
@@ -87,7 +92,9 @@ impl Pair {
     /// The gate's door, measuring the modules process and mosquitto too.
     fn door(&self) -> Result<Door, String> {
         let mut door = Door::parse(&self.gate.gate, Kind::Tcp, Some(self.gate.pid()))?
-            .measuring("modules", self.modules.pid());
+            .measuring("modules", self.modules.pid())
+            .measuring_thread(THREAD_COLLECTOR, self.gate.pid(), "mqrs-http")
+            .measuring_thread(THREAD_EXPORT, self.modules.pid(), "mqrs-otlp-expor");
         if let Some(m) = &self.mosquitto {
             door = door.measuring("mosquitto", m.pid());
         }
@@ -218,7 +225,12 @@ pub fn print(plan: &Plan, mut all: Vec<Medians>) {
                 parts.push((name.clone(), c));
             }
         }
-        let total: f64 = parts.iter().map(|(_, c)| c).sum();
+        let thread = |n: &str| n == THREAD_COLLECTOR || n == THREAD_EXPORT;
+        let total: f64 = parts
+            .iter()
+            .filter(|(n, _)| !thread(n))
+            .map(|(_, c)| c)
+            .sum();
         let list: Vec<String> = parts.iter().map(|(n, c)| format!("{n} {c:.1}")).collect();
         println!("  {:<14} {total:>6.1}  ({})", spec.name, list.join(", "));
     }
