@@ -21,6 +21,21 @@ fn load(args: &[&str]) -> String {
     stdout
 }
 
+/// Runs `load` with `mode` for a brief round: 4 clients x 2 in flight, 1 s per phase.
+fn brief(mode: &[&str]) -> String {
+    let short = [
+        "--clients",
+        "4",
+        "--inflight",
+        "2",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+    ];
+    load(&[mode, &short[..]].concat())
+}
+
 /// The rows of the phases named `names`: each must exist and report no errors (the fifth
 /// column of the request table).
 fn assert_rows(out: &str, names: &[&str]) {
@@ -67,17 +82,7 @@ fn transports_run_over_tcp_websocket_tls_and_wss_with_both_clients() {
 
 #[test]
 fn counting_is_compared_with_a_demo_that_counts_nothing() {
-    let out = load(&[
-        "--metrics-cost",
-        "--clients",
-        "4",
-        "--inflight",
-        "2",
-        "--seconds",
-        "1",
-        "--rounds",
-        "1",
-    ]);
+    let out = brief(&["--metrics-cost"]);
     assert_rows(&out, &["counted", "uncounted"]);
     assert!(out.contains("counted/uncounted throughput"), "{out}");
     assert!(out.contains("counting adds"), "{out}");
@@ -115,17 +120,7 @@ fn idle_connections_are_held_and_all_answer_a_ping() {
 
 #[test]
 fn the_split_runs_beside_its_bare_floor_through_both_brokers() {
-    let out = load(&[
-        "--split",
-        "--clients",
-        "4",
-        "--inflight",
-        "2",
-        "--seconds",
-        "1",
-        "--rounds",
-        "1",
-    ]);
+    let out = brief(&["--split"]);
     let mut phases = vec![
         "emb-bare",
         "emb-untraced",
@@ -162,17 +157,7 @@ fn the_split_runs_beside_its_bare_floor_through_both_brokers() {
 
 #[test]
 fn collector_ingest_is_measured_with_the_gate_idle_and_busy() {
-    let out = load(&[
-        "--collector",
-        "--clients",
-        "4",
-        "--inflight",
-        "2",
-        "--seconds",
-        "1",
-        "--rounds",
-        "1",
-    ]);
+    let out = brief(&["--collector"]);
     for line in [
         "ingest, gate idle",
         "gate alone",
