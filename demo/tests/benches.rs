@@ -125,12 +125,19 @@ fn the_split_runs_beside_its_bare_floor_through_both_brokers() {
         "emb-bare",
         "emb-untraced",
         "emb-traced",
+        "emb-10%-base",
         "emb-10%",
         "1-process",
     ];
     // Without mosquitto the run says so and measures the embedded broker only.
     if !out.contains("no mosquitto phases") {
-        phases.extend(["mosq-bare", "mosq-untraced", "mosq-traced", "mosq-10%"]);
+        phases.extend([
+            "mosq-bare",
+            "mosq-untraced",
+            "mosq-traced",
+            "mosq-10%-base",
+            "mosq-10%",
+        ]);
         assert!(out.contains("mosq: split untraced/bare"), "{out}");
     }
     assert_rows(&out, &phases);
