@@ -62,6 +62,7 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
     let module_name = &m.name;
     let method_name = &h.name;
     let full = format!("{module_name}/{method_name}");
+    let idempotent = h.idempotent;
     let rust_fn = &h.func.sig.ident;
     let shim_fn = format_ident!("__mqrs_dispatch_{}_{}", m.type_ident, rust_fn);
     let cfgs = &h.cfgs;
@@ -106,6 +107,7 @@ fn shim(m: &Module, h: &Handler) -> TokenStream {
                 method: #method_name,
                 type_id: ::std::any::TypeId::of::<#self_ty>,
                 invoke: #shim_fn,
+                idempotent: #idempotent,
             }
         }
     }
@@ -136,7 +138,15 @@ fn client(m: &Module) -> TokenStream {
             for<'__mqrs> #ok: ::mqrs_runtime::__private_0_1::serde::de::DeserializeOwned
         );
         let user_docs = h.func.attrs.iter().filter(|a| a.path().is_ident("doc"));
-        let doc = format!(" Calls `{module_name}/{method_name}`.");
+        // A handler safe to repeat is called so that a failed attempt is retried elsewhere.
+        let (doc, call) = if h.idempotent {
+            (
+                format!(" Calls `{module_name}/{method_name}` (idempotent: a failed attempt is retried on another instance)."),
+                quote!(call_idempotent),
+            )
+        } else {
+            (format!(" Calls `{module_name}/{method_name}`."), quote!(call))
+        };
         // Higher-ranked bounds are checked where the method is called, not here: a handler whose
         // argument is only `Deserialize` still compiles; only calling its client needs `Serialize`.
         quote! {
@@ -154,7 +164,7 @@ fn client(m: &Module) -> TokenStream {
                 #(for<'__mqrs> #arg_types: ::mqrs_runtime::__private_0_1::serde::Serialize,)*
                 #ok_bound
             {
-                self.app.call(#module_name, #method_name, session, (#(#names,)*)).await
+                self.app.#call(#module_name, #method_name, session, (#(#names,)*)).await
             }
         }
     });

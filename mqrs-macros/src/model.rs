@@ -47,6 +47,8 @@ pub struct Handler {
     pub ok: Option<Type>,
     /// `#[cfg]`s of the method, and `#[cfg_attr]`s reduced to the `cfg`s they add.
     pub cfgs: Vec<Attribute>,
+    /// `#[rpc(idempotent)]`: safe to run twice, so a failed call may be retried elsewhere.
+    pub idempotent: bool,
 }
 
 /// How a handler takes the caller's `Session`.
@@ -93,6 +95,7 @@ struct Args {
     name: Option<LitStr>,
     lifecycle: bool,
     vis: Option<Visibility>,
+    idempotent: bool,
 }
 
 fn parse_args(tokens: TokenStream, module: bool) -> syn::Result<Args> {
@@ -106,6 +109,9 @@ fn parse_args(tokens: TokenStream, module: bool) -> syn::Result<Args> {
         } else if meta.path.is_ident("name") {
             args.name = Some(meta.value()?.parse::<LitStr>()?);
             Ok(())
+        } else if meta.path.is_ident("idempotent") && !module {
+            args.idempotent = true;
+            Ok(())
         } else if meta.path.is_ident("lifecycle") && module {
             args.lifecycle = true;
             Ok(())
@@ -117,7 +123,8 @@ fn parse_args(tokens: TokenStream, module: bool) -> syn::Result<Args> {
                 "unsupported #[rpc_module] argument; expected `name = \"...\"`, `lifecycle` or `vis = pub(crate)`",
             ))
         } else {
-            Err(meta.error("unsupported #[rpc] argument; expected `name = \"...\"`"))
+            Err(meta
+                .error("unsupported #[rpc] argument; expected `name = \"...\"` or `idempotent`"))
         }
     });
     syn::parse::Parser::parse2(parser, tokens)?;
@@ -195,24 +202,22 @@ fn take_handlers(item: &mut ItemImpl, errors: &mut Vec<syn::Error>) -> Vec<Handl
             continue;
         };
         let attr = f.attrs[pos].clone();
-        let rename = match &attr.meta {
-            syn::Meta::Path(_) => None,
-            syn::Meta::List(l) => {
-                parse_args(l.tokens.clone(), false)
-                    .unwrap_or_else(|e| {
-                        errors.push(e);
-                        Args::default()
-                    })
-                    .name
-            }
+        let args = match &attr.meta {
+            syn::Meta::Path(_) => Args::default(),
+            syn::Meta::List(l) => parse_args(l.tokens.clone(), false).unwrap_or_else(|e| {
+                errors.push(e);
+                Args::default()
+            }),
             syn::Meta::NameValue(nv) => {
                 errors.push(syn::Error::new(nv.span(), "use `#[rpc(name = \"...\")]`"));
-                None
+                Args::default()
             }
         };
         let path = attr.path().clone();
         f.attrs[pos] = syn::parse_quote!(#[#path(__mqrs_in_module)]);
-        handlers.push(Handler::read(f.clone(), rename, attr.span()));
+        let mut handler = Handler::read(f.clone(), args.name, attr.span());
+        handler.idempotent = args.idempotent;
+        handlers.push(handler);
     }
     handlers
 }
@@ -244,6 +249,7 @@ impl Handler {
             args: args(&typed),
             ok: ok_type(&func.sig.output),
             cfgs: cfg_attrs(&func.attrs),
+            idempotent: false,
             func,
         }
     }

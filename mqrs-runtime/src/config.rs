@@ -53,6 +53,9 @@ pub struct AppSection {
 pub struct RpcSection {
     /// Call timeout in milliseconds (mqant's `RpcExpired`); at most an hour is used.
     pub timeout_ms: u64,
+    /// Most attempts of a call to an idempotent handler (`#[rpc(idempotent)]`), each on
+    /// another instance, within the call's deadline; 1 turns retries off. Default 2.
+    pub max_attempts: u32,
 }
 
 /// `[gate]`
@@ -293,7 +296,10 @@ impl Default for AppSection {
 
 impl Default for RpcSection {
     fn default() -> Self {
-        RpcSection { timeout_ms: 3000 }
+        RpcSection {
+            timeout_ms: 3000,
+            max_attempts: 2,
+        }
     }
 }
 

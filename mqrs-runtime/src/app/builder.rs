@@ -151,6 +151,7 @@ impl AppBuilder {
             tracing.clone(),
             &config.app.name,
             config.rpc_timeout(),
+            config.rpc.max_attempts,
         );
         let hook = self
             .hook

@@ -204,6 +204,27 @@ impl App {
         self.inner.caller.call(module, method, session, args).await
     }
 
+    /// [`App::call`] of a handler that is safe to run twice: a failed attempt (no reply in
+    /// time, its instance gone or busy) is sent again to another instance within the
+    /// deadline; see [`Caller::call_idempotent`]. Typed clients of `#[rpc(idempotent)]`
+    /// handlers call this.
+    pub async fn call_idempotent<A, R>(
+        &self,
+        module: &str,
+        method: &str,
+        session: &Session,
+        args: A,
+    ) -> Result<R, RpcError>
+    where
+        A: serde::Serialize,
+        R: serde::de::DeserializeOwned,
+    {
+        self.inner
+            .caller
+            .call_idempotent(module, method, session, args)
+            .await
+    }
+
     /// Calls `module/method` without waiting for a result (mqant's `RpcInvokeNR`).
     pub fn call_nr<A: serde::Serialize>(
         &self,

@@ -70,6 +70,9 @@ impl App {
                 Box::new(move |s, a| invoke(instance.clone(), s, a)),
                 tracer.clone(),
             );
+            if m.idempotent {
+                self.inner.registry.set_idempotent(M::NAME, m.method);
+            }
         }
         let (a, b) = (typed.clone(), typed);
         modules.push(ModuleEntry {

@@ -144,8 +144,8 @@ impl App {
                 "server_id `{sid}` is part of MQTT topics: it must be non-empty and contain none of / + # @"
             )));
         }
-        let modules = self.inner.registry.module_names();
-        if let Some(why) = crate::transport::mqtt::wire::presence_refused(sid, &modules) {
+        let announced = self.inner.registry.announced();
+        if let Some(why) = crate::transport::mqtt::wire::presence_refused(sid, &announced) {
             return Err(AppError::BrokerSettings(format!(
                 "{why}: other processes would refuse this one's presence"
             )));

@@ -1,6 +1,9 @@
 //! The calling side: [`Caller`], the handle every call goes through (the app, module clients
 //! and the gate hold one). It works out the call's deadline, opens the CLIENT span through
-//! `trace::spans`, and hands the call to the app's router.
+//! `trace::spans`, and hands the call to the app's router; `retry` sends a call of an
+//! idempotent handler again on another instance when an attempt fails.
+
+mod retry;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -33,16 +36,19 @@ struct CallerInner {
     /// The tracer of `service`, taken from `tracing` on the first such call.
     own_tracer: OnceLock<crate::trace::ServiceTracer>,
     timeout: Duration,
+    /// Most attempts of a call to an idempotent handler (`[rpc] max_attempts`).
+    max_attempts: usize,
 }
 
 impl Caller {
     /// Calls through `transport`, each call limited to `timeout` (and to what is left of the
-    /// session's own deadline).
+    /// session's own deadline); calls to idempotent handlers make up to `max_attempts`.
     pub(crate) fn new(
         transport: Arc<dyn Transport>,
         tracing: Arc<Tracing>,
         service: &str,
         timeout: Duration,
+        max_attempts: u32,
     ) -> Self {
         Caller {
             inner: Arc::new(CallerInner {
@@ -51,6 +57,7 @@ impl Caller {
                 service: Arc::from(service),
                 own_tracer: OnceLock::new(),
                 timeout,
+                max_attempts: max_attempts.clamp(1, retry::MAX_ATTEMPTS) as usize,
             }),
         }
     }
@@ -70,6 +77,29 @@ impl Caller {
     {
         self.call_tagged(module, method, session, args, Vec::new())
             .await
+    }
+
+    /// [`Caller::call`] of a handler that is safe to run twice (the typed client of an
+    /// `#[rpc(idempotent)]` handler calls this): when an attempt times out, finds its instance
+    /// gone or busy, it is sent again to another instance, within the call's deadline, up to
+    /// `[rpc] max_attempts` in all. A call by name is retried the same way when the instances
+    /// serving it declare the handler idempotent.
+    pub async fn call_idempotent<A, R>(
+        &self,
+        module: &str,
+        method: &str,
+        session: &Session,
+        args: A,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        let bytes = encode_args(method, &args)?;
+        let reply = self
+            .call_raw_with(module, method, session, bytes, Vec::new(), true)
+            .await?;
+        decode_reply(module, method, &reply)
     }
 
     /// False when no process can serve `module/method` (see [`Transport::reaches`]).
@@ -134,10 +164,7 @@ impl Caller {
         let reply = self
             .call_raw_tagged(module, method, session, bytes, tags)
             .await?;
-        serde_json::from_slice(&reply).map_err(|e| RpcError::BadReply {
-            method: format!("{module}/{method}"),
-            reason: e.to_string(),
-        })
+        decode_reply(module, method, &reply)
     }
 
     async fn call_raw_tagged(
@@ -148,23 +175,80 @@ impl Caller {
         args: Vec<u8>,
         tags: Vec<KeyValue>,
     ) -> Result<Vec<u8>, RpcError> {
+        self.call_raw_with(module, method, session, args, tags, false)
+            .await
+    }
+
+    /// Every call by request and reply ends here: one attempt, or attempts on instances in
+    /// turn when the handler is idempotent (`idempotent`, or as its instances declare).
+    async fn call_raw_with(
+        &self,
+        module: &str,
+        method: &str,
+        session: &Session,
+        args: Vec<u8>,
+        tags: Vec<KeyValue>,
+        idempotent: bool,
+    ) -> Result<Vec<u8>, RpcError> {
         let target = Target::parse(module);
         let started = metrics::start(self.inner.tracing.red().enabled());
         let start = Instant::now();
         let deadline = self.deadline(start, session);
-        let (mut span, callee) = self.client_span(target, method, session);
-        if let Some(span) = &mut span {
-            for tag in tags {
-                spans::tag_mut(span, tag);
+        let attempts = retry::attempts(
+            &*self.inner.transport,
+            self.inner.max_attempts,
+            target,
+            method,
+            idempotent,
+        );
+        let result = if attempts > 1 {
+            let (module, args, tags) = (target.module, &args, &tags);
+            let attempt = |a: retry::Attempt| {
+                let target = Target::on_server(module, &a.instance);
+                let (mut span, callee) = self.client_span(target, method, session);
+                if let Some(span) = &mut span {
+                    for tag in tags {
+                        spans::tag_mut(span, tag.clone());
+                    }
+                    spans::tag_mut(span, KeyValue::new(retry::ATTEMPT, a.number as i64));
+                    spans::tag_mut(span, KeyValue::new(retry::INSTANCE, a.instance.to_string()));
+                }
+                let args = args.clone();
+                async move {
+                    let target = Target::on_server(module, &a.instance);
+                    let result = self
+                        .send(target, method, callee, args, a.now, a.deadline)
+                        .await;
+                    record(span, &result);
+                    result
+                }
+            };
+            let transport = &*self.inner.transport;
+            retry::run(
+                transport,
+                (module, method),
+                start,
+                deadline,
+                attempts,
+                attempt,
+            )
+            .await
+        } else {
+            let (mut span, callee) = self.client_span(target, method, session);
+            if let Some(span) = &mut span {
+                for tag in tags {
+                    spans::tag_mut(span, tag);
+                }
             }
-        }
-        let result = self
-            .send(target, method, callee, args, start, deadline)
-            .await;
+            let result = self
+                .send(target, method, callee, args, start, deadline)
+                .await;
+            record(span, &result);
+            result
+        };
         if started.counted() {
             self.count(started, session, target, method, &result);
         }
-        record(span, &result);
         result
     }
 
@@ -259,6 +343,18 @@ impl Caller {
             }),
         }
     }
+}
+
+/// Decodes the JSON reply of `module/method`.
+fn decode_reply<R: DeserializeOwned>(
+    module: &str,
+    method: &str,
+    reply: &[u8],
+) -> Result<R, RpcError> {
+    serde_json::from_slice(reply).map_err(|e| RpcError::BadReply {
+        method: format!("{module}/{method}"),
+        reason: e.to_string(),
+    })
 }
 
 /// Marks the CLIENT span, if any, as failed when the call failed; it ends when dropped.

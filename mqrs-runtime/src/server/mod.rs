@@ -6,5 +6,5 @@ pub(crate) mod dispatch;
 pub(crate) mod registry;
 pub(crate) mod shim;
 
-pub(crate) use registry::{HandlerFuture, ModuleRef, Registry};
+pub(crate) use registry::{Announced, HandlerFuture, ModuleRef, Registry};
 pub(crate) use shim::{decode_args, encode_args};

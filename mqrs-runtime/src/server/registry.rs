@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -36,9 +36,21 @@ pub struct RpcMethod {
     pub type_id: fn() -> std::any::TypeId,
     /// The dispatch shim.
     pub invoke: InvokeFn,
+    /// `#[rpc(idempotent)]`: safe to run twice, so callers may retry it on another instance.
+    pub idempotent: bool,
 }
 
 inventory::collect!(RpcMethod);
+
+/// What a process announces to the others through the broker: the modules it runs and the
+/// handlers of theirs it declares idempotent (`Module/method`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Announced {
+    /// Module names.
+    pub modules: Vec<String>,
+    /// `Module/method` of each handler marked `#[rpc(idempotent)]`.
+    pub idempotent: Vec<String>,
+}
 
 /// A type-erased handler body: session and JSON args in, JSON reply out.
 pub type HandlerFn = Box<dyn Fn(Session, Vec<u8>) -> HandlerFuture + Send + Sync>;
@@ -99,6 +111,8 @@ type ModuleRoutes = HashMap<Box<str>, Arc<Route>>;
 #[derive(Default)]
 pub struct Registry {
     modules: RwLock<HashMap<Box<str>, ModuleRoutes>>,
+    /// `Module/method` of the handlers declared idempotent.
+    idempotent: RwLock<BTreeSet<String>>,
 }
 
 impl Registry {
@@ -137,9 +151,37 @@ impl Registry {
             .insert(method.into(), route);
     }
 
+    /// Declares `module/method` idempotent: other processes learn it from this one's presence
+    /// and may retry a failed call of it on another instance.
+    pub(crate) fn set_idempotent(&self, module: &str, method: &str) {
+        self.idempotent
+            .write_locked()
+            .insert(format!("{module}/{method}"));
+    }
+
+    /// What this process announces to others: its modules and its idempotent handlers.
+    pub(crate) fn announced(&self) -> Announced {
+        let modules = self.module_names();
+        let idempotent = self
+            .idempotent
+            .read_locked()
+            .iter()
+            .filter(|h| {
+                h.split_once('/')
+                    .is_some_and(|(m, _)| modules.iter().any(|n| n == m))
+            })
+            .cloned()
+            .collect();
+        Announced {
+            modules,
+            idempotent,
+        }
+    }
+
     /// Drops every route (and with them the module instances they hold).
     pub(crate) fn clear(&self) {
         self.modules.write_locked().clear();
+        self.idempotent.write_locked().clear();
     }
 
     /// The modules of this process that have a method named `method`, sorted.

@@ -2,6 +2,7 @@
 //! carries ([`Request`]), and how it is moved ([`Transport`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
@@ -86,6 +87,27 @@ pub trait Transport: Send + Sync + 'static {
     fn reaches(&self, target: Target<'_>, method: &str) -> bool {
         let _ = (target, method);
         true
+    }
+
+    /// How many instances of `module` a retried call can choose between (fewer than 2: it is
+    /// not retried). Default: 0, the transport does not choose instances.
+    fn instances(&self, module: &str) -> usize {
+        let _ = module;
+        0
+    }
+
+    /// An instance (server id) of `module` not among `tried`, for a retried call's next
+    /// attempt; instances take turns. Default: none.
+    fn pick(&self, module: &str, tried: &[Arc<str>]) -> Option<Arc<str>> {
+        let _ = (module, tried);
+        None
+    }
+
+    /// True when the instances serving `module` declare `method` idempotent (safe to run twice),
+    /// so a failed call of it may be retried on another. Default: false.
+    fn idempotent(&self, module: &str, method: &str) -> bool {
+        let _ = (module, method);
+        false
     }
 }
 

@@ -30,6 +30,14 @@ impl Router {
         }
     }
 
+    /// The remote transport, when `module` does not run here.
+    fn elsewhere(&self, module: &str) -> Option<&dyn Transport> {
+        match self.local.serves(module) {
+            true => None,
+            false => self.remote.as_deref(),
+        }
+    }
+
     fn pick(&self, target: Target<'_>) -> Result<&dyn Transport, RpcError> {
         let here = target.server_id.is_none_or(|sid| sid == &*self.server_id);
         if here && self.local.serves(target.module) {
@@ -56,5 +64,19 @@ impl Transport for Router {
 
     fn reaches(&self, target: Target<'_>, method: &str) -> bool {
         self.pick(target).is_ok_and(|t| t.reaches(target, method))
+    }
+
+    // A module of this process is called here, never elsewhere: no instances to choose.
+    fn instances(&self, module: &str) -> usize {
+        self.elsewhere(module).map_or(0, |r| r.instances(module))
+    }
+
+    fn pick(&self, module: &str, tried: &[Arc<str>]) -> Option<Arc<str>> {
+        self.elsewhere(module)?.pick(module, tried)
+    }
+
+    fn idempotent(&self, module: &str, method: &str) -> bool {
+        self.elsewhere(module)
+            .is_some_and(|r| r.idempotent(module, method))
     }
 }

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::conn::{Connection, Options};
 use super::outbox::Sender;
+use super::presence::{Change, MAX_PROCESSES};
 use super::remote::MqttTransport;
 use super::shared::Shared;
 use super::wire;
@@ -95,12 +96,15 @@ fn filters(shared: &Shared, link: &Link) -> Vec<Filter> {
     f
 }
 
-/// This process's presence message: its modules, or empty once it has withdrawn.
+/// This process's presence message: what it announces, no modules once it has withdrawn
+/// (it still finishes the calls it holds), empty once it is gone.
 fn presence(shared: &Shared, link: &Link) -> (String, Vec<u8>) {
-    let payload = if shared.withdrawn.load(Ordering::Acquire) {
+    let payload = if shared.gone.load(Ordering::Acquire) {
         Vec::new()
+    } else if shared.withdrawn.load(Ordering::Acquire) {
+        wire::encode_presence(&wire::Announced::default())
     } else {
-        wire::encode_presence(&link.registry.module_names())
+        wire::encode_presence(&link.registry.announced())
     };
     (wire::presence_topic(&link.server_id), payload)
 }
@@ -285,6 +289,10 @@ async fn close(shared: &Shared, link: &Link, mut conn: Connection) {
             },
         }
     }
+    // Everything held is answered: now gone (an empty retained presence, as the last will
+    // would say), so callers waiting on this process fail at once instead of at their deadline.
+    shared.gone.store(true, Ordering::Release);
+    announce(shared, link, &client);
     shared.connected.store(false, Ordering::Release);
     conn.close(Duration::from_millis(500)).await;
 }
@@ -332,47 +340,43 @@ fn on_publish(shared: &Arc<Shared>, link: &Link, client: &Sender, mut p: Publish
     super::serve::admit(shared, &link.registry, link.default_timeout, client, call);
 }
 
-/// Most other processes this one keeps track of; announcements of more are refused.
-const MAX_PROCESSES: usize = 4096;
-
-/// A presence message: a process joined (with its modules) or left (`None`).
+/// A presence message: a process joined (with what it announces) or left (`None`).
 fn on_presence(
     shared: &Shared,
     link: &Link,
     client: &Sender,
     server_id: &str,
-    modules: Option<Vec<String>>,
+    said: Option<wire::Announced>,
 ) {
     if server_id == link.server_id
         && shared.connected.load(Ordering::Acquire)
         && !shared.withdrawn.load(Ordering::Acquire)
-        && modules.as_ref() != Some(&link.registry.module_names())
+        && said.as_ref() != Some(&link.registry.announced())
     {
         // Only this process speaks for its server id: anything else on its topic is answered
         // by announcing again. A stale last will of an earlier connection (empty) always is;
         // other words (another client's) at most once a second.
-        if modules.is_none() || shared.reannounce.due(Duration::from_secs(1)) {
+        if said.is_none() || shared.reannounce.due(Duration::from_secs(1)) {
             announce(shared, link, client);
         } else {
             tracing::debug!(server_id = %server_id, "another client keeps writing this process's presence");
         }
         return;
     }
-    let mut presence = shared.presence.write_locked();
-    let Some(modules) = modules else {
-        if presence.remove(server_id).is_some() {
+    let modules = said.as_ref().map(|a| a.modules.clone());
+    let change = shared.presence.write_locked().apply(server_id, said);
+    match change {
+        Change::None => {}
+        Change::Joined => tracing::info!(server_id = %server_id, ?modules, "a process joined"),
+        Change::Left => {
             tracing::info!(server_id = %server_id, "a process left");
+            // Calls waiting on it will get no reply: they fail now (and are retried elsewhere
+            // when safe), not at their deadline.
+            shared.fail_pinned(server_id);
         }
-        return;
-    };
-    if presence.get(server_id) == Some(&modules) {
-        return;
+        Change::Full => {
+            shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(server_id = %server_id, "presence refused: {MAX_PROCESSES} processes known already");
+        }
     }
-    if presence.len() >= MAX_PROCESSES && !presence.contains_key(server_id) {
-        shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(server_id = %server_id, "presence refused: {MAX_PROCESSES} processes known already");
-        return;
-    }
-    tracing::info!(server_id = %server_id, ?modules, "a process joined");
-    presence.insert(server_id.to_string(), modules);
 }

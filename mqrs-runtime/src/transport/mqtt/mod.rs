@@ -14,6 +14,7 @@ mod budget;
 mod conn;
 mod link;
 mod outbox;
+mod presence;
 mod remote;
 mod serve;
 mod shared;

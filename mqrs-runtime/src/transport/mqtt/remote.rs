@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 
 use super::budget::Serving;
 use super::outbox::Sender;
-use super::shared::{BrokerStats, Counters, PendingGuard, ReplyRx, Shared, Throttle};
+use super::presence::Presence;
+use super::shared::{BrokerStats, Counters, PendingGuard, ReplyRx, Shared, Throttle, Waiting};
 use super::wire;
 use crate::config::BrokerSection;
 use crate::error::RpcError;
@@ -35,7 +36,8 @@ impl MqttTransport {
                 settings,
                 broker_max_packet: std::sync::atomic::AtomicU32::new(0),
                 withdrawn: AtomicBool::new(false),
-                presence: RwLock::new(HashMap::new()),
+                gone: AtomicBool::new(false),
+                presence: RwLock::new(Presence::default()),
                 client: RwLock::new(None),
                 connected: AtomicBool::new(false),
                 pending: Mutex::new(HashMap::new()),
@@ -64,8 +66,8 @@ impl MqttTransport {
         self.shared
             .presence
             .read_locked()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .modules()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect()
     }
 
@@ -162,7 +164,15 @@ impl Transport for MqttTransport {
                 .boxed();
             }
             let method: Arc<str> = Arc::from(format!("{}/{}", req.target.module, req.method));
-            pending.insert(id, (tx, method, req.session.keep_mark()));
+            pending.insert(
+                id,
+                Waiting {
+                    tx,
+                    method,
+                    keep: req.session.keep_mark(),
+                    server: req.target.server_id.map(Arc::from),
+                },
+            );
         }
         match self.send(req, Some((id, rx))) {
             Ok(fut) => fut,
@@ -186,5 +196,20 @@ impl Transport for MqttTransport {
     fn reaches(&self, target: crate::transport::Target<'_>, _method: &str) -> bool {
         // Presence names modules, not methods: a remote module's methods are its to refuse.
         self.shared.announced(target)
+    }
+
+    fn instances(&self, module: &str) -> usize {
+        self.shared.presence.read_locked().instances(module)
+    }
+
+    fn pick(&self, module: &str, tried: &[Arc<str>]) -> Option<Arc<str>> {
+        self.shared.presence.read_locked().pick(module, tried)
+    }
+
+    fn idempotent(&self, module: &str, method: &str) -> bool {
+        self.shared
+            .presence
+            .read_locked()
+            .idempotent(module, method)
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::broker::EmbeddedBrokerStats;
 use super::budget::Serving;
 use super::outbox::Sender;
+use super::presence::Presence;
 use super::wire;
 use crate::config::BrokerSection;
 use crate::error::RpcError;
@@ -58,10 +59,21 @@ mqrs_base::counters! {
 pub(super) type ReplyTx = oneshot::Sender<Result<Vec<u8>, RpcError>>;
 /// Where a caller waits for it.
 pub(super) type ReplyRx = oneshot::Receiver<Result<Vec<u8>, RpcError>>;
-/// Calls waiting for a reply, by correlation id, with their `Module/method`.
-/// A call waiting for its reply: where the reply goes, the method (for errors), and the keep
-/// mark of the caller's trace when the sampler skipped it (a reply can say to keep it).
-pub(super) type Pending = HashMap<u64, (ReplyTx, Arc<str>, Option<Arc<Keep>>)>;
+/// A call waiting for its reply.
+pub(super) struct Waiting {
+    /// Where the reply goes.
+    pub(super) tx: ReplyTx,
+    /// `Module/method`, for errors.
+    pub(super) method: Arc<str>,
+    /// The keep mark of the caller's trace when the sampler skipped it (a reply can say to
+    /// keep it).
+    pub(super) keep: Option<Arc<Keep>>,
+    /// The server the call is pinned to: when it is gone, the call fails at once.
+    pub(super) server: Option<Arc<str>>,
+}
+
+/// Calls waiting for a reply, by correlation id.
+pub(super) type Pending = HashMap<u64, Waiting>;
 
 /// State shared by the transport's callers and its connection task.
 pub(super) struct Shared {
@@ -70,8 +82,10 @@ pub(super) struct Shared {
     pub(super) broker_max_packet: std::sync::atomic::AtomicU32,
     /// The app is stopping: this process no longer takes calls from others.
     pub(super) withdrawn: AtomicBool,
-    /// Modules each connected process announced, by server id.
-    pub(super) presence: RwLock<HashMap<String, Vec<String>>>,
+    /// The app has stopped serving (after withdrawing and finishing what it held).
+    pub(super) gone: AtomicBool,
+    /// What each connected process announced.
+    pub(super) presence: RwLock<Presence>,
     pub(super) reply_topic: String,
     /// The current connection's sender, while connected.
     pub(super) client: RwLock<Option<Sender>>,
@@ -112,22 +126,41 @@ impl Shared {
     /// Completes the call waiting for `id`; false when nobody waits (late or unknown). `kept`
     /// is the callee's word that the trace is kept there, so the caller keeps its part too.
     pub(super) fn complete(&self, id: u64, payload: &[u8], kept: Option<KeepReason>) -> bool {
-        let Some((tx, method, keep)) = self.pending().remove(&id) else {
+        let Some(w) = self.pending().remove(&id) else {
             return false;
         };
-        if let (Some(keep), Some(reason)) = (keep, kept) {
+        if let (Some(keep), Some(reason)) = (w.keep, kept) {
             keep.mark(reason);
         }
-        let _ = tx.send(wire::decode_reply(payload, &method));
+        let _ = w.tx.send(wire::decode_reply(payload, &w.method));
         true
+    }
+
+    /// Fails every call pinned to `server_id`, which is gone: no reply will come.
+    pub(super) fn fail_pinned(&self, server_id: &str) {
+        let gone: Vec<Waiting> = {
+            let mut pending = self.pending();
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, w)| w.server.as_deref() == Some(server_id))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        for w in gone {
+            let _ = w.tx.send(Err(RpcError::Unreachable {
+                target: format!("{}@{server_id}", w.method),
+                reason: format!("server `{server_id}` left before it replied"),
+            }));
+        }
     }
 
     /// Fails every waiting call, e.g. when the broker connection is lost.
     pub(super) fn fail_all(&self, reason: &str) {
         let waiting: Vec<_> = self.pending().drain().collect();
-        for (_, (tx, method, _)) in waiting {
-            let _ = tx.send(Err(RpcError::Unreachable {
-                target: method.to_string(),
+        for (_, w) in waiting {
+            let _ = w.tx.send(Err(RpcError::Unreachable {
+                target: w.method.to_string(),
                 reason: reason.to_string(),
             }));
         }
@@ -135,12 +168,7 @@ impl Shared {
 
     /// True when some process announced `target` (on its pinned server, if any).
     pub(super) fn announced(&self, target: crate::transport::Target<'_>) -> bool {
-        let presence = self.presence.read_locked();
-        let runs = |modules: &Vec<String>| modules.iter().any(|m| m == target.module);
-        match target.server_id {
-            Some(sid) => presence.get(sid).is_some_and(runs),
-            None => presence.values().any(runs),
-        }
+        self.presence.read_locked().runs(target)
     }
 
     /// Why a payload of `len` bytes to `topic` cannot be sent, if it cannot: over

@@ -19,10 +19,13 @@
 //!   failed or was slow, the reply has the user property `mqrs-kept` = `error` or `slow`, and
 //!   the caller keeps its part too.
 //! - Presence: each process publishes, retained, `mqrs/presence/{serverId}` with payload
-//!   `{"modules": ["Login", ..]}` when it connects, and an empty retained payload (its last
-//!   will, or on a clean stop) when it goes; everyone subscribes `mqrs/presence/+`. A call to a
-//!   module that no process announces fails at once as "unknown module" instead of waiting for
-//!   its deadline.
+//!   `{"modules": ["Login", ..], "idempotent": ["Login/track", ..]}` when it connects (the
+//!   handlers it declares safe to run twice, which callers may retry on another instance; the
+//!   key may be absent), `{"modules": []}` when it starts stopping (it finishes what it holds),
+//!   and an empty retained payload (its last will, or at the end of a clean stop) when it is
+//!   gone; everyone subscribes `mqrs/presence/+`. A call to a module that no process announces
+//!   fails at once as "unknown module" instead of waiting for its deadline, and a call waiting
+//!   on one instance fails at once when that instance is gone.
 
 use std::time::Duration;
 
@@ -32,6 +35,7 @@ use serde_json::value::RawValue;
 
 use crate::deadline::Deadline;
 use crate::error::RpcError;
+pub(crate) use crate::server::Announced;
 use crate::session::{Session, SessionIn};
 use crate::trace::sampling::KeepReason;
 use crate::transport::Target;
@@ -71,48 +75,77 @@ pub fn presence_topic(server_id: &str) -> String {
     format!("{PRESENCE_PREFIX}{server_id}")
 }
 
-/// The presence payload of a process running `modules`.
-pub fn encode_presence(modules: &[String]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "modules": modules })).unwrap_or_default()
+/// The presence payload of a process announcing `a`.
+pub fn encode_presence(a: &Announced) -> Vec<u8> {
+    let v = if a.idempotent.is_empty() {
+        serde_json::json!({ "modules": a.modules })
+    } else {
+        serde_json::json!({ "modules": a.modules, "idempotent": a.idempotent })
+    };
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 /// Longest server id or module name taken from a presence message.
 pub const MAX_PRESENCE_NAME: usize = 128;
 /// Most modules one presence message may name.
 pub const MAX_PRESENCE_MODULES: usize = 256;
+/// Most idempotent handlers one presence message may name.
+pub const MAX_PRESENCE_IDEMPOTENT: usize = 1024;
 
-/// Why other processes would refuse the presence of `server_id` running `modules` (a name
-/// empty or over [`MAX_PRESENCE_NAME`] bytes, over [`MAX_PRESENCE_MODULES`] modules), if they
-/// would.
-pub fn presence_refused(server_id: &str, modules: &[String]) -> Option<String> {
+/// Why other processes would refuse the presence of `server_id` announcing `a` (a name empty
+/// or over [`MAX_PRESENCE_NAME`] bytes, over [`MAX_PRESENCE_MODULES`] modules or
+/// [`MAX_PRESENCE_IDEMPOTENT`] idempotent handlers, a handler not `Module/method` of a module
+/// it names), if they would.
+pub fn presence_refused(server_id: &str, a: &Announced) -> Option<String> {
     if server_id.is_empty() || server_id.len() > MAX_PRESENCE_NAME {
         return Some(format!(
             "server id `{server_id}` is not 1 to {MAX_PRESENCE_NAME} bytes"
         ));
     }
-    if modules.len() > MAX_PRESENCE_MODULES {
+    if a.modules.len() > MAX_PRESENCE_MODULES {
         return Some(format!(
             "{} modules are over {MAX_PRESENCE_MODULES}",
-            modules.len()
+            a.modules.len()
         ));
     }
-    modules
+    if a.idempotent.len() > MAX_PRESENCE_IDEMPOTENT {
+        return Some(format!(
+            "{} idempotent handlers are over {MAX_PRESENCE_IDEMPOTENT}",
+            a.idempotent.len()
+        ));
+    }
+    if let Some(n) = a
+        .modules
         .iter()
         .find(|n| n.is_empty() || n.len() > MAX_PRESENCE_NAME)
-        .map(|n| format!("module name `{n}` is not 1 to {MAX_PRESENCE_NAME} bytes"))
+    {
+        return Some(format!(
+            "module name `{n}` is not 1 to {MAX_PRESENCE_NAME} bytes"
+        ));
+    }
+    a.idempotent
+        .iter()
+        .find(|h| {
+            h.split_once('/').is_none_or(|(m, method)| {
+                method.is_empty()
+                    || method.len() > MAX_PRESENCE_NAME
+                    || !a.modules.iter().any(|n| n == m)
+            })
+        })
+        .map(|h| format!("idempotent handler `{h}` is not `Module/method` of a module announced"))
 }
 
 /// What a message on `topic` says about presence: `None` when it is not a presence topic;
 /// `Some(Err(()))` when it is but is malformed or over the limits above; otherwise the server
-/// id and its modules, `None` for an empty payload (the process is gone), which is not the
-/// same as a process announcing no modules.
+/// id and what it announces, `None` for an empty payload (the process is gone), which is not
+/// the same as a process announcing no modules (it is stopping, or runs none).
 #[allow(clippy::type_complexity)]
 pub fn decode_presence<'a>(
     topic: &'a str,
     payload: &[u8],
-) -> Option<Result<(&'a str, Option<Vec<String>>), ()>> {
+) -> Option<Result<(&'a str, Option<Announced>), ()>> {
     let server_id = topic.strip_prefix(PRESENCE_PREFIX)?;
-    if presence_refused(server_id, &[]).is_some() {
+    if presence_refused(server_id, &Announced::default()).is_some() {
         return Some(Err(()));
     }
     if payload.is_empty() {
@@ -121,15 +154,22 @@ pub fn decode_presence<'a>(
     #[derive(Deserialize)]
     struct Presence {
         modules: Vec<String>,
+        #[serde(default)]
+        idempotent: Vec<String>,
     }
-    // Room for every name quoted and separated by `", "` (Python's default), and the key.
-    let too_big = payload.len() > MAX_PRESENCE_MODULES * (MAX_PRESENCE_NAME + 4) + 32;
-    let modules = (!too_big)
+    // Room for every name quoted and separated by `", "` (Python's default), and the keys.
+    let max = MAX_PRESENCE_MODULES * (MAX_PRESENCE_NAME + 4)
+        + MAX_PRESENCE_IDEMPOTENT * (2 * MAX_PRESENCE_NAME + 5)
+        + 64;
+    let announced = (payload.len() <= max)
         .then(|| serde_json::from_slice::<Presence>(payload).ok())
         .flatten()
-        .map(|p| p.modules)
-        .filter(|m| presence_refused(server_id, m).is_none());
-    Some(modules.map(|m| (server_id, Some(m))).ok_or(()))
+        .map(|p| Announced {
+            modules: p.modules,
+            idempotent: p.idempotent,
+        })
+        .filter(|a| presence_refused(server_id, a).is_none());
+    Some(announced.map(|a| (server_id, Some(a))).ok_or(()))
 }
 
 /// The request payload: the session (with `traceparent`, formatted once by the caller) and
@@ -385,15 +425,28 @@ mod tests {
         }
     }
 
+    fn modules(m: &[&str]) -> Announced {
+        Announced {
+            modules: m.iter().map(|s| s.to_string()).collect(),
+            idempotent: Vec::new(),
+        }
+    }
+
     #[test]
     fn presence() {
-        let p = encode_presence(&["Login".into(), "Chat".into()]);
+        let a = Announced {
+            modules: vec!["Login".into(), "Chat".into()],
+            idempotent: vec!["Login/track".into()],
+        };
+        let p = encode_presence(&a);
         assert_eq!(
             decode_presence("mqrs/presence/s1", &p),
-            Some(Ok((
-                "s1",
-                Some(vec!["Login".to_string(), "Chat".to_string()])
-            )))
+            Some(Ok(("s1", Some(a.clone()))))
+        );
+        // Without the idempotent list (an older process, or another language's).
+        assert_eq!(
+            decode_presence("mqrs/presence/s1", br#"{"modules": ["Login"]}"#),
+            Some(Ok(("s1", Some(modules(&["Login"])))))
         );
         // Gone (empty payload) is not the same as present with no modules.
         assert_eq!(
@@ -401,8 +454,8 @@ mod tests {
             Some(Ok(("s1", None)))
         );
         assert_eq!(
-            decode_presence("mqrs/presence/s1", &encode_presence(&[])),
-            Some(Ok(("s1", Some(vec![]))))
+            decode_presence("mqrs/presence/s1", &encode_presence(&modules(&[]))),
+            Some(Ok(("s1", Some(modules(&[])))))
         );
         assert_eq!(decode_presence("other/s1", &p), None);
         // Malformed, or over the limits: refused, never taken in part.
@@ -410,16 +463,36 @@ mod tests {
         let many: Vec<String> = (0..=MAX_PRESENCE_MODULES)
             .map(|i| format!("M{i}"))
             .collect();
+        let idem = |h: &[&str]| Announced {
+            modules: vec!["Login".into()],
+            idempotent: h.iter().map(|s| s.to_string()).collect(),
+        };
+        let too_many: Vec<String> = (0..=MAX_PRESENCE_IDEMPOTENT)
+            .map(|i| format!("Login/m{i}"))
+            .collect();
         for (topic, payload) in [
             ("mqrs/presence/s1", b"junk".to_vec()),
             ("mqrs/presence/", p.clone()),
             (&*format!("mqrs/presence/{long}"), p.clone()),
+            ("mqrs/presence/s1", encode_presence(&modules(&[&long]))),
+            ("mqrs/presence/s1", encode_presence(&modules(&[""]))),
             (
                 "mqrs/presence/s1",
-                encode_presence(std::slice::from_ref(&long)),
+                encode_presence(&Announced {
+                    modules: many.clone(),
+                    idempotent: Vec::new(),
+                }),
             ),
-            ("mqrs/presence/s1", encode_presence(&[String::new()])),
-            ("mqrs/presence/s1", encode_presence(&many)),
+            ("mqrs/presence/s1", encode_presence(&idem(&["track"]))),
+            ("mqrs/presence/s1", encode_presence(&idem(&["Chat/x"]))),
+            ("mqrs/presence/s1", encode_presence(&idem(&["Login/"]))),
+            (
+                "mqrs/presence/s1",
+                encode_presence(&Announced {
+                    modules: vec!["Login".into()],
+                    idempotent: too_many.clone(),
+                }),
+            ),
             ("mqrs/presence/s1", vec![b' '; 1 << 20]),
         ] {
             assert_eq!(decode_presence(topic, &payload), Some(Err(())), "{topic}");

@@ -21,6 +21,11 @@ impl Dup {
     async fn b(&self, _s: Session) -> Result<(), String> {
         Ok(())
     }
+
+    #[rpc(idempotnt)]
+    async fn c(&self, _s: Session) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn main() {}

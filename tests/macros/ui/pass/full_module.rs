@@ -29,6 +29,17 @@ impl Everything {
         Ok(b.len())
     }
 
+    /// Safe to run twice: its client retries a failed attempt on another instance.
+    #[rpc(idempotent)]
+    async fn lookup(&self, _session: Session, key: String) -> Result<String, String> {
+        Ok(key)
+    }
+
+    #[rpc(name = "HD_Peek", idempotent)]
+    async fn peek(&self, _session: Session) -> Result<u8, String> {
+        Ok(1)
+    }
+
     #[rpc(name = "HD_Renamed")]
     async fn renamed(&self, _session: Session, _ignored: OnlyIn) -> Reply<()> {
         Ok(())
@@ -36,6 +47,9 @@ impl Everything {
 
     #[rpc]
     async fn calls_other(&self, session: Session) -> Result<usize, RpcError> {
+        let _: String = EverythingClient::new(&self.app)
+            .lookup(&session, "k".into())
+            .await?;
         EverythingClient::new(&self.app)
             .by_ref(&session, 1, vec![2])
             .await
@@ -76,6 +90,8 @@ fn main() {
         &[
             "by_value",
             "by_ref",
+            "lookup",
+            "HD_Peek",
             "HD_Renamed",
             "calls_other",
             "type",
@@ -86,4 +102,14 @@ fn main() {
     let m = Everything { app: app.clone() };
     assert_eq!(m.helper(), 1);
     app.add_module(m).expect("all registrations linked");
+    // The registration records which handlers are idempotent.
+    let idempotent: Vec<&str> = mqrs_runtime::__private_0_1::inventory::iter::<
+        mqrs_runtime::__private_0_1::RpcMethod,
+    >
+    .into_iter()
+    .filter(|m| m.module == "Every" && m.idempotent)
+    .map(|m| m.method)
+    .collect();
+    assert_eq!(idempotent.len(), 2, "{idempotent:?}");
+    assert!(idempotent.contains(&"lookup") && idempotent.contains(&"HD_Peek"));
 }

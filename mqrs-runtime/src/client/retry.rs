@@ -1,0 +1,167 @@
+//! Calls of idempotent handlers, retried: each attempt pinned to an instance not tried yet
+//! (the transport takes turns over the instances it knows), given its share of what is left of
+//! the deadline, and recorded as its own CLIENT span tagged with its attempt number and instance.
+//! Handlers not declared idempotent are never sent twice.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::deadline::Deadline;
+use crate::error::RpcError;
+use crate::transport::{Target, Transport};
+
+/// Most attempts `[rpc] max_attempts` may ask for.
+pub(super) const MAX_ATTEMPTS: u32 = 10;
+
+/// Span attribute: the attempt's number, from 1.
+pub(super) const ATTEMPT: &str = "mqrs.rpc.attempt";
+/// Span attribute: the server id of the instance an attempt was sent to.
+pub(super) const INSTANCE: &str = "mqrs.server.id";
+
+/// One attempt to send: its number, the instance it goes to, and its own deadline.
+pub(super) struct Attempt {
+    /// From 1.
+    pub(super) number: usize,
+    /// The server id it is pinned to.
+    pub(super) instance: Arc<str>,
+    /// When it starts.
+    pub(super) now: Instant,
+    /// Its share of what is left of the call's deadline (all of it for the last).
+    pub(super) deadline: Deadline,
+}
+
+/// How many attempts a call of `target`/`method` may make, at most `max`: 1 unless the
+/// handler is idempotent (`idempotent`, or as every instance serving it declares), the target
+/// is not pinned to one server, and `transport` knows at least two instances to choose from.
+pub(super) fn attempts(
+    transport: &dyn Transport,
+    max: usize,
+    target: Target<'_>,
+    method: &str,
+    idempotent: bool,
+) -> usize {
+    if max < 2 || target.server_id.is_some() {
+        return 1;
+    }
+    let n = transport.instances(target.module);
+    if n < 2 || !(idempotent || transport.idempotent(target.module, method)) {
+        return 1;
+    }
+    max.min(n)
+}
+
+/// Runs `send` for one instance of `module` after another until one answers, a failure that
+/// another instance would not change comes back, the `attempts` are spent, or `deadline`
+/// passes.
+pub(super) async fn run<F, Fut>(
+    transport: &dyn Transport,
+    (module, method): (&str, &str),
+    start: Instant,
+    deadline: Deadline,
+    attempts: usize,
+    mut send: F,
+) -> Result<Vec<u8>, RpcError>
+where
+    F: FnMut(Attempt) -> Fut,
+    Fut: Future<Output = Result<Vec<u8>, RpcError>>,
+{
+    let mut tried: Vec<Arc<str>> = Vec::with_capacity(attempts);
+    let mut last = None;
+    for number in 1..=attempts {
+        let Some(instance) = transport.pick(module, &tried) else {
+            break;
+        };
+        let now = Instant::now();
+        let left = deadline.since(now);
+        if left.is_zero() {
+            break;
+        }
+        // An attempt that hangs leaves the next ones their share of the time.
+        let shares = u32::try_from(attempts - number + 1).unwrap_or(1);
+        let this = match shares {
+            1 => deadline,
+            n => Deadline::after_from(now, left / n),
+        };
+        let result = send(Attempt {
+            number,
+            instance: instance.clone(),
+            now,
+            deadline: this,
+        })
+        .await;
+        match result {
+            Err(e) if another_might_answer(&e) => {
+                tracing::debug!(
+                    module,
+                    method,
+                    instance = &*instance,
+                    attempt = number,
+                    error = %e,
+                    "attempt failed; trying another instance"
+                );
+                tried.push(instance);
+                last = Some(e);
+            }
+            r => return r,
+        }
+    }
+    Err(last.unwrap_or_else(|| RpcError::Timeout {
+        method: format!("{module}/{method}"),
+        timeout: deadline.since(start),
+    }))
+}
+
+/// True when the failure belongs to the instance tried, not to the call: no reply in its
+/// time, the instance gone or unreachable, or busy. A handler's own error, bad arguments or a
+/// deadline already spent would be the same anywhere.
+fn another_might_answer(e: &RpcError) -> bool {
+    matches!(
+        e,
+        RpcError::Timeout { .. }
+            | RpcError::Unreachable { .. }
+            | RpcError::Unavailable(_)
+            | RpcError::UnknownModule(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::another_might_answer;
+    use crate::error::RpcError;
+
+    #[test]
+    fn only_failures_of_the_instance_are_retried() {
+        let timeout = RpcError::Timeout {
+            method: "Login/track".into(),
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let gone = RpcError::Unreachable {
+            target: "Login@a".into(),
+            reason: "left".into(),
+        };
+        for e in [
+            timeout,
+            gone,
+            RpcError::Unavailable("busy".into()),
+            RpcError::UnknownModule("Login@a".into()),
+        ] {
+            assert!(another_might_answer(&e), "{e}");
+        }
+        for e in [
+            RpcError::Handler("no such user".into()),
+            RpcError::DeadlineExceeded("Login/track".into()),
+            RpcError::BadArgs {
+                method: "Login/track".into(),
+                reason: "x".into(),
+            },
+            RpcError::UnknownMethod {
+                module: "Login".into(),
+                method: "x".into(),
+            },
+            RpcError::Panicked("Login/track".into()),
+        ] {
+            assert!(!another_might_answer(&e), "{e}");
+        }
+    }
+}
