@@ -351,7 +351,7 @@ impl Chat {
     }
 
     /// The room this connection joined last, from the session the gate keeps.
-    #[rpc(name = "HD_CurrentRoom")]
+    #[rpc(name = "HD_CurrentRoom", idempotent)]
     async fn current_room(&self, session: Session) -> Result<Option<String>, String> {
         Ok(current(&session).map(str::to_string))
     }

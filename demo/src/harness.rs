@@ -42,7 +42,17 @@ impl DemoProcess {
         let exe = std::env::current_exe()
             .map_err(|e| e.to_string())?
             .with_file_name("demo");
-        let mut child = Command::new(&exe)
+        Self::start_at(&exe, args, modules_only)
+    }
+
+    /// As [`DemoProcess::start`] (or [`DemoProcess::start_modules`] when `modules_only`), with
+    /// the `demo` binary at `exe` (a test names it with `env!("CARGO_BIN_EXE_demo")`).
+    pub fn start_at(
+        exe: &std::path::Path,
+        args: &[&str],
+        modules_only: bool,
+    ) -> Result<DemoProcess, String> {
+        let mut child = Command::new(exe)
             .args(["--gate", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
             .args(["--viewer", "127.0.0.1:0"])
             .args([
@@ -125,10 +135,20 @@ impl DemoProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Kills it with SIGKILL, as a crash would (no clean stop, no presence withdrawn), and
+    /// waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for DemoProcess {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();

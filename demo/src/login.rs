@@ -102,7 +102,7 @@ impl Login {
     }
 
     /// First link of the demo chain.
-    #[rpc]
+    #[rpc(idempotent)]
     async fn track(&self, session: Session) -> Result<String, String> {
         session.span().set_attribute("track", "track测试");
         tracing::info!(user = session.userid(), "track called");
@@ -114,7 +114,7 @@ impl Login {
     }
 
     /// Second link: calls `track3` about 69 % of the time.
-    #[rpc]
+    #[rpc(idempotent)]
     async fn track2(&self, session: Session) -> Result<String, String> {
         session
             .span()
@@ -129,7 +129,7 @@ impl Login {
     }
 
     /// Last link.
-    #[rpc]
+    #[rpc(idempotent)]
     async fn track3(&self, session: &Session) -> Result<String, String> {
         session
             .span()
