@@ -136,6 +136,14 @@ impl DemoProcess {
         self.child.id()
     }
 
+    /// Stops it with SIGTERM, as a deployment does, and waits until it has exited.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// Kills it with SIGKILL, as a crash would (no clean stop, no presence withdrawn), and
     /// waits until it is gone.
     pub fn kill(&mut self) {

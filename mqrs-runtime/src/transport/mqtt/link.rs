@@ -86,12 +86,15 @@ fn filters(shared: &Shared, link: &Link) -> Vec<Filter> {
         Filter::new(shared.reply_topic.clone(), qos),
         Filter::new(format!("{}+", wire::PRESENCE_PREFIX), QoS::AtLeastOnce),
     ];
-    if !shared.withdrawn.load(Ordering::Acquire) {
-        for module in link.registry.module_names() {
-            for topic in wire::call_subscriptions(&module, &link.server_id) {
-                f.push(Filter::new(topic, qos));
-            }
+    // Once withdrawn, only calls pinned to this process still come (from callers that have
+    // not yet heard it is leaving): they are served until it is gone.
+    let withdrawn = shared.withdrawn.load(Ordering::Acquire);
+    for module in link.registry.module_names() {
+        let [shared_sub, pinned] = wire::call_subscriptions(&module, &link.server_id);
+        if !withdrawn {
+            f.push(Filter::new(shared_sub, qos));
         }
+        f.push(Filter::new(pinned, qos));
     }
     f
 }
@@ -117,13 +120,14 @@ fn announce(shared: &Shared, link: &Link, client: &Sender) {
     }
 }
 
-/// Stops taking calls from other processes: call subscriptions dropped, presence emptied.
+/// Stops taking new calls from other processes: out of the shared subscriptions (the broker
+/// gives their calls to the other instances) and no modules announced (callers stop pinning
+/// calls here). Calls already on their way are still served.
 fn withdraw(shared: &Shared, link: &Link, client: &Sender) {
     shared.withdrawn.store(true, Ordering::Release);
     for module in link.registry.module_names() {
-        for topic in wire::call_subscriptions(&module, &link.server_id) {
-            let _ = client.unsubscribe(topic);
-        }
+        let [shared_sub, _pinned] = wire::call_subscriptions(&module, &link.server_id);
+        let _ = client.unsubscribe(shared_sub);
     }
     announce(shared, link, client);
     tracing::info!("stopping: withdrew this process's modules from the broker");
@@ -260,30 +264,36 @@ async fn serve_connection(
     }
 }
 
-/// Ends the broker session cleanly: presence withdrawn, calls being served finished (up to
-/// the grace period), then DISCONNECT after everything queued.
-async fn close(shared: &Shared, link: &Link, mut conn: Connection) {
+/// How long a stopping process keeps serving as before once it has withdrawn: the broker
+/// may have given it calls of the shared subscriptions before it left them, and callers that
+/// had not yet heard of the withdrawal may have pinned calls to it.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Ends the broker session cleanly: presence withdrawn, calls that still arrive served for
+/// [`SETTLE`], then until none is being served (up to the grace period), then presence emptied
+/// (gone) and DISCONNECT after everything queued.
+async fn close(shared: &Arc<Shared>, link: &Link, mut conn: Connection) {
     let client = conn.sender();
     if !shared.withdrawn.load(Ordering::Acquire) {
         withdraw(shared, link, &client);
     }
-    // Calls still being served finish and their replies go out (the connection keeps being
-    // polled meanwhile); bounded by the grace period.
-    let drained = shared.serving.calls.take_all();
-    tokio::pin!(drained);
-    let until = tokio::time::sleep(link.grace);
-    tokio::pin!(until);
+    let started = tokio::time::Instant::now();
+    let settled = started + SETTLE.min(link.grace);
+    let give_up = started + link.grace;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
+        let now = tokio::time::Instant::now();
+        if now >= settled && shared.serving.calls.in_use() == 0 {
+            break;
+        }
+        if now >= give_up {
+            tracing::warn!("calls from other processes still running after the grace period");
+            break;
+        }
         tokio::select! {
-            _ = &mut drained => break,
-            _ = &mut until => {
-                tracing::warn!("calls from other processes still running after the grace period");
-                break;
-            }
+            _ = tick.tick() => {}
             p = conn.poll() => match p {
-                Ok(Packet::Publish(p)) if p.topic == shared.reply_topic.as_bytes() => {
-                    on_reply(shared, &p);
-                }
+                Ok(Packet::Publish(p)) => on_publish(shared, link, &client, p),
                 Ok(_) => {}
                 Err(_) => break,
             },
