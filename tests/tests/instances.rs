@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{spans, wait_for};
 use demo::client::GateClient;
 use mqrs_runtime::config::BrokerUrl;
-use mqrs_runtime::{rpc, rpc_module, App, Config, Session};
+use mqrs_runtime::{rpc, rpc_module, App, Config, Session, SessionData};
 use rumqttc::QoS;
 
 /// What one instance of `Store` was asked, and whether it hangs.
@@ -104,6 +104,11 @@ struct Fleet {
 }
 
 async fn fleet(timeout_ms: u64) -> Fleet {
+    fleet_with(timeout_ms, |_| {}).await
+}
+
+/// As [`fleet`], with `store-b`'s settings adjusted by `tweak_b`.
+async fn fleet_with(timeout_ms: u64, tweak_b: impl Fn(&mut Config)) -> Fleet {
     let front = App::builder()
         .config(cfg("front", BrokerUrl::Embedded, timeout_ms))
         .module(|app| Front { app: app.clone() })
@@ -122,6 +127,9 @@ async fn fleet(timeout_ms: u64) -> Fleet {
         c.trace.store = false;
         c.trace.collector = false;
         c.trace.otlp_export = format!("http://{}", addrs.collector.expect("collector"));
+        if id == "store-b" {
+            tweak_b(&mut c);
+        }
         let seen = Arc::new(Seen::default());
         let s = seen.clone();
         let app = App::builder()
@@ -162,8 +170,9 @@ async fn a_hung_instance_costs_an_idempotent_call_a_retry_and_others_their_error
         .expect("client connects");
 
     // Every read is answered by the live instance, within the 2 s deadline, whichever
-    // instance was tried first (instances take turns, so some reads went to the hung one).
+    // instance was tried first (instances take turns, so a read went to the hung one).
     let mut traces = Vec::new();
+    let reads = Instant::now();
     for route in ["Front/HD_Get", "Front/HD_GetByName"] {
         for _ in 0..4 {
             let t = Instant::now();
@@ -181,10 +190,17 @@ async fn a_hung_instance_costs_an_idempotent_call_a_retry_and_others_their_error
             traces.push(r["TraceId"].as_str().expect("traced").to_string());
         }
     }
+    // The hung instance cost one read half its deadline; then it was passed over for a while
+    // (instances that did not answer in time, or said they are busy, are).
     let tried_hung = b.gets.load(Ordering::SeqCst);
     assert!(
-        tried_hung >= 2,
+        (1..=2).contains(&tried_hung),
         "the hung instance was tried {tried_hung} times"
+    );
+    assert!(
+        reads.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        reads.elapsed()
     );
     assert_eq!(a.gets.load(Ordering::SeqCst), 8, "each read answered once");
 
@@ -262,6 +278,90 @@ async fn a_hung_instance_costs_an_idempotent_call_a_retry_and_others_their_error
     let half = first.duration as f64 / 1e6;
     assert!((0.9..1.5).contains(&half), "first attempt took {half} s");
 
+    for (app, _) in f.instances {
+        app.shutdown().await;
+    }
+    f.front.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_instance_is_passed_over_and_its_refusals_retried_elsewhere_at_once() {
+    // store-b serves one call at a time; a write pinned to it holds that place.
+    let f = fleet_with(2000, |c| c.broker.max_pending = 1).await;
+    let (a, b) = (&f.instances[0].1, &f.instances[1].1);
+    b.hang.store(true, Ordering::SeqCst);
+    let (front, session) = (f.front.clone(), Session::new(SessionData::default()));
+    let held = tokio::spawn(async move {
+        front
+            .call::<_, String>("Store@store-b", "put", &session, ())
+            .await
+    });
+    wait_for("store-b busy", Duration::from_secs(5), || {
+        b.puts.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // Reads: store-b answers "unavailable" at once, so a read that tries it first is sent to
+    // store-a without waiting; after that store-b is passed over while it is busy.
+    let c = GateClient::connect("busy", "127.0.0.1", f.gate_port)
+        .await
+        .expect("client connects");
+    let mut traces = Vec::new();
+    let t = Instant::now();
+    for _ in 0..10 {
+        let r = c
+            .request("Front/HD_Get", b"", QoS::AtLeastOnce)
+            .await
+            .expect("reply");
+        assert_eq!(r["Result"], "store-a", "{r}");
+        traces.push(r["TraceId"].as_str().expect("traced").to_string());
+    }
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(500), "10 reads took {took:?}");
+    assert_eq!(a.gets.load(Ordering::SeqCst), 10);
+    assert_eq!(
+        b.gets.load(Ordering::SeqCst),
+        0,
+        "refused before its handler"
+    );
+
+    // Every read's attempts, from the traces: at most one went to the busy instance.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempts = Vec::new();
+    for id in &traces {
+        let n = loop {
+            let (status, body) = common::http_get(f.viewer, &format!("/api/traces/{id}")).await;
+            let done = |all: &[common::Span]| {
+                all.iter()
+                    .any(|s| s.name == "Store/get" && s.kind == "server" && s.service == "Store")
+            };
+            if status == 200 {
+                let all = spans(&body["data"][0]);
+                if done(&all) {
+                    break all
+                        .iter()
+                        .filter(|s| s.name == "Store/get" && s.kind == "client")
+                        .map(|s| s.tag("mqrs.server.id"))
+                        .collect::<Vec<_>>();
+                }
+            }
+            assert!(Instant::now() < deadline, "trace {id} incomplete");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        attempts.push(n);
+    }
+    let on_b = attempts
+        .iter()
+        .flatten()
+        .filter(|s| s.as_ref() == Some(&"store-b".into()))
+        .count();
+    assert!(
+        on_b <= 1,
+        "the busy instance was tried {on_b} times: {attempts:?}"
+    );
+
+    let held = held.await.expect("task");
+    assert!(held.is_err(), "the held write ends at its deadline");
     for (app, _) in f.instances {
         app.shutdown().await;
     }

@@ -92,6 +92,10 @@ where
         .await;
         match result {
             Err(e) if another_might_answer(&e) => {
+                if matches!(e, RpcError::Timeout { .. }) {
+                    // Hung or overloaded: the next calls start elsewhere for a while.
+                    transport.pass_over(&instance);
+                }
                 tracing::debug!(
                     module,
                     method,

@@ -103,6 +103,12 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// Notes that `instance` did not answer an attempt in time: picks pass it over for a
+    /// while when another instance can serve. Default: nothing.
+    fn pass_over(&self, instance: &str) {
+        let _ = instance;
+    }
+
     /// True when the instances serving `module` declare `method` idempotent (safe to run twice),
     /// so a failed call of it may be retried on another. Default: false.
     fn idempotent(&self, module: &str, method: &str) -> bool {

@@ -75,6 +75,12 @@ impl Transport for Router {
         self.elsewhere(module)?.pick(module, tried)
     }
 
+    fn pass_over(&self, instance: &str) {
+        if let Some(remote) = &self.remote {
+            remote.pass_over(instance);
+        }
+    }
+
     fn idempotent(&self, module: &str, method: &str) -> bool {
         self.elsewhere(module)
             .is_some_and(|r| r.idempotent(module, method))

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mqrs_base::sync::Locked;
 
 use super::wire::Announced;
 use crate::transport::Target;
@@ -33,7 +36,12 @@ pub(super) struct Presence {
     by_module: HashMap<String, Vec<Arc<str>>>,
     /// Where the next pick starts, so retried calls spread over instances.
     turn: AtomicUsize,
+    /// Instances that answered "unavailable" (busy), until when they are passed over.
+    busy: Mutex<HashMap<Arc<str>, Instant>>,
 }
+
+/// How long an instance that answered "unavailable" is passed over when others can serve.
+pub(super) const BUSY_FOR: Duration = Duration::from_millis(500);
 
 impl Presence {
     /// Applies what `server_id` said: `None` when it is gone.
@@ -66,6 +74,7 @@ impl Presence {
         let Some(old) = self.servers.remove(server_id) else {
             return false;
         };
+        self.busy.locked().remove(server_id);
         for m in &old.modules {
             if let Some(v) = self.by_module.get_mut(m) {
                 v.retain(|s| &**s != server_id);
@@ -81,6 +90,19 @@ impl Presence {
     pub(super) fn clear(&mut self) {
         self.servers.clear();
         self.by_module.clear();
+        self.busy.locked().clear();
+    }
+
+    /// Notes that `server_id` answered "unavailable" (or not in time) at `now`: picks pass
+    /// it over for [`BUSY_FOR`] while another instance can serve.
+    pub(super) fn busy(&self, server_id: &str, now: Instant) {
+        let Some((sid, _)) = self.servers.get_key_value(server_id) else {
+            return;
+        };
+        let mut busy = self.busy.locked();
+        // Bounded by the servers known: stale entries go as new ones come.
+        busy.retain(|_, until| *until > now);
+        busy.insert(sid.clone(), now + BUSY_FOR);
     }
 
     /// True when some process announced `target` (on its pinned server, if any).
@@ -113,15 +135,28 @@ impl Presence {
         })
     }
 
-    /// An instance of `module` not in `avoid`, taking turns; `None` when there is none.
-    /// Looks at most `avoid.len() + 1` instances.
-    pub(super) fn pick(&self, module: &str, avoid: &[Arc<str>]) -> Option<Arc<str>> {
+    /// An instance of `module` not in `avoid`, taking turns and passing over busy ones while
+    /// another can serve; `None` when there is none. Looks at `avoid.len() + 1` instances
+    /// unless some are busy.
+    pub(super) fn pick(&self, module: &str, avoid: &[Arc<str>], now: Instant) -> Option<Arc<str>> {
         let servers = self.by_module.get(module)?;
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        (0..servers.len().min(avoid.len() + 1))
+        // A first attempt takes the next turn; a retry looks on from the current one, so that
+        // calls retried away from one instance do not all start on it again.
+        let start = match avoid.is_empty() {
+            true => self.turn.fetch_add(1, Ordering::Relaxed),
+            false => self.turn.load(Ordering::Relaxed),
+        };
+        let mut candidates = (0..servers.len())
             .map(|i| &servers[(start + i) % servers.len()])
-            .find(|s| !avoid.contains(s))
-            .cloned()
+            .filter(|s| !avoid.contains(s));
+        let first = candidates.next()?;
+        let busy = self.busy.locked();
+        if busy.is_empty() {
+            return Some(first.clone());
+        }
+        let free = |s: &&Arc<str>| busy.get(*s).is_none_or(|until| *until <= now);
+        let pick = std::iter::once(first).chain(candidates).find(free);
+        Some(pick.unwrap_or(first).clone())
     }
 
     /// Every process and its modules, by server id.
@@ -186,16 +221,49 @@ mod tests {
             p.apply(s, said(&["Login"], &[]));
         }
         let picks: std::collections::HashSet<_> = (0..3)
-            .map(|_| p.pick("Login", &[]).expect("an instance"))
+            .map(|_| p.pick("Login", &[], Instant::now()).expect("an instance"))
             .collect();
         assert_eq!(picks.len(), 3, "three picks in a row reach three instances");
         let tried: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b")];
         for _ in 0..5 {
-            assert_eq!(p.pick("Login", &tried).as_deref(), Some("c"));
+            assert_eq!(
+                p.pick("Login", &tried, Instant::now()).as_deref(),
+                Some("c")
+            );
         }
         let all: Vec<Arc<str>> = ["a", "b", "c"].map(Arc::from).to_vec();
-        assert_eq!(p.pick("Login", &all), None);
-        assert_eq!(p.pick("Chat", &[]), None);
+        assert_eq!(p.pick("Login", &all, Instant::now()), None);
+        assert_eq!(p.pick("Chat", &[], Instant::now()), None);
+    }
+
+    #[test]
+    fn a_busy_instance_is_passed_over_for_a_while_when_another_can_serve() {
+        let mut p = Presence::default();
+        for s in ["a", "b"] {
+            p.apply(s, said(&["Login"], &[]));
+        }
+        let t = Instant::now();
+        p.busy("a", t);
+        for _ in 0..6 {
+            assert_eq!(p.pick("Login", &[], t).as_deref(), Some("b"));
+        }
+        // Only the busy one is left: it is tried rather than nothing.
+        let b: Vec<Arc<str>> = vec![Arc::from("b")];
+        assert_eq!(p.pick("Login", &b, t).as_deref(), Some("a"));
+        // Both busy: turns as usual.
+        p.busy("b", t);
+        let picks: std::collections::HashSet<_> =
+            (0..2).filter_map(|_| p.pick("Login", &[], t)).collect();
+        assert_eq!(picks.len(), 2);
+        // Later, a is back in turn.
+        let later = t + BUSY_FOR + Duration::from_millis(1);
+        let picks: std::collections::HashSet<_> =
+            (0..2).filter_map(|_| p.pick("Login", &[], later)).collect();
+        assert_eq!(picks.len(), 2);
+        // A process that leaves takes its mark with it; unknown ones are not marked.
+        p.apply("a", None);
+        p.busy("zz", t);
+        assert!(p.busy.locked().keys().all(|k| &**k == "b"));
     }
 
     #[test]

@@ -203,7 +203,13 @@ impl Transport for MqttTransport {
     }
 
     fn pick(&self, module: &str, tried: &[Arc<str>]) -> Option<Arc<str>> {
-        self.shared.presence.read_locked().pick(module, tried)
+        let now = std::time::Instant::now();
+        self.shared.presence.read_locked().pick(module, tried, now)
+    }
+
+    fn pass_over(&self, instance: &str) {
+        let now = std::time::Instant::now();
+        self.shared.presence.read_locked().busy(instance, now);
     }
 
     fn idempotent(&self, module: &str, method: &str) -> bool {

@@ -132,7 +132,13 @@ impl Shared {
         if let (Some(keep), Some(reason)) = (w.keep, kept) {
             keep.mark(reason);
         }
-        let _ = w.tx.send(wire::decode_reply(payload, &w.method));
+        let reply = wire::decode_reply(payload, &w.method);
+        if let (Err(RpcError::Unavailable(_)), Some(server)) = (&reply, &w.server) {
+            // Busy there: calls pick other instances for a while.
+            let now = std::time::Instant::now();
+            self.presence.read_locked().busy(server, now);
+        }
+        let _ = w.tx.send(reply);
         true
     }
 
