@@ -56,6 +56,10 @@ pub struct RpcSection {
     /// Most attempts of a call to an idempotent handler (`#[rpc(idempotent)]`), each on
     /// another instance, within the call's deadline; 1 turns retries off. Default 2.
     pub max_attempts: u32,
+    /// Hedging of such calls: when an attempt has not answered in this many milliseconds, the
+    /// next is sent to another instance beside it and the first answer wins. 0 (the default)
+    /// turns it off.
+    pub hedge_after_ms: u64,
 }
 
 /// `[gate]`
@@ -299,6 +303,7 @@ impl Default for RpcSection {
         RpcSection {
             timeout_ms: 3000,
             max_attempts: 2,
+            hedge_after_ms: 0,
         }
     }
 }
@@ -417,6 +422,12 @@ impl Config {
     /// The RPC timeout as a duration.
     pub fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.rpc.timeout_ms.max(1))
+    }
+
+    /// When a call of an idempotent handler sends its next attempt beside a slow one, if it
+    /// does (`[rpc] hedge_after_ms`, 0: never).
+    pub fn rpc_hedge_after(&self) -> Option<Duration> {
+        (self.rpc.hedge_after_ms > 0).then(|| Duration::from_millis(self.rpc.hedge_after_ms))
     }
 
     /// Settings for tests and embedding: every listener on a free loopback port.

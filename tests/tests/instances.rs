@@ -104,13 +104,19 @@ struct Fleet {
 }
 
 async fn fleet(timeout_ms: u64) -> Fleet {
-    fleet_with(timeout_ms, |_| {}).await
+    fleet_with(timeout_ms, |_| {}, |_| {}).await
 }
 
-/// As [`fleet`], with `store-b`'s settings adjusted by `tweak_b`.
-async fn fleet_with(timeout_ms: u64, tweak_b: impl Fn(&mut Config)) -> Fleet {
+/// As [`fleet`], with the front's settings adjusted by `tweak_front`, `store-b`'s by `tweak_b`.
+async fn fleet_with(
+    timeout_ms: u64,
+    tweak_front: impl FnOnce(&mut Config),
+    tweak_b: impl Fn(&mut Config),
+) -> Fleet {
+    let mut front_cfg = cfg("front", BrokerUrl::Embedded, timeout_ms);
+    tweak_front(&mut front_cfg);
     let front = App::builder()
-        .config(cfg("front", BrokerUrl::Embedded, timeout_ms))
+        .config(front_cfg)
         .module(|app| Front { app: app.clone() })
         .build()
         .expect("front app");
@@ -287,7 +293,7 @@ async fn a_hung_instance_costs_an_idempotent_call_a_retry_and_others_their_error
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_instance_is_passed_over_and_its_refusals_retried_elsewhere_at_once() {
     // store-b serves one call at a time; a write pinned to it holds that place.
-    let f = fleet_with(2000, |c| c.broker.max_pending = 1).await;
+    let f = fleet_with(2000, |_| {}, |c| c.broker.max_pending = 1).await;
     let (a, b) = (&f.instances[0].1, &f.instances[1].1);
     b.hang.store(true, Ordering::SeqCst);
     let (front, session) = (f.front.clone(), Session::new(SessionData::default()));
@@ -362,6 +368,78 @@ async fn a_busy_instance_is_passed_over_and_its_refusals_retried_elsewhere_at_on
 
     let held = held.await.expect("task");
     assert!(held.is_err(), "the held write ends at its deadline");
+    for (app, _) in f.instances {
+        app.shutdown().await;
+    }
+    f.front.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_read_takes_the_first_answer_and_drops_the_slow_attempt() {
+    let f = fleet_with(2000, |c| c.rpc.hedge_after_ms = 50, |_| {}).await;
+    let (a, b) = (&f.instances[0].1, &f.instances[1].1);
+    b.hang.store(true, Ordering::SeqCst);
+    let c = GateClient::connect("hedged", "127.0.0.1", f.gate_port)
+        .await
+        .expect("client connects");
+    let mut traces = Vec::new();
+    for _ in 0..6 {
+        let t = Instant::now();
+        let r = c
+            .request("Front/HD_Get", b"", QoS::AtLeastOnce)
+            .await
+            .expect("reply");
+        assert_eq!(r["Result"], "store-a", "{r}");
+        // Not half the deadline, as without hedging: 50 ms and the live instance's answer.
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
+        traces.push(r["TraceId"].as_str().expect("traced").to_string());
+    }
+    assert_eq!(a.gets.load(Ordering::SeqCst), 6);
+    assert!(
+        b.gets.load(Ordering::SeqCst) >= 1,
+        "the slow instance was tried"
+    );
+
+    // A hedged read: the slow attempt is marked cancelled, the second answered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (slow, fast) = 'found: loop {
+        for id in &traces {
+            let (status, body) = common::http_get(f.viewer, &format!("/api/traces/{id}")).await;
+            if status != 200 {
+                continue;
+            }
+            let all = spans(&body["data"][0]);
+            let attempts: Vec<_> = all
+                .iter()
+                .filter(|s| s.name == "Store/get" && s.kind == "client")
+                .cloned()
+                .collect();
+            let by = |id: &str| {
+                attempts
+                    .iter()
+                    .find(|s| s.tag("mqrs.server.id") == Some(id.into()))
+                    .cloned()
+            };
+            if let (Some(slow), Some(fast)) = (by("store-b"), by("store-a")) {
+                break 'found (slow, fast);
+            }
+        }
+        assert!(Instant::now() < deadline, "no hedged read among {traces:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(slow.tag("mqrs.rpc.attempt"), Some(1.into()));
+    assert_eq!(slow.tag("mqrs.rpc.cancelled"), Some(true.into()));
+    assert_eq!(fast.tag("mqrs.rpc.attempt"), Some(2.into()));
+    assert_eq!(fast.tag("mqrs.rpc.cancelled"), None);
+    assert!(
+        fast.start >= slow.start + 50_000,
+        "the second went 50 ms after the first"
+    );
+
     for (app, _) in f.instances {
         app.shutdown().await;
     }

@@ -151,7 +151,7 @@ impl AppBuilder {
             tracing.clone(),
             &config.app.name,
             config.rpc_timeout(),
-            config.rpc.max_attempts,
+            (config.rpc.max_attempts, config.rpc_hedge_after()),
         );
         let hook = self
             .hook

@@ -38,17 +38,20 @@ struct CallerInner {
     timeout: Duration,
     /// Most attempts of a call to an idempotent handler (`[rpc] max_attempts`).
     max_attempts: usize,
+    /// Sends another attempt of such a call when the first is this slow (`[rpc] hedge_after_ms`).
+    hedge_after: Option<Duration>,
 }
 
 impl Caller {
     /// Calls through `transport`, each call limited to `timeout` (and to what is left of the
-    /// session's own deadline); calls to idempotent handlers make up to `max_attempts`.
+    /// session's own deadline); calls to idempotent handlers make up to `retries.0` attempts,
+    /// the next one beside a slow one after `retries.1` when set.
     pub(crate) fn new(
         transport: Arc<dyn Transport>,
         tracing: Arc<Tracing>,
         service: &str,
         timeout: Duration,
-        max_attempts: u32,
+        retries: (u32, Option<Duration>),
     ) -> Self {
         Caller {
             inner: Arc::new(CallerInner {
@@ -57,7 +60,8 @@ impl Caller {
                 service: Arc::from(service),
                 own_tracer: OnceLock::new(),
                 timeout,
-                max_attempts: max_attempts.clamp(1, retry::MAX_ATTEMPTS) as usize,
+                max_attempts: retries.0.clamp(1, retry::MAX_ATTEMPTS) as usize,
+                hedge_after: retries.1,
             }),
         }
     }
@@ -213,26 +217,23 @@ impl Caller {
                     spans::tag_mut(span, KeyValue::new(retry::ATTEMPT, a.number as i64));
                     spans::tag_mut(span, KeyValue::new(retry::INSTANCE, a.instance.to_string()));
                 }
+                let mut span = AttemptSpan(span);
                 let args = args.clone();
                 async move {
                     let target = Target::on_server(module, &a.instance);
                     let result = self
                         .send(target, method, callee, args, a.now, a.deadline)
                         .await;
-                    record(span, &result);
+                    record(span.0.take(), &result);
                     result
                 }
             };
-            let transport = &*self.inner.transport;
-            retry::run(
-                transport,
-                (module, method),
-                start,
-                deadline,
+            let plan = retry::Plan {
                 attempts,
-                attempt,
-            )
-            .await
+                hedge_after: self.inner.hedge_after,
+            };
+            let transport = &*self.inner.transport;
+            retry::run(transport, (module, method), start, deadline, plan, attempt).await
         } else {
             let (mut span, callee) = self.client_span(target, method, session);
             if let Some(span) = &mut span {
@@ -341,6 +342,18 @@ impl Caller {
                 method: format!("{}/{method}", target.module),
                 timeout: deadline.since(start),
             }),
+        }
+    }
+}
+
+/// The CLIENT span of one attempt: tagged as cancelled when the attempt is dropped before it
+/// ends (another attempt answered first).
+struct AttemptSpan(Option<spans::EndOnDrop>);
+
+impl Drop for AttemptSpan {
+    fn drop(&mut self) {
+        if let Some(span) = &mut self.0 {
+            spans::tag_mut(span, KeyValue::new(retry::CANCELLED, true));
         }
     }
 }

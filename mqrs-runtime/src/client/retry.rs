@@ -1,11 +1,13 @@
 //! Calls of idempotent handlers, retried: each attempt pinned to an instance not tried yet
 //! (the transport takes turns over the instances it knows), given its share of what is left of
-//! the deadline, and recorded as its own CLIENT span tagged with its attempt number and instance.
-//! Handlers not declared idempotent are never sent twice.
+//! the deadline (or, hedged, sent beside a slow one), and recorded as its own CLIENT span tagged
+//! with its attempt number and instance. Handlers not declared idempotent are never sent twice.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::deadline::Deadline;
 use crate::error::RpcError;
@@ -18,6 +20,8 @@ pub(super) const MAX_ATTEMPTS: u32 = 10;
 pub(super) const ATTEMPT: &str = "mqrs.rpc.attempt";
 /// Span attribute: the server id of the instance an attempt was sent to.
 pub(super) const INSTANCE: &str = "mqrs.server.id";
+/// Span attribute, true on an attempt dropped because another answered first (hedging).
+pub(super) const CANCELLED: &str = "mqrs.rpc.cancelled";
 
 /// One attempt to send: its number, the instance it goes to, and its own deadline.
 pub(super) struct Attempt {
@@ -51,45 +55,81 @@ pub(super) fn attempts(
     max.min(n)
 }
 
-/// Runs `send` for one instance of `module` after another until one answers, a failure that
-/// another instance would not change comes back, the `attempts` are spent, or `deadline`
-/// passes.
+/// How a retried call spreads over instances.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Plan {
+    /// Most attempts, each on another instance.
+    pub(super) attempts: usize,
+    /// Sends the next attempt when the ones in flight have not answered in this time (the
+    /// first answer wins, the others are dropped); `None`: one attempt at a time.
+    pub(super) hedge_after: Option<Duration>,
+}
+
+/// Runs `send` for instances of `module` in turn until one answers, a failure that another
+/// instance would not change comes back, the attempts are spent, or `deadline` passes. One at
+/// a time, each with its share of the time left; or, hedged, the next one also when those in
+/// flight are slow, each with all of the time left.
 pub(super) async fn run<F, Fut>(
     transport: &dyn Transport,
     (module, method): (&str, &str),
     start: Instant,
     deadline: Deadline,
-    attempts: usize,
+    plan: Plan,
     mut send: F,
 ) -> Result<Vec<u8>, RpcError>
 where
     F: FnMut(Attempt) -> Fut,
     Fut: Future<Output = Result<Vec<u8>, RpcError>>,
 {
-    let mut tried: Vec<Arc<str>> = Vec::with_capacity(attempts);
+    let mut tried: Vec<Arc<str>> = Vec::with_capacity(plan.attempts);
+    let mut running = FuturesUnordered::new();
     let mut last = None;
-    for number in 1..=attempts {
-        let Some(instance) = transport.pick(module, &tried) else {
-            break;
-        };
-        let now = Instant::now();
-        let left = deadline.since(now);
-        if left.is_zero() {
-            break;
+    let hedge = tokio::time::sleep(plan.hedge_after.unwrap_or(Duration::from_secs(86_400)));
+    tokio::pin!(hedge);
+    // No instance left to try, or no time: nothing more is launched.
+    let mut exhausted = false;
+    loop {
+        // Every turn of the loop follows a start, a failure or a slow attempt: the next one goes.
+        if tried.len() < plan.attempts {
+            let now = Instant::now();
+            let left = deadline.since(now);
+            let instance = match left.is_zero() {
+                true => None,
+                false => transport.pick(module, &tried),
+            };
+            if let Some(instance) = instance {
+                let number = tried.len() + 1;
+                let this = match plan.hedge_after {
+                    Some(after) => {
+                        hedge
+                            .as_mut()
+                            .reset(tokio::time::Instant::from_std(now + after));
+                        deadline
+                    }
+                    // An attempt that hangs leaves the next ones their share of the time.
+                    None => match u32::try_from(plan.attempts - number + 1).unwrap_or(1) {
+                        1 => deadline,
+                        n => Deadline::after_from(now, left / n),
+                    },
+                };
+                tried.push(instance.clone());
+                let attempt = send(Attempt {
+                    number,
+                    instance: instance.clone(),
+                    now,
+                    deadline: this,
+                });
+                running.push(async move { (instance, number, attempt.await) });
+            } else {
+                exhausted = true;
+            }
         }
-        // An attempt that hangs leaves the next ones their share of the time.
-        let shares = u32::try_from(attempts - number + 1).unwrap_or(1);
-        let this = match shares {
-            1 => deadline,
-            n => Deadline::after_from(now, left / n),
+        let hedging = plan.hedge_after.is_some() && !exhausted && tried.len() < plan.attempts;
+        let (instance, number, result) = tokio::select! {
+            Some(done) = running.next() => done,
+            () = &mut hedge, if hedging && !running.is_empty() => continue,
+            else => break,
         };
-        let result = send(Attempt {
-            number,
-            instance: instance.clone(),
-            now,
-            deadline: this,
-        })
-        .await;
         match result {
             Err(e) if another_might_answer(&e) => {
                 if matches!(e, RpcError::Timeout { .. }) {
@@ -104,9 +144,12 @@ where
                     error = %e,
                     "attempt failed; trying another instance"
                 );
-                tried.push(instance);
                 last = Some(e);
+                if running.is_empty() && tried.len() >= plan.attempts {
+                    break;
+                }
             }
+            // The first answer wins; attempts still in flight are dropped with `running`.
             r => return r,
         }
     }
