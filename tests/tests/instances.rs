@@ -166,6 +166,36 @@ async fn fleet_with(
     }
 }
 
+/// The first of `traces` in which `pick` finds what it looks for, among the spans the viewer
+/// at `viewer` holds of it (spans arrive by OTLP a moment after the reply).
+async fn find_in_traces<T>(
+    viewer: std::net::SocketAddr,
+    traces: &[String],
+    pick: impl Fn(&[common::Span]) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for id in traces {
+            let (status, body) = common::http_get(viewer, &format!("/api/traces/{id}")).await;
+            if status == 200 {
+                if let Some(found) = pick(&spans(&body["data"][0])) {
+                    return found;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "not found among {traces:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The CLIENT spans of `Store/get` among `all`: one per attempt.
+fn attempts(all: &[common::Span]) -> Vec<common::Span> {
+    all.iter()
+        .filter(|s| s.name == "Store/get" && s.kind == "client")
+        .cloned()
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_instance_costs_an_idempotent_call_a_retry_and_others_their_error() {
     let f = fleet(2000).await;
@@ -232,42 +262,22 @@ async fn a_hung_instance_costs_an_idempotent_call_a_retry_and_others_their_error
     // A retried read's trace: two CLIENT spans under the handler's span, the first tried on
     // the hung instance and failed by its timeout, the second answered by the live one, whose
     // SERVER span nests under it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (first, second, server) = 'found: loop {
-        for id in &traces {
-            let (status, body) = common::http_get(f.viewer, &format!("/api/traces/{id}")).await;
-            if status != 200 {
-                continue;
-            }
-            let all = spans(&body["data"][0]);
-            let attempts: Vec<_> = all
-                .iter()
-                .filter(|s| s.name == "Store/get" && s.kind == "client")
-                .cloned()
-                .collect();
-            if let [x, y] = &attempts[..] {
-                let (first, second) = match x.tag("mqrs.rpc.attempt") == Some(1.into()) {
-                    true => (x.clone(), y.clone()),
-                    false => (y.clone(), x.clone()),
-                };
-                // The live instance's SERVER span, under the second attempt (the hung one's
-                // ends at its attempt's deadline, under the first, when its handler is cut).
-                let server = all.iter().find(|s| {
-                    s.name == "Store/get"
-                        && s.kind == "server"
-                        && s.parent.as_deref() == Some(second.id.as_str())
-                });
-                if let Some(server) = server {
-                    break 'found (first, second, server.clone());
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no retried read among {traces:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (first, second, server) = find_in_traces(f.viewer, &traces, |all| {
+        let [x, y] = &attempts(all)[..] else {
+            return None;
+        };
+        let (first, second) = match x.tag("mqrs.rpc.attempt") == Some(1.into()) {
+            true => (x.clone(), y.clone()),
+            false => (y.clone(), x.clone()),
+        };
+        // The live instance's SERVER span, under the second attempt (the hung one's ends at
+        // its attempt's deadline, under the first, when its handler is cut).
+        let server = all.iter().find(|s| {
+            s.name == "Store/get" && s.kind == "server" && s.parent.as_deref() == Some(&second.id)
+        })?;
+        Some((first, second, server.clone()))
+    })
+    .await;
     assert_eq!(first.tag("mqrs.rpc.attempt"), Some(1.into()));
     assert_eq!(first.tag("mqrs.server.id"), Some("store-b".into()));
     assert_eq!(first.tag("error.type"), Some("timeout".into()));
@@ -332,38 +342,31 @@ async fn a_busy_instance_is_passed_over_and_its_refusals_retried_elsewhere_at_on
     );
 
     // Every read's attempts, from the traces: at most one went to the busy instance.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut attempts = Vec::new();
+    let mut tried = Vec::new();
     for id in &traces {
-        let n = loop {
-            let (status, body) = common::http_get(f.viewer, &format!("/api/traces/{id}")).await;
-            let done = |all: &[common::Span]| {
-                all.iter()
-                    .any(|s| s.name == "Store/get" && s.kind == "server" && s.service == "Store")
-            };
-            if status == 200 {
-                let all = spans(&body["data"][0]);
-                if done(&all) {
-                    break all
-                        .iter()
-                        .filter(|s| s.name == "Store/get" && s.kind == "client")
-                        .map(|s| s.tag("mqrs.server.id"))
-                        .collect::<Vec<_>>();
-                }
-            }
-            assert!(Instant::now() < deadline, "trace {id} incomplete");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        attempts.push(n);
+        // Complete once the live instance's SERVER span is in.
+        let on = find_in_traces(f.viewer, std::slice::from_ref(id), |all| {
+            let served = all
+                .iter()
+                .any(|s| s.name == "Store/get" && s.kind == "server");
+            served.then(|| {
+                attempts(all)
+                    .iter()
+                    .map(|s| s.tag("mqrs.server.id"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await;
+        tried.push(on);
     }
-    let on_b = attempts
+    let on_b = tried
         .iter()
         .flatten()
         .filter(|s| s.as_ref() == Some(&"store-b".into()))
         .count();
     assert!(
         on_b <= 1,
-        "the busy instance was tried {on_b} times: {attempts:?}"
+        "the busy instance was tried {on_b} times: {tried:?}"
     );
 
     let held = held.await.expect("task");
@@ -405,32 +408,17 @@ async fn a_hedged_read_takes_the_first_answer_and_drops_the_slow_attempt() {
     );
 
     // A hedged read: the slow attempt is marked cancelled, the second answered.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (slow, fast) = 'found: loop {
-        for id in &traces {
-            let (status, body) = common::http_get(f.viewer, &format!("/api/traces/{id}")).await;
-            if status != 200 {
-                continue;
-            }
-            let all = spans(&body["data"][0]);
-            let attempts: Vec<_> = all
+    let (slow, fast) = find_in_traces(f.viewer, &traces, |all| {
+        let attempts = attempts(all);
+        let by = |id: &str| {
+            attempts
                 .iter()
-                .filter(|s| s.name == "Store/get" && s.kind == "client")
+                .find(|s| s.tag("mqrs.server.id") == Some(id.into()))
                 .cloned()
-                .collect();
-            let by = |id: &str| {
-                attempts
-                    .iter()
-                    .find(|s| s.tag("mqrs.server.id") == Some(id.into()))
-                    .cloned()
-            };
-            if let (Some(slow), Some(fast)) = (by("store-b"), by("store-a")) {
-                break 'found (slow, fast);
-            }
-        }
-        assert!(Instant::now() < deadline, "no hedged read among {traces:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        };
+        Some((by("store-b")?, by("store-a")?))
+    })
+    .await;
     assert_eq!(slow.tag("mqrs.rpc.attempt"), Some(1.into()));
     assert_eq!(slow.tag("mqrs.rpc.cancelled"), Some(true.into()));
     assert_eq!(fast.tag("mqrs.rpc.attempt"), Some(2.into()));
