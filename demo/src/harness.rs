@@ -70,7 +70,7 @@ impl DemoProcess {
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log_file().map_or_else(Stdio::null, Stdio::from))
             .spawn()
             .map_err(|e| {
                 format!(
@@ -119,7 +119,15 @@ impl DemoProcess {
             }
         }
         // Keep reading its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let mut keep = log_file();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(f) = &mut keep {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        });
         Ok(DemoProcess {
             child,
             gate: gate.unwrap_or_default(),
@@ -150,6 +158,16 @@ impl DemoProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// With `DEMO_LOG_DIR=dir` set, a new file in `dir` for a started demo's log (to see why a
+/// process started by a benchmark or test behaved as it did); otherwise none.
+fn log_file() -> Option<std::fs::File> {
+    let dir = std::env::var_os("DEMO_LOG_DIR")?;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::path::Path::new(&dir).join(format!("demo-{}-{n}.log", std::process::id()));
+    std::fs::File::create(path).ok()
 }
 
 impl Drop for DemoProcess {

@@ -355,3 +355,91 @@ async fn a_stale_last_will_right_after_a_false_presence_is_still_answered() {
         app.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_knows_every_other_once_started_on_the_embedded_broker() {
+    let mut cfg = Config::ephemeral();
+    cfg.gate.enabled = false;
+    cfg.trace.viewer = false;
+    cfg.trace.collector = false;
+    cfg.app.server_id = "holder".into();
+    let holder = App::builder().config(cfg).build().expect("app");
+    let port = holder
+        .start()
+        .await
+        .expect("start")
+        .broker
+        .expect("embedded broker")
+        .port();
+    knows_every_other_once_started(port).await;
+    holder.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_knows_every_other_once_started_on_mosquitto() {
+    let m = Mosquitto::start();
+    knows_every_other_once_started(m.port).await;
+}
+
+/// With 200 processes' presence retained at the broker on `port`, a newcomer's start returns
+/// once it knows them all (the embedded broker acknowledges before it delivers retained
+/// messages, so an acknowledgement is not proof), so a call it makes, or takes from a shared
+/// subscription, right away can reach any module they run.
+async fn knows_every_other_once_started(port: u16) {
+    let mut opts = rumqttc::v5::MqttOptions::new("announcer", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut incoming) = common::mqtt5_client(opts);
+    const OTHERS: usize = 200;
+    for i in 0..OTHERS {
+        let body = serde_json::json!({ "modules": [format!("M{i}")] }).to_string();
+        client
+            .publish(
+                format!("mqrs/presence/other-{i}"),
+                QoS5::AtLeastOnce,
+                true,
+                body,
+            )
+            .await
+            .expect("publish");
+    }
+    // All through the broker before the newcomer subscribes.
+    let mut acked = 0;
+    while acked < OTHERS {
+        match tokio::time::timeout(Duration::from_secs(5), incoming.recv()).await {
+            Ok(Some(Packet::PubAck(_))) => acked += 1,
+            Ok(Some(_)) => {}
+            other => panic!("waiting for PUBACKs: {other:?}"),
+        }
+    }
+    for round in 0..5 {
+        let mut cfg = Config::ephemeral();
+        cfg.gate.enabled = false;
+        cfg.trace.viewer = false;
+        cfg.trace.collector = false;
+        cfg.app.server_id = format!("newcomer-{round}");
+        cfg.broker.url = BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{port}")]);
+        let app = App::builder().config(cfg).build().expect("app");
+        app.start().await.expect("start");
+        let known = app
+            .cluster()
+            .keys()
+            .filter(|k| k.starts_with("other-"))
+            .count();
+        assert_eq!(
+            known, OTHERS,
+            "round {round}: knew {known} of {OTHERS} when started"
+        );
+        app.shutdown().await;
+    }
+    // The presence messages were retained: clear them.
+    for i in 0..OTHERS {
+        let _ = client
+            .publish(
+                format!("mqrs/presence/other-{i}"),
+                QoS5::AtLeastOnce,
+                true,
+                Vec::new(),
+            )
+            .await;
+    }
+}

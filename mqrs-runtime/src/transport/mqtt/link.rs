@@ -85,18 +85,66 @@ fn filters(shared: &Shared, link: &Link) -> Vec<Filter> {
     let mut f = vec![
         Filter::new(shared.reply_topic.clone(), qos),
         Filter::new(format!("{}+", wire::PRESENCE_PREFIX), QoS::AtLeastOnce),
+        Filter::new(sync_topic(shared), QoS::AtLeastOnce),
     ];
-    // Once withdrawn, only calls pinned to this process still come (from callers that have
-    // not yet heard it is leaving): they are served until it is gone.
-    let withdrawn = shared.withdrawn.load(Ordering::Acquire);
+    // Calls pinned to this process come only from callers that heard its presence, which it
+    // announces once synced; the shared subscriptions wait for that too ([`synced`]). Once
+    // withdrawn, pinned calls still come (from callers that have not yet heard it is leaving)
+    // and are served until it is gone.
     for module in link.registry.module_names() {
-        let [shared_sub, pinned] = wire::call_subscriptions(&module, &link.server_id);
-        if !withdrawn {
-            f.push(Filter::new(shared_sub, qos));
-        }
+        let [_shared_sub, pinned] = wire::call_subscriptions(&module, &link.server_id);
         f.push(Filter::new(pinned, qos));
     }
     f
+}
+
+/// This connection's sync topic: under [`wire::SYNC_PREFIX`], as unique as the reply topic.
+fn sync_topic(shared: &Shared) -> String {
+    let own = shared
+        .reply_topic
+        .strip_prefix(wire::REPLY_PREFIX)
+        .unwrap_or(&shared.reply_topic);
+    format!("{}{own}", wire::SYNC_PREFIX)
+}
+
+/// Subscribes, then sends this process the sync message: brokers deliver the retained
+/// presence of the others, queued when the subscription was made, before it (a SUBACK or
+/// PUBACK may overtake them: the embedded broker writes those at once).
+fn subscribe(shared: &Shared, link: &Link, client: &Sender) {
+    if let Err(e) = client.subscribe_many(filters(shared, link)) {
+        tracing::warn!(error = %e, "cannot subscribe at the broker");
+    }
+    if let Err(e) = client.try_publish(
+        sync_topic(shared),
+        QoS::AtLeastOnce,
+        false,
+        Vec::new(),
+        None,
+    ) {
+        tracing::warn!(error = %e, "cannot send the sync message");
+    }
+}
+
+/// The others' presence is in: join the shared subscriptions (a call taken from them can now
+/// reach any module another process runs) and announce this process. Not once withdrawn.
+fn synced(shared: &Shared, link: &Link, client: &Sender) {
+    if !shared.withdrawn.load(Ordering::Acquire) {
+        let filters: Vec<Filter> = link
+            .registry
+            .module_names()
+            .iter()
+            .map(|m| {
+                let [shared_sub, _pinned] = wire::call_subscriptions(m, &link.server_id);
+                Filter::new(shared_sub, shared.qos())
+            })
+            .collect();
+        if !filters.is_empty() {
+            if let Err(e) = client.subscribe_many(filters) {
+                tracing::warn!(error = %e, "cannot subscribe at the broker");
+            }
+        }
+    }
+    announce(shared, link, client);
 }
 
 /// This process's presence message: what it announces, no modules once it has withdrawn
@@ -165,10 +213,7 @@ async fn run(
                 reported = false;
                 let client = conn.sender();
                 *shared.client.write_locked() = Some(client.clone());
-                if let Err(e) = client.subscribe_many(filters(&shared, &link)) {
-                    tracing::warn!(error = %e, "cannot subscribe at the broker");
-                }
-                announce(&shared, &link, &client);
+                subscribe(&shared, &link, &client);
                 match serve_connection(&shared, &mut link, &mut shutdown, &ready, &mut conn).await {
                     None => {
                         close(&shared, &link, conn).await;
@@ -222,10 +267,22 @@ async fn serve_connection(
     conn: &mut Connection,
 ) -> Option<super::conn::ConnError> {
     let client = conn.sender();
+    let sync_topic = sync_topic(shared);
+    // Until the sync message is back, this process neither announces itself nor takes calls
+    // from the shared subscriptions; a broker that does not send it back gets 2 s.
+    let mut is_synced = false;
+    let sync_wait = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(sync_wait);
     loop {
         let withdrawn = shared.withdrawn.load(Ordering::Acquire);
         let packet = tokio::select! {
             _ = shutdown.changed() => return None,
+            () = &mut sync_wait, if !is_synced => {
+                tracing::warn!("the broker did not send this process's sync message back within 2 s; announcing anyway");
+                is_synced = true;
+                synced(shared, link, &client);
+                continue;
+            }
             r = link.withdraw.changed(), if !withdrawn => {
                 if r.is_ok() && *link.withdraw.borrow() {
                     withdraw(shared, link, &client);
@@ -250,11 +307,16 @@ async fn serve_connection(
                 }
             }
             Ok(Packet::PubAck(_)) => {
-                // The presence announcement (the only QoS 1 publish at connect, after the
-                // subscriptions) is through: the broker delivered the retained presence of the
-                // others before it.
-                if !shared.connected.swap(true, Ordering::AcqRel) {
+                // Once synced, the presence announcement is the QoS 1 publish acknowledged:
+                // others hear of this process from now on.
+                if is_synced && !shared.connected.swap(true, Ordering::AcqRel) {
                     let _ = ready.send(true);
+                }
+            }
+            Ok(Packet::Publish(p)) if p.topic == sync_topic.as_bytes() => {
+                if !is_synced {
+                    is_synced = true;
+                    synced(shared, link, &client);
                 }
             }
             Ok(Packet::Publish(p)) => on_publish(shared, link, &client, p),

@@ -46,6 +46,9 @@ pub const CALL_PREFIX: &str = "mqrs/call/";
 pub const REPLY_PREFIX: &str = "mqrs/reply/";
 /// Prefix of the presence topics.
 pub const PRESENCE_PREFIX: &str = "mqrs/presence/";
+/// Prefix of the topic a process sends itself a message on once subscribed: when it comes
+/// back, the retained presence of the others (queued before it) has arrived.
+pub const SYNC_PREFIX: &str = "mqrs/sync/";
 /// User property with the milliseconds left before the call's deadline.
 pub const TIMEOUT_PROPERTY: &str = "mqrs-timeout-ms";
 
