@@ -154,6 +154,27 @@ impl GateClient {
         }
     }
 
+    /// Logs in as `user` (`Login/HD_Login`), asking again for up to `patience` while the gate
+    /// answers with an error (its Login module may not be known to it yet); the last error
+    /// when it never succeeds.
+    pub async fn log_in(&self, user: &str, patience: Duration) -> Result<(), String> {
+        let body = serde_json::json!({"userName": user, "passWord": "pw"}).to_string();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let r = self
+                .request("Login/HD_Login", body.as_bytes(), QoS::AtLeastOnce)
+                .await
+                .map_err(|e| format!("login {user}: {e}"))?;
+            if r["Error"] == "" {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("login {user}: {r}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Subscribes to `filter` at QoS 0 (a broker's SUBACK is not waited for).
     pub async fn subscribe(&self, filter: &str) -> Result<(), ClientError> {
         self.client

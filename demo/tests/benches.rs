@@ -181,3 +181,32 @@ fn collector_ingest_is_measured_with_the_gate_idle_and_busy() {
         .unwrap_or_else(|| panic!("no rate:\n{out}"));
     assert!(spans > 0.0, "{out}");
 }
+
+#[test]
+fn restarts_and_a_kill_under_load_are_measured_window_by_window() {
+    let out = brief(&["--restarts"]);
+    let windows = [
+        "steady before",
+        "SIGTERM chat-a",
+        "SIGTERM chat-b",
+        "SIGTERM login-a",
+        "SIGTERM login-b",
+        "SIGKILL login-b",
+        "steady after",
+    ];
+    let runs = if out.contains("not through mosquitto") {
+        1
+    } else {
+        2
+    };
+    for w in windows {
+        let rows: Vec<&str> = out.lines().filter(|l| l.starts_with(w)).collect();
+        assert_eq!(rows.len(), runs, "`{w}` rows in:\n{out}");
+        for row in rows {
+            // The last column: errors. Restarts and the kill of an instance of idempotent
+            // handlers cost none.
+            let errors = row.split_whitespace().last().unwrap_or_default();
+            assert_eq!(errors, "0", "{row}\n{out}");
+        }
+    }
+}

@@ -87,20 +87,10 @@ async fn players(gate: &str, logged_in: usize) -> Vec<(Arc<GateClient>, bool)> {
             players.push((Arc::new(c), false));
             continue;
         }
-        let body = serde_json::json!({"userName": format!("p{i}"), "passWord": "pw"}).to_string();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            // The gate hears of the instances a moment after they are ready.
-            let r = c
-                .request("Login/HD_Login", body.as_bytes(), QoS::AtLeastOnce)
-                .await
-                .expect("login reply");
-            if r["Error"] == "" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "login: {r}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // The gate hears of the instances a moment after they are ready.
+        c.log_in(&format!("p{i}"), Duration::from_secs(10))
+            .await
+            .expect("logged in");
         players.push((Arc::new(c), true));
     }
     players

@@ -22,6 +22,9 @@
 //!   embedded broker and mosquitto, untraced, traced and at 10 % sampling, against a bare MQTT
 //!   request/reply floor through the same broker and the demo in one process, with every
 //!   process's CPU time per request (module [`split`]).
+//! - `--restarts`: two processes of each of Chat and Login behind a gate, each restarted in
+//!   turn (SIGTERM) and one killed (SIGKILL) under load: requests/s, latency and errors in
+//!   each window, through the embedded broker and mosquitto (module [`restarts`]).
 
 mod bare;
 mod collector;
@@ -30,6 +33,7 @@ mod fanout;
 mod idle;
 mod lean;
 mod phase;
+mod restarts;
 mod split;
 
 use std::process::ExitCode;
@@ -108,6 +112,10 @@ pub struct Cli {
     /// gate idle and beside gate load.
     #[arg(long, conflicts_with_all = ["transports", "fanout", "connections", "gate", "metrics_cost", "split"])]
     collector: bool,
+    /// Restart each of two Chat and two Login processes in turn (SIGTERM), then kill one
+    /// (SIGKILL), under load: requests/s, latency and errors in each window.
+    #[arg(long, conflicts_with_all = ["transports", "fanout", "connections", "gate", "metrics_cost", "split", "collector"])]
+    restarts: bool,
     /// Internal: answer bare requests through the broker at HOST:PORT.
     #[arg(long, hide = true, value_name = "HOST:PORT")]
     bare_responder: Option<String>,
@@ -400,6 +408,8 @@ async fn main() -> ExitCode {
         fanout::run(&cli, n).await
     } else if cli.collector {
         collector::run(&cli).await
+    } else if cli.restarts {
+        restarts::run(&cli).await
     } else {
         requests(&cli).await
     };
