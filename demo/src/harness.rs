@@ -45,6 +45,26 @@ impl DemoProcess {
         Self::start_at(&exe, args, modules_only)
     }
 
+    /// An instance of `modules` as server `id` on the broker (or cluster nodes) `broker`,
+    /// its spans sent by OTLP to `otlp` ([`DemoProcess::start_modules`]).
+    pub fn start_instance(
+        modules: &str,
+        id: &str,
+        broker: &str,
+        otlp: &str,
+    ) -> Result<DemoProcess, String> {
+        Self::start_modules(&[
+            "--modules",
+            modules,
+            "--broker",
+            broker,
+            "--server-id",
+            id,
+            "--otlp",
+            otlp,
+        ])
+    }
+
     /// As [`DemoProcess::start`] (or [`DemoProcess::start_modules`] when `modules_only`), with
     /// the `demo` binary at `exe` (a test names it with `env!("CARGO_BIN_EXE_demo")`).
     pub fn start_at(

@@ -13,7 +13,11 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
+mod cluster;
 mod layers;
+mod system;
+
+use system::{apt_install, find_command, target_dir, workspace_root, Failure};
 
 /// A Debian package the tests need, and the command that shows it is installed.
 struct Package {
@@ -78,18 +82,20 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   test [ARGS...]   install what the tests need if missing, then `cargo test --workspace ARGS...`
   setup            only the install step of `test`
+  cluster [ARGS...]
+                   the demo over a three-node rmqttd cluster on loopback, one node killed and
+                   started again under load; installs rmqttd once per machine (about 30
+                   minutes cold); ARGS go to `load --cluster` (e.g. --clients 20 --seconds 5)
   layers [DIR]     print each crate's files bottom up (of the checkout in DIR, default this
                    one); fail on an import cycle among files
                    or, at any folder, among its files and sub-folders";
-
-/// A step failed; the message is one line saying what is missing and how to fix it.
-struct Failure(String);
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => setup().and_then(|tools| run_tests(&tools, &args[1..])),
         Some("setup") => setup().map(|_| ExitCode::SUCCESS),
+        Some("cluster") => cluster::run(&args[1..]),
         Some("layers") => layers::run(
             &args
                 .get(1)
@@ -135,7 +141,7 @@ fn setup() -> Result<Tools, Failure> {
         .collect();
     if !missing.is_empty() {
         let debs: Vec<&str> = missing.iter().map(|p| p.deb).collect();
-        apt_install(&debs, &missing_list(&missing))?;
+        apt_install(&debs, &missing_list(&missing), "test")?;
         if let Some(p) = missing.iter().find(|p| find_command(p.command).is_none()) {
             return Err(Failure(format!(
                 "`{}` is still not on PATH after installing the Debian package {}",
@@ -193,45 +199,6 @@ fn missing_list(missing: &[&Package]) -> String {
         .map(|p| format!("{} (package {})", p.command, p.deb))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Installs Debian packages, or explains in one line why it cannot.
-fn apt_install(debs: &[&str], what: &str) -> Result<(), Failure> {
-    let how = format!(
-        "install them with `apt-get install -y {}` as root, then rerun `cargo xtask test`",
-        debs.join(" ")
-    );
-    if find_command("apt-get").is_none() {
-        return Err(Failure(format!(
-            "missing {what}, and this machine has no apt-get; {how} or your system's equivalent"
-        )));
-    }
-    if !is_root() {
-        return Err(Failure(format!(
-            "missing {what}, and installing needs root; {how}"
-        )));
-    }
-    println!("cargo xtask: installing {} with apt-get", debs.join(" "));
-    let apt = |args: &[&str]| -> Result<(), Failure> {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| Failure(format!("cannot run apt-get: {e}")))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(Failure(format!(
-                "`apt-get {}` failed ({status}); {how}",
-                args.join(" ")
-            )))
-        }
-    };
-    apt(&["update", "-qq"])?;
-    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    install.extend_from_slice(debs);
-    apt(&install)
 }
 
 /// The virtual environment's Python with the test packages installed, creating it when
@@ -296,6 +263,7 @@ fn make_venv(venv: &Path) -> Result<(), Failure> {
     apt_install(
         &["python3", "python3-venv"],
         "a Python 3 that can create virtual environments (python3 -m venv)",
+        "test",
     )?;
     if try_venv(Path::new("/usr/bin/python3")) {
         Ok(())
@@ -323,45 +291,4 @@ fn run_tests(tools: &Tools, extra: &[String]) -> Result<ExitCode, Failure> {
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-fn target_dir() -> PathBuf {
-    match env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => workspace_root().join(d),
-        None => workspace_root().join("target"),
-    }
-}
-
-/// Looks `name` up on PATH and in the system binary folders (mosquitto lives in /usr/sbin,
-/// which a non-root PATH may lack).
-fn find_command(name: &str) -> Option<PathBuf> {
-    let path = env::var_os("PATH").unwrap_or_default();
-    env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// True when this process runs as root (effective uid 0).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }

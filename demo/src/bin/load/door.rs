@@ -134,3 +134,25 @@ impl Measured {
         }
     }
 }
+
+/// `count` connections to the gate at `gate` (`host:port`, plain MQTT), named `{prefix}-{i}`
+/// and logged in as `{prefix}{i}`; each asks again for up to `patience` while the gate does
+/// not yet know a Login instance.
+pub async fn logged_in(
+    count: usize,
+    gate: &str,
+    prefix: &str,
+    patience: std::time::Duration,
+) -> Result<Vec<Arc<GateClient>>, String> {
+    let (host, port) = gate.rsplit_once(':').ok_or("gate address")?;
+    let port: u16 = port.parse().map_err(|_| "gate port")?;
+    let mut players = Vec::with_capacity(count);
+    for i in 0..count {
+        let c = GateClient::connect(&format!("{prefix}-{i}"), host, port)
+            .await
+            .map_err(|e| format!("player {i}: {e}"))?;
+        c.log_in(&format!("{prefix}{i}"), patience).await?;
+        players.push(Arc::new(c));
+    }
+    Ok(players)
+}

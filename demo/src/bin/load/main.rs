@@ -22,11 +22,14 @@
 //!   embedded broker and mosquitto, untraced, traced and at 10 % sampling, against a bare MQTT
 //!   request/reply floor through the same broker and the demo in one process, with every
 //!   process's CPU time per request (module [`split`]).
+//! - `--cluster RMQTTD`: the demo over a three-node rmqttd cluster, one node killed and
+//!   started again under load (module [`cluster`]; `cargo xtask cluster` runs it).
 //! - `--restarts`: two processes of each of Chat and Login behind a gate, each restarted in
 //!   turn (SIGTERM) and one killed (SIGKILL) under load: requests/s, latency and errors in
 //!   each window, through the embedded broker and mosquitto (module [`restarts`]).
 
 mod bare;
+mod cluster;
 mod collector;
 mod door;
 mod fanout;
@@ -116,6 +119,10 @@ pub struct Cli {
     /// (SIGKILL), under load: requests/s, latency and errors in each window.
     #[arg(long, conflicts_with_all = ["transports", "fanout", "connections", "gate", "metrics_cost", "split", "collector"])]
     restarts: bool,
+    /// The demo over a three-node cluster of this rmqttd (raft cluster plugin) on loopback,
+    /// node 3 killed and started again under load (`cargo xtask cluster` installs it).
+    #[arg(long, value_name = "RMQTTD", conflicts_with_all = ["transports", "fanout", "connections", "gate", "metrics_cost", "split", "collector", "restarts"])]
+    cluster: Option<std::path::PathBuf>,
     /// Internal: answer bare requests through the broker at HOST:PORT.
     #[arg(long, hide = true, value_name = "HOST:PORT")]
     bare_responder: Option<String>,
@@ -410,6 +417,8 @@ async fn main() -> ExitCode {
         collector::run(&cli).await
     } else if cli.restarts {
         restarts::run(&cli).await
+    } else if let Some(rmqttd) = &cli.cluster {
+        cluster::run(&cli, rmqttd).await
     } else {
         requests(&cli).await
     };

@@ -64,23 +64,14 @@ async fn through(cli: &Cli, mosquitto: Option<Mosquitto>) -> Result<(), String> 
         ),
     };
     let otlp = format!("http://{}", gate.collector);
-    let start = |module: &str, id: &str| {
-        DemoProcess::start_modules(&[
-            "--modules",
-            module,
-            "--broker",
-            &broker,
-            "--server-id",
-            id,
-            "--otlp",
-            &otlp,
-        ])
-    };
+    let start = |module: &str, id: &str| DemoProcess::start_instance(module, id, &broker, &otlp);
     let mut running = Vec::new();
     for (module, id) in INSTANCES {
         running.push(start(module, id)?);
     }
-    let players = players(cli, &gate.gate).await?;
+    let players =
+        crate::door::logged_in(cli.clients, &gate.gate, "restarts", Duration::from_secs(10))
+            .await?;
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = play(cli, &players, &seen, &stop);
@@ -126,22 +117,6 @@ async fn through(cli: &Cli, mosquitto: Option<Mosquitto>) -> Result<(), String> 
     print(&windows, &seen);
     drop(running);
     Ok(())
-}
-
-/// `--clients` connections to the gate at `gate`, logged in.
-async fn players(cli: &Cli, gate: &str) -> Result<Vec<Arc<GateClient>>, String> {
-    let (host, port) = gate.rsplit_once(':').ok_or("gate address")?;
-    let port: u16 = port.parse().map_err(|_| "gate port")?;
-    let mut players = Vec::with_capacity(cli.clients);
-    for i in 0..cli.clients {
-        let c = GateClient::connect(&format!("restarts-{i}"), host, port)
-            .await
-            .map_err(|e| format!("player {i}: {e}"))?;
-        // The gate hears of the Login instances a moment after they are ready.
-        c.log_in(&format!("r{i}"), Duration::from_secs(10)).await?;
-        players.push(Arc::new(c));
-    }
-    Ok(players)
 }
 
 /// Starts `--inflight` request loops per player, each alternating a join and a room query.

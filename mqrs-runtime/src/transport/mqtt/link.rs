@@ -439,6 +439,9 @@ fn on_presence(
     let change = shared.presence.write_locked().apply(server_id, said);
     match change {
         Change::None => {}
+        Change::Joined if modules.as_ref().is_some_and(Vec::is_empty) => {
+            tracing::info!(server_id = %server_id, "a process runs no modules, or is stopping")
+        }
         Change::Joined => tracing::info!(server_id = %server_id, ?modules, "a process joined"),
         Change::Left => {
             tracing::info!(server_id = %server_id, "a process left");
