@@ -139,7 +139,7 @@ fn configure(dir: &Path) -> Result<Vec<Node>, String> {
         plugins.join("rmqtt-cluster-raft.toml"),
         format!(
             "worker_threads = 2\nnode_grpc_addrs = [{}]\nraft_peer_addrs = [{}]\nleader_id = 1\n\
-             node_grpc_client_timeout = \"3s\"\n",
+             node_grpc_client_timeout = \"1s\"\n",
             list(&|p| p.1),
             list(&|p| p.2)
         ),
