@@ -99,11 +99,8 @@ impl Caller {
         A: Serialize,
         R: DeserializeOwned,
     {
-        let bytes = encode_args(method, &args)?;
-        let reply = self
-            .call_raw_with(module, method, session, bytes, Vec::new(), true)
-            .await?;
-        decode_reply(module, method, &reply)
+        self.call_with(module, method, session, args, Vec::new(), true)
+            .await
     }
 
     /// False when no process can serve `module/method` (see [`Transport::reaches`]).
@@ -146,7 +143,7 @@ impl Caller {
         session: &Session,
         args: Vec<u8>,
     ) -> Result<Vec<u8>, RpcError> {
-        self.call_raw_tagged(module, method, session, args, Vec::new())
+        self.call_raw_with(module, method, session, args, Vec::new(), false)
             .await
     }
 
@@ -164,23 +161,32 @@ impl Caller {
         A: Serialize,
         R: DeserializeOwned,
     {
-        let bytes = encode_args(method, &args)?;
-        let reply = self
-            .call_raw_tagged(module, method, session, bytes, tags)
-            .await?;
-        decode_reply(module, method, &reply)
+        self.call_with(module, method, session, args, tags, false)
+            .await
     }
 
-    async fn call_raw_tagged(
+    /// Encodes `args`, calls (see [`Caller::call_raw_with`]) and decodes the reply.
+    async fn call_with<A, R>(
         &self,
         module: &str,
         method: &str,
         session: &Session,
-        args: Vec<u8>,
+        args: A,
         tags: Vec<KeyValue>,
-    ) -> Result<Vec<u8>, RpcError> {
-        self.call_raw_with(module, method, session, args, tags, false)
-            .await
+        idempotent: bool,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        let bytes = encode_args(method, &args)?;
+        let reply = self
+            .call_raw_with(module, method, session, bytes, tags, idempotent)
+            .await?;
+        serde_json::from_slice(&reply).map_err(|e| RpcError::BadReply {
+            method: format!("{module}/{method}"),
+            reason: e.to_string(),
+        })
     }
 
     /// Every call by request and reply ends here: one attempt, or attempts on instances in
@@ -356,18 +362,6 @@ impl Drop for AttemptSpan {
             spans::tag_mut(span, KeyValue::new(retry::CANCELLED, true));
         }
     }
-}
-
-/// Decodes the JSON reply of `module/method`.
-fn decode_reply<R: DeserializeOwned>(
-    module: &str,
-    method: &str,
-    reply: &[u8],
-) -> Result<R, RpcError> {
-    serde_json::from_slice(reply).map_err(|e| RpcError::BadReply {
-        method: format!("{module}/{method}"),
-        reason: e.to_string(),
-    })
 }
 
 /// Marks the CLIENT span, if any, as failed when the call failed; it ends when dropped.
