@@ -202,6 +202,49 @@ impl Drop for DemoProcess {
     }
 }
 
+/// GET `path` from the HTTP server at `addr` (`host:port`, a demo's viewer) as HTTP/1.0, so
+/// the body comes whole with its length, never in chunks: the status and the JSON body
+/// (`Null` when the body is not JSON).
+pub fn http_get_json(addr: &str, path: &str) -> Result<(u16, serde_json::Value), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no HTTP status")?;
+    Ok((
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// The names of the SERVER spans of trace `id` (hex) that the viewer at `viewer` holds, from
+/// its Jaeger API; empty when it holds none.
+pub fn server_spans(viewer: &str, id: &str) -> Vec<String> {
+    let v = match http_get_json(viewer, &format!("/api/traces/{id}")) {
+        Ok((200, v)) => v,
+        _ => return Vec::new(),
+    };
+    let is_server = |s: &&serde_json::Value| {
+        s["tags"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["key"] == "span.kind" && t["value"] == "server")
+        })
+    };
+    v["data"][0]["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(is_server)
+        .filter_map(|s| s["operationName"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// Resident memory of process `pid`, in MiB.
 pub fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -46,28 +46,9 @@ const FREE_PORTS: [&str; 10] = [
     "127.0.0.1:0",
 ];
 
-/// GET `path` from `addr` (plain HTTP/1.1); the status and the JSON body.
+/// GET `path` from `addr`; the status and the JSON body.
 fn http_get_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect viewer");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    // The viewer answers with a length, not chunks, for these small bodies.
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
+    demo::harness::http_get_json(addr, path).expect("GET from the viewer")
 }
 
 /// A running demo process, killed if a test fails before stopping it.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use demo::client::GateClient;
-use demo::harness::{DemoProcess, Mosquitto};
+use demo::harness::{server_spans, DemoProcess, Mosquitto};
 use rumqttc::QoS;
 
 const PLAYERS: usize = 40;
@@ -30,44 +30,6 @@ fn instance(modules: &str, id: &str, broker: &str, otlp: Option<&str>) -> DemoPr
         args.extend(["--otlp", url]);
     }
     DemoProcess::start_at(exe(), &args, true).unwrap_or_else(|e| panic!("{id}: {e}"))
-}
-
-/// GET `path` from the viewer at `addr` as HTTP/1.0 (a body with a length, no chunks); its
-/// JSON, `Null` when the status is not 200.
-fn viewer_get(addr: &str, path: &str) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect viewer");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    match text.split_once("\r\n\r\n") {
-        Some((head, body)) if head.split_whitespace().nth(1) == Some("200") => {
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
-        }
-        _ => serde_json::Value::Null,
-    }
-}
-
-/// The `(name, kind)` of every span of trace `id` the viewer at `viewer` holds.
-fn trace_spans(viewer: &str, id: &str) -> Vec<(String, String)> {
-    let v = viewer_get(viewer, &format!("/api/traces/{id}"));
-    let Some(spans) = v["data"][0]["spans"].as_array() else {
-        return Vec::new();
-    };
-    spans
-        .iter()
-        .map(|s| {
-            let kind = s["tags"]
-                .as_array()
-                .and_then(|t| t.iter().find(|t| t["key"] == "span.kind"))
-                .and_then(|t| t["value"].as_str())
-                .unwrap_or_default();
-            (
-                s["operationName"].as_str().unwrap_or_default().to_string(),
-                kind.to_string(),
-            )
-        })
-        .collect()
 }
 
 /// [`PLAYERS`] connections to the gate at `gate`, the first `logged_in` of them logged in
@@ -353,14 +315,14 @@ async fn rolling_restart(mosquitto: Option<Mosquitto>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     for id in &sample {
         loop {
-            let spans = trace_spans(&front.viewer, id);
-            let has = |name: &str| spans.iter().any(|(n, k)| n == name && k == "server");
+            let spans = server_spans(&front.viewer, id);
+            let has = |name: &str| spans.iter().any(|n| n == name);
             if has("Chat/HD_JoinChat") && has("Login/track") && has("Login/track2") {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "trace {id} is not whole: {spans:?}"
+                "trace {id} is not whole: its SERVER spans are {spans:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

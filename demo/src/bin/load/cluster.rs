@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use demo::client::GateClient;
-use demo::harness::DemoProcess;
+use demo::harness::{server_spans, DemoProcess};
 use rumqttc::QoS;
 
 use crate::Cli;
@@ -384,40 +384,13 @@ fn play(
         .collect()
 }
 
-/// GET `path` from `addr` as HTTP/1.0; the JSON body when the status is 200.
-fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1) == Some("200"))
-        .then(|| serde_json::from_str(body).ok())
-        .flatten()
-}
-
 /// True when the trace `id` at the viewer has the join's SERVER span in Chat and the track
 /// chain's in Login.
 fn whole(viewer: &str, id: &str) -> bool {
-    let Some(v) = http_json(viewer, &format!("/api/traces/{id}")) else {
-        return false;
-    };
-    let servers: Vec<&str> = v["data"][0]["spans"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| {
-            s["tags"].as_array().is_some_and(|t| {
-                t.iter()
-                    .any(|t| t["key"] == "span.kind" && t["value"] == "server")
-            })
-        })
-        .filter_map(|s| s["operationName"].as_str())
-        .collect();
+    let servers = server_spans(viewer, id);
     ["Chat/HD_JoinChat", "Login/track", "Login/track2"]
         .iter()
-        .all(|n| servers.contains(n))
+        .all(|n| servers.iter().any(|s| s == n))
 }
 
 /// One line per window, then when errors stopped after the kill and the first few errors.
