@@ -32,10 +32,10 @@ impl Router {
 
     /// The remote transport, when `module` does not run here.
     fn elsewhere(&self, module: &str) -> Option<&dyn Transport> {
-        match self.local.serves(module) {
-            true => None,
-            false => self.remote.as_deref(),
-        }
+        // Without a remote transport, no lookup at all: every call of an app in one process
+        // asks this.
+        let remote = self.remote.as_deref()?;
+        (!self.local.serves(module)).then_some(remote)
     }
 
     fn pick(&self, target: Target<'_>) -> Result<&dyn Transport, RpcError> {
@@ -68,7 +68,15 @@ impl Transport for Router {
 
     // A module of this process is called here, never elsewhere: no instances to choose.
     fn instances(&self, module: &str) -> usize {
-        self.elsewhere(module).map_or(0, |r| r.instances(module))
+        // Asked before every call: the registry is looked at only when there is a choice.
+        let Some(remote) = self.remote.as_deref() else {
+            return 0;
+        };
+        // A module of this process is called here: no choice, whatever others run it.
+        match remote.instances(module) {
+            n if n >= 2 && self.local.serves(module) => 0,
+            n => n,
+        }
     }
 
     fn pick(&self, module: &str, tried: &[Arc<str>]) -> Option<Arc<str>> {
