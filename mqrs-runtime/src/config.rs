@@ -199,7 +199,9 @@ pub struct BrokerSection {
     /// Most bytes of calls from other processes held here while they are served (each counts
     /// twice its payload, read and decoded); past it, calls are answered "unavailable".
     pub max_serving_bytes: usize,
-    /// How long `start` waits for the first broker connection before going on without it.
+    /// How long `start` waits for the first broker connection before going on without it,
+    /// and how long a call made while this process is not connected (reconnecting, moving to
+    /// the next node of a cluster) waits for the connection before it fails.
     pub connect_wait_ms: u64,
     /// Embedded broker: most retained messages held; a client past it is disconnected.
     pub embedded_max_retained: usize,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
-use common::wait_for;
+use common::{config_on, wait_for};
 use mqrs_runtime::config::BrokerUrl;
 use mqrs_runtime::{rpc, rpc_module, App, Config, Session};
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
@@ -44,23 +44,9 @@ static HOLDING: AtomicUsize = AtomicUsize::new(0);
 /// Lets calls of `Wait/hold` finish, one per permit.
 static RELEASE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
-/// Settings for server `server_id` on the mosquitto at `port`: no gate, viewer or collector;
-/// calls limited to `timeout_ms`.
-fn config_on(port: u16, server_id: &str, timeout_ms: u64) -> Config {
-    let mut c = Config::ephemeral();
-    c.app.server_id = server_id.into();
-    c.gate.enabled = false;
-    c.trace.viewer = false;
-    c.trace.collector = false;
-    c.rpc.timeout_ms = timeout_ms;
-    c.broker.url = BrokerUrl::Urls(vec![format!("mqtt://127.0.0.1:{port}")]);
-    c.broker.connect_wait_ms = 300;
-    c
-}
-
 /// Builds and starts server `server_id` on `port`, running `Wait` or nothing.
 async fn app_on(port: u16, server_id: &str, with_wait: bool, timeout_ms: u64) -> App {
-    let mut b = App::builder().config(config_on(port, server_id, timeout_ms));
+    let mut b = App::builder().config(config_on(&[port], server_id, timeout_ms));
     if with_wait {
         b = b.module(|_| Wait);
     }

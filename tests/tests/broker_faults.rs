@@ -10,8 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
-use common::wait_for;
-use mqrs_runtime::config::BrokerUrl;
+use common::{config_on, free_port, wait_for};
 use mqrs_runtime::{rpc, rpc_module, App, Config, RpcError, Session};
 
 /// A module that answers after a while.
@@ -60,24 +59,6 @@ async fn app_on_nodes(ports: &[u16], server_id: &str, with_wait: bool, timeout_m
     start(config_on(ports, server_id, timeout_ms), with_wait).await
 }
 
-/// Settings for server `server_id` on the broker nodes `ports`: no gate, viewer or collector.
-fn config_on(ports: &[u16], server_id: &str, timeout_ms: u64) -> Config {
-    let mut c = Config::ephemeral();
-    c.app.server_id = server_id.into();
-    c.gate.enabled = false;
-    c.trace.viewer = false;
-    c.trace.collector = false;
-    c.rpc.timeout_ms = timeout_ms;
-    c.broker.url = BrokerUrl::Urls(
-        ports
-            .iter()
-            .map(|p| format!("mqtt://127.0.0.1:{p}"))
-            .collect(),
-    );
-    c.broker.connect_wait_ms = 300;
-    c
-}
-
 /// Builds and starts an app with `c`, running `Wait` or nothing.
 async fn start(c: Config, with_wait: bool) -> App {
     let mut b = App::builder().config(c);
@@ -104,13 +85,6 @@ fn sees_wait(app: &App, sid: &str) -> bool {
     app.cluster()
         .get(sid)
         .is_some_and(|m| m.iter().any(|x| x == "Wait"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,7 +81,11 @@ where
     F: FnMut(Attempt) -> Fut,
     Fut: Future<Output = Result<Vec<u8>, RpcError>>,
 {
-    let mut tried: Vec<Arc<str>> = Vec::with_capacity(plan.attempts);
+    let mut attempts = plan.attempts;
+    let mut tried: Vec<Arc<str>> = Vec::with_capacity(attempts + 1);
+    // An attempt that failed because this process lost its own link goes again to the same
+    // instance, once, not counted: the instance is not to blame.
+    let mut again: Option<Arc<str>> = None;
     let mut running = FuturesUnordered::new();
     let mut last = None;
     let hedge = tokio::time::sleep(plan.hedge_after.unwrap_or(Duration::from_secs(86_400)));
@@ -90,12 +94,12 @@ where
     let mut exhausted = false;
     loop {
         // Every turn of the loop follows a start, a failure or a slow attempt: the next one goes.
-        if tried.len() < plan.attempts {
+        if tried.len() < attempts {
             let now = Instant::now();
             let left = deadline.since(now);
             let instance = match left.is_zero() {
                 true => None,
-                false => transport.pick(module, &tried),
+                false => again.take().or_else(|| transport.pick(module, &tried)),
             };
             if let Some(instance) = instance {
                 let number = tried.len() + 1;
@@ -107,7 +111,7 @@ where
                         deadline
                     }
                     // An attempt that hangs leaves the next ones their share of the time.
-                    None => match u32::try_from(plan.attempts - number + 1).unwrap_or(1) {
+                    None => match u32::try_from(attempts - number + 1).unwrap_or(1) {
                         1 => deadline,
                         n => Deadline::after_from(now, left / n),
                     },
@@ -124,13 +128,28 @@ where
                 exhausted = true;
             }
         }
-        let hedging = plan.hedge_after.is_some() && !exhausted && tried.len() < plan.attempts;
+        let hedging = plan.hedge_after.is_some() && !exhausted && tried.len() < attempts;
         let (instance, number, result) = tokio::select! {
             Some(done) = running.next() => done,
             () = &mut hedge, if hedging && !running.is_empty() => continue,
             else => break,
         };
         match result {
+            Err(e @ RpcError::Unreachable { .. })
+                if !transport.linked() && attempts == plan.attempts =>
+            {
+                tracing::debug!(
+                    module,
+                    method,
+                    instance = &*instance,
+                    attempt = number,
+                    error = %e,
+                    "attempt lost with this process's broker connection; sending it again there"
+                );
+                attempts += 1;
+                again = Some(instance);
+                last = Some(e);
+            }
             Err(e) if another_might_answer(&e) => {
                 if matches!(e, RpcError::Timeout { .. }) {
                     // Hung or overloaded: the next calls start elsewhere for a while.
@@ -145,7 +164,7 @@ where
                     "attempt failed; trying another instance"
                 );
                 last = Some(e);
-                if running.is_empty() && tried.len() >= plan.attempts {
+                if running.is_empty() && tried.len() >= attempts {
                     break;
                 }
             }

@@ -109,6 +109,12 @@ pub trait Transport: Send + Sync + 'static {
         let _ = instance;
     }
 
+    /// False while this process's own way to other instances is down (its broker connection
+    /// lost, a reconnection under way): a failure then is not the instance's. Default: true.
+    fn linked(&self) -> bool {
+        true
+    }
+
     /// True when the instances serving `module` declare `method` idempotent (safe to run twice),
     /// so a failed call of it may be retried on another. Default: false.
     fn idempotent(&self, module: &str, method: &str) -> bool {

@@ -89,6 +89,10 @@ impl Transport for Router {
         }
     }
 
+    fn linked(&self) -> bool {
+        self.remote.as_deref().is_none_or(|r| r.linked())
+    }
+
     fn idempotent(&self, module: &str, method: &str) -> bool {
         self.elsewhere(module)
             .is_some_and(|r| r.idempotent(module, method))

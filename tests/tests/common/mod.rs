@@ -148,6 +148,33 @@ pub fn in_process_config(timeout_ms: u64) -> Config {
     cfg
 }
 
+/// Settings for server `server_id` on the broker nodes `ports`, in that order: no gate,
+/// viewer or collector; calls limited to `timeout_ms`; 300 ms for the broker at start.
+pub fn config_on(ports: &[u16], server_id: &str, timeout_ms: u64) -> Config {
+    let mut c = Config::ephemeral();
+    c.app.server_id = server_id.into();
+    c.gate.enabled = false;
+    c.trace.viewer = false;
+    c.trace.collector = false;
+    c.rpc.timeout_ms = timeout_ms;
+    c.broker.url = mqrs_runtime::config::BrokerUrl::Urls(
+        ports
+            .iter()
+            .map(|p| format!("mqtt://127.0.0.1:{p}"))
+            .collect(),
+    );
+    c.broker.connect_wait_ms = 300;
+    c
+}
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// Polls `check` every 20 ms until it holds; fails the test naming `what` after `limit`.
 pub async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;

@@ -1,5 +1,6 @@
 //! The broker connection of one process: connects to the configured broker (the URLs in turn
-//! when there are several, with backoff, never a busy loop), subscribes the reply topic and the
+//! when there are several: the next at once when one fails, then with backoff once every one
+//! has failed in a row, never a busy loop), subscribes the reply topic and the
 //! request topics of the modules this process runs (again after every reconnection), completes
 //! waiting calls from replies, keeps track of the other processes' presence, and hands
 //! incoming calls to `serve`.
@@ -128,6 +129,12 @@ fn subscribe(shared: &Shared, link: &Link, client: &Sender) {
 /// The others' presence is in: join the shared subscriptions (a call taken from them can now
 /// reach any module another process runs) and announce this process. Not once withdrawn.
 fn synced(shared: &Shared, link: &Link, client: &Sender) {
+    // Back after a lost connection: who did not announce themselves again left meanwhile.
+    let gone = shared.presence.write_locked().forget_unconfirmed();
+    for server_id in gone {
+        tracing::debug!(server_id = %server_id, "a process left while this one was away");
+        shared.fail_pinned(&server_id);
+    }
     if !shared.withdrawn.load(Ordering::Acquire) {
         let filters: Vec<Filter> = link
             .registry
@@ -188,6 +195,9 @@ async fn run(
     ready: watch::Sender<bool>,
 ) {
     let mut attempt = 0usize;
+    // Failures in a row since the last connection: the next node is tried at once until each
+    // has failed once, then after the backoff.
+    let mut failed_in_row = 0usize;
     let mut backoff = Duration::from_millis(100);
     let mut reported = false;
     let opts = options(&link, &shared);
@@ -209,12 +219,21 @@ async fn run(
                     .store(broker_max, Ordering::Relaxed);
                 shared.counters.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(broker = %format!("mqtt://{}:{}", url.0, url.1), "connected to the MQTT broker");
-                backoff = Duration::from_millis(100);
                 reported = false;
                 let client = conn.sender();
                 *shared.client.write_locked() = Some(client.clone());
                 subscribe(&shared, &link, &client);
-                match serve_connection(&shared, &mut link, &mut shutdown, &ready, &mut conn).await {
+                let opened_at = std::time::Instant::now();
+                let served =
+                    serve_connection(&shared, &mut link, &mut shutdown, &ready, &mut conn).await;
+                // A connection that held for a while starts a new row of failures; one the
+                // broker closes at once (a refusal after CONNACK, two processes taking the same
+                // client id from each other) does not, so that cannot become a busy loop.
+                if opened_at.elapsed() >= Duration::from_secs(1) {
+                    backoff = Duration::from_millis(100);
+                    failed_in_row = 0;
+                }
+                match served {
                     None => {
                         close(&shared, &link, conn).await;
                         break;
@@ -229,31 +248,41 @@ async fn run(
             .connection_errors
             .fetch_add(1, Ordering::Relaxed);
         let was = shared.connected.swap(false, Ordering::AcqRel);
+        shared.set_up(false);
         *shared.client.write_locked() = None;
-        shared.fail_all("the connection to the MQTT broker was lost");
-        // Processes may leave while we are away; retained presence refills the map after the
-        // reconnection.
-        shared.presence.write_locked().clear();
+        shared.fail_sent("the connection to the MQTT broker was lost");
+        // Processes may leave while we are away: once back, those whose retained presence
+        // did not come again are forgotten.
+        shared.presence.write_locked().unconfirm_all();
+        // Fail over to the next node of the cluster, if there are several: at once while some
+        // node has not failed in this row (a process whose node died serves again as soon as
+        // the next one takes it), after the backoff once all have.
+        attempt += 1;
+        failed_in_row += 1;
+        let wait = failed_in_row >= link.urls.len();
+        let next = &link.urls[attempt % link.urls.len()];
         if was || !reported {
             tracing::warn!(
                 broker = %format!("mqtt://{}:{}", url.0, url.1),
                 error = %failed,
-                retry_in_ms = backoff.as_millis() as u64,
+                next = %format!("mqtt://{}:{}", next.0, next.1),
+                retry_in_ms = if wait { backoff.as_millis() as u64 } else { 0 },
                 "MQTT broker unreachable; calls to other processes fail until it is back"
             );
             reported = true;
         } else {
             tracing::debug!(error = %failed, "MQTT broker still unreachable");
         }
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            _ = tokio::time::sleep(backoff) => {}
+        if wait {
+            failed_in_row = 0;
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        // Fail over to the next node of the cluster, if there are several.
-        attempt += 1;
     }
-    shared.connected.store(false, Ordering::Release);
+    shared.set_stopped();
     shared.fail_all("the app is stopping");
     *shared.client.write_locked() = None;
 }
@@ -271,6 +300,7 @@ async fn serve_connection(
     // Until the sync message is back, this process neither announces itself nor takes calls
     // from the shared subscriptions; a broker that does not send it back gets 2 s.
     let mut is_synced = false;
+    let connected_at = std::time::Instant::now();
     let sync_wait = tokio::time::sleep(Duration::from_secs(2));
     tokio::pin!(sync_wait);
     loop {
@@ -298,6 +328,11 @@ async fn serve_connection(
                     .iter()
                     .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
                     .count();
+                tracing::debug!(
+                    after_ms = connected_at.elapsed().as_millis() as u64,
+                    filters = ack.return_codes.len(),
+                    "subscribed"
+                );
                 if refused > 0 {
                     tracing::error!(
                         refused,
@@ -309,12 +344,17 @@ async fn serve_connection(
             Ok(Packet::PubAck(_)) => {
                 // Once synced, the presence announcement is the QoS 1 publish acknowledged:
                 // others hear of this process from now on.
-                if is_synced && !shared.connected.swap(true, Ordering::AcqRel) {
+                if is_synced && !shared.connected.load(Ordering::Acquire) {
+                    shared.set_up(true);
                     let _ = ready.send(true);
                 }
             }
             Ok(Packet::Publish(p)) if p.topic == sync_topic.as_bytes() => {
                 if !is_synced {
+                    tracing::debug!(
+                        after_ms = connected_at.elapsed().as_millis() as u64,
+                        "the sync message is back: joining the shared subscriptions and announcing"
+                    );
                     is_synced = true;
                     synced(shared, link, &client);
                 }
@@ -365,7 +405,7 @@ async fn close(shared: &Arc<Shared>, link: &Link, mut conn: Connection) {
     // would say), so callers waiting on this process fail at once instead of at their deadline.
     shared.gone.store(true, Ordering::Release);
     announce(shared, link, &client);
-    shared.connected.store(false, Ordering::Release);
+    shared.set_up(false);
     conn.close(Duration::from_millis(500)).await;
 }
 

@@ -38,6 +38,10 @@ pub(super) struct Presence {
     turn: AtomicUsize,
     /// Instances that answered "unavailable" (busy), until when they are passed over.
     busy: Mutex<HashMap<Arc<str>, Instant>>,
+    /// Processes known before the connection was lost and not heard of again since: calls go
+    /// on picking them while this process reconnects; those still unheard once it is back are
+    /// forgotten ([`Presence::forget_unconfirmed`]).
+    unconfirmed: std::collections::HashSet<Arc<str>>,
 }
 
 /// How long an instance that answered "unavailable" is passed over when others can serve.
@@ -46,6 +50,9 @@ pub(super) const BUSY_FOR: Duration = Duration::from_millis(500);
 impl Presence {
     /// Applies what `server_id` said: `None` when it is gone.
     pub(super) fn apply(&mut self, server_id: &str, said: Option<Announced>) -> Change {
+        if !self.unconfirmed.is_empty() {
+            self.unconfirmed.remove(server_id);
+        }
         let Some(said) = said else {
             return match self.remove(server_id) {
                 true => Change::Left,
@@ -86,11 +93,20 @@ impl Presence {
         true
     }
 
-    /// Forgets everyone (the connection to the broker was lost; retained presence refills it).
-    pub(super) fn clear(&mut self) {
-        self.servers.clear();
-        self.by_module.clear();
-        self.busy.locked().clear();
+    /// The connection to the broker was lost: everyone known stays (calls made while this
+    /// process reconnects still find their target) until heard of again or forgotten.
+    pub(super) fn unconfirm_all(&mut self) {
+        self.unconfirmed = self.servers.keys().cloned().collect();
+    }
+
+    /// This process is back and has heard the retained presence of everyone there: forgets
+    /// those not heard of (they left while it was away) and returns them.
+    pub(super) fn forget_unconfirmed(&mut self) -> Vec<Arc<str>> {
+        let gone: Vec<Arc<str>> = self.unconfirmed.drain().collect();
+        for sid in &gone {
+            self.remove(sid);
+        }
+        gone
     }
 
     /// Notes that `server_id` answered "unavailable" (or not in time) at `now`: picks pass
@@ -209,9 +225,26 @@ mod tests {
         }
         assert!(p.servers.len() <= 3);
         assert!(p.by_module.values().all(|v| v.len() <= 3));
-        p.clear();
-        assert_eq!(p.instances("Login"), 0);
-        assert!(p.by_module.is_empty());
+    }
+
+    #[test]
+    fn across_a_reconnection_those_not_heard_again_are_forgotten() {
+        let mut p = Presence::default();
+        for s in ["a", "b", "c"] {
+            p.apply(s, said(&["Login"], &[]));
+        }
+        p.unconfirm_all();
+        // While away, calls still find every instance.
+        assert_eq!(p.instances("Login"), 3);
+        // Back: a's retained presence comes again, b's says it left, c's never comes.
+        assert_eq!(p.apply("a", said(&["Login"], &[])), Change::None);
+        assert_eq!(p.apply("b", None), Change::Left);
+        assert_eq!(p.forget_unconfirmed(), vec![Arc::<str>::from("c")]);
+        assert_eq!(p.instances("Login"), 1);
+        assert!(p.runs(Target::on_server("Login", "a")));
+        // Nothing is pending after: a second pass forgets no one.
+        assert!(p.forget_unconfirmed().is_empty());
+        assert_eq!(p.instances("Login"), 1);
     }
 
     #[test]

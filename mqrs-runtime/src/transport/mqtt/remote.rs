@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -17,7 +18,7 @@ use super::shared::{BrokerStats, Counters, PendingGuard, ReplyRx, Shared, Thrott
 use super::wire;
 use crate::config::BrokerSection;
 use crate::error::RpcError;
-use crate::transport::{Request, Transport};
+use crate::transport::{Request, Target, Transport};
 
 /// The transport to modules in other processes, through an MQTT 5 broker.
 #[derive(Clone)]
@@ -40,6 +41,7 @@ impl MqttTransport {
                 presence: RwLock::new(Presence::default()),
                 client: RwLock::new(None),
                 connected: AtomicBool::new(false),
+                up: tokio::sync::watch::Sender::new(false),
                 pending: Mutex::new(HashMap::new()),
                 // Correlation ids start at a random point, so one cannot be guessed from
                 // outside without watching the traffic.
@@ -78,20 +80,18 @@ impl MqttTransport {
         self.shared.client.read_locked().clone()
     }
 
-    /// Checks, encodes and publishes one call; `reply` is the pending entry to wait on.
+    /// Checks, encodes and publishes one call through `client`; `reply` is the pending entry
+    /// to wait on. Without a connection ready (this process reconnecting: its broker node died,
+    /// the broker restarts) the call waits for one, up to `[broker] connect_wait_ms` and its
+    /// deadline, and is checked and sent then: it was not sent anywhere yet, so that is safe
+    /// for any handler.
     fn send(
         &self,
         req: Request<'_>,
         reply: Option<(u64, ReplyRx)>,
+        client: Option<Sender>,
     ) -> Result<BoxFuture<'static, Result<Vec<u8>, RpcError>>, RpcError> {
-        let unreachable = |reason: String| RpcError::Unreachable {
-            target: req.target.to_string(),
-            reason,
-        };
-        let client = self.client().ok_or_else(|| {
-            unreachable("this process is not connected to the MQTT broker".into())
-        })?;
-        if !self.shared.announced(req.target) {
+        if client.is_some() && !self.shared.announced(req.target) {
             return Err(RpcError::UnknownModule(req.target.to_string()));
         }
         let method = || format!("{}/{}", req.target.module, req.method);
@@ -108,46 +108,126 @@ impl MqttTransport {
                 reason: format!("the request cannot go through the broker: {why}"),
             });
         }
-        let reply_to = reply
-            .as_ref()
-            .map(|(id, _)| (self.shared.reply_topic.as_str(), *id));
-        let props = wire::request_properties(reply_to, req.deadline, &req.session, traceparent);
-        let qos = self.shared.qos();
+        let shared = self.shared.clone();
         let target = req.target.to_string();
-        self.shared
-            .counters
-            .calls_sent
-            .fetch_add(1, Ordering::Relaxed);
         let guard = reply.as_ref().map(|(id, _)| PendingGuard {
-            shared: self.shared.clone(),
+            shared: shared.clone(),
             id: *id,
         });
+        let out = Outgoing {
+            topic,
+            payload,
+            target,
+        };
+        if let Some(client) = client {
+            let reply_to = reply
+                .as_ref()
+                .map(|(id, _)| (shared.reply_topic.as_str(), *id));
+            let props = wire::request_properties(reply_to, req.deadline, &req.session, traceparent);
+            shared.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
+            return Ok(async move {
+                let _guard = guard;
+                out.publish(&shared, &client, props, reply).await
+            }
+            .boxed());
+        }
+        let (session, deadline) = (req.session.clone(), req.deadline);
+        let (module, server) = (
+            req.target.module.to_string(),
+            req.target.server_id.map(str::to_string),
+        );
+        let connect_wait = Duration::from_millis(shared.settings.connect_wait_ms);
+        let until = deadline.instant().min(Instant::now() + connect_wait);
         Ok(async move {
             let _guard = guard;
-            client
-                .publish(topic, qos, false, payload, Some(props))
-                .await
-                .map_err(|e| RpcError::Unreachable {
-                    target: target.clone(),
-                    reason: format!("cannot publish to the broker: {e}"),
-                })?;
-            match reply {
-                None => Ok(Vec::new()),
-                Some((_, rx)) => rx.await.unwrap_or_else(|_| {
-                    Err(RpcError::Unreachable {
-                        target,
-                        reason: "the broker connection closed".into(),
-                    })
-                }),
+            let mut reply = reply;
+            // A waiting call fails early when the app stops or its pinned server leaves.
+            let failed = async {
+                match reply.as_mut() {
+                    Some((_, rx)) => rx.await.unwrap_or_else(|_| Err(out.closed())),
+                    None => std::future::pending().await,
+                }
+            };
+            let client = tokio::select! {
+                c = shared.sender_by(until) => c,
+                r = failed => return r,
+            };
+            let Some(client) = client else {
+                return Err(RpcError::Unreachable {
+                    target: out.target,
+                    reason: "this process is not connected to the MQTT broker".into(),
+                });
+            };
+            let target = Target {
+                module: &module,
+                server_id: server.as_deref(),
+            };
+            if !shared.announced(target) {
+                return Err(RpcError::UnknownModule(out.target));
             }
+            if let Some((id, _)) = &reply {
+                if let Some(w) = shared.pending().get_mut(id) {
+                    w.sent = true;
+                }
+            }
+            let reply_to = reply
+                .as_ref()
+                .map(|(id, _)| (shared.reply_topic.as_str(), *id));
+            let props = wire::request_properties(reply_to, deadline, &session, traceparent);
+            shared.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
+            out.publish(&shared, &client, props, reply).await
         }
         .boxed())
+    }
+}
+
+/// One encoded call on its way out.
+struct Outgoing {
+    topic: String,
+    payload: Vec<u8>,
+    /// The target, for errors.
+    target: String,
+}
+
+impl Outgoing {
+    fn closed(&self) -> RpcError {
+        RpcError::Unreachable {
+            target: self.target.clone(),
+            reason: "the broker connection closed".into(),
+        }
+    }
+
+    /// Publishes the call and waits for its reply, if it has one.
+    async fn publish(
+        self,
+        shared: &Shared,
+        client: &Sender,
+        props: rumqttc::v5::mqttbytes::v5::PublishProperties,
+        reply: Option<(u64, ReplyRx)>,
+    ) -> Result<Vec<u8>, RpcError> {
+        client
+            .publish(self.topic, shared.qos(), false, self.payload, Some(props))
+            .await
+            .map_err(|e| RpcError::Unreachable {
+                target: self.target.clone(),
+                reason: format!("cannot publish to the broker: {e}"),
+            })?;
+        match reply {
+            None => Ok(Vec::new()),
+            Some((_, rx)) => rx.await.unwrap_or_else(|_| {
+                Err(RpcError::Unreachable {
+                    target: self.target,
+                    reason: "the broker connection closed".into(),
+                })
+            }),
+        }
     }
 }
 
 impl Transport for MqttTransport {
     fn request(&self, req: Request<'_>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let client = self.client();
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.shared.pending();
@@ -171,10 +251,11 @@ impl Transport for MqttTransport {
                     method,
                     keep: req.session.keep_mark(),
                     server: req.target.server_id.map(Arc::from),
+                    sent: client.is_some(),
                 },
             );
         }
-        match self.send(req, Some((id, rx))) {
+        match self.send(req, Some((id, rx)), client) {
             Ok(fut) => fut,
             Err(e) => {
                 self.shared.pending().remove(&id);
@@ -184,7 +265,7 @@ impl Transport for MqttTransport {
     }
 
     fn notify(&self, req: Request<'_>) -> Result<(), RpcError> {
-        let fut = self.send(req, None)?;
+        let fut = self.send(req, None, self.client())?;
         tokio::spawn(async move {
             if let Err(e) = fut.await {
                 tracing::warn!(error = %e, "call_nr through the broker failed");
@@ -210,6 +291,10 @@ impl Transport for MqttTransport {
     fn pass_over(&self, instance: &str) {
         let now = std::time::Instant::now();
         self.shared.presence.read_locked().busy(instance, now);
+    }
+
+    fn linked(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
     }
 
     fn idempotent(&self, module: &str, method: &str) -> bool {

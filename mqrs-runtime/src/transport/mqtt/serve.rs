@@ -237,8 +237,30 @@ async fn reply(
             reason: format!("the reply cannot go through the broker: {why}"),
         }));
     }
+    let (topic, payload) = (bytes::Bytes::from(topic), bytes::Bytes::from(payload));
+    let props = wire::reply_properties(correlation.clone(), kept);
+    let Err(e) = client
+        .publish(
+            topic.clone(),
+            shared.qos(),
+            false,
+            payload.clone(),
+            Some(props),
+        )
+        .await
+    else {
+        return;
+    };
+    // The connection the call came on is gone (its broker node died, the broker restarted):
+    // the caller may still be waiting, so the reply goes out on the next connection if one is
+    // ready before the caller's deadline.
+    tracing::debug!(method = %call.name, error = %e, "cannot publish a reply; waiting for a connection");
+    let Some(next) = shared.sender_by(call.deadline.instant()).await else {
+        tracing::debug!(method = %call.name, "no connection before the caller's deadline; reply dropped");
+        return;
+    };
     let props = wire::reply_properties(correlation, kept);
-    if let Err(e) = client
+    if let Err(e) = next
         .publish(topic, shared.qos(), false, payload, Some(props))
         .await
     {

@@ -70,6 +70,9 @@ pub(super) struct Waiting {
     pub(super) keep: Option<Arc<Keep>>,
     /// The server the call is pinned to: when it is gone, the call fails at once.
     pub(super) server: Option<Arc<str>>,
+    /// Published; false while the call waits for a connection (a lost connection fails only
+    /// the calls it took).
+    pub(super) sent: bool,
 }
 
 /// Calls waiting for a reply, by correlation id.
@@ -90,6 +93,9 @@ pub(super) struct Shared {
     /// The current connection's sender, while connected.
     pub(super) client: RwLock<Option<Sender>>,
     pub(super) connected: AtomicBool,
+    /// Turns true when a connection is ready for calls (subscribed, synced, announced), false
+    /// when it is lost; calls and replies made meanwhile wait on it ([`Shared::sender_by`]).
+    pub(super) up: tokio::sync::watch::Sender<bool>,
     pub(super) pending: Mutex<Pending>,
     pub(super) next_id: AtomicU64,
     pub(super) counters: Counters,
@@ -121,6 +127,31 @@ impl Throttle {
 impl Shared {
     pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.locked()
+    }
+
+    /// The connection's sender once it is ready for calls, waiting for a reconnection (the
+    /// next node of a cluster taking over, a broker restarting) until `until`; `None` if
+    /// none is ready by then or the app stops.
+    pub(super) async fn sender_by(&self, until: std::time::Instant) -> Option<Sender> {
+        let mut up = self.up.subscribe();
+        let gone = || self.gone.load(Ordering::Acquire);
+        let ready = tokio::time::timeout_at(until.into(), up.wait_for(|up| *up || gone())).await;
+        match ready {
+            Ok(Ok(_)) if !gone() => self.client.read_locked().clone(),
+            _ => None,
+        }
+    }
+
+    /// Marks the connection ready for calls, or lost.
+    pub(super) fn set_up(&self, up: bool) {
+        self.connected.store(up, Ordering::Release);
+        self.up.send_replace(up);
+    }
+
+    /// The app has stopped: nothing waits for a connection any more.
+    pub(super) fn set_stopped(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.set_up(false);
     }
 
     /// Completes the call waiting for `id`; false when nobody waits (late or unknown). `kept`
@@ -161,10 +192,29 @@ impl Shared {
         }
     }
 
-    /// Fails every waiting call, e.g. when the broker connection is lost.
+    /// Fails every call sent and waiting for its reply (the broker connection was lost: the
+    /// reply cannot come); calls not sent yet go on waiting for a connection.
+    pub(super) fn fail_sent(&self, reason: &str) {
+        let sent: Vec<Waiting> = {
+            let mut pending = self.pending();
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, w)| w.sent)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        self.fail(sent, reason);
+    }
+
+    /// Fails every waiting call, sent or not (the app is stopping).
     pub(super) fn fail_all(&self, reason: &str) {
-        let waiting: Vec<_> = self.pending().drain().collect();
-        for (_, w) in waiting {
+        let waiting: Vec<Waiting> = self.pending().drain().map(|(_, w)| w).collect();
+        self.fail(waiting, reason);
+    }
+
+    fn fail(&self, waiting: Vec<Waiting>, reason: &str) {
+        for w in waiting {
             let _ = w.tx.send(Err(RpcError::Unreachable {
                 target: w.method.to_string(),
                 reason: reason.to_string(),
