@@ -87,7 +87,10 @@ impl DemoProcess {
                 &["--broker", "none"][..]
             })
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("DEMO_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(log_file().map_or_else(Stdio::null, Stdio::from))
@@ -181,7 +184,8 @@ impl DemoProcess {
 }
 
 /// With `DEMO_LOG_DIR=dir` set, a new file in `dir` for a started demo's log (to see why a
-/// process started by a benchmark or test behaved as it did); otherwise none.
+/// process started by a benchmark or test behaved as it did); otherwise none. Its level is
+/// `DEMO_RUST_LOG` (a `RUST_LOG` filter), `info` by default.
 fn log_file() -> Option<std::fs::File> {
     let dir = std::env::var_os("DEMO_LOG_DIR")?;
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -117,7 +117,7 @@ fn free_ports() -> Result<u16, String> {
 
 /// Writes three nodes' settings under `dir` (each its own MQTT, gRPC and raft port; shared
 /// plugin settings: raft cluster, retainer, shared subscriptions) and returns the nodes.
-fn configure(dir: &Path) -> Result<Vec<Node>, String> {
+fn configure(dir: &Path, node_timeout_ms: u64) -> Result<Vec<Node>, String> {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).map_err(|e| e.to_string())?;
     let base = free_ports()?;
@@ -139,7 +139,8 @@ fn configure(dir: &Path) -> Result<Vec<Node>, String> {
         plugins.join("rmqtt-cluster-raft.toml"),
         format!(
             "worker_threads = 2\nnode_grpc_addrs = [{}]\nraft_peer_addrs = [{}]\nleader_id = 1\n\
-             node_grpc_client_timeout = \"1s\"\n",
+             node_grpc_client_timeout = \"{node_timeout_ms}ms\"\n\
+             raft.proposal_batch_timeout = \"10ms\"\n",
             list(&|p| p.1),
             list(&|p| p.2)
         ),
@@ -224,7 +225,7 @@ fn rand_suffix() -> u64 {
 /// Runs the scenario against rmqttd at `rmqttd` and prints its table.
 pub async fn run(cli: &Cli, rmqttd: &Path) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("mqrs-cluster-{}", std::process::id()));
-    let mut nodes = configure(&dir)?;
+    let mut nodes = configure(&dir, cli.node_timeout_ms)?;
     for node in &mut nodes {
         node.start(rmqttd)?;
     }
@@ -276,6 +277,7 @@ pub async fn run(cli: &Cli, rmqttd: &Path) -> Result<(), String> {
         crate::door::logged_in(cli.clients, &gate.gate, "cluster", Duration::from_secs(20)).await?;
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    let announced = watch_presence(&nodes[0], &stop).await?;
     let tasks = play(&players, &seen, &stop);
 
     let mut windows: Vec<(String, Instant, Instant)> = Vec::new();
@@ -306,13 +308,55 @@ pub async fn run(cli: &Cli, rmqttd: &Path) -> Result<(), String> {
     for t in tasks {
         let _ = t.await;
     }
+    let announced = announced.await.unwrap_or_default();
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
     print(&windows, &seen, killed, &gate.viewer).await;
+    // The processes that had node 3 first: when each announced itself again through another
+    // node (a process announces itself once its subscriptions are back after a reconnection).
+    for id in ["chat-b", "login-a"] {
+        match announced
+            .iter()
+            .find(|(at, who)| *at >= killed && who == id)
+        {
+            Some((at, _)) => println!(
+                "{id} (node 3 first) serving again through another node {:.2} s after the kill",
+                at.duration_since(killed).as_secs_f64()
+            ),
+            None => println!("{id} (node 3 first) did not announce itself again after the kill"),
+        }
+    }
     drop(modules);
     drop(gate);
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Watches every process's presence through `node` until `stop`: when each announcement
+/// came, and whose it was (server id).
+async fn watch_presence(
+    node: &Node,
+    stop: &Arc<AtomicBool>,
+) -> Result<tokio::task::JoinHandle<Vec<(Instant, String)>>, String> {
+    let watch = GateClient::connect("cluster-presence-watch", "127.0.0.1", node.mqtt)
+        .await
+        .map_err(|e| format!("node {}: {e}", node.n))?;
+    watch
+        .subscribe("mqrs/presence/+")
+        .await
+        .map_err(|e| format!("node {}: {e}", node.n))?;
+    let stop = stop.clone();
+    Ok(tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some((topic, _)) = watch.message(Duration::from_millis(200)).await {
+                let id = topic.rsplit('/').next().unwrap_or_default().to_string();
+                seen.push((Instant::now(), id));
+            }
+        }
+        watch.disconnect().await;
+        seen
+    }))
 }
 
 /// One loop per player: join a room, then ask for the room, which must be the one joined.
@@ -350,7 +394,8 @@ fn play(
                             // the room is not known until the next join.
                             Ok(v) => {
                                 room = None;
-                                (Some(format!("HD_JoinChat: {}", v["Error"])), false, None)
+                                let trace = v["TraceId"].as_str().map(str::to_string);
+                                (Some(format!("HD_JoinChat: {}", v["Error"])), false, trace)
                             }
                             Err(e) => {
                                 room = None;
@@ -393,6 +438,51 @@ fn whole(viewer: &str, id: &str) -> bool {
         .all(|n| servers.iter().any(|s| s == n))
 }
 
+/// The spans of trace `id` in the order they started: operation, the instance a CLIENT span
+/// tried (`mqrs.server.id`), the process, whether it failed.
+fn path(viewer: &str, id: &str) -> String {
+    let v = match demo::harness::http_get_json(viewer, &format!("/api/traces/{id}")) {
+        Ok((200, v)) => v,
+        Ok((status, _)) => return format!("not at the viewer (HTTP {status})"),
+        Err(e) => return e,
+    };
+    let trace = &v["data"][0];
+    let mut spans: Vec<&serde_json::Value> =
+        trace["spans"].as_array().into_iter().flatten().collect();
+    spans.sort_by_key(|s| s["startTime"].as_u64().unwrap_or_default());
+    let tag = |s: &serde_json::Value, key: &str| {
+        s["tags"].as_array().and_then(|t| {
+            t.iter()
+                .find(|t| t["key"] == key)
+                .map(|t| t["value"].to_string().trim_matches('"').to_string())
+        })
+    };
+    spans
+        .iter()
+        .map(|s| {
+            let process = s["processID"]
+                .as_str()
+                .and_then(|p| trace["processes"][p]["serviceName"].as_str())
+                .unwrap_or("?");
+            let kind = tag(s, "span.kind").unwrap_or_default();
+            let to = tag(s, "mqrs.server.id")
+                .map(|i| format!("->{i}"))
+                .unwrap_or_default();
+            let failed = if tag(s, "error").as_deref() == Some("true") {
+                " FAILED"
+            } else {
+                ""
+            };
+            format!(
+                "{} {kind}{to} in {process} {:.0}ms{failed}",
+                s["operationName"].as_str().unwrap_or("?"),
+                s["duration"].as_f64().unwrap_or_default() / 1000.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 /// One line per window, then when errors stopped after the kill and the first few errors.
 async fn print(
     windows: &[(String, Instant, Instant)],
@@ -422,13 +512,22 @@ async fn print(
         let errors: Vec<&String> = inside.iter().filter_map(|s| s.error.as_ref()).collect();
         for s in inside.iter().filter(|s| s.error.is_some()).take(3) {
             let at = s.at.duration_since(*from).as_secs_f64();
+            let path = s
+                .trace
+                .as_deref()
+                .map(|id| format!("\n      trace: {}", path(viewer, id)))
+                .unwrap_or_default();
             shown.push(format!(
-                "{name}, +{at:.1} s: {}",
+                "{name}, +{at:.1} s: {}{path}",
                 s.error.as_deref().unwrap_or_default()
             ));
         }
         let crossed = inside.iter().filter(|s| s.crossed).count();
-        let traces: Vec<&String> = inside.iter().filter_map(|s| s.trace.as_ref()).collect();
+        let traces: Vec<&String> = inside
+            .iter()
+            .filter(|s| s.error.is_none())
+            .filter_map(|s| s.trace.as_ref())
+            .collect();
         let step = (traces.len() / 50).max(1);
         let sample: Vec<&&String> = traces.iter().step_by(step).collect();
         let whole_n = sample.iter().filter(|id| whole(viewer, id)).count();

@@ -123,6 +123,11 @@ pub struct Cli {
     /// node 3 killed and started again under load (`cargo xtask cluster` installs it).
     #[arg(long, value_name = "RMQTTD", conflicts_with_all = ["transports", "fanout", "connections", "gate", "metrics_cost", "split", "collector", "restarts"])]
     cluster: Option<std::path::PathBuf>,
+    /// With `--cluster`: how long a node waits on another node's answer (rmqtt's
+    /// `node_grpc_client_timeout`); a session moving off a dead node waits this long, and
+    /// so does a subscription asking it for retained messages.
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    node_timeout_ms: u64,
     /// Internal: answer bare requests through the broker at HOST:PORT.
     #[arg(long, hide = true, value_name = "HOST:PORT")]
     bare_responder: Option<String>,
