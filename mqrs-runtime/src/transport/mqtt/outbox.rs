@@ -294,7 +294,14 @@ impl Sender {
         payload: impl Into<Bytes>,
         properties: Option<PublishProperties>,
     ) -> Result<(), SendError> {
-        let p = publish(topic, qos, retain, payload, properties);
+        self.send(&publish(topic, qos, retain, payload, properties))
+            .await
+    }
+
+    /// Queues the publish `p` as [`Sender::publish`] does; `p` stays the caller's, to send
+    /// again on another connection if this one is closed.
+    pub(crate) async fn send(&self, p: &Publish) -> Result<(), SendError> {
+        let qos = p.qos;
         if qos != QoS::AtMostOnce {
             let permit = self
                 .0
@@ -309,7 +316,7 @@ impl Sender {
             let room = self.0.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.queue(&p, qos1) {
+            match self.queue(p, qos1) {
                 Err(SendError::Full) => room.await,
                 done => {
                     if qos1 && done.is_err() {
@@ -378,7 +385,8 @@ impl Sender {
     }
 }
 
-fn publish(
+/// A publish packet (its packet id is given when it is queued).
+pub(crate) fn publish(
     topic: impl Into<Bytes>,
     qos: QoS,
     retain: bool,

@@ -237,33 +237,26 @@ async fn reply(
             reason: format!("the reply cannot go through the broker: {why}"),
         }));
     }
-    let (topic, payload) = (bytes::Bytes::from(topic), bytes::Bytes::from(payload));
-    let props = wire::reply_properties(correlation.clone(), kept);
-    let Err(e) = client
-        .publish(
-            topic.clone(),
-            shared.qos(),
-            false,
-            payload.clone(),
-            Some(props),
-        )
-        .await
-    else {
-        return;
-    };
-    // The connection the call came on is gone (its broker node died, the broker restarted):
-    // the caller may still be waiting, so the reply goes out on the next connection if one is
-    // ready before the caller's deadline.
-    tracing::debug!(method = %call.name, error = %e, "cannot publish a reply; waiting for a connection");
+    let props = wire::reply_properties(correlation, kept);
+    let packet = super::outbox::publish(topic, shared.qos(), false, payload, Some(props));
+    match client.send(&packet).await {
+        Ok(()) => return,
+        // The connection the call came on is gone (its broker node died, the broker
+        // restarted): the caller may still be waiting, so the reply goes out on the next
+        // connection if one is ready before the caller's deadline.
+        Err(e @ super::outbox::SendError::Closed(_)) => {
+            tracing::debug!(method = %call.name, error = %e, "cannot publish a reply; waiting for a connection");
+        }
+        Err(e) => {
+            tracing::debug!(method = %call.name, error = %e, "cannot publish a reply");
+            return;
+        }
+    }
     let Some(next) = shared.sender_by(call.deadline.instant()).await else {
         tracing::debug!(method = %call.name, "no connection before the caller's deadline; reply dropped");
         return;
     };
-    let props = wire::reply_properties(correlation, kept);
-    if let Err(e) = next
-        .publish(topic, shared.qos(), false, payload, Some(props))
-        .await
-    {
+    if let Err(e) = next.send(&packet).await {
         tracing::debug!(method = %call.name, error = %e, "cannot publish a reply");
     }
 }
