@@ -312,14 +312,14 @@ pub async fn run(cli: &Cli, rmqttd: &Path) -> Result<(), String> {
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
     print(&windows, &seen, killed, &gate.viewer).await;
     // The processes that had node 3 first: when each announced itself again through another
-    // node (a process announces itself once its subscriptions are back after a reconnection).
+    // node (once all its subscriptions are back; it takes calls from a little before).
     for id in ["chat-b", "login-a"] {
         match announced
             .iter()
             .find(|(at, who)| *at >= killed && who == id)
         {
             Some((at, _)) => println!(
-                "{id} (node 3 first) serving again through another node {:.2} s after the kill",
+                "{id} (node 3 first) announced itself again through another node {:.2} s after the kill",
                 at.duration_since(killed).as_secs_f64()
             ),
             None => println!("{id} (node 3 first) did not announce itself again after the kill"),

@@ -81,21 +81,29 @@ fn options(link: &Link, shared: &Shared) -> Options {
 }
 
 /// The subscriptions of this process: its reply topic and its modules' request topics.
-fn filters(shared: &Shared, link: &Link) -> Vec<Filter> {
+/// What a new connection subscribes, the calls' first: a broker cluster replaces a moved
+/// client's routes as it takes each subscription, and asking the nodes for retained presence
+/// can wait on a dead one. `with_shared`: the shared subscriptions too (a process back after
+/// a lost connection, which still knows who runs what).
+fn filters(shared: &Shared, link: &Link, with_shared: bool) -> Vec<Filter> {
     let qos = shared.qos();
-    let mut f = vec![
-        Filter::new(shared.reply_topic.clone(), qos),
-        Filter::new(format!("{}+", wire::PRESENCE_PREFIX), QoS::AtLeastOnce),
-        Filter::new(sync_topic(shared), QoS::AtLeastOnce),
-    ];
+    let mut f = vec![Filter::new(shared.reply_topic.clone(), qos)];
     // Calls pinned to this process come only from callers that heard its presence, which it
-    // announces once synced; the shared subscriptions wait for that too ([`synced`]). Once
-    // withdrawn, pinned calls still come (from callers that have not yet heard it is leaving)
-    // and are served until it is gone.
+    // announces once synced; on its first connection the shared subscriptions wait for that
+    // too ([`synced`]). Once withdrawn, pinned calls still come (from callers that have not
+    // yet heard it is leaving) and are served until it is gone.
     for module in link.registry.module_names() {
-        let [_shared_sub, pinned] = wire::call_subscriptions(&module, &link.server_id);
+        let [shared_sub, pinned] = wire::call_subscriptions(&module, &link.server_id);
         f.push(Filter::new(pinned, qos));
+        if with_shared {
+            f.push(Filter::new(shared_sub, qos));
+        }
     }
+    f.push(Filter::new(
+        format!("{}+", wire::PRESENCE_PREFIX),
+        QoS::AtLeastOnce,
+    ));
+    f.push(Filter::new(sync_topic(shared), QoS::AtLeastOnce));
     f
 }
 
@@ -111,8 +119,9 @@ fn sync_topic(shared: &Shared) -> String {
 /// Subscribes, then sends this process the sync message: brokers deliver the retained
 /// presence of the others, queued when the subscription was made, before it (a SUBACK or
 /// PUBACK may overtake them: the embedded broker writes those at once).
-fn subscribe(shared: &Shared, link: &Link, client: &Sender) {
-    if let Err(e) = client.subscribe_many(filters(shared, link)) {
+/// `with_shared` as in [`filters`].
+fn subscribe(shared: &Shared, link: &Link, client: &Sender, with_shared: bool) {
+    if let Err(e) = client.subscribe_many(filters(shared, link, with_shared)) {
         tracing::warn!(error = %e, "cannot subscribe at the broker");
     }
     if let Err(e) = client.try_publish(
@@ -127,15 +136,16 @@ fn subscribe(shared: &Shared, link: &Link, client: &Sender) {
 }
 
 /// The others' presence is in: join the shared subscriptions (a call taken from them can now
-/// reach any module another process runs) and announce this process. Not once withdrawn.
-fn synced(shared: &Shared, link: &Link, client: &Sender) {
+/// reach any module another process runs) unless `joined` already, and announce this process.
+/// Not once withdrawn.
+fn synced(shared: &Shared, link: &Link, client: &Sender, joined: bool) {
     // Back after a lost connection: who did not announce themselves again left meanwhile.
     let gone = shared.presence.write_locked().forget_unconfirmed();
     for server_id in gone {
         tracing::debug!(server_id = %server_id, "a process left while this one was away");
         shared.fail_pinned(&server_id);
     }
-    if !shared.withdrawn.load(Ordering::Acquire) {
+    if !joined && !shared.withdrawn.load(Ordering::Acquire) {
         let filters: Vec<Filter> = link
             .registry
             .module_names()
@@ -222,10 +232,15 @@ async fn run(
                 reported = false;
                 let client = conn.sender();
                 *shared.client.write_locked() = Some(client.clone());
-                subscribe(&shared, &link, &client);
+                // Back after a lost connection, still knowing who runs what: take calls from
+                // the shared subscriptions at once rather than after the sync.
+                let early = !shared.withdrawn.load(Ordering::Acquire)
+                    && shared.presence.read_locked().reconnecting();
+                subscribe(&shared, &link, &client, early);
                 let opened_at = std::time::Instant::now();
                 let served =
-                    serve_connection(&shared, &mut link, &mut shutdown, &ready, &mut conn).await;
+                    serve_connection(&shared, &mut link, &mut shutdown, &ready, &mut conn, early)
+                        .await;
                 // A connection that held for a while starts a new row of failures; one the
                 // broker closes at once (a refusal after CONNACK, two processes taking the same
                 // client id from each other) does not, so that cannot become a busy loop.
@@ -287,13 +302,15 @@ async fn run(
     *shared.client.write_locked() = None;
 }
 
-/// Handles one connection's packets until it fails (the error) or the app stops (`None`).
+/// Handles one connection's packets until it fails (the error) or the app stops (`None`);
+/// `joined`: its shared subscriptions were made with the others ([`filters`]).
 async fn serve_connection(
     shared: &Arc<Shared>,
     link: &mut Link,
     shutdown: &mut watch::Receiver<bool>,
     ready: &watch::Sender<bool>,
     conn: &mut Connection,
+    joined: bool,
 ) -> Option<super::conn::ConnError> {
     let client = conn.sender();
     let sync_topic = sync_topic(shared);
@@ -310,7 +327,7 @@ async fn serve_connection(
             () = &mut sync_wait, if !is_synced => {
                 tracing::warn!("the broker did not send this process's sync message back within 2 s; announcing anyway");
                 is_synced = true;
-                synced(shared, link, &client);
+                synced(shared, link, &client, joined);
                 continue;
             }
             r = link.withdraw.changed(), if !withdrawn => {
@@ -356,7 +373,7 @@ async fn serve_connection(
                         "the sync message is back: joining the shared subscriptions and announcing"
                     );
                     is_synced = true;
-                    synced(shared, link, &client);
+                    synced(shared, link, &client, joined);
                 }
             }
             Ok(Packet::Publish(p)) => on_publish(shared, link, &client, p),

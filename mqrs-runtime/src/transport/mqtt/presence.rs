@@ -99,6 +99,12 @@ impl Presence {
         self.unconfirmed = self.servers.keys().cloned().collect();
     }
 
+    /// True between a lost connection and [`Presence::forget_unconfirmed`] when something was
+    /// known: the process still knows who runs what.
+    pub(super) fn reconnecting(&self) -> bool {
+        !self.unconfirmed.is_empty()
+    }
+
     /// This process is back and has heard the retained presence of everyone there: forgets
     /// those not heard of (they left while it was away) and returns them.
     pub(super) fn forget_unconfirmed(&mut self) -> Vec<Arc<str>> {
@@ -233,13 +239,16 @@ mod tests {
         for s in ["a", "b", "c"] {
             p.apply(s, said(&["Login"], &[]));
         }
+        assert!(!p.reconnecting());
         p.unconfirm_all();
+        assert!(p.reconnecting());
         // While away, calls still find every instance.
         assert_eq!(p.instances("Login"), 3);
         // Back: a's retained presence comes again, b's says it left, c's never comes.
         assert_eq!(p.apply("a", said(&["Login"], &[])), Change::None);
         assert_eq!(p.apply("b", None), Change::Left);
         assert_eq!(p.forget_unconfirmed(), vec![Arc::<str>::from("c")]);
+        assert!(!p.reconnecting());
         assert_eq!(p.instances("Login"), 1);
         assert!(p.runs(Target::on_server("Login", "a")));
         // Nothing is pending after: a second pass forgets no one.
