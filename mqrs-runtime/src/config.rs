@@ -200,8 +200,10 @@ pub struct BrokerSection {
     /// twice its payload, read and decoded); past it, calls are answered "unavailable".
     pub max_serving_bytes: usize,
     /// How long `start` waits for the first broker connection before going on without it,
-    /// and how long a call made while this process is not connected (reconnecting, moving to
-    /// the next node of a cluster) waits for the connection before it fails.
+    /// and how long a call made while this process is not connected (before its first
+    /// connection, reconnecting, moving to the next node of a cluster) waits for the
+    /// connection before it fails; never past the call's deadline. Calls without a reply
+    /// (`call_nr`) do not wait.
     pub connect_wait_ms: u64,
     /// Embedded broker: most retained messages held; a client past it is disconnected.
     pub embedded_max_retained: usize,

@@ -162,10 +162,12 @@ async fn a_broker_restart_fails_calls_in_flight_and_traffic_resumes_after() {
     // The broker is back on the same port (empty: no retained presence, no subscriptions).
     let _broker = Mosquitto::start_on(port);
     let connects = |app: &App| app.broker_stats().expect("stats").connects;
+    let up = |app: &App| app.broker_stats().expect("stats").connected;
     wait_for("both to reconnect", Duration::from_secs(8), || {
-        connects(&caller) >= 2 && connects(&callee) >= 2
+        connects(&caller) >= 2 && connects(&callee) >= 2 && up(&caller) && up(&callee)
     })
     .await;
+    // Both synced: what the caller knows now was heard after the restart, not kept from before.
     await_wait(&caller, "callee").await;
     let ms: u64 = caller
         .call("Wait", "wait", &Session::default(), (5u64,))

@@ -3,7 +3,9 @@
 //! each given the three nodes in its own order, players joining rooms and asking for their
 //! room; then node 3 is killed (SIGKILL) and later started again. Per window: requests/s,
 //! errors, p99, the slowest request, answers that were not the request's own (a room query
-//! must name the room the player just joined), and whether sampled traces are whole.
+//! must name the room the player just joined), and whether sampled traces are whole; then the
+//! first errors with their traces (how far each request got), and when each process that had
+//! node 3 first announced itself again through another node.
 //! `cargo xtask cluster` installs rmqttd once per machine and runs this.
 
 use std::net::TcpStream;

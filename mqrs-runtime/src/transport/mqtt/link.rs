@@ -235,6 +235,7 @@ async fn run(
                 // Back after a lost connection, still knowing who runs what: take calls from
                 // the shared subscriptions at once rather than after the sync.
                 let early = !shared.withdrawn.load(Ordering::Acquire)
+                    && !*link.withdraw.borrow()
                     && shared.presence.read_locked().reconnecting();
                 subscribe(&shared, &link, &client, early);
                 let opened_at = std::time::Instant::now();
@@ -282,7 +283,7 @@ async fn run(
                 error = %failed,
                 next = %format!("mqtt://{}:{}", next.0, next.1),
                 retry_in_ms = if wait { backoff.as_millis() as u64 } else { 0 },
-                "MQTT broker unreachable; calls to other processes fail until it is back"
+                "MQTT broker unreachable; calls to other processes wait for it up to [broker] connect_wait_ms, then fail"
             );
             reported = true;
         } else {

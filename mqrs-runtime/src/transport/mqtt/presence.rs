@@ -99,8 +99,9 @@ impl Presence {
         self.unconfirmed = self.servers.keys().cloned().collect();
     }
 
-    /// True between a lost connection and [`Presence::forget_unconfirmed`] when something was
-    /// known: the process still knows who runs what.
+    /// True after a lost connection while someone known then has not been heard of again
+    /// (until [`Presence::forget_unconfirmed`] at the latest): the process still knows who
+    /// runs what.
     pub(super) fn reconnecting(&self) -> bool {
         !self.unconfirmed.is_empty()
     }

@@ -149,8 +149,9 @@ impl MqttTransport {
                 }
             };
             let client = tokio::select! {
-                c = shared.sender_by(until) => c,
+                biased;
                 r = failed => return r,
+                c = shared.sender_by(until) => c,
             };
             let Some(client) = client else {
                 return Err(RpcError::Unreachable {
@@ -165,9 +166,17 @@ impl MqttTransport {
             if !shared.announced(target) {
                 return Err(RpcError::UnknownModule(out.target));
             }
-            if let Some((id, _)) = &reply {
-                if let Some(w) = shared.pending().get_mut(id) {
-                    w.sent = true;
+            if let Some((id, rx)) = reply.as_mut() {
+                let waiting = match shared.pending().get_mut(id) {
+                    Some(w) => {
+                        w.sent = true;
+                        true
+                    }
+                    None => false,
+                };
+                // Failed meanwhile (its server left at the sync): never sent.
+                if !waiting {
+                    return rx.await.unwrap_or_else(|_| Err(out.closed()));
                 }
             }
             let reply_to = reply
@@ -265,7 +274,13 @@ impl Transport for MqttTransport {
     }
 
     fn notify(&self, req: Request<'_>) -> Result<(), RpcError> {
-        let fut = self.send(req, None, self.client())?;
+        // A call without a reply does not wait for a connection: nothing would bound how many
+        // wait at once.
+        let client = self.client().ok_or_else(|| RpcError::Unreachable {
+            target: req.target.to_string(),
+            reason: "this process is not connected to the MQTT broker".into(),
+        })?;
+        let fut = self.send(req, None, Some(client))?;
         tokio::spawn(async move {
             if let Err(e) = fut.await {
                 tracing::warn!(error = %e, "call_nr through the broker failed");

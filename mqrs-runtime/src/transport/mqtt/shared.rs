@@ -24,7 +24,8 @@ pub struct BrokerStats {
     pub connected: bool,
     /// Connections made (the first and every reconnection).
     pub connects: u64,
-    /// Failed connection attempts and lost connections; retries back off up to 5 s apart.
+    /// Failed connection attempts and lost connections; the next node of a list is tried at
+    /// once, and once every node has failed in a row, retries back off up to 5 s apart.
     pub connection_errors: u64,
     /// Calls sent to other processes.
     pub calls_sent: u64,
@@ -135,10 +136,19 @@ impl Shared {
     pub(super) async fn sender_by(&self, until: std::time::Instant) -> Option<Sender> {
         let mut up = self.up.subscribe();
         let gone = || self.gone.load(Ordering::Acquire);
-        let ready = tokio::time::timeout_at(until.into(), up.wait_for(|up| *up || gone())).await;
-        match ready {
-            Ok(Ok(_)) if !gone() => self.client.read_locked().clone(),
-            _ => None,
+        loop {
+            let ready =
+                tokio::time::timeout_at(until.into(), up.wait_for(|up| *up || gone())).await;
+            if !matches!(ready, Ok(Ok(_))) || gone() {
+                return None;
+            }
+            let client = self.client.read_locked().clone();
+            // Lost again between the wake-up and here: wait for the next one.
+            if self.connected.load(Ordering::Acquire) {
+                if let Some(client) = client {
+                    return Some(client);
+                }
+            }
         }
     }
 
