@@ -135,23 +135,16 @@ where
             else => break,
         };
         match result {
-            Err(e @ RpcError::Unreachable { .. })
-                if !transport.linked() && attempts == plan.attempts =>
-            {
-                tracing::debug!(
-                    module,
-                    method,
-                    instance = &*instance,
-                    attempt = number,
-                    error = %e,
-                    "attempt lost with this process's broker connection; sending it again there"
-                );
-                attempts += 1;
-                again = Some(instance);
-                last = Some(e);
-            }
             Err(e) if another_might_answer(&e) => {
-                if matches!(e, RpcError::Timeout { .. }) {
+                // Lost with this process's own broker connection: the instance is not to
+                // blame, so it gets the call again, once, not counted.
+                let own_link = matches!(e, RpcError::Unreachable { .. })
+                    && !transport.linked()
+                    && attempts == plan.attempts;
+                if own_link {
+                    attempts += 1;
+                    again = Some(instance.clone());
+                } else if matches!(e, RpcError::Timeout { .. }) {
                     // Hung or overloaded: the next calls start elsewhere for a while.
                     transport.pass_over(&instance);
                 }
@@ -161,7 +154,8 @@ where
                     instance = &*instance,
                     attempt = number,
                     error = %e,
-                    "attempt failed; trying another instance"
+                    own_link,
+                    "attempt failed; trying again"
                 );
                 last = Some(e);
                 if running.is_empty() && tried.len() >= attempts {

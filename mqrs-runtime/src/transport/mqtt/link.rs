@@ -263,7 +263,7 @@ async fn run(
             .counters
             .connection_errors
             .fetch_add(1, Ordering::Relaxed);
-        let was = shared.connected.swap(false, Ordering::AcqRel);
+        let was = shared.connected.load(Ordering::Acquire);
         shared.set_up(false);
         *shared.client.write_locked() = None;
         shared.fail_sent("the connection to the MQTT broker was lost");

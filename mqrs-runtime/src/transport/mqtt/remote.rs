@@ -120,11 +120,7 @@ impl MqttTransport {
             target,
         };
         if let Some(client) = client {
-            let reply_to = reply
-                .as_ref()
-                .map(|(id, _)| (shared.reply_topic.as_str(), *id));
-            let props = wire::request_properties(reply_to, req.deadline, &req.session, traceparent);
-            shared.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
+            let props = sending(&shared, &reply, req.deadline, &req.session, traceparent);
             return Ok(async move {
                 let _guard = guard;
                 out.publish(&shared, &client, props, reply).await
@@ -179,15 +175,27 @@ impl MqttTransport {
                     return rx.await.unwrap_or_else(|_| Err(out.closed()));
                 }
             }
-            let reply_to = reply
-                .as_ref()
-                .map(|(id, _)| (shared.reply_topic.as_str(), *id));
-            let props = wire::request_properties(reply_to, deadline, &session, traceparent);
-            shared.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
+            let props = sending(&shared, &reply, deadline, &session, traceparent);
             out.publish(&shared, &client, props, reply).await
         }
         .boxed())
     }
+}
+
+/// A call is sent now: counts it and gives its properties (reply address, time left, trace
+/// context).
+fn sending(
+    shared: &Shared,
+    reply: &Option<(u64, ReplyRx)>,
+    deadline: crate::deadline::Deadline,
+    session: &crate::Session,
+    traceparent: Option<String>,
+) -> rumqttc::v5::mqttbytes::v5::PublishProperties {
+    shared.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
+    let reply_to = reply
+        .as_ref()
+        .map(|(id, _)| (shared.reply_topic.as_str(), *id));
+    wire::request_properties(reply_to, deadline, session, traceparent)
 }
 
 /// One encoded call on its way out.

@@ -183,17 +183,20 @@ impl Shared {
         true
     }
 
+    /// Takes out of the pending map the calls `which` picks.
+    fn take_pending(&self, which: impl Fn(&Waiting) -> bool) -> Vec<Waiting> {
+        let mut pending = self.pending();
+        let ids: Vec<u64> = pending
+            .iter()
+            .filter(|(_, w)| which(w))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter().filter_map(|id| pending.remove(id)).collect()
+    }
+
     /// Fails every call pinned to `server_id`, which is gone: no reply will come.
     pub(super) fn fail_pinned(&self, server_id: &str) {
-        let gone: Vec<Waiting> = {
-            let mut pending = self.pending();
-            let ids: Vec<u64> = pending
-                .iter()
-                .filter(|(_, w)| w.server.as_deref() == Some(server_id))
-                .map(|(id, _)| *id)
-                .collect();
-            ids.iter().filter_map(|id| pending.remove(id)).collect()
-        };
+        let gone = self.take_pending(|w| w.server.as_deref() == Some(server_id));
         for w in gone {
             let _ = w.tx.send(Err(RpcError::Unreachable {
                 target: format!("{}@{server_id}", w.method),
@@ -205,31 +208,13 @@ impl Shared {
     /// Fails every call sent and waiting for its reply (the broker connection was lost: the
     /// reply cannot come); calls not sent yet go on waiting for a connection.
     pub(super) fn fail_sent(&self, reason: &str) {
-        let sent: Vec<Waiting> = {
-            let mut pending = self.pending();
-            let ids: Vec<u64> = pending
-                .iter()
-                .filter(|(_, w)| w.sent)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.iter().filter_map(|id| pending.remove(id)).collect()
-        };
-        self.fail(sent, reason);
+        fail(self.take_pending(|w| w.sent), reason);
     }
 
     /// Fails every waiting call, sent or not (the app is stopping).
     pub(super) fn fail_all(&self, reason: &str) {
-        let waiting: Vec<Waiting> = self.pending().drain().map(|(_, w)| w).collect();
-        self.fail(waiting, reason);
-    }
-
-    fn fail(&self, waiting: Vec<Waiting>, reason: &str) {
-        for w in waiting {
-            let _ = w.tx.send(Err(RpcError::Unreachable {
-                target: w.method.to_string(),
-                reason: reason.to_string(),
-            }));
-        }
+        let waiting = self.pending().drain().map(|(_, w)| w).collect();
+        fail(waiting, reason);
     }
 
     /// True when some process announced `target` (on its pinned server, if any).
@@ -261,6 +246,16 @@ impl Shared {
         } else {
             rumqttc::v5::mqttbytes::QoS::AtLeastOnce
         }
+    }
+}
+
+/// Fails `waiting` calls, unreachable for `reason`.
+fn fail(waiting: Vec<Waiting>, reason: &str) {
+    for w in waiting {
+        let _ = w.tx.send(Err(RpcError::Unreachable {
+            target: w.method.to_string(),
+            reason: reason.to_string(),
+        }));
     }
 }
 
